@@ -1,0 +1,14 @@
+//! offport's functional core: the domain model and the pure detection logic.
+//!
+//! Everything here is plain Rust over plain types: no Kafka, no async, no clock reads, no I/O.
+//! Time enters as event timestamps passed in by the caller. The same code runs inside the Kafka
+//! services, the in-process replay, the benchmarks and the tests, so a test of this crate is a
+//! test of production behaviour.
+//!
+//! - [`model`]: the records that flow between stages (the Rust side of `schemas/*.avsc`).
+//! - [`schema`]: the embedded Avro contracts, resolved for the schema registry.
+//! - [`examples`]: fully populated example records, for documentation and tests.
+
+pub mod examples;
+pub mod model;
+pub mod schema;

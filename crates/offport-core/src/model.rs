@@ -1,0 +1,907 @@
+//! The records that flow between offport's stages: the Rust side of the Avro contracts in
+//! `schemas/`.
+//!
+//! Every type here derives [`AvroSchema`], and `schema::tests` holds each derived schema against
+//! its `.avsc` file (Parsing Canonical Form) and round-trips a fully populated value through the
+//! file's schema, so the two cannot drift apart silently. This module holds data only; the logic
+//! that produces and consumes it lives in the other modules of this crate.
+//!
+//! Times are UTC milliseconds since the Unix epoch ([`EpochMillis`]), carried in Avro as
+//! `timestamp-millis`.
+
+use std::collections::HashSet;
+
+use apache_avro::schema::{Name, NamespaceRef, UnionSchema};
+use apache_avro::{AvroSchema, Schema};
+use serde::{Deserialize, Serialize};
+
+/// UTC milliseconds since the Unix epoch; Avro `timestamp-millis`.
+pub type EpochMillis = i64;
+
+/// Avro schema of an [`EpochMillis`] field (`long` with logical type `timestamp-millis`).
+fn timestamp_millis(_: &mut HashSet<Name>, _: NamespaceRef) -> Schema {
+    Schema::TimestampMillis
+}
+
+/// Avro schema of an optional [`EpochMillis`] field (`["null", timestamp-millis]`).
+fn optional_timestamp_millis(_: &mut HashSet<Name>, _: NamespaceRef) -> Schema {
+    match UnionSchema::new(vec![Schema::Null, Schema::TimestampMillis]) {
+        Ok(union) => Schema::Union(union),
+        // A null/timestamp union is always valid; this arm exists only because the
+        // constructor is fallible in general.
+        Err(_) => Schema::Null,
+    }
+}
+
+/// Mobile operating system family of the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum Platform {
+    // Android.
+    Android,
+    // iOS / iPadOS.
+    Ios,
+    // The source did not say.
+    Unknown,
+}
+
+/// Transport-layer protocol of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum Transport {
+    // TCP.
+    Tcp,
+    // UDP.
+    Udp,
+    // Anything else (ICMP, SCTP, ...).
+    Other,
+}
+
+/// Application-layer protocol recognised in a session, independent of the port it used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum AppProtocol {
+    // TLS over TCP.
+    Tls,
+    // DTLS over UDP.
+    Dtls,
+    // QUIC.
+    Quic,
+    // HTTP/1.x.
+    Http,
+    // HTTP/2 (cleartext preface or negotiated).
+    Http2,
+    // HTTP/1.1 upgraded to WebSocket.
+    Websocket,
+    // DNS.
+    Dns,
+    // SSH.
+    Ssh,
+    // SMTP.
+    Smtp,
+    // IMAP.
+    Imap,
+    // POP3.
+    Pop3,
+    // MQTT.
+    Mqtt,
+    // XMPP.
+    Xmpp,
+    // STUN / TURN.
+    Stun,
+    // Not recognised.
+    Unknown,
+}
+
+/// Input format a normalized record was produced from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum SourceFormat {
+    // offport's documented JSON records.
+    OffportJson,
+    // PCAPdroid CSV export.
+    PcapdroidCsv,
+    // Zeek JSON logs.
+    ZeekJson,
+    // Suricata EVE JSON.
+    SuricataEve,
+    // Android UsageStats event rows.
+    AndroidUsageStats,
+    // MicroMDM / NanoMDM webhook JSON.
+    MicromdmWebhook,
+    // Android Management API reports.
+    AndroidManagementApi,
+    // Not known.
+    Unknown,
+}
+
+/// How a session was tied to the app that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum AttributionSource {
+    // A per-app VPN tunnel named the app.
+    PerAppVpn,
+    // A device VPN (Android VpnService) resolved the socket's Linux UID.
+    VpnUid,
+    // A mobile proxy attributed the request.
+    Proxy,
+    // A configured source-address mapping (network sensors such as Zeek or Suricata).
+    SourceAddressMap,
+    // The EDR agent attributed the socket.
+    Edr,
+    // Only the device is known.
+    DeviceOnly,
+    // Not known.
+    Unknown,
+}
+
+/// What the protocol verdict of a session rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum ProtocolEvidence {
+    // The sensor's own verdict (Zeek service, Suricata app_proto, nDPI).
+    Sensor,
+    // offport recognised the first client bytes.
+    ClientBytes,
+    // Both agree.
+    SensorAndClientBytes,
+    // No protocol was recognised.
+    None,
+}
+
+/// Indicators from a TLS (or DTLS/QUIC) ClientHello.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct TlsInfo {
+    /// Highest TLS version the client offered, e.g. `TLSv1.3`.
+    pub version: Option<String>,
+    /// Server Name Indication, lower-cased.
+    pub sni: Option<String>,
+    /// ALPN protocol identifiers offered, in order.
+    pub alpn: Vec<String>,
+    /// JA3 fingerprint (MD5 hex).
+    pub ja3: Option<String>,
+    /// JA4 fingerprint.
+    pub ja4: Option<String>,
+}
+
+/// Indicators from an HTTP/1.x request line and headers, or an HTTP/2 request.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct HttpInfo {
+    /// Request method.
+    pub method: Option<String>,
+    /// Host header or `:authority`, lower-cased, without port.
+    pub host: Option<String>,
+    /// Coarse class of the request path (`root`, `static`, `api`, `query`, `opaque`).
+    pub path_class: Option<String>,
+    /// User-Agent header.
+    pub user_agent: Option<String>,
+    /// Upgrade header, lower-cased.
+    pub upgrade: Option<String>,
+    /// Response status code, when seen.
+    pub status_code: Option<i32>,
+}
+
+/// Indicators from a DNS query message.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct DnsInfo {
+    /// Queried name, lower-cased, no trailing dot.
+    pub qname: String,
+    /// Query type mnemonic (`A`, `AAAA`, `TXT`, `TYPE<n>`).
+    pub qtype: String,
+    /// Response code mnemonic, when the response was seen.
+    pub rcode: Option<String>,
+}
+
+/// One outbound network session reported by a per-app VPN, mobile proxy or network sensor,
+/// normalized. Keyed by `device_id` on Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct NetworkSession {
+    /// Stable identifier of the session, unique per source.
+    pub session_id: String,
+    /// Device that opened the session; the partitioning key.
+    pub device_id: String,
+    /// Platform of the device.
+    pub platform: Platform,
+    /// Package name or bundle id; `None` when only the device is known.
+    pub app_id: Option<String>,
+    /// Human-readable app name.
+    pub app_name: Option<String>,
+    /// Android Linux UID of the app.
+    pub app_uid: Option<i32>,
+    /// How the session was tied to `app_id`.
+    pub attribution: AttributionSource,
+    /// Confidence in the attribution, 0.0 to 1.0.
+    pub attribution_confidence: f32,
+    /// Transport protocol.
+    pub transport: Transport,
+    /// Source IP address.
+    pub src_ip: Option<String>,
+    /// Source port.
+    pub src_port: Option<i32>,
+    /// Destination IP address.
+    pub dst_ip: String,
+    /// Destination port.
+    pub dst_port: i32,
+    /// Recognised application protocol.
+    pub protocol: AppProtocol,
+    /// What the protocol verdict rests on.
+    pub protocol_evidence: ProtocolEvidence,
+    /// The sensor's own protocol label, verbatim.
+    pub protocol_label: Option<String>,
+    /// TLS ClientHello indicators.
+    pub tls: Option<TlsInfo>,
+    /// HTTP request indicators.
+    pub http: Option<HttpInfo>,
+    /// DNS query indicators.
+    pub dns: Option<DnsInfo>,
+    /// First line a text-protocol client sent, truncated to 256 bytes.
+    pub client_banner: Option<String>,
+    /// Bytes sent by the device.
+    pub bytes_out: i64,
+    /// Bytes received by the device.
+    pub bytes_in: i64,
+    /// Packets sent by the device (0 when not counted).
+    pub packets_out: i64,
+    /// Packets received by the device (0 when not counted).
+    pub packets_in: i64,
+    /// Shannon entropy of the first client payload bytes, bits per byte.
+    pub payload_entropy: Option<f64>,
+    /// Number of bytes `payload_entropy` was computed over.
+    pub payload_sample_bytes: Option<i32>,
+    /// Event time: session start.
+    #[avro(with = timestamp_millis)]
+    pub start_time: EpochMillis,
+    /// Duration in milliseconds, when known.
+    pub duration_ms: Option<i64>,
+    /// Reported while still open (long-lived connection).
+    pub still_open: bool,
+    /// When offport normalized the record.
+    #[avro(with = timestamp_millis)]
+    pub ingest_time: EpochMillis,
+    /// Input format.
+    pub source_format: SourceFormat,
+    /// Where the raw record came from.
+    pub source_ref: String,
+}
+
+/// Kind of device or app activity reported by the mobile EDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum DeviceEventKind {
+    // App came to the foreground.
+    AppForeground,
+    // App went to the background.
+    AppBackground,
+    // App was stopped.
+    AppStopped,
+    // Device locked (keyguard shown).
+    DeviceLocked,
+    // Device unlocked (keyguard hidden).
+    DeviceUnlocked,
+    // Screen turned on.
+    ScreenOn,
+    // Screen turned off.
+    ScreenOff,
+    // The user touched or typed.
+    UserInteraction,
+    // JobScheduler job started.
+    BackgroundJob,
+    // WorkManager work started.
+    WorkManager,
+    // Foreground service started.
+    ForegroundServiceStart,
+    // Foreground service stopped.
+    ForegroundServiceStop,
+    // iOS background app refresh / BGTask.
+    BackgroundRefresh,
+    // A persistent service was activated.
+    PersistentService,
+    // Networking-API usage counts.
+    NetworkApiUsage,
+    // Anything else.
+    Unknown,
+}
+
+/// Count of networking-framework calls an app made over a short window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct NetworkApiUsage {
+    /// Framework or API observed.
+    pub api: String,
+    /// Number of calls in the window.
+    pub call_count: i64,
+    /// Window length in milliseconds, ending at the event time.
+    pub window_ms: i64,
+}
+
+/// One device or app activity event from the mobile EDR, normalized. Keyed by `device_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct DeviceEvent {
+    /// Stable identifier of the event.
+    pub event_id: String,
+    /// Device.
+    pub device_id: String,
+    /// Platform of the device.
+    pub platform: Platform,
+    /// App the event concerns; `None` for device-level events.
+    pub app_id: Option<String>,
+    /// What happened.
+    pub kind: DeviceEventKind,
+    /// Networking-API usage, for `NetworkApiUsage` events.
+    pub network_api: Option<NetworkApiUsage>,
+    /// Source-specific detail.
+    pub detail: Option<String>,
+    /// Event time.
+    #[avro(with = timestamp_millis)]
+    pub event_time: EpochMillis,
+    /// When offport normalized the record.
+    #[avro(with = timestamp_millis)]
+    pub ingest_time: EpochMillis,
+    /// Input format.
+    pub source_format: SourceFormat,
+    /// Where the raw record came from.
+    pub source_ref: String,
+}
+
+/// One app in an MDM inventory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct ManagedApp {
+    /// Package name or bundle id.
+    pub app_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Installed version.
+    pub version: Option<String>,
+    /// Managed by the MDM.
+    pub managed: bool,
+    /// Approved by the organisation; `None` when unknown.
+    pub approved: Option<bool>,
+    /// MDM status verbatim.
+    pub status: Option<String>,
+    /// Apple ManagementFlags.
+    pub management_flags: Option<i32>,
+    /// App category (AppNetworkBehaviorBaseline).
+    pub category: Option<String>,
+    /// Enterprise service class (AllowedServiceClasses).
+    pub service_class: Option<String>,
+}
+
+/// MDM context of a device: supervision, group/role and managed-app inventory. Keyed by
+/// `device_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct DeviceContext {
+    /// Device.
+    pub device_id: String,
+    /// Platform.
+    pub platform: Platform,
+    /// Supervised (iOS) or fully managed (Android); `None` when unknown.
+    pub supervised: Option<bool>,
+    /// Device group.
+    pub device_group: Option<String>,
+    /// Device role.
+    pub device_role: Option<String>,
+    /// Hardware serial number.
+    pub serial_number: Option<String>,
+    /// Apple UDID or Android enrollment id.
+    pub udid: Option<String>,
+    /// OS version.
+    pub os_version: Option<String>,
+    /// Apps reported by this record.
+    pub apps: Vec<ManagedApp>,
+    /// `apps` is the complete inventory and replaces the previous one.
+    pub inventory_complete: bool,
+    /// Event time.
+    #[avro(with = timestamp_millis)]
+    pub event_time: EpochMillis,
+    /// When offport normalized the record.
+    #[avro(with = timestamp_millis)]
+    pub ingest_time: EpochMillis,
+    /// Input format.
+    pub source_format: SourceFormat,
+    /// Where the raw record came from.
+    pub source_ref: String,
+}
+
+/// Lifecycle state of an app at a point in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum AppRunState {
+    // In the foreground.
+    Foreground,
+    // In the background.
+    Background,
+    // Not running.
+    NotRunning,
+    // Unknown.
+    Unknown,
+}
+
+/// Lock state of a device at a point in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum LockState {
+    // Locked.
+    Locked,
+    // Unlocked.
+    Unlocked,
+    // Unknown.
+    Unknown,
+}
+
+/// A background-execution event that preceded a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct BackgroundExecution {
+    /// Kind of background execution.
+    pub kind: DeviceEventKind,
+    /// When it happened.
+    #[avro(with = timestamp_millis)]
+    pub event_time: EpochMillis,
+    /// Milliseconds between it and the session start.
+    pub ms_before_session: i64,
+}
+
+/// MDM context of the device and app as of a session's start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct MdmContext {
+    /// App managed; `None` when the inventory does not list it.
+    pub managed: Option<bool>,
+    /// App approved; `None` when unknown.
+    pub approved: Option<bool>,
+    /// Device supervised; `None` when unknown.
+    pub supervised: Option<bool>,
+    /// Device group.
+    pub device_group: Option<String>,
+    /// Device role.
+    pub device_role: Option<String>,
+    /// App category.
+    pub app_category: Option<String>,
+    /// App service class.
+    pub service_class: Option<String>,
+    /// Event time of the MDM record this came from.
+    #[avro(with = timestamp_millis)]
+    pub as_of: EpochMillis,
+}
+
+/// A [`NetworkSession`] joined, as of its start, with EDR state and MDM context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct EnrichedSession {
+    /// The session.
+    pub session: NetworkSession,
+    /// App state at session start.
+    pub app_state: AppRunState,
+    /// The app came to the foreground during the session.
+    pub foreground_transition_during: bool,
+    /// Lock state at session start.
+    pub lock_state: LockState,
+    /// The device stayed locked for the whole session.
+    pub locked_throughout: bool,
+    /// LastUserInteractionDelta in milliseconds; `None` when none is known within TimeWindow.
+    pub last_user_interaction_ms_before: Option<i64>,
+    /// The most recent background-execution event before the session.
+    pub preceding_background_execution: Option<BackgroundExecution>,
+    /// Networking-API calls within TimeWindow before the session.
+    pub network_api_calls_before: i64,
+    /// MDM context; `None` when no MDM record is known.
+    pub mdm: Option<MdmContext>,
+    /// Joiner watermark at emission.
+    #[avro(with = timestamp_millis)]
+    pub watermark: EpochMillis,
+}
+
+/// Detection analytic that raised a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum Analytic {
+    // AN1827: non-standard port, Android.
+    NonStandardPortAndroid,
+    // AN1828: non-standard port, iOS.
+    NonStandardPortIos,
+    // Application-layer command and control (seed 004).
+    AppLayerC2,
+}
+
+/// Severity of a finding, derived from its score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum Severity {
+    // Informational.
+    Info,
+    // Low.
+    Low,
+    // Medium.
+    Medium,
+    // High.
+    High,
+    // Critical.
+    Critical,
+}
+
+/// One evidence item an analytic can fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum EvidenceKind {
+    // Recognised protocol on a port outside its approved set.
+    ProtocolPortMismatch,
+    // Repeated sessions to the same destination or service class.
+    RepeatedSessions,
+    // Stable recurrence interval within BeaconIntervalTolerance.
+    StableInterval,
+    // One persistent long-lived connection.
+    PersistentConnection,
+    // App in background, no foreground transition.
+    BackgroundNoForeground,
+    // Device locked during the session.
+    DeviceLocked,
+    // Last user interaction older than RecentUserInteractionWindow.
+    NoRecentUserInteraction,
+    // Background execution immediately before the session.
+    PrecedingBackgroundExecution,
+    // App not managed.
+    AppUnmanaged,
+    // App outside AllowedAppList / AllowedManagedApps.
+    AppNotAllowed,
+    // App not permitted this protocol on this port.
+    ProtocolNotPermittedForApp,
+    // Device not supervised where SupervisedRequired.
+    DeviceUnsupervised,
+    // Beacon-like periodicity.
+    BeaconPeriodicity,
+    // Connection rate over ConnectionFrequencyThreshold.
+    ConnectionFrequency,
+    // SNI and Host disagree.
+    SniHostMismatch,
+    // Host or SNI is an IP literal.
+    IpLiteralHost,
+    // Algorithmically generated-looking name.
+    AlgorithmicHostname,
+    // Destination never seen for the app category.
+    UnseenDestinationForCategory,
+    // Protocol not expected for the app category.
+    UnexpectedProtocolForCategory,
+    // Uniform request/response sizes.
+    UniformSizes,
+    // Payload entropy over PayloadEntropyThreshold.
+    HighPayloadEntropy,
+    // Background session past SessionPersistenceThreshold.
+    BackgroundSessionPersistence,
+    // Networking-API burst without foreground or user interaction.
+    NetworkApiBurstWithoutUser,
+    // Anything else.
+    Other,
+}
+
+/// One evidence item that fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct Evidence {
+    /// Which item fired.
+    pub kind: EvidenceKind,
+    /// One sentence for an analyst.
+    pub description: String,
+    /// Observed value, formatted.
+    pub observed: String,
+    /// Observed value as a number.
+    pub observed_number: Option<f64>,
+    /// Baseline element and value it was held against.
+    pub baseline: Option<String>,
+    /// Points it added to the score.
+    pub weight: f64,
+}
+
+/// Lifecycle of a finding id within its suppression window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum FindingStatus {
+    // First emission.
+    New,
+    // An update of an earlier emission.
+    Updated,
+}
+
+/// An explainable, scored detection. Keyed by `device_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct Finding {
+    /// Deterministic id.
+    pub finding_id: String,
+    /// 0 for the first emission, incremented by each update.
+    pub revision: i32,
+    /// NEW or UPDATED.
+    pub status: FindingStatus,
+    /// Analytic.
+    pub analytic: Analytic,
+    /// MITRE analytic id.
+    pub analytic_id: String,
+    /// MITRE detection strategy id.
+    pub detection_strategy: String,
+    /// MITRE technique id.
+    pub technique_id: String,
+    /// MITRE technique name.
+    pub technique_name: String,
+    /// Platform.
+    pub platform: Platform,
+    /// Device.
+    pub device_id: String,
+    /// App, when attributed.
+    pub app_id: Option<String>,
+    /// App display name.
+    pub app_name: Option<String>,
+    /// Destination IP.
+    pub dst_ip: String,
+    /// Destination port.
+    pub dst_port: i32,
+    /// Destination host name.
+    pub dst_host: Option<String>,
+    /// Transport.
+    pub transport: Transport,
+    /// Protocol.
+    pub protocol: AppProtocol,
+    /// First contributing session start.
+    #[avro(with = timestamp_millis)]
+    pub first_seen: EpochMillis,
+    /// Latest contributing session start.
+    #[avro(with = timestamp_millis)]
+    pub last_seen: EpochMillis,
+    /// Contributing sessions so far.
+    pub session_count: i64,
+    /// Score, 0-100.
+    pub score: i32,
+    /// Severity.
+    pub severity: Severity,
+    /// Confidence, 0.0-1.0.
+    pub confidence: f64,
+    /// Evidence items that fired.
+    pub evidence: Vec<Evidence>,
+    /// Merged baseline version.
+    pub baseline_version: String,
+    /// Event time of the latest contributing session.
+    #[avro(with = timestamp_millis)]
+    pub event_time: EpochMillis,
+}
+
+/// Scope a baseline document applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum ScopeKind {
+    // Everything.
+    Global,
+    // One platform.
+    Platform,
+    // One device group or role.
+    DeviceGroup,
+    // One app category or service class.
+    AppCategory,
+    // One app.
+    App,
+}
+
+/// Scope of a baseline document; the key of the baselines topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct BaselineScope {
+    /// Scope kind.
+    pub kind: ScopeKind,
+    /// Scope value; `None` for global.
+    pub value: Option<String>,
+}
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct PortRange {
+    /// First port.
+    pub first: i32,
+    /// Last port.
+    pub last: i32,
+}
+
+/// AllowedProtocolPortMappings entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct ProtocolPortRule {
+    /// Protocol.
+    pub protocol: AppProtocol,
+    /// Transport limit; `None` for any.
+    pub transport: Option<Transport>,
+    /// Approved ports.
+    pub ports: Vec<PortRange>,
+}
+
+/// EnterpriseExceptionList entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct EnterpriseException {
+    /// Short name.
+    pub name: String,
+    /// Why it exists, with its source.
+    pub reason: String,
+    /// App ids; empty for any.
+    pub apps: Vec<String>,
+    /// Destination CIDRs; empty for any.
+    pub cidrs: Vec<String>,
+    /// Destination domain suffixes; empty for any.
+    pub domain_suffixes: Vec<String>,
+    /// Exact SNIs; empty for any.
+    pub snis: Vec<String>,
+    /// Destination ports; empty for any.
+    pub ports: Vec<PortRange>,
+    /// Transport limit; `None` for any.
+    pub transport: Option<Transport>,
+}
+
+/// AppNetworkBehaviorBaseline entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct AppCategoryBehavior {
+    /// App category or service class.
+    pub category: String,
+    /// Expected protocols.
+    pub expected_protocols: Vec<AppProtocol>,
+    /// Expected destination ports.
+    pub expected_ports: Vec<PortRange>,
+    /// Expected destination domain suffixes.
+    pub expected_domain_suffixes: Vec<String>,
+}
+
+/// Tunable thresholds of the analytics; `None` inherits.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct BaselineThresholds {
+    /// TimeWindow, milliseconds.
+    pub time_window_ms: Option<i64>,
+    /// RecentUserInteractionWindow, milliseconds.
+    pub recent_user_interaction_window_ms: Option<i64>,
+    /// BeaconIntervalTolerance, fraction.
+    pub beacon_interval_tolerance: Option<f64>,
+    /// ForegroundStateRequired.
+    pub foreground_state_required: Option<bool>,
+    /// SupervisedRequired.
+    pub supervised_required: Option<bool>,
+    /// BeaconIntervalVarianceThreshold.
+    pub beacon_interval_variance_threshold: Option<f64>,
+    /// ConnectionFrequencyThreshold, sessions per hour.
+    pub connection_frequency_threshold: Option<f64>,
+    /// PayloadEntropyThreshold, bits per byte.
+    pub payload_entropy_threshold: Option<f64>,
+    /// CadenceAnomalyThreshold, 0-1.
+    pub cadence_anomaly_threshold: Option<f64>,
+    /// SessionPersistenceThreshold, milliseconds.
+    pub session_persistence_threshold_ms: Option<i64>,
+}
+
+/// An approved-behaviour baseline document for one scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct Baseline {
+    /// Scope.
+    pub scope: BaselineScope,
+    /// Version label.
+    pub version: String,
+    /// When it takes effect.
+    #[avro(with = timestamp_millis)]
+    pub effective_time: EpochMillis,
+    /// What changed and why.
+    pub description: Option<String>,
+    /// AllowedProtocolPortMappings.
+    pub allowed_protocol_ports: Vec<ProtocolPortRule>,
+    /// AllowedAppList; `None` inherits.
+    pub allowed_apps: Option<Vec<String>>,
+    /// AllowedManagedApps; `None` inherits.
+    pub allowed_managed_apps: Option<Vec<String>>,
+    /// AllowedServiceClasses; `None` inherits.
+    pub allowed_service_classes: Option<Vec<String>>,
+    /// EnterpriseExceptionList.
+    pub enterprise_exceptions: Vec<EnterpriseException>,
+    /// AppNetworkBehaviorBaseline.
+    pub app_network_behavior: Vec<AppCategoryBehavior>,
+    /// Thresholds.
+    pub thresholds: BaselineThresholds,
+}
+
+/// Machine-readable reason a record was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "dev.offport.v1")]
+#[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
+pub enum DeadLetterReason {
+    // Not parseable in the expected format.
+    Unparseable,
+    // No configured or detectable format.
+    UnknownFormat,
+    // No device id.
+    MissingDeviceId,
+    // A value out of its possible range.
+    ImpossibleValue,
+    // Larger than the configured limit.
+    Oversize,
+    // Does not match its Avro schema.
+    SchemaMismatch,
+    // A baseline document that failed validation.
+    InvalidBaseline,
+    // Anything else.
+    Other,
+}
+
+/// A Kafka record header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct RecordHeader {
+    /// Header key.
+    pub key: String,
+    /// Header value; `None` for a null header.
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    #[avro(with)]
+    pub value: Option<Vec<u8>>,
+}
+
+/// A record a stage could not process, kept whole with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "dev.offport.v1")]
+pub struct DeadLetter {
+    /// Key bytes of the original record.
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    #[avro(with)]
+    pub original_key: Option<Vec<u8>>,
+    /// Value bytes of the original record.
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    #[avro(with)]
+    pub original_value: Option<Vec<u8>>,
+    /// Headers of the original record.
+    pub original_headers: Vec<RecordHeader>,
+    /// Source topic.
+    pub source_topic: String,
+    /// Source partition.
+    pub source_partition: i32,
+    /// Source offset.
+    pub source_offset: i64,
+    /// Kafka timestamp of the original record.
+    #[avro(with = optional_timestamp_millis)]
+    pub source_timestamp: Option<EpochMillis>,
+    /// Stage that rejected it.
+    pub stage: String,
+    /// Machine-readable reason.
+    pub reason: DeadLetterReason,
+    /// Human-readable explanation.
+    pub message: String,
+    /// When it was rejected.
+    #[avro(with = timestamp_millis)]
+    pub failed_time: EpochMillis,
+}
