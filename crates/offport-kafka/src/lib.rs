@@ -1,1 +1,12 @@
-//! placeholder
+//! The Kafka service shell shared by every offport stage.
+//!
+//! Written once, used by every service: configuration ([`settings`]), the topic layout and its
+//! creation ([`topics`]), Avro encoding and decoding through a Confluent-compatible schema
+//! registry ([`registry`]), graceful shutdown ([`shutdown`]) and logging ([`telemetry`]).
+//! Detection logic does not live here; it lives in `offport-core`.
+
+pub mod registry;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topics;

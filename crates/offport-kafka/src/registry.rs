@@ -1,0 +1,163 @@
+//! Avro encoding and decoding through a Confluent-compatible schema registry, in the Confluent
+//! wire format: magic byte `0`, the 4-byte big-endian schema id, then the Avro binary datum.
+//!
+//! Schemas are registered under the TopicNameStrategy (`<topic>-value` / `<topic>-key`), the
+//! default of Confluent's serializers, so Java and Python consumers of the same topics find them
+//! without extra configuration. The schema text comes from `offport-core`'s embedded `schemas/`.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use apache_avro::from_value;
+use offport_core::schema::{Contract, SchemaError};
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::settings::RegistrySettings;
+
+/// Length of the Confluent wire-format header (magic byte + schema id).
+pub const WIRE_HEADER_LEN: usize = 5;
+
+/// Errors encoding or decoding through the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The embedded schema could not be resolved (a build defect, caught by tests).
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The registry refused or could not be reached, or the value does not fit the schema.
+    #[error("schema registry: {0}")]
+    Registry(#[from] SRCError),
+    /// The decoded Avro value does not map onto the Rust type.
+    #[error("decoded value does not fit {target}: {source}")]
+    Shape {
+        /// Rust type name.
+        target: &'static str,
+        /// Avro error.
+        source: Box<apache_avro::Error>,
+    },
+    /// The bytes are not in the Confluent wire format.
+    #[error("not Confluent wire format: {0}")]
+    WireFormat(&'static str),
+}
+
+impl CodecError {
+    /// True when retrying later may succeed (registry unreachable or overloaded), false when
+    /// the record itself is at fault and belongs in the dead-letter topic.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CodecError::Registry(e) => e.retriable,
+            _ => false,
+        }
+    }
+}
+
+/// The schema id of a Confluent wire-format payload.
+pub fn schema_id(payload: &[u8]) -> Result<u32, CodecError> {
+    match payload {
+        [0, a, b, c, d, ..] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
+        [_, _, _, _, _, ..] => Err(CodecError::WireFormat("magic byte is not 0")),
+        _ => Err(CodecError::WireFormat("shorter than the 5-byte header")),
+    }
+}
+
+/// Encoder and decoder for offport's contracts, sharing one registry connection and cache.
+pub struct RegistryCodec {
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    strategies: RwLock<HashMap<(String, bool, Contract), SubjectNameStrategy>>,
+}
+
+impl RegistryCodec {
+    /// A codec for the registry at `settings.url`.
+    pub fn new(settings: &RegistrySettings) -> Result<Self, CodecError> {
+        let sr = sr_settings(settings)?;
+        Ok(Self {
+            encoder: AvroEncoder::new(sr.clone()),
+            decoder: AvroDecoder::new(sr),
+            strategies: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn strategy(
+        &self,
+        topic: &str,
+        is_key: bool,
+        contract: Contract,
+    ) -> Result<SubjectNameStrategy, CodecError> {
+        let key = (topic.to_string(), is_key, contract);
+        if let Ok(cache) = self.strategies.read() {
+            if let Some(strategy) = cache.get(&key) {
+                return Ok(strategy.clone());
+            }
+        }
+        let supplied = SuppliedSchema::new(
+            Some(contract.full_name()),
+            SchemaType::Avro,
+            contract.schema_json()?,
+        );
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), is_key, supplied);
+        if let Ok(mut cache) = self.strategies.write() {
+            cache.insert(key, strategy.clone());
+        }
+        Ok(strategy)
+    }
+
+    /// Encodes `value` as the record value of `topic`, registering the contract's schema under
+    /// `<topic>-value` on first use.
+    pub async fn encode_value<T: Serialize>(
+        &self,
+        topic: &str,
+        contract: Contract,
+        value: &T,
+    ) -> Result<Vec<u8>, CodecError> {
+        let strategy = self.strategy(topic, false, contract)?;
+        Ok(self.encoder.encode_struct(value, &strategy).await?)
+    }
+
+    /// Encodes `key` as the record key of `topic`, registering under `<topic>-key`.
+    pub async fn encode_key<T: Serialize>(
+        &self,
+        topic: &str,
+        contract: Contract,
+        key: &T,
+    ) -> Result<Vec<u8>, CodecError> {
+        let strategy = self.strategy(topic, true, contract)?;
+        Ok(self.encoder.encode_struct(key, &strategy).await?)
+    }
+
+    /// Decodes a Confluent wire-format payload, fetching the writer schema by id.
+    pub async fn decode<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, CodecError> {
+        schema_id(payload)?;
+        let decoded = self.decoder.decode(Some(payload)).await?;
+        from_value::<T>(&decoded.value).map_err(|source| CodecError::Shape {
+            target: std::any::type_name::<T>(),
+            source: Box::new(source),
+        })
+    }
+}
+
+fn sr_settings(settings: &RegistrySettings) -> Result<SrSettings, CodecError> {
+    Ok(SrSettings::new_builder(settings.url.trim_end_matches('/').to_string())
+        .set_timeout(Duration::from_millis(settings.timeout_ms))
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_id_reads_the_big_endian_id_after_magic_zero() {
+        assert_eq!(schema_id(&[0, 0, 0, 1, 2, 99]).ok(), Some(258));
+        assert!(matches!(schema_id(&[1, 0, 0, 0, 1]), Err(CodecError::WireFormat(_))));
+        assert!(matches!(schema_id(&[0, 0, 0]), Err(CodecError::WireFormat(_))));
+        assert!(matches!(schema_id(&[]), Err(CodecError::WireFormat(_))));
+    }
+}

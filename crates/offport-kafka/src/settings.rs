@@ -1,0 +1,240 @@
+//! Configuration of an offport service: a YAML/TOML file plus environment overrides, through
+//! the `config` crate.
+//!
+//! Precedence, lowest first: built-in defaults, the file named by `--config` or
+//! `OFFPORT_CONFIG`, then environment variables `OFFPORT__<SECTION>__<KEY>` (double underscore
+//! between levels), e.g. `OFFPORT__KAFKA__BOOTSTRAP_SERVERS=broker:9092`. This module only
+//! loads and validates; it does not connect to anything.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or an override could not be read or does not fit the expected shape.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is present but unusable.
+    #[error("configuration: {key}: {why}")]
+    Invalid {
+        /// Dotted key at fault.
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Connection to the Kafka cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Extra librdkafka properties passed verbatim (e.g. `security.protocol`), for settings the
+    /// shell has no dedicated key for.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".to_string(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// A librdkafka client configuration with the bootstrap servers and extra properties set.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Connection to the Confluent-compatible schema registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Base URL of the Confluent-compatible API, e.g. `http://127.0.0.1:8081/apis/ccompat/v7`
+    /// for Apicurio Registry or `http://registry:8081` for Confluent Schema Registry.
+    pub url: String,
+    /// Request timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8081/apis/ccompat/v7".to_string(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Topic layout shared by all stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Prefix of every topic name, e.g. `offport.` gives `offport.normalized.sessions`.
+    pub prefix: String,
+    /// Partition count of the device-keyed topics. The normalized topics must all have the same
+    /// count (co-partitioning); see [`crate::topics`].
+    pub partitions: i32,
+    /// Replication factor for created topics.
+    pub replication_factor: i32,
+}
+
+impl Default for TopicSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "offport.".to_string(),
+            partitions: 6,
+            replication_factor: 1,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `tracing` filter directive, e.g. `info,offport=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+    /// Emit one JSON object per line instead of human-readable text.
+    pub json: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_string(),
+            json: false,
+        }
+    }
+}
+
+/// Settings every offport service shares.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+    /// Schema registry connection.
+    pub registry: RegistrySettings,
+    /// Topic layout.
+    pub topics: TopicSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Settings {
+    /// Loads settings from defaults, an optional file, and `OFFPORT__*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("OFFPORT")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &str, why: &str| SettingsError::Invalid {
+            key: key.to_string(),
+            why: why.to_string(),
+        };
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
+        }
+        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://")) {
+            return Err(invalid("registry.url", "must start with http:// or https://"));
+        }
+        if self.topics.partitions < 1 {
+            return Err(invalid("topics.partitions", "must be at least 1"));
+        }
+        if self.topics.replication_factor < 1 {
+            return Err(invalid("topics.replication_factor", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_point_at_the_local_stack() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(s.registry.url, "http://127.0.0.1:8081/apis/ccompat/v7");
+        assert_eq!(s.topics.prefix, "offport.");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("offport-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("offport.yaml");
+        std::fs::write(
+            &file,
+            "kafka:\n  bootstrap_servers: file:9092\ntopics:\n  partitions: 12\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&file),
+            env(&[("OFFPORT__KAFKA__BOOTSTRAP_SERVERS", "env:9092")]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "env:9092");
+        assert_eq!(s.topics.partitions, 12);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let err = Settings::load_from(None, env(&[("OFFPORT__TOPICS__PARTITIONS", "0")])).unwrap_err();
+        assert_eq!(err.to_string(), "configuration: topics.partitions: must be at least 1");
+        let err = Settings::load_from(None, env(&[("OFFPORT__REGISTRY__URL", "registry:8081")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("registry.url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("offport-settings-u-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("offport.yaml");
+        std::fs::write(&file, "kafka:\n  bootstrap_server: typo:9092\n").unwrap();
+        let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("bootstrap_server"), "{err}");
+    }
+}

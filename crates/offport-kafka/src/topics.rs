@@ -1,0 +1,253 @@
+//! The topic layout of the offport topology, and its creation.
+//!
+//! [`TopicRole`] names every topic a stage reads or writes; [`TopicRole::spec`] gives its name
+//! and settings under a [`TopicSettings`]. The normalized, enriched and alert topics are all keyed
+//! by device id and must be co-partitioned (same partition count, murmur2 partitioner), so
+//! [`ensure_topics`] refuses an existing topic whose partition count differs instead of silently
+//! accepting a layout the joiner cannot use.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::settings::TopicSettings;
+
+/// Every topic of the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopicRole {
+    /// Raw proxy/VPN/sensor session records (JSON, CSV, Zeek, Suricata), as users produce them.
+    RawProxy,
+    /// Raw EDR events.
+    RawEdr,
+    /// Raw MDM records.
+    RawMdm,
+    /// `NetworkSession` (Avro), keyed by device id.
+    Sessions,
+    /// `DeviceEvent` (Avro), keyed by device id.
+    DeviceEvents,
+    /// `DeviceContext` (Avro), keyed by device id.
+    DeviceContexts,
+    /// `EnrichedSession` (Avro), keyed by device id.
+    EnrichedSessions,
+    /// `Finding` (Avro), keyed by device id.
+    Alerts,
+    /// The same findings as OCSF 1.x Detection Finding JSON, for SIEMs.
+    AlertsOcsf,
+    /// `Baseline` documents keyed by scope; compacted, a tombstone deletes the scope.
+    Baselines,
+    /// `DeadLetter` records from every stage.
+    DeadLetter,
+}
+
+impl TopicRole {
+    /// Every topic.
+    pub const ALL: [TopicRole; 11] = [
+        TopicRole::RawProxy,
+        TopicRole::RawEdr,
+        TopicRole::RawMdm,
+        TopicRole::Sessions,
+        TopicRole::DeviceEvents,
+        TopicRole::DeviceContexts,
+        TopicRole::EnrichedSessions,
+        TopicRole::Alerts,
+        TopicRole::AlertsOcsf,
+        TopicRole::Baselines,
+        TopicRole::DeadLetter,
+    ];
+
+    /// Name without the configured prefix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            TopicRole::RawProxy => "raw.proxy",
+            TopicRole::RawEdr => "raw.edr",
+            TopicRole::RawMdm => "raw.mdm",
+            TopicRole::Sessions => "normalized.sessions",
+            TopicRole::DeviceEvents => "normalized.device-events",
+            TopicRole::DeviceContexts => "normalized.device-context",
+            TopicRole::EnrichedSessions => "enriched.sessions",
+            TopicRole::Alerts => "alerts",
+            TopicRole::AlertsOcsf => "alerts.ocsf",
+            TopicRole::Baselines => "baselines",
+            TopicRole::DeadLetter => "dead-letter",
+        }
+    }
+
+    /// True for the device-keyed topics that must share one partition count.
+    pub fn co_partitioned(self) -> bool {
+        matches!(
+            self,
+            TopicRole::Sessions
+                | TopicRole::DeviceEvents
+                | TopicRole::DeviceContexts
+                | TopicRole::EnrichedSessions
+        )
+    }
+
+    /// Name and settings of this topic under `settings`.
+    pub fn spec(self, settings: &TopicSettings) -> TopicSpec {
+        let mut configs = vec![];
+        let partitions = match self {
+            // One partition keeps every instance's view of the baselines totally ordered.
+            TopicRole::Baselines => {
+                configs.push(("cleanup.policy", "compact"));
+                configs.push(("min.cleanable.dirty.ratio", "0.1"));
+                1
+            }
+            _ => settings.partitions,
+        };
+        TopicSpec {
+            role: self,
+            name: format!("{}{}", settings.prefix, self.suffix()),
+            partitions,
+            replication_factor: settings.replication_factor,
+            configs,
+        }
+    }
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Role in the topology.
+    pub role: TopicRole,
+    /// Full name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication_factor: i32,
+    /// Topic-level configs.
+    pub configs: Vec<(&'static str, &'static str)>,
+}
+
+/// What [`ensure_topics`] did for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    /// Created now.
+    Created,
+    /// Already there with a compatible layout.
+    Existed,
+}
+
+/// Errors creating topics.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin client failed.
+    #[error("kafka admin: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The broker refused to create a topic.
+    #[error("creating topic {topic}: {code}")]
+    Create {
+        /// Topic.
+        topic: String,
+        /// Broker error.
+        code: RDKafkaErrorCode,
+    },
+    /// An existing topic has a layout the topology cannot use.
+    #[error("topic {topic} exists with {actual} partitions, expected {expected}: {why}")]
+    Layout {
+        /// Topic.
+        topic: String,
+        /// Found.
+        actual: usize,
+        /// Wanted.
+        expected: i32,
+        /// Consequence.
+        why: &'static str,
+    },
+}
+
+/// Creates every topic in `specs` that does not exist, and checks the partition count of those
+/// that do.
+pub async fn ensure_topics(
+    client_config: &ClientConfig,
+    specs: &[TopicSpec],
+) -> Result<Vec<(String, TopicOutcome)>, TopicError> {
+    let admin: AdminClient<DefaultClientContext> = client_config.create()?;
+    let new_topics: Vec<NewTopic> = specs
+        .iter()
+        .map(|spec| {
+            spec.configs.iter().fold(
+                NewTopic::new(
+                    &spec.name,
+                    spec.partitions,
+                    TopicReplication::Fixed(spec.replication_factor),
+                ),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(new_topics.iter(), &options).await?;
+
+    let mut outcomes = Vec::with_capacity(specs.len());
+    for result in results {
+        match result {
+            Ok(name) => outcomes.push((name, TopicOutcome::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                outcomes.push((name, TopicOutcome::Existed))
+            }
+            Err((topic, code)) => return Err(TopicError::Create { topic, code }),
+        }
+    }
+
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    for spec in specs {
+        let actual = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == spec.name)
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        let expected = usize::try_from(spec.partitions).unwrap_or(0);
+        if actual != expected && (spec.role.co_partitioned() || spec.role == TopicRole::Baselines) {
+            return Err(TopicError::Layout {
+                topic: spec.name.clone(),
+                actual,
+                expected: spec.partitions,
+                why: if spec.role == TopicRole::Baselines {
+                    "the baselines topic must have exactly one partition to stay totally ordered"
+                } else {
+                    "device-keyed topics must be co-partitioned for the joiner"
+                },
+            });
+        }
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prefix_and_baselines_are_compacted_single_partition() {
+        let settings = TopicSettings {
+            prefix: "acme.".to_string(),
+            partitions: 12,
+            replication_factor: 3,
+        };
+        let baselines = TopicRole::Baselines.spec(&settings);
+        assert_eq!(baselines.name, "acme.baselines");
+        assert_eq!(baselines.partitions, 1);
+        assert!(baselines.configs.contains(&("cleanup.policy", "compact")));
+        let sessions = TopicRole::Sessions.spec(&settings);
+        assert_eq!(sessions.name, "acme.normalized.sessions");
+        assert_eq!((sessions.partitions, sessions.replication_factor), (12, 3));
+        assert!(sessions.configs.is_empty());
+    }
+
+    #[test]
+    fn topic_names_are_unique() {
+        let settings = TopicSettings::default();
+        let mut names: Vec<String> = TopicRole::ALL.iter().map(|r| r.spec(&settings).name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), TopicRole::ALL.len());
+    }
+}
