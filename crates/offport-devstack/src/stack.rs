@@ -34,12 +34,19 @@ pub struct StackOptions {
     /// Cache directory for downloads and run state (`OFFPORT_CACHE_DIR`, default
     /// `$XDG_CACHE_HOME/offport` or `~/.cache/offport`).
     pub cache_dir: PathBuf,
+    /// Directory for the state file, logs and broker data (`OFFPORT_RUN_DIR`, default
+    /// `<cache_dir>/run`). Separate run directories allow separate stacks sharing one download
+    /// cache.
+    pub run_dir: PathBuf,
     /// Broker listener port (`OFFPORT_KAFKA_PORT`, default 9092).
     pub kafka_port: u16,
     /// KRaft controller port (`OFFPORT_CONTROLLER_PORT`, default 9093).
     pub controller_port: u16,
     /// Registry HTTP port (`OFFPORT_REGISTRY_PORT`, default 8081).
     pub registry_port: u16,
+    /// Registry management (health, metrics) port (`OFFPORT_REGISTRY_MANAGEMENT_PORT`, default
+    /// 8091). Quarkus fixes at build time that this interface exists, so it gets its own port.
+    pub registry_management_port: u16,
     /// Partitions of the device-keyed topics (`OFFPORT_PARTITIONS`, default 3).
     pub partitions: i32,
     /// Kafka version (`OFFPORT_KAFKA_VERSION`).
@@ -72,11 +79,17 @@ impl StackOptions {
                 .join(".cache/offport"),
             },
         };
+        let run_dir = match std::env::var_os("OFFPORT_RUN_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => cache_dir.join("run"),
+        };
         Ok(Self {
             cache_dir,
+            run_dir,
             kafka_port: env_or("OFFPORT_KAFKA_PORT", 9092)?,
             controller_port: env_or("OFFPORT_CONTROLLER_PORT", 9093)?,
             registry_port: env_or("OFFPORT_REGISTRY_PORT", 8081)?,
+            registry_management_port: env_or("OFFPORT_REGISTRY_MANAGEMENT_PORT", 8091)?,
             partitions: env_or("OFFPORT_PARTITIONS", 3)?,
             kafka_version: env_or("OFFPORT_KAFKA_VERSION", fetch::KAFKA_VERSION.to_string())?,
             apicurio_version: env_or(
@@ -88,7 +101,7 @@ impl StackOptions {
     }
 
     fn run_dir(&self) -> PathBuf {
-        self.cache_dir.join("run")
+        self.run_dir.clone()
     }
 
     fn state_file(&self) -> PathBuf {
@@ -237,7 +250,7 @@ pub fn status(options: &StackOptions) -> Vec<ComponentHealth> {
             },
         ];
     };
-    let cache = options.cache_dir.to_string_lossy().to_string();
+    let cache = options.run_dir.to_string_lossy().to_string();
     let kafka_alive = process_matches(state.kafka_pid, &cache);
     let kafka = kafka_answers(&state.bootstrap_servers, Duration::from_secs(3));
     let registry_alive = process_matches(state.registry_pid, &cache);
@@ -397,6 +410,11 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
         (options.kafka_port, "Kafka", "OFFPORT_KAFKA_PORT"),
         (options.controller_port, "the KRaft controller", "OFFPORT_CONTROLLER_PORT"),
         (options.registry_port, "the registry", "OFFPORT_REGISTRY_PORT"),
+        (
+            options.registry_management_port,
+            "the registry's management interface",
+            "OFFPORT_REGISTRY_MANAGEMENT_PORT",
+        ),
     ] {
         if !port_free(port) {
             bail!("port {port} for {what} is already in use by another process; stop it or set {var}");
@@ -445,13 +463,14 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
     registry
         .args(["-Xms128m", "-Xmx512m", "-Dquarkus.http.host=127.0.0.1"])
         .arg(format!("-Dquarkus.http.port={}", options.registry_port))
-        // Health on the main port instead of a second management port.
-        .arg("-Dquarkus.management.enabled=false")
+        // The management interface (health, metrics) would listen on 0.0.0.0:9000.
+        .arg("-Dquarkus.management.host=127.0.0.1")
+        .arg(format!("-Dquarkus.management.port={}", options.registry_management_port))
         .arg("-Dapicurio.storage.kind=sql")
         .arg("-Dapicurio.storage.sql.kind=h2")
         .arg("-Dapicurio.ccompat.max-subjects=100000")
         // Marks the process so status/down can tell it from a recycled pid.
-        .arg(format!("-Doffport.devstack={}", options.cache_dir.display()))
+        .arg(format!("-Doffport.devstack={}", options.run_dir.display()))
         .args(["-jar", "quarkus-run.jar"])
         .current_dir(&artifacts.apicurio_home);
     let registry_pid = spawn_logged(registry, &registry_log)?;
@@ -470,12 +489,29 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
     // Recorded before waiting, so that `down` can stop a stack whose startup failed.
     write_state(options, &state)?;
 
+    // Whatever fails from here on, nothing this call started is left running.
+    if let Err(error) = wait_and_create_topics(options, &state).await {
+        if let Err(stop_error) = stop_recorded(options) {
+            tracing::warn!(%stop_error, "stopping the half-started stack");
+        }
+        return Err(error);
+    }
+
+    let state = StackState {
+        startup_seconds: started.elapsed().as_secs_f64(),
+        ..state
+    };
+    write_state(options, &state)?;
+    Ok(state)
+}
+
+async fn wait_and_create_topics(options: &StackOptions, state: &StackState) -> Result<()> {
     let deadline = Instant::now() + options.start_timeout;
-    let needle = options.cache_dir.to_string_lossy().to_string();
-    wait_until("Kafka", deadline, kafka_pid, &needle, &kafka_log, || {
+    let needle = options.run_dir.to_string_lossy().to_string();
+    wait_until("Kafka", deadline, state.kafka_pid, &needle, &state.kafka_log, || {
         kafka_answers(&state.bootstrap_servers, Duration::from_secs(2)).map(|_| ())
     })?;
-    wait_until("Apicurio Registry", deadline, registry_pid, &needle, &registry_log, || {
+    wait_until("Apicurio Registry", deadline, state.registry_pid, &needle, &state.registry_log, || {
         registry_answers(&state.registry_url)
     })?;
 
@@ -487,12 +523,7 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
     let created = outcomes.iter().filter(|(_, o)| *o == TopicOutcome::Created).count();
     tracing::info!(created, total = outcomes.len(), "topics ready");
 
-    let state = StackState {
-        startup_seconds: started.elapsed().as_secs_f64(),
-        ..state
-    };
-    write_state(options, &state)?;
-    Ok(state)
+    Ok(())
 }
 
 fn write_state(options: &StackOptions, state: &StackState) -> Result<()> {
@@ -539,7 +570,7 @@ fn stop_recorded(options: &StackOptions) -> Result<Vec<&'static str>> {
     let Some(state) = read_state(options) else {
         return Ok(vec![]);
     };
-    let needle = options.cache_dir.to_string_lossy().to_string();
+    let needle = options.run_dir.to_string_lossy().to_string();
     let mut stopped = vec![];
     // The registry first: it holds no data worth a clean shutdown, the broker does.
     if stop_group(state.registry_pid, &needle, Duration::from_secs(15))? {

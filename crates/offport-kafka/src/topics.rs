@@ -194,16 +194,8 @@ pub async fn ensure_topics(
         }
     }
 
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))?;
     for spec in specs {
-        let actual = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == spec.name)
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
+        let actual = partition_count(&admin, &spec.name).await?;
         let expected = usize::try_from(spec.partitions).unwrap_or(0);
         if actual != expected && (spec.role.co_partitioned() || spec.role == TopicRole::Baselines) {
             return Err(TopicError::Layout {
@@ -219,6 +211,30 @@ pub async fn ensure_topics(
         }
     }
     Ok(outcomes)
+}
+
+/// Partition count of `topic` once the broker's metadata shows it. A topic created a moment
+/// ago can briefly appear with no partitions, so this polls for up to ten seconds.
+async fn partition_count(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+) -> Result<usize, TopicError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if count > 0 || tokio::time::Instant::now() > deadline {
+            return Ok(count);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]
