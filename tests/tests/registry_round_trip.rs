@@ -43,12 +43,15 @@ async fn network_session_round_trips_through_registry_and_broker() -> Result<()>
     let id = schema_id(&payload)?;
 
     // The id is the registry's: it resolves to the contract's schema, and the subject lists it.
-    let registered: serde_json::Value = ureq::get(&format!("{}/schemas/ids/{id}", endpoints.registry_url))
-        .call()?
-        .body_mut()
-        .read_json()?;
+    let registered: serde_json::Value =
+        ureq::get(&format!("{}/schemas/ids/{id}", endpoints.registry_url))
+            .call()?
+            .body_mut()
+            .read_json()?;
     let registered_schema = Schema::parse_str(
-        registered["schema"].as_str().context("registry answer has no schema")?,
+        registered["schema"]
+            .as_str()
+            .context("registry answer has no schema")?,
     )?;
     assert_eq!(
         registered_schema.canonical_form(),
@@ -126,7 +129,10 @@ async fn decoding_rejects_bytes_that_are_not_wire_format() -> Result<()> {
         .err()
         .context("JSON bytes decoded as Avro")?;
     assert!(matches!(error, CodecError::WireFormat(_)), "{error}");
-    assert!(!error.is_transient(), "a bad record must be dead-lettered, not retried");
+    assert!(
+        !error.is_transient(),
+        "a bad record must be dead-lettered, not retried"
+    );
     Ok(())
 }
 
@@ -141,10 +147,17 @@ async fn an_unreachable_registry_is_a_transient_error() -> Result<()> {
         timeout_ms: 2_000,
     })?;
     let error = codec
-        .encode_value("nowhere", Contract::NetworkSession, &examples::network_session())
+        .encode_value(
+            "nowhere",
+            Contract::NetworkSession,
+            &examples::network_session(),
+        )
         .await
         .err()
         .context("encoding succeeded without a registry")?;
-    assert!(error.is_transient(), "must be retried, not dead-lettered: {error}");
+    assert!(
+        error.is_transient(),
+        "must be retried, not dead-lettered: {error}"
+    );
     Ok(())
 }

@@ -10,7 +10,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 
 #[tokio::test]
-async fn ensure_topics_creates_compacted_baselines_and_co_partitioned_device_topics() -> Result<()> {
+async fn ensure_topics_creates_compacted_baselines_and_co_partitioned_device_topics() -> Result<()>
+{
     let endpoints = endpoints().await?;
     let config = endpoints.kafka().client_config();
     let settings = TopicSettings {
@@ -20,13 +21,21 @@ async fn ensure_topics_creates_compacted_baselines_and_co_partitioned_device_top
     };
     let specs: Vec<_> = TopicRole::ALL.iter().map(|r| r.spec(&settings)).collect();
     let first = ensure_topics(&config, &specs).await?;
-    assert!(first.iter().all(|(_, o)| *o == TopicOutcome::Created), "{first:?}");
+    assert!(
+        first.iter().all(|(_, o)| *o == TopicOutcome::Created),
+        "{first:?}"
+    );
     // Idempotent: a second run finds everything in place.
     let second = ensure_topics(&config, &specs).await?;
-    assert!(second.iter().all(|(_, o)| *o == TopicOutcome::Existed), "{second:?}");
+    assert!(
+        second.iter().all(|(_, o)| *o == TopicOutcome::Existed),
+        "{second:?}"
+    );
 
     let admin: AdminClient<DefaultClientContext> = config.create()?;
-    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
     let partitions = |name: &str| {
         metadata
             .topics()
@@ -39,7 +48,10 @@ async fn ensure_topics_creates_compacted_baselines_and_co_partitioned_device_top
     }
     let baselines = TopicRole::Baselines.spec(&settings).name;
     assert_eq!(partitions(&baselines), Some(1));
-    assert_eq!(partitions(&TopicRole::DeadLetter.spec(&settings).name), Some(4));
+    assert_eq!(
+        partitions(&TopicRole::DeadLetter.spec(&settings).name),
+        Some(4)
+    );
 
     let described = admin
         .describe_configs(
@@ -70,13 +82,23 @@ async fn a_device_topic_with_the_wrong_partition_count_is_refused() -> Result<()
         replication_factor: 1,
     };
     ensure_topics(&config, &[TopicRole::DeviceEvents.spec(&two)]).await?;
-    let three = TopicSettings { partitions: 3, ..two };
+    let three = TopicSettings {
+        partitions: 3,
+        ..two
+    };
     let error = ensure_topics(&config, &[TopicRole::DeviceEvents.spec(&three)])
         .await
         .err()
         .context("a 2-partition device topic was accepted as 3")?;
     assert!(
-        matches!(error, TopicError::Layout { actual: 2, expected: 3, .. }),
+        matches!(
+            error,
+            TopicError::Layout {
+                actual: 2,
+                expected: 3,
+                ..
+            }
+        ),
         "{error}"
     );
     Ok(())

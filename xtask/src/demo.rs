@@ -30,7 +30,11 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn contracts_round_trip(options: &StackOptions, bootstrap: String, registry: String) -> Result<()> {
+async fn contracts_round_trip(
+    options: &StackOptions,
+    bootstrap: String,
+    registry: String,
+) -> Result<()> {
     let kafka = KafkaSettings {
         bootstrap_servers: bootstrap,
         ..KafkaSettings::default()
@@ -53,16 +57,52 @@ async fn contracts_round_trip(options: &StackOptions, bootstrap: String, registr
     let event = examples::device_event();
     let context = examples::device_context();
     let sends = [
-        (TopicRole::Sessions, Contract::NetworkSession, session.device_id.clone(), codec.encode_value(&TopicRole::Sessions.spec(&topics).name, Contract::NetworkSession, &session).await?),
-        (TopicRole::DeviceEvents, Contract::DeviceEvent, event.device_id.clone(), codec.encode_value(&TopicRole::DeviceEvents.spec(&topics).name, Contract::DeviceEvent, &event).await?),
-        (TopicRole::DeviceContexts, Contract::DeviceContext, context.device_id.clone(), codec.encode_value(&TopicRole::DeviceContexts.spec(&topics).name, Contract::DeviceContext, &context).await?),
+        (
+            TopicRole::Sessions,
+            Contract::NetworkSession,
+            session.device_id.clone(),
+            codec
+                .encode_value(
+                    &TopicRole::Sessions.spec(&topics).name,
+                    Contract::NetworkSession,
+                    &session,
+                )
+                .await?,
+        ),
+        (
+            TopicRole::DeviceEvents,
+            Contract::DeviceEvent,
+            event.device_id.clone(),
+            codec
+                .encode_value(
+                    &TopicRole::DeviceEvents.spec(&topics).name,
+                    Contract::DeviceEvent,
+                    &event,
+                )
+                .await?,
+        ),
+        (
+            TopicRole::DeviceContexts,
+            Contract::DeviceContext,
+            context.device_id.clone(),
+            codec
+                .encode_value(
+                    &TopicRole::DeviceContexts.spec(&topics).name,
+                    Contract::DeviceContext,
+                    &context,
+                )
+                .await?,
+        ),
     ];
     let mut produced = Vec::new();
     for (role, contract, key, payload) in &sends {
         let topic = role.spec(&topics).name;
         let id = schema_id(payload)?;
         let delivery = producer
-            .send(FutureRecord::to(&topic).key(key).payload(payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).key(key).payload(payload),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| e)
             .with_context(|| format!("producing to {topic}"))?;
@@ -85,32 +125,63 @@ async fn contracts_round_trip(options: &StackOptions, bootstrap: String, registr
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .create()?;
-    let names: Vec<String> = sends.iter().map(|(role, ..)| role.spec(&topics).name).collect();
+    let names: Vec<String> = sends
+        .iter()
+        .map(|(role, ..)| role.spec(&topics).name)
+        .collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer.subscribe(&name_refs)?;
     let mut pending = produced;
     while !pending.is_empty() {
         let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
             .await
-            .with_context(|| format!("{} record(s) did not come back within 30s", pending.len()))??;
-        let here = (message.topic().to_string(), message.partition(), message.offset());
+            .with_context(|| {
+                format!("{} record(s) did not come back within 30s", pending.len())
+            })??;
+        let here = (
+            message.topic().to_string(),
+            message.partition(),
+            message.offset(),
+        );
         if !pending.contains(&here) {
             continue;
         }
         pending.retain(|p| *p != here);
         let payload = message.payload().context("record without a value")?;
         let topic = message.topic();
-        let summary = if topic == names[0] {
+        let summary = if topic == TopicRole::Sessions.spec(&topics).name {
             let s: NetworkSession = codec.decode(payload).await?;
-            format!("{} {}/{:?} -> {}:{} {:?}", s.device_id, s.app_id.unwrap_or_default(), s.transport, s.dst_ip, s.dst_port, s.protocol)
-        } else if topic == names[1] {
+            format!(
+                "{} {}/{:?} -> {}:{} {:?}",
+                s.device_id,
+                s.app_id.unwrap_or_default(),
+                s.transport,
+                s.dst_ip,
+                s.dst_port,
+                s.protocol
+            )
+        } else if topic == TopicRole::DeviceEvents.spec(&topics).name {
             let e: DeviceEvent = codec.decode(payload).await?;
-            format!("{} {} {:?}", e.device_id, e.app_id.unwrap_or_default(), e.kind)
+            format!(
+                "{} {} {:?}",
+                e.device_id,
+                e.app_id.unwrap_or_default(),
+                e.kind
+            )
         } else {
             let c: DeviceContext = codec.decode(payload).await?;
-            format!("{} supervised={:?} apps={}", c.device_id, c.supervised, c.apps.len())
+            format!(
+                "{} supervised={:?} apps={}",
+                c.device_id,
+                c.supervised,
+                c.apps.len()
+            )
         };
-        println!("consumed {topic} [{}] @{}: {summary}", message.partition(), message.offset());
+        println!(
+            "consumed {topic} [{}] @{}: {summary}",
+            message.partition(),
+            message.offset()
+        );
     }
     Ok(())
 }

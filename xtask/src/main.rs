@@ -106,7 +106,11 @@ fn run(task: Task) -> Result<ExitCode> {
                     println!(
                         "{:<9} {:<9} {}",
                         component.name,
-                        if component.healthy() { "healthy" } else { "DOWN" },
+                        if component.healthy() {
+                            "healthy"
+                        } else {
+                            "DOWN"
+                        },
                         component.detail
                     );
                 }
@@ -133,9 +137,19 @@ fn run(task: Task) -> Result<ExitCode> {
 }
 
 fn print_state(state: &StackState) {
-    println!("kafka     {} (Apache Kafka {}, KRaft)", state.bootstrap_servers, state.kafka_version);
-    println!("registry  {} (Apicurio Registry {})", state.registry_url, state.apicurio_version);
-    println!("logs      {} {}", state.kafka_log.display(), state.registry_log.display());
+    println!(
+        "kafka     {} (Apache Kafka {}, KRaft)",
+        state.bootstrap_servers, state.kafka_version
+    );
+    println!(
+        "registry  {} (Apicurio Registry {})",
+        state.registry_url, state.apicurio_version
+    );
+    println!(
+        "logs      {} {}",
+        state.kafka_log.display(),
+        state.registry_log.display()
+    );
     if state.startup_seconds > 0.0 {
         println!("started in {:.1}s", state.startup_seconds);
     }
@@ -147,12 +161,32 @@ fn cargo() -> Command {
 
 fn setup(options: &StackOptions) -> Result<ExitCode> {
     let kafka_java = java::find(17, "Apache Kafka 4")?;
-    println!("java for kafka:    {} (Java {})", kafka_java.path.display(), kafka_java.major);
+    println!(
+        "java for kafka:    {} (Java {})",
+        kafka_java.path.display(),
+        kafka_java.major
+    );
     let registry_java = java::find(21, "Apicurio Registry 3")?;
-    println!("java for registry: {} (Java {})", registry_java.path.display(), registry_java.major);
-    let artifacts = fetch::all(&options.cache_dir, &options.kafka_version, &options.apicurio_version)?;
-    println!("kafka {} jars:     {}", options.kafka_version, artifacts.kafka_libs.display());
-    println!("apicurio {}:       {}", options.apicurio_version, artifacts.apicurio_home.display());
+    println!(
+        "java for registry: {} (Java {})",
+        registry_java.path.display(),
+        registry_java.major
+    );
+    let artifacts = fetch::all(
+        &options.cache_dir,
+        &options.kafka_version,
+        &options.apicurio_version,
+    )?;
+    println!(
+        "kafka {} jars:     {}",
+        options.kafka_version,
+        artifacts.kafka_libs.display()
+    );
+    println!(
+        "apicurio {}:       {}",
+        options.apicurio_version,
+        artifacts.apicurio_home.display()
+    );
     let status = cargo()
         .args(["build", "--workspace", "--all-targets"])
         .status()

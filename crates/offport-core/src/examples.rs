@@ -32,7 +32,10 @@ pub fn network_session() -> NetworkSession {
             version: Some("TLSv1.3".to_string()),
             sni: Some("cdn-update.example.net".to_string()),
             alpn: vec!["h2".to_string(), "http/1.1".to_string()],
-            ja3: Some("771,4865-4866-4867,0-23-65281-10-11-35-16-5-13-18-51-45-43-27,29-23-24,0".to_string()),
+            ja3: Some(
+                "771,4865-4866-4867,0-23-65281-10-11-35-16-5-13-18-51-45-43-27,29-23-24,0"
+                    .to_string(),
+            ),
             ja4: Some("t13d1516h2_8daaf6152771_02713d6af862".to_string()),
         }),
         http: Some(HttpInfo {
@@ -196,7 +199,10 @@ pub fn baseline() -> Baseline {
         allowed_protocol_ports: vec![ProtocolPortRule {
             protocol: AppProtocol::Mqtt,
             transport: Some(Transport::Tcp),
-            ports: vec![PortRange { first: 8883, last: 8883 }],
+            ports: vec![PortRange {
+                first: 8883,
+                last: 8883,
+            }],
         }],
         allowed_apps: Some(vec!["com.example.weather".to_string()]),
         allowed_managed_apps: Some(vec!["com.microsoft.teams2".to_string()]),
@@ -208,13 +214,19 @@ pub fn baseline() -> Baseline {
             cidrs: vec!["10.20.0.0/16".to_string()],
             domain_suffixes: vec!["proxy.corp.example".to_string()],
             snis: vec!["proxy.corp.example".to_string()],
-            ports: vec![PortRange { first: 8080, last: 8080 }],
+            ports: vec![PortRange {
+                first: 8080,
+                last: 8080,
+            }],
             transport: Some(Transport::Tcp),
         }],
         app_network_behavior: vec![AppCategoryBehavior {
             category: "weather".to_string(),
             expected_protocols: vec![AppProtocol::Tls, AppProtocol::Dns],
-            expected_ports: vec![PortRange { first: 443, last: 443 }],
+            expected_ports: vec![PortRange {
+                first: 443,
+                last: 443,
+            }],
             expected_domain_suffixes: vec!["example.com".to_string()],
         }],
         thresholds: BaselineThresholds {

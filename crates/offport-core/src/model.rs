@@ -531,7 +531,9 @@ pub enum Analytic {
 }
 
 /// Severity of a finding, derived from its score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[avro(namespace = "dev.offport.v1")]
 #[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
@@ -696,7 +698,9 @@ pub struct Finding {
 }
 
 /// Scope a baseline document applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[avro(namespace = "dev.offport.v1")]
 #[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants

@@ -17,40 +17,112 @@ pub const NAMESPACE: &str = "dev.offport.v1";
 /// Every `.avsc` file of `schemas/`, by type name.
 const FILES: &[(&str, &str)] = &[
     ("Analytic", include_str!("../../../schemas/Analytic.avsc")),
-    ("AppCategoryBehavior", include_str!("../../../schemas/AppCategoryBehavior.avsc")),
-    ("AppProtocol", include_str!("../../../schemas/AppProtocol.avsc")),
-    ("AppRunState", include_str!("../../../schemas/AppRunState.avsc")),
-    ("AttributionSource", include_str!("../../../schemas/AttributionSource.avsc")),
-    ("BackgroundExecution", include_str!("../../../schemas/BackgroundExecution.avsc")),
+    (
+        "AppCategoryBehavior",
+        include_str!("../../../schemas/AppCategoryBehavior.avsc"),
+    ),
+    (
+        "AppProtocol",
+        include_str!("../../../schemas/AppProtocol.avsc"),
+    ),
+    (
+        "AppRunState",
+        include_str!("../../../schemas/AppRunState.avsc"),
+    ),
+    (
+        "AttributionSource",
+        include_str!("../../../schemas/AttributionSource.avsc"),
+    ),
+    (
+        "BackgroundExecution",
+        include_str!("../../../schemas/BackgroundExecution.avsc"),
+    ),
     ("Baseline", include_str!("../../../schemas/Baseline.avsc")),
-    ("BaselineScope", include_str!("../../../schemas/BaselineScope.avsc")),
-    ("BaselineThresholds", include_str!("../../../schemas/BaselineThresholds.avsc")),
-    ("DeadLetter", include_str!("../../../schemas/DeadLetter.avsc")),
-    ("DeadLetterReason", include_str!("../../../schemas/DeadLetterReason.avsc")),
-    ("DeviceContext", include_str!("../../../schemas/DeviceContext.avsc")),
-    ("DeviceEvent", include_str!("../../../schemas/DeviceEvent.avsc")),
-    ("DeviceEventKind", include_str!("../../../schemas/DeviceEventKind.avsc")),
+    (
+        "BaselineScope",
+        include_str!("../../../schemas/BaselineScope.avsc"),
+    ),
+    (
+        "BaselineThresholds",
+        include_str!("../../../schemas/BaselineThresholds.avsc"),
+    ),
+    (
+        "DeadLetter",
+        include_str!("../../../schemas/DeadLetter.avsc"),
+    ),
+    (
+        "DeadLetterReason",
+        include_str!("../../../schemas/DeadLetterReason.avsc"),
+    ),
+    (
+        "DeviceContext",
+        include_str!("../../../schemas/DeviceContext.avsc"),
+    ),
+    (
+        "DeviceEvent",
+        include_str!("../../../schemas/DeviceEvent.avsc"),
+    ),
+    (
+        "DeviceEventKind",
+        include_str!("../../../schemas/DeviceEventKind.avsc"),
+    ),
     ("DnsInfo", include_str!("../../../schemas/DnsInfo.avsc")),
-    ("EnrichedSession", include_str!("../../../schemas/EnrichedSession.avsc")),
-    ("EnterpriseException", include_str!("../../../schemas/EnterpriseException.avsc")),
+    (
+        "EnrichedSession",
+        include_str!("../../../schemas/EnrichedSession.avsc"),
+    ),
+    (
+        "EnterpriseException",
+        include_str!("../../../schemas/EnterpriseException.avsc"),
+    ),
     ("Evidence", include_str!("../../../schemas/Evidence.avsc")),
-    ("EvidenceKind", include_str!("../../../schemas/EvidenceKind.avsc")),
+    (
+        "EvidenceKind",
+        include_str!("../../../schemas/EvidenceKind.avsc"),
+    ),
     ("Finding", include_str!("../../../schemas/Finding.avsc")),
-    ("FindingStatus", include_str!("../../../schemas/FindingStatus.avsc")),
+    (
+        "FindingStatus",
+        include_str!("../../../schemas/FindingStatus.avsc"),
+    ),
     ("HttpInfo", include_str!("../../../schemas/HttpInfo.avsc")),
     ("LockState", include_str!("../../../schemas/LockState.avsc")),
-    ("ManagedApp", include_str!("../../../schemas/ManagedApp.avsc")),
-    ("MdmContext", include_str!("../../../schemas/MdmContext.avsc")),
-    ("NetworkApiUsage", include_str!("../../../schemas/NetworkApiUsage.avsc")),
-    ("NetworkSession", include_str!("../../../schemas/NetworkSession.avsc")),
+    (
+        "ManagedApp",
+        include_str!("../../../schemas/ManagedApp.avsc"),
+    ),
+    (
+        "MdmContext",
+        include_str!("../../../schemas/MdmContext.avsc"),
+    ),
+    (
+        "NetworkApiUsage",
+        include_str!("../../../schemas/NetworkApiUsage.avsc"),
+    ),
+    (
+        "NetworkSession",
+        include_str!("../../../schemas/NetworkSession.avsc"),
+    ),
     ("Platform", include_str!("../../../schemas/Platform.avsc")),
     ("PortRange", include_str!("../../../schemas/PortRange.avsc")),
-    ("ProtocolEvidence", include_str!("../../../schemas/ProtocolEvidence.avsc")),
-    ("ProtocolPortRule", include_str!("../../../schemas/ProtocolPortRule.avsc")),
-    ("RecordHeader", include_str!("../../../schemas/RecordHeader.avsc")),
+    (
+        "ProtocolEvidence",
+        include_str!("../../../schemas/ProtocolEvidence.avsc"),
+    ),
+    (
+        "ProtocolPortRule",
+        include_str!("../../../schemas/ProtocolPortRule.avsc"),
+    ),
+    (
+        "RecordHeader",
+        include_str!("../../../schemas/RecordHeader.avsc"),
+    ),
     ("ScopeKind", include_str!("../../../schemas/ScopeKind.avsc")),
     ("Severity", include_str!("../../../schemas/Severity.avsc")),
-    ("SourceFormat", include_str!("../../../schemas/SourceFormat.avsc")),
+    (
+        "SourceFormat",
+        include_str!("../../../schemas/SourceFormat.avsc"),
+    ),
     ("TlsInfo", include_str!("../../../schemas/TlsInfo.avsc")),
     ("Transport", include_str!("../../../schemas/Transport.avsc")),
 ];
@@ -148,7 +220,10 @@ impl Contract {
 
 /// The raw text of a `.avsc` file by type name.
 pub fn file_text(name: &str) -> Option<&'static str> {
-    FILES.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
+    FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
 }
 
 /// Names of every embedded `.avsc` file.
@@ -243,7 +318,9 @@ mod tests {
     use super::*;
     use crate::examples;
     use crate::model::*;
-    use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value, AvroSchema};
+    use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use apache_avro::{from_value, to_value, AvroSchema};
     use serde::{de::DeserializeOwned, Serialize};
 
     fn schema_dir() -> std::path::PathBuf {
@@ -263,10 +340,17 @@ mod tests {
         on_disk.sort();
         let mut embedded: Vec<String> = file_names().map(str::to_string).collect();
         embedded.sort();
-        assert_eq!(on_disk, embedded, "add new .avsc files to FILES in schema.rs");
+        assert_eq!(
+            on_disk, embedded,
+            "add new .avsc files to FILES in schema.rs"
+        );
         for name in &embedded {
             let text = std::fs::read_to_string(schema_dir().join(format!("{name}.avsc"))).unwrap();
-            assert_eq!(Some(text.as_str()), file_text(name), "{name}.avsc embedded copy is stale");
+            assert_eq!(
+                Some(text.as_str()),
+                file_text(name),
+                "{name}.avsc embedded copy is stale"
+            );
         }
     }
 
@@ -277,19 +361,29 @@ mod tests {
             if matches!(kind, Some("record" | "enum")) {
                 let name = object.get("name").and_then(Value::as_str).unwrap_or("?");
                 if name != file {
-                    out.push(format!("{file}.avsc defines {name}; one named type per file"));
+                    out.push(format!(
+                        "{file}.avsc defines {name}; one named type per file"
+                    ));
                 }
                 if object.get("namespace").and_then(Value::as_str) != Some(NAMESPACE) {
                     out.push(format!("{file}: namespace must be {NAMESPACE}"));
                 }
-                if object.get("doc").and_then(Value::as_str).is_none_or(str::is_empty) {
+                if object
+                    .get("doc")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     out.push(format!("{file}: type has no doc"));
                 }
             }
             if let Some(Value::Array(fields)) = object.get("fields") {
                 for field in fields {
                     let name = field.get("name").and_then(Value::as_str).unwrap_or("?");
-                    if field.get("doc").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    if field
+                        .get("doc")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
+                    {
                         out.push(format!("{file}.{name}: field has no doc"));
                     }
                     if let Some(Value::Object(inner)) = field.get("type") {
@@ -374,7 +468,11 @@ mod tests {
         assert_same_structure::<RecordHeader>("RecordHeader");
         assert_same_structure::<DeadLetter>("DeadLetter");
         // Every embedded file must be listed above.
-        assert_eq!(file_names().count(), 37, "a new .avsc needs its Rust type checked here");
+        assert_eq!(
+            file_names().count(),
+            37,
+            "a new .avsc needs its Rust type checked here"
+        );
     }
 
     /// Encodes `value` with the contract's schema from the `.avsc` file, decodes it back and
@@ -386,8 +484,16 @@ mod tests {
     {
         let schema = contract.schema().unwrap();
         let avro = to_value(value).unwrap().resolve(&schema).unwrap();
-        let bytes = to_avro_datum(&schema, avro).unwrap();
-        let decoded = from_avro_datum(&schema, &mut bytes.as_slice(), None).unwrap();
+        let bytes = GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(avro)
+            .unwrap();
+        let decoded = GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_value(&mut bytes.as_slice())
+            .unwrap();
         let back: T = from_value(&decoded).unwrap();
         assert_eq!(&back, value, "{contract:?} did not survive the round trip");
     }
@@ -427,7 +533,11 @@ mod tests {
             first: i32,
             end: i32,
         }
-        let from_file = Schema::parse_str(&resolved_json("PortRange").unwrap().to_string()).unwrap();
-        assert_ne!(PortRange::get_schema().canonical_form(), from_file.canonical_form());
+        let from_file =
+            Schema::parse_str(&resolved_json("PortRange").unwrap().to_string()).unwrap();
+        assert_ne!(
+            PortRange::get_schema().canonical_form(),
+            from_file.canonical_form()
+        );
     }
 }

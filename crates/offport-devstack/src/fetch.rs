@@ -91,7 +91,11 @@ pub fn kafka(cache: &Path, version: &str) -> Result<PathBuf> {
     std::fs::write(home.join("pom.xml"), kafka_pom(version))?;
     let output_dir = format!("-DoutputDirectory={}", libs.display());
     maven(
-        &["dependency:copy-dependencies", &output_dir, "-DincludeScope=runtime"],
+        &[
+            "dependency:copy-dependencies",
+            &output_dir,
+            "-DincludeScope=runtime",
+        ],
         &home,
     )
     .with_context(|| format!("fetching Apache Kafka {version} from Maven Central"))?;

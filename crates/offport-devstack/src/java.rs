@@ -78,13 +78,21 @@ pub fn find(min_major: u32, purpose: &str) -> Result<Java> {
         format!(
             "{purpose} needs Java {min_major} or newer; found: {}. Install a JDK {min_major}+ \
              (e.g. Temurin) and set OFFPORT_JAVA_HOME to it.",
-            if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+            if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join(", ")
+            }
         )
     })
 }
 
 fn pick(all: &[Java], min_major: u32) -> Result<Java> {
-    match all.iter().filter(|j| j.major >= min_major).min_by_key(|j| j.major) {
+    match all
+        .iter()
+        .filter(|j| j.major >= min_major)
+        .min_by_key(|j| j.major)
+    {
         Some(java) => Ok(java.clone()),
         None => bail!("no suitable JDK"),
     }
@@ -96,8 +104,14 @@ mod tests {
 
     #[test]
     fn parses_modern_and_legacy_version_strings() {
-        assert_eq!(parse_major("openjdk version \"17.0.15\" 2025-04-15"), Some(17));
-        assert_eq!(parse_major("openjdk version \"25.0.3\" 2026-04-21 LTS"), Some(25));
+        assert_eq!(
+            parse_major("openjdk version \"17.0.15\" 2025-04-15"),
+            Some(17)
+        );
+        assert_eq!(
+            parse_major("openjdk version \"25.0.3\" 2026-04-21 LTS"),
+            Some(25)
+        );
         assert_eq!(parse_major("openjdk version \"21\" 2023-09-19"), Some(21));
         assert_eq!(parse_major("java version \"1.8.0_402\""), Some(8));
         assert_eq!(parse_major("garbage"), None);

@@ -74,7 +74,8 @@ impl StackOptions {
             None => match std::env::var_os("XDG_CACHE_HOME") {
                 Some(dir) => PathBuf::from(dir).join("offport"),
                 None => PathBuf::from(
-                    std::env::var_os("HOME").context("neither OFFPORT_CACHE_DIR nor HOME is set")?,
+                    std::env::var_os("HOME")
+                        .context("neither OFFPORT_CACHE_DIR nor HOME is set")?,
                 )
                 .join(".cache/offport"),
             },
@@ -187,7 +188,8 @@ fn lock(options: &StackOptions) -> Result<Flock<File>> {
         .truncate(false)
         .write(true)
         .open(options.run_dir().join("stack.lock"))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| anyhow::anyhow!("locking the stack: {errno}"))
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| anyhow::anyhow!("locking the stack: {errno}"))
 }
 
 /// Reads the state file, if any.
@@ -202,7 +204,10 @@ fn process_matches(pid: i32, needle: &str) -> bool {
         return false;
     };
     // The state letter follows the parenthesised command name.
-    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
     if matches!(state, Some("Z" | "X")) {
         return false;
     }
@@ -265,7 +270,10 @@ pub fn status(options: &StackOptions) -> Vec<ComponentHealth> {
                     "Apache Kafka {} (KRaft) pid {} at {}, {brokers} broker(s)",
                     state.kafka_version, state.kafka_pid, state.bootstrap_servers
                 ),
-                Err(e) => format!("pid {} not answering at {}: {e}", state.kafka_pid, state.bootstrap_servers),
+                Err(e) => format!(
+                    "pid {} not answering at {}: {e}",
+                    state.kafka_pid, state.bootstrap_servers
+                ),
             },
         },
         ComponentHealth {
@@ -277,7 +285,10 @@ pub fn status(options: &StackOptions) -> Vec<ComponentHealth> {
                     "Apicurio Registry {} pid {} at {}",
                     state.apicurio_version, state.registry_pid, state.registry_url
                 ),
-                Err(e) => format!("pid {} not answering at {}: {e}", state.registry_pid, state.registry_url),
+                Err(e) => format!(
+                    "pid {} not answering at {}: {e}",
+                    state.registry_pid, state.registry_url
+                ),
             },
         },
     ]
@@ -286,7 +297,10 @@ pub fn status(options: &StackOptions) -> Vec<ComponentHealth> {
 /// The recorded stack when both components are healthy.
 pub fn attach(options: &StackOptions) -> Option<StackState> {
     let state = read_state(options)?;
-    status(options).iter().all(ComponentHealth::healthy).then_some(state)
+    status(options)
+        .iter()
+        .all(ComponentHealth::healthy)
+        .then_some(state)
 }
 
 fn port_free(port: u16) -> bool {
@@ -311,10 +325,17 @@ fn spawn_logged(mut command: Command, log: &Path) -> Result<i32> {
 fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(25)..].join("\n")
+    lines
+        .get(lines.len().saturating_sub(25)..)
+        .unwrap_or_default()
+        .join("\n")
 }
 
-fn write_kafka_config(options: &StackOptions, dir: &Path, data: &Path) -> Result<(PathBuf, PathBuf)> {
+fn write_kafka_config(
+    options: &StackOptions,
+    dir: &Path,
+    data: &Path,
+) -> Result<(PathBuf, PathBuf)> {
     let properties = dir.join("server.properties");
     std::fs::write(
         &properties,
@@ -375,7 +396,11 @@ fn wait_until<F: FnMut() -> Result<()>>(
             Ok(()) => return Ok(()),
             Err(error) => {
                 if !process_matches(pid, needle) {
-                    bail!("{what} exited during startup. Last lines of {}:\n{}", log.display(), log_tail(log));
+                    bail!(
+                        "{what} exited during startup. Last lines of {}:\n{}",
+                        log.display(),
+                        log_tail(log)
+                    );
                 }
                 if Instant::now() > deadline {
                     bail!(
@@ -402,14 +427,26 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
     stop_recorded(options)?;
 
     let started = Instant::now();
-    let artifacts = fetch::all(&options.cache_dir, &options.kafka_version, &options.apicurio_version)?;
+    let artifacts = fetch::all(
+        &options.cache_dir,
+        &options.kafka_version,
+        &options.apicurio_version,
+    )?;
     let kafka_java = java::find(17, "Apache Kafka 4")?;
     let registry_java = java::find(21, "Apicurio Registry 3")?;
 
     for (port, what, var) in [
         (options.kafka_port, "Kafka", "OFFPORT_KAFKA_PORT"),
-        (options.controller_port, "the KRaft controller", "OFFPORT_CONTROLLER_PORT"),
-        (options.registry_port, "the registry", "OFFPORT_REGISTRY_PORT"),
+        (
+            options.controller_port,
+            "the KRaft controller",
+            "OFFPORT_CONTROLLER_PORT",
+        ),
+        (
+            options.registry_port,
+            "the registry",
+            "OFFPORT_REGISTRY_PORT",
+        ),
         (
             options.registry_management_port,
             "the registry's management interface",
@@ -417,7 +454,9 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
         ),
     ] {
         if !port_free(port) {
-            bail!("port {port} for {what} is already in use by another process; stop it or set {var}");
+            bail!(
+                "port {port} for {what} is already in use by another process; stop it or set {var}"
+            );
         }
     }
 
@@ -435,7 +474,14 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
     // Kafka cluster ids are a UUID in URL-safe base64 without padding (22 characters).
     let cluster_id = URL_SAFE_NO_PAD.encode(cluster_id.as_bytes());
     let format = Command::new(&kafka_java.path)
-        .args([&log4j_flag, "-cp", &classpath, "kafka.tools.StorageTool", "format", "-t"])
+        .args([
+            &log4j_flag,
+            "-cp",
+            &classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+        ])
         .arg(&cluster_id)
         .arg("-c")
         .arg(&properties)
@@ -452,7 +498,13 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
     let kafka_log = run.join("kafka.log");
     let mut kafka = Command::new(&kafka_java.path);
     kafka
-        .args(["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true", &log4j_flag])
+        .args([
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            &log4j_flag,
+        ])
         .args(["-cp", &classpath, "kafka.Kafka"])
         .arg(&properties)
         .current_dir(&run);
@@ -465,7 +517,10 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
         .arg(format!("-Dquarkus.http.port={}", options.registry_port))
         // The management interface (health, metrics) would listen on 0.0.0.0:9000.
         .arg("-Dquarkus.management.host=127.0.0.1")
-        .arg(format!("-Dquarkus.management.port={}", options.registry_management_port))
+        .arg(format!(
+            "-Dquarkus.management.port={}",
+            options.registry_management_port
+        ))
         .arg("-Dapicurio.storage.kind=sql")
         .arg("-Dapicurio.storage.sql.kind=h2")
         .arg("-Dapicurio.ccompat.max-subjects=100000")
@@ -508,19 +563,32 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
 async fn wait_and_create_topics(options: &StackOptions, state: &StackState) -> Result<()> {
     let deadline = Instant::now() + options.start_timeout;
     let needle = options.run_dir.to_string_lossy().to_string();
-    wait_until("Kafka", deadline, state.kafka_pid, &needle, &state.kafka_log, || {
-        kafka_answers(&state.bootstrap_servers, Duration::from_secs(2)).map(|_| ())
-    })?;
-    wait_until("Apicurio Registry", deadline, state.registry_pid, &needle, &state.registry_log, || {
-        registry_answers(&state.registry_url)
-    })?;
+    wait_until(
+        "Kafka",
+        deadline,
+        state.kafka_pid,
+        &needle,
+        &state.kafka_log,
+        || kafka_answers(&state.bootstrap_servers, Duration::from_secs(2)).map(|_| ()),
+    )?;
+    wait_until(
+        "Apicurio Registry",
+        deadline,
+        state.registry_pid,
+        &needle,
+        &state.registry_log,
+        || registry_answers(&state.registry_url),
+    )?;
 
     let specs: Vec<_> = TopicRole::ALL
         .iter()
         .map(|role| role.spec(&options.topic_settings()))
         .collect();
     let outcomes = ensure_topics(&state.kafka_settings().client_config(), &specs).await?;
-    let created = outcomes.iter().filter(|(_, o)| *o == TopicOutcome::Created).count();
+    let created = outcomes
+        .iter()
+        .filter(|(_, o)| *o == TopicOutcome::Created)
+        .count();
     tracing::info!(created, total = outcomes.len(), "topics ready");
 
     Ok(())

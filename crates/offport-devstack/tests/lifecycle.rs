@@ -15,14 +15,24 @@ fn free_port() -> u16 {
 
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !matches!(stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()), Some("Z" | "X")))
+        .map(|stat| {
+            !matches!(
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next()),
+                Some("Z" | "X")
+            )
+        })
         .unwrap_or(false)
 }
 
 #[tokio::test]
 async fn up_status_down_leaves_no_process_behind() -> anyhow::Result<()> {
     let shared = StackOptions::from_env()?;
-    let run_dir = std::env::temp_dir().join(format!("offport-lifecycle-{}", uuid::Uuid::new_v4().simple()));
+    let run_dir = std::env::temp_dir().join(format!(
+        "offport-lifecycle-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let options = StackOptions {
         run_dir: run_dir.clone(),
         kafka_port: free_port(),
@@ -42,7 +52,10 @@ async fn up_status_down_leaves_no_process_behind() -> anyhow::Result<()> {
         assert!(alive(state.kafka_pid) && alive(state.registry_pid));
 
         let again = stack::up(&options).await?;
-        assert_eq!((again.kafka_pid, again.registry_pid), (state.kafka_pid, state.registry_pid));
+        assert_eq!(
+            (again.kafka_pid, again.registry_pid),
+            (state.kafka_pid, state.registry_pid)
+        );
         anyhow::Ok(())
     }
     .await;
@@ -52,10 +65,21 @@ async fn up_status_down_leaves_no_process_behind() -> anyhow::Result<()> {
     assert_eq!(stopped, vec!["registry", "kafka"]);
     // The children were reaped by this process (their parent) only if it waits; here they are
     // zombies at worst, which `alive` does not count.
-    assert!(!alive(state.kafka_pid), "kafka pid {} still running", state.kafka_pid);
-    assert!(!alive(state.registry_pid), "registry pid {} still running", state.registry_pid);
+    assert!(
+        !alive(state.kafka_pid),
+        "kafka pid {} still running",
+        state.kafka_pid
+    );
+    assert!(
+        !alive(state.registry_pid),
+        "registry pid {} still running",
+        state.registry_pid
+    );
     assert!(stack::status(&options).iter().all(|c| !c.process_alive));
-    assert!(stack::down(&options)?.is_empty(), "a second down finds nothing");
+    assert!(
+        stack::down(&options)?.is_empty(),
+        "a second down finds nothing"
+    );
     std::fs::remove_dir_all(&run_dir).ok();
     Ok(())
 }

@@ -8,5 +8,6 @@
 pub mod registry;
 pub mod settings;
 pub mod shutdown;
+pub mod stage;
 pub mod telemetry;
 pub mod topics;

@@ -102,7 +102,8 @@ impl RegistryCodec {
             SchemaType::Avro,
             contract.schema_json()?,
         );
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), is_key, supplied);
+        let strategy =
+            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), is_key, supplied);
         if let Ok(mut cache) = self.strategies.write() {
             cache.insert(key, strategy.clone());
         }
@@ -144,9 +145,11 @@ impl RegistryCodec {
 }
 
 fn sr_settings(settings: &RegistrySettings) -> Result<SrSettings, CodecError> {
-    Ok(SrSettings::new_builder(settings.url.trim_end_matches('/').to_string())
-        .set_timeout(Duration::from_millis(settings.timeout_ms))
-        .build()?)
+    Ok(
+        SrSettings::new_builder(settings.url.trim_end_matches('/').to_string())
+            .set_timeout(Duration::from_millis(settings.timeout_ms))
+            .build()?,
+    )
 }
 
 #[cfg(test)]
@@ -156,8 +159,14 @@ mod tests {
     #[test]
     fn schema_id_reads_the_big_endian_id_after_magic_zero() {
         assert_eq!(schema_id(&[0, 0, 0, 1, 2, 99]).ok(), Some(258));
-        assert!(matches!(schema_id(&[1, 0, 0, 0, 1]), Err(CodecError::WireFormat(_))));
-        assert!(matches!(schema_id(&[0, 0, 0]), Err(CodecError::WireFormat(_))));
+        assert!(matches!(
+            schema_id(&[1, 0, 0, 0, 1]),
+            Err(CodecError::WireFormat(_))
+        ));
+        assert!(matches!(
+            schema_id(&[0, 0, 0]),
+            Err(CodecError::WireFormat(_))
+        ));
         assert!(matches!(schema_id(&[]), Err(CodecError::WireFormat(_))));
     }
 }

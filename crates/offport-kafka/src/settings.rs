@@ -170,8 +170,12 @@ impl Settings {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
         }
-        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://")) {
-            return Err(invalid("registry.url", "must start with http:// or https://"));
+        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "registry.url",
+                "must start with http:// or https://",
+            ));
         }
         if self.topics.partitions < 1 {
             return Err(invalid("topics.partitions", "must be at least 1"));
@@ -189,7 +193,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -221,8 +228,12 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_key() {
-        let err = Settings::load_from(None, env(&[("OFFPORT__TOPICS__PARTITIONS", "0")])).unwrap_err();
-        assert_eq!(err.to_string(), "configuration: topics.partitions: must be at least 1");
+        let err =
+            Settings::load_from(None, env(&[("OFFPORT__TOPICS__PARTITIONS", "0")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration: topics.partitions: must be at least 1"
+        );
         let err = Settings::load_from(None, env(&[("OFFPORT__REGISTRY__URL", "registry:8081")]))
             .unwrap_err();
         assert!(err.to_string().contains("registry.url"), "{err}");

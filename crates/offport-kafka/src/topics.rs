@@ -261,7 +261,10 @@ mod tests {
     #[test]
     fn topic_names_are_unique() {
         let settings = TopicSettings::default();
-        let mut names: Vec<String> = TopicRole::ALL.iter().map(|r| r.spec(&settings).name).collect();
+        let mut names: Vec<String> = TopicRole::ALL
+            .iter()
+            .map(|r| r.spec(&settings).name)
+            .collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), TopicRole::ALL.len());

@@ -1,1 +1,20 @@
-fn main() {}
+//! offport-normalize-proxy: turns raw proxy/VPN/sensor session records into NetworkSession Avro records keyed by device.
+//!
+//! Not built yet (issue #4). Until then this binary validates its configuration, logs the
+//! topics it will read and write, and exits with status 2.
+
+use std::process::ExitCode;
+
+use offport_kafka::stage::{not_yet_built, Stage};
+use offport_kafka::topics::TopicRole;
+
+const STAGE: Stage = Stage {
+    name: "normalize-proxy",
+    purpose: "raw proxy/VPN/sensor records to NetworkSession",
+    reads: &[TopicRole::RawProxy],
+    writes: &[TopicRole::Sessions, TopicRole::DeadLetter],
+};
+
+fn main() -> ExitCode {
+    not_yet_built(STAGE, 4)
+}
