@@ -47,7 +47,7 @@ pub struct StackOptions {
     /// Registry management (health, metrics) port (`OFFPORT_REGISTRY_MANAGEMENT_PORT`, default
     /// 8091). Quarkus fixes at build time that this interface exists, so it gets its own port.
     pub registry_management_port: u16,
-    /// Partitions of the device-keyed topics (`OFFPORT_PARTITIONS`, default 3).
+    /// Partitions of the device-keyed topics (`OFFPORT_PARTITIONS`, default 6 like the services).
     pub partitions: i32,
     /// Kafka version (`OFFPORT_KAFKA_VERSION`).
     pub kafka_version: String,
@@ -91,7 +91,7 @@ impl StackOptions {
             controller_port: env_or("OFFPORT_CONTROLLER_PORT", 9093)?,
             registry_port: env_or("OFFPORT_REGISTRY_PORT", 8081)?,
             registry_management_port: env_or("OFFPORT_REGISTRY_MANAGEMENT_PORT", 8091)?,
-            partitions: env_or("OFFPORT_PARTITIONS", 3)?,
+            partitions: env_or("OFFPORT_PARTITIONS", TopicSettings::default().partitions)?,
             kafka_version: env_or("OFFPORT_KAFKA_VERSION", fetch::KAFKA_VERSION.to_string())?,
             apicurio_version: env_or(
                 "OFFPORT_APICURIO_VERSION",
