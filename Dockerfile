@@ -3,8 +3,8 @@
 # Run a stage: docker run offport offport-normalize-proxy --config /etc/offport/offport.yaml
 
 FROM rust:1.95-bookworm AS build
-# librdkafka is compiled by rdkafka-sys with make, gcc and perl (all in this image); it links
-# OpenSSL and zlib.
+# librdkafka is compiled by rdkafka-sys (bash configure, make, gcc: all in this image); it links
+# OpenSSL and zlib found through pkg-config.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl-dev zlib1g-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
