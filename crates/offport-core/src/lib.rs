@@ -11,4 +11,5 @@
 
 pub mod examples;
 pub mod model;
+pub mod protocol;
 pub mod schema;

@@ -1,0 +1,957 @@
+//! Protocol recognition: what application protocol a session speaks, independent of its port.
+//!
+//! Two sources, never the port: the sensor's own verdict ([`sensor_verdict`]: Zeek `service`,
+//! Suricata `app_proto`, nDPI/PCAPdroid `Proto`) and the first bytes the client sent
+//! ([`recognize`]): TLS ClientHello (version, SNI, ALPN, JA3, JA4) through `tls-parser`,
+//! HTTP/1.x request line and headers through `httparse`, the HTTP/2 preface, DNS queries through
+//! `simple-dns`, SSH identification strings, SMTP/IMAP/POP3 client commands, MQTT CONNECT, XMPP
+//! stream headers, STUN, DTLS and QUIC long headers (QUIC Initial packets are encrypted, so only
+//! the version is read). Every function here accepts any byte string without panicking; the
+//! property tests at the bottom hold it to that.
+
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+use tls_parser::{
+    parse_tls_client_hello_extensions, parse_tls_plaintext, TlsExtension, TlsExtensionType,
+    TlsMessage, TlsMessageHandshake,
+};
+
+use crate::model::{AppProtocol, DnsInfo, HttpInfo, TlsInfo, Transport};
+
+/// What the client's first bytes revealed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recognized {
+    /// The protocol, `Unknown` when nothing matched.
+    pub protocol: Option<AppProtocol>,
+    /// ClientHello indicators.
+    pub tls: Option<TlsInfo>,
+    /// HTTP request indicators.
+    pub http: Option<HttpInfo>,
+    /// DNS query indicators.
+    pub dns: Option<DnsInfo>,
+    /// First line of a text protocol (SSH banner, SMTP/IMAP/POP3 command), at most 256 bytes.
+    pub banner: Option<String>,
+    /// QUIC version from a long header.
+    pub quic_version: Option<u32>,
+}
+
+/// Longest banner kept.
+pub const MAX_BANNER: usize = 256;
+
+/// Maps a sensor's protocol label to an [`AppProtocol`]. Accepts Zeek `service` values
+/// (`ssl`, `http`, `dns`, `ssh`, `smtp`, ..., comma-separated when several analyzers fired),
+/// Suricata `app_proto` values (`tls`, `http`, `http2`, `dns`, `quic`, `mqtt`, ...) and nDPI
+/// names as PCAPdroid exports them (`TLS`, `HTTP`, `DNS`, `QUIC`, possibly with an app suffix
+/// such as `TLS.Google`). Returns `None` for labels that name no recognisable protocol
+/// (`failed`, `unknown`, `-`, empty).
+pub fn sensor_verdict(label: &str) -> Option<AppProtocol> {
+    // The first label wins, except that WebSocket or HTTP/2 is more specific than a plain
+    // HTTP or TLS label beside it.
+    let specific = |p: &AppProtocol| matches!(p, AppProtocol::Websocket | AppProtocol::Http2);
+    label
+        .split([',', '/'])
+        .filter_map(|part| single_verdict(part.trim()))
+        .fold(None, |best, next| match best {
+            Some(b) if specific(&b) || !specific(&next) => Some(b),
+            _ => Some(next),
+        })
+}
+
+fn single_verdict(label: &str) -> Option<AppProtocol> {
+    let lower = label.to_ascii_lowercase();
+    // nDPI: "TLS.Google" is TLS carrying Google's traffic; the master protocol comes first.
+    let master = lower.split('.').next().unwrap_or("");
+    Some(match master {
+        "ssl" | "tls" | "https" => AppProtocol::Tls,
+        "dtls" => AppProtocol::Dtls,
+        "quic" | "gquic" => AppProtocol::Quic,
+        "http" | "http_proxy" | "http_connect" => AppProtocol::Http,
+        "http2" | "http/2" => AppProtocol::Http2,
+        "websocket" | "websockets" => AppProtocol::Websocket,
+        "dns" | "mdns" | "llmnr" | "doh_dot" => AppProtocol::Dns,
+        "ssh" => AppProtocol::Ssh,
+        "smtp" | "smtps" => AppProtocol::Smtp,
+        "imap" | "imaps" => AppProtocol::Imap,
+        "pop3" | "pops" | "pop" => AppProtocol::Pop3,
+        "mqtt" => AppProtocol::Mqtt,
+        "xmpp" | "jabber" => AppProtocol::Xmpp,
+        "stun" | "turn" => AppProtocol::Stun,
+        _ => return None,
+    })
+}
+
+/// Recognises the protocol from the first client payload bytes of a session.
+pub fn recognize(bytes: &[u8], transport: Transport) -> Recognized {
+    let attempts: &[fn(&[u8]) -> Option<Recognized>] = match transport {
+        Transport::Udp => &[quic, dtls, stun, dns_udp],
+        _ => &[
+            tls,
+            http2_preface,
+            http1,
+            ssh,
+            mqtt_connect,
+            xmpp,
+            mail,
+            dns_tcp,
+        ],
+    };
+    attempts
+        .iter()
+        .find_map(|attempt| attempt(bytes))
+        .unwrap_or_default()
+}
+
+fn found(protocol: AppProtocol) -> Recognized {
+    Recognized {
+        protocol: Some(protocol),
+        ..Recognized::default()
+    }
+}
+
+fn is_grease(value: u16) -> bool {
+    value & 0x0f0f == 0x0a0a && value >> 8 == value & 0xff
+}
+
+fn tls_version_name(version: u16) -> String {
+    match version {
+        0x0300 => "SSLv3".to_string(),
+        0x0301 => "TLSv1.0".to_string(),
+        0x0302 => "TLSv1.1".to_string(),
+        0x0303 => "TLSv1.2".to_string(),
+        0x0304 => "TLSv1.3".to_string(),
+        0xfeff => "DTLSv1.0".to_string(),
+        0xfefd => "DTLSv1.2".to_string(),
+        0xfefc => "DTLSv1.3".to_string(),
+        other => format!("0x{other:04x}"),
+    }
+}
+
+fn ja4_version(version: u16) -> &'static str {
+    match version {
+        0x0304 => "13",
+        0x0303 => "12",
+        0x0302 => "11",
+        0x0301 => "10",
+        0x0300 => "s3",
+        0xfeff => "d1",
+        0xfefd => "d2",
+        0xfefc => "d3",
+        _ => "00",
+    }
+}
+
+fn sha256_12(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    hex::encode(digest).chars().take(12).collect()
+}
+
+/// The parts of a ClientHello the fingerprints are computed from.
+struct HelloParts {
+    version: u16,
+    ciphers: Vec<u16>,
+    extensions: Vec<u16>,
+    curves: Vec<u16>,
+    point_formats: Vec<u8>,
+    signature_algorithms: Vec<u16>,
+    supported_versions: Vec<u16>,
+    sni: Option<String>,
+    alpn: Vec<String>,
+}
+
+impl HelloParts {
+    fn ja3(&self) -> String {
+        let join = |values: &[u16]| {
+            values
+                .iter()
+                .filter(|v| !is_grease(**v))
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join("-")
+        };
+        let formats = self
+            .point_formats
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join("-");
+        let text = format!(
+            "{},{},{},{},{}",
+            self.version,
+            join(&self.ciphers),
+            join(&self.extensions),
+            join(&self.curves),
+            formats
+        );
+        hex::encode(Md5::digest(text.as_bytes()))
+    }
+
+    /// JA4 (FoxIO), TLS over TCP (`t` prefix).
+    fn ja4(&self) -> String {
+        let version = self
+            .supported_versions
+            .iter()
+            .copied()
+            .filter(|v| !is_grease(*v))
+            .max()
+            .unwrap_or(self.version);
+        let ciphers: Vec<u16> = self
+            .ciphers
+            .iter()
+            .copied()
+            .filter(|v| !is_grease(*v))
+            .collect();
+        let extensions: Vec<u16> = self
+            .extensions
+            .iter()
+            .copied()
+            .filter(|v| !is_grease(*v))
+            .collect();
+        let alpn = self
+            .alpn
+            .first()
+            .map(|first| {
+                let chars: Vec<char> = first.chars().filter(char::is_ascii_alphanumeric).collect();
+                match (chars.first(), chars.last()) {
+                    (Some(a), Some(b)) => format!("{a}{b}"),
+                    _ => "00".to_string(),
+                }
+            })
+            .unwrap_or_else(|| "00".to_string());
+        let a = format!(
+            "t{}{}{:02}{:02}{}",
+            ja4_version(version),
+            if self.sni.is_some() { 'd' } else { 'i' },
+            ciphers.len().min(99),
+            extensions.len().min(99),
+            alpn
+        );
+        let hex_sorted = |values: &[u16]| {
+            let mut hexes: Vec<String> = values.iter().map(|v| format!("{v:04x}")).collect();
+            hexes.sort();
+            hexes.join(",")
+        };
+        let b = if ciphers.is_empty() {
+            "000000000000".to_string()
+        } else {
+            sha256_12(&hex_sorted(&ciphers))
+        };
+        // SNI (0x0000) and ALPN (0x0010) are left out of the hashed extension list.
+        let hashed: Vec<u16> = extensions
+            .iter()
+            .copied()
+            .filter(|e| *e != 0x0000 && *e != 0x0010)
+            .collect();
+        let c = if hashed.is_empty() {
+            "000000000000".to_string()
+        } else {
+            let mut text = hex_sorted(&hashed);
+            if !self.signature_algorithms.is_empty() {
+                text.push('_');
+                text.push_str(
+                    &self
+                        .signature_algorithms
+                        .iter()
+                        .map(|v| format!("{v:04x}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+            sha256_12(&text)
+        };
+        format!("{a}_{b}_{c}")
+    }
+}
+
+fn hello_parts(bytes: &[u8]) -> Option<HelloParts> {
+    let (_, record) = parse_tls_plaintext(bytes).ok()?;
+    let hello = record.msg.iter().find_map(|msg| match msg {
+        TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)) => Some(hello),
+        _ => None,
+    })?;
+    let mut parts = HelloParts {
+        version: hello.version.0,
+        ciphers: hello.ciphers.iter().map(|c| c.0).collect(),
+        extensions: vec![],
+        curves: vec![],
+        point_formats: vec![],
+        signature_algorithms: vec![],
+        supported_versions: vec![],
+        sni: None,
+        alpn: vec![],
+    };
+    let extensions = hello
+        .ext
+        .and_then(|ext| parse_tls_client_hello_extensions(ext).ok())
+        .map(|(_, list)| list)
+        .unwrap_or_default();
+    for extension in &extensions {
+        parts.extensions.push(TlsExtensionType::from(extension).0);
+        match extension {
+            TlsExtension::SNI(names) => {
+                parts.sni = names
+                    .iter()
+                    .find_map(|(_, name)| std::str::from_utf8(name).ok())
+                    .map(|name| name.trim_end_matches('.').to_ascii_lowercase());
+            }
+            TlsExtension::ALPN(protocols) => {
+                parts.alpn = protocols
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect();
+            }
+            TlsExtension::EllipticCurves(groups) => {
+                parts.curves = groups.iter().map(|g| g.0).collect();
+            }
+            TlsExtension::EcPointFormats(formats) => parts.point_formats = formats.to_vec(),
+            TlsExtension::SignatureAlgorithms(algorithms) => {
+                parts.signature_algorithms = algorithms.clone();
+            }
+            TlsExtension::SupportedVersions(versions) => {
+                parts.supported_versions = versions.iter().map(|v| v.0).collect();
+            }
+            _ => {}
+        }
+    }
+    Some(parts)
+}
+
+fn tls(bytes: &[u8]) -> Option<Recognized> {
+    // Record header: handshake (22), TLS major version 3, then a ClientHello (1).
+    let header = bytes.get(..6)?;
+    if header.first() != Some(&0x16) || header.get(1) != Some(&0x03) || header.get(5) != Some(&0x01)
+    {
+        return None;
+    }
+    let mut recognized = found(AppProtocol::Tls);
+    // A ClientHello cut short by the capture is still TLS, only without details.
+    if let Some(parts) = hello_parts(bytes) {
+        let best = parts
+            .supported_versions
+            .iter()
+            .copied()
+            .filter(|v| !is_grease(*v))
+            .max()
+            .unwrap_or(parts.version);
+        if parts.alpn.iter().any(|a| a == "h2") && parts.alpn.len() == 1 {
+            // ALPN offering only h2: still TLS on the wire; HTTP/2 inside is not visible.
+        }
+        recognized.tls = Some(TlsInfo {
+            version: Some(tls_version_name(best)),
+            sni: parts.sni.clone(),
+            alpn: parts.alpn.clone(),
+            ja3: Some(parts.ja3()),
+            ja4: Some(parts.ja4()),
+        });
+    }
+    Some(recognized)
+}
+
+fn dtls(bytes: &[u8]) -> Option<Recognized> {
+    // DTLS record: handshake (22), version 0xfeff / 0xfefd / 0xfefc.
+    match bytes.get(..3)? {
+        [0x16, 0xfe, 0xff | 0xfd | 0xfc] => Some(found(AppProtocol::Dtls)),
+        _ => None,
+    }
+}
+
+fn quic(bytes: &[u8]) -> Option<Recognized> {
+    // Long header: form bit and fixed bit set, 4-byte version, then connection id lengths.
+    let first = *bytes.first()?;
+    if first & 0xc0 != 0xc0 || bytes.len() < 1200 {
+        return None;
+    }
+    let version = u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?);
+    let known = version == 0x0000_0001
+        || version == 0x6b33_43cf
+        || version & 0xffff_ff00 == 0xff00_0000
+        || version & 0x0f0f_0f0f == 0x0a0a_0a0a;
+    let dcid_len = usize::from(*bytes.get(5)?);
+    if !known || dcid_len > 20 {
+        return None;
+    }
+    Some(Recognized {
+        quic_version: Some(version),
+        ..found(AppProtocol::Quic)
+    })
+}
+
+fn stun(bytes: &[u8]) -> Option<Recognized> {
+    // RFC 5389: two zero bits, message length multiple of 4, magic cookie 0x2112A442.
+    let header = bytes.get(..20)?;
+    let cookie = header.get(4..8)?;
+    let length = u16::from_be_bytes([*header.get(2)?, *header.get(3)?]);
+    (header.first()? & 0xc0 == 0 && length % 4 == 0 && cookie == [0x21, 0x12, 0xa4, 0x42])
+        .then(|| found(AppProtocol::Stun))
+}
+
+fn qtype_name(qtype: u16) -> String {
+    match qtype {
+        1 => "A",
+        2 => "NS",
+        5 => "CNAME",
+        6 => "SOA",
+        10 => "NULL",
+        12 => "PTR",
+        15 => "MX",
+        16 => "TXT",
+        28 => "AAAA",
+        33 => "SRV",
+        35 => "NAPTR",
+        43 => "DS",
+        46 => "RRSIG",
+        48 => "DNSKEY",
+        64 => "SVCB",
+        65 => "HTTPS",
+        255 => "ANY",
+        257 => "CAA",
+        other => return format!("TYPE{other}"),
+    }
+    .to_string()
+}
+
+fn dns_message(bytes: &[u8]) -> Option<Recognized> {
+    let packet = simple_dns::Packet::parse(bytes).ok()?;
+    // A client's first message is one standard query with no answers.
+    if packet.has_flags(simple_dns::PacketFlag::RESPONSE)
+        || packet.opcode() != simple_dns::OPCODE::StandardQuery
+        || packet.questions.len() != 1
+        || !packet.answers.is_empty()
+    {
+        return None;
+    }
+    let question = packet.questions.first()?;
+    let qname = question
+        .qname
+        .to_string()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if qname.is_empty() || !qname.chars().all(|c| c.is_ascii_graphic()) {
+        return None;
+    }
+    Some(Recognized {
+        dns: Some(DnsInfo {
+            qname,
+            qtype: qtype_name(u16::from(question.qtype)),
+            rcode: None,
+        }),
+        ..found(AppProtocol::Dns)
+    })
+}
+
+fn dns_udp(bytes: &[u8]) -> Option<Recognized> {
+    dns_message(bytes)
+}
+
+fn dns_tcp(bytes: &[u8]) -> Option<Recognized> {
+    // DNS over TCP prefixes each message with its 2-byte length.
+    let length = usize::from(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]));
+    let message = bytes.get(2..)?;
+    if length < 12 || length > message.len() + 512 {
+        return None;
+    }
+    dns_message(message.get(..length.min(message.len()))?)
+}
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn http2_preface(bytes: &[u8]) -> Option<Recognized> {
+    bytes.starts_with(HTTP2_PREFACE).then(|| Recognized {
+        http: Some(HttpInfo::default()),
+        ..found(AppProtocol::Http2)
+    })
+}
+
+const HTTP_METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+
+fn http1(bytes: &[u8]) -> Option<Recognized> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut headers);
+    // A partial request still fills the request line and the headers parsed so far.
+    let status = request.parse(bytes);
+    let complete_line = match status {
+        Ok(_) => request.method.is_some() && request.path.is_some(),
+        Err(httparse::Error::TooManyHeaders) => request.method.is_some(),
+        Err(_) => false,
+    };
+    let method = request.method.filter(|m| HTTP_METHODS.contains(m))?;
+    if !complete_line {
+        return None;
+    }
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .filter(|h| !h.name.is_empty())
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    let host = header("host").map(|h| strip_port(&h).to_ascii_lowercase());
+    let upgrade = header("upgrade").map(|u| u.to_ascii_lowercase());
+    let protocol = if upgrade.as_deref() == Some("websocket") {
+        AppProtocol::Websocket
+    } else if upgrade.as_deref() == Some("h2c") {
+        AppProtocol::Http2
+    } else {
+        AppProtocol::Http
+    };
+    Some(Recognized {
+        http: Some(HttpInfo {
+            method: Some(method.to_string()),
+            host,
+            path_class: request.path.map(path_class),
+            user_agent: header("user-agent"),
+            upgrade,
+            status_code: None,
+        }),
+        ..found(protocol)
+    })
+}
+
+/// Removes a `:port` suffix from a Host value, IPv6 literals included (`[::1]:8080`).
+pub fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// Coarse class of a request path, kept instead of the path itself: `root`, `static` (a file
+/// with a common web extension), `query` (has a query string), `opaque` (a long segment that
+/// looks random, typical of tasking URLs), or `api`.
+pub fn path_class(path: &str) -> String {
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    if path_only == "/" || path_only.is_empty() {
+        return if query.is_some() { "query" } else { "root" }.to_string();
+    }
+    let last = path_only.rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
+    const STATIC: &[&str] = &[
+        ".js", ".css", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".woff", ".woff2", ".html",
+        ".webp", ".mp4", ".json",
+    ];
+    if STATIC
+        .iter()
+        .any(|ext| last.to_ascii_lowercase().ends_with(ext))
+    {
+        return "static".to_string();
+    }
+    let opaque = path_only
+        .split('/')
+        .any(|segment| segment.len() >= 16 && shannon_entropy(segment.as_bytes()) >= 3.5);
+    if opaque {
+        "opaque".to_string()
+    } else if query.is_some() {
+        "query".to_string()
+    } else {
+        "api".to_string()
+    }
+}
+
+fn first_line(bytes: &[u8]) -> Option<String> {
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(bytes.len())
+        .min(MAX_BANNER);
+    let line = std::str::from_utf8(bytes.get(..end)?).ok()?;
+    (!line.is_empty() && line.chars().all(|c| !c.is_control())).then(|| line.to_string())
+}
+
+fn ssh(bytes: &[u8]) -> Option<Recognized> {
+    if !(bytes.starts_with(b"SSH-2.0-") || bytes.starts_with(b"SSH-1.99-")) {
+        return None;
+    }
+    Some(Recognized {
+        banner: first_line(bytes),
+        ..found(AppProtocol::Ssh)
+    })
+}
+
+fn mqtt_connect(bytes: &[u8]) -> Option<Recognized> {
+    // CONNECT packet type 1, flags 0; variable-length remaining length (1-4 bytes); then the
+    // protocol name "MQTT" (3.1.1, 5) or "MQIsdp" (3.1) with its 2-byte length.
+    if *bytes.first()? != 0x10 {
+        return None;
+    }
+    let mut index = 1;
+    for _ in 0..4 {
+        let byte = *bytes.get(index)?;
+        index += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let rest = bytes.get(index..)?;
+    (rest.starts_with(b"\x00\x04MQTT") || rest.starts_with(b"\x00\x06MQIsdp"))
+        .then(|| found(AppProtocol::Mqtt))
+}
+
+fn xmpp(bytes: &[u8]) -> Option<Recognized> {
+    let head = std::str::from_utf8(bytes.get(..bytes.len().min(512))?).ok()?;
+    let head = head.trim_start();
+    ((head.starts_with("<?xml") || head.starts_with("<stream:stream"))
+        && head.contains("stream:stream")
+        && head.contains("jabber:client"))
+    .then(|| found(AppProtocol::Xmpp))
+}
+
+fn mail(bytes: &[u8]) -> Option<Recognized> {
+    let line = first_line(bytes)?;
+    let upper = line.to_ascii_uppercase();
+    let word = |w: &str| upper == w || upper.starts_with(&format!("{w} "));
+    let protocol = if word("EHLO") || word("HELO") {
+        AppProtocol::Smtp
+    } else if word("CAPA") || word("USER") || word("APOP") || word("STLS") {
+        AppProtocol::Pop3
+    } else {
+        // IMAP: "<tag> <command>", tag alphanumeric.
+        let mut parts = upper.splitn(3, ' ');
+        let tag = parts.next().unwrap_or("");
+        let command = parts.next().unwrap_or("");
+        let tag_ok =
+            !tag.is_empty() && tag.len() <= 16 && tag.chars().all(|c| c.is_ascii_alphanumeric());
+        let imap = matches!(
+            command,
+            "CAPABILITY" | "LOGIN" | "AUTHENTICATE" | "STARTTLS" | "ID" | "NOOP" | "SELECT"
+        );
+        if tag_ok && imap {
+            AppProtocol::Imap
+        } else {
+            return None;
+        }
+    };
+    Some(Recognized {
+        banner: Some(line),
+        ..found(protocol)
+    })
+}
+
+/// Shannon entropy of `bytes` in bits per byte (0 for an empty slice, at most 8).
+pub fn shannon_entropy(bytes: &[u8]) -> f64 {
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for byte in bytes {
+        if let Some(count) = counts.get_mut(usize::from(*byte)) {
+            *count += 1;
+        }
+    }
+    let total = bytes.len() as f64;
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / total;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Decodes client payload bytes carried as text: hex (`16030100...`, optional `0x` prefix, spaces
+/// or colons allowed) or standard/URL-safe base64. Returns `None` when the text is neither.
+pub fn decode_payload_text(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let trimmed = text.trim();
+    let hexish: String = trimmed
+        .strip_prefix("0x")
+        .unwrap_or(trimmed)
+        .chars()
+        .filter(|c| !matches!(c, ' ' | ':'))
+        .collect();
+    if !hexish.is_empty() && hexish.len() % 2 == 0 && hexish.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return hex::decode(hexish).ok();
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(trimmed))
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A real Firefox-like TLS 1.3 ClientHello for `example.com` with ALPN h2/http1.1, built
+    /// by hand from RFC 8446 structures so the expected fields are known.
+    pub(crate) fn client_hello(sni: &str, alpn: &[&str]) -> Vec<u8> {
+        let mut ext = Vec::new();
+        let push_ext = |ext: &mut Vec<u8>, kind: u16, body: &[u8]| {
+            ext.extend_from_slice(&kind.to_be_bytes());
+            ext.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            ext.extend_from_slice(body);
+        };
+        // GREASE extension first, as Chrome sends it.
+        push_ext(&mut ext, 0x1a1a, &[]);
+        let mut sni_body = Vec::new();
+        let name = sni.as_bytes();
+        sni_body.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        sni_body.push(0);
+        sni_body.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni_body.extend_from_slice(name);
+        push_ext(&mut ext, 0x0000, &sni_body);
+        push_ext(&mut ext, 0x000a, &[0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
+        push_ext(&mut ext, 0x000b, &[0x01, 0x00]);
+        push_ext(&mut ext, 0x000d, &[0x00, 0x04, 0x04, 0x03, 0x08, 0x04]);
+        if !alpn.is_empty() {
+            let mut list = Vec::new();
+            for a in alpn {
+                list.push(a.len() as u8);
+                list.extend_from_slice(a.as_bytes());
+            }
+            let mut body = (list.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(&list);
+            push_ext(&mut ext, 0x0010, &body);
+        }
+        push_ext(&mut ext, 0x002b, &[0x04, 0x03, 0x04, 0x03, 0x03]);
+        let mut hello = Vec::new();
+        hello.extend_from_slice(&[0x03, 0x03]);
+        hello.extend_from_slice(&[7u8; 32]);
+        hello.push(0);
+        let ciphers: [u16; 4] = [0x2a2a, 0x1301, 0x1302, 0xc02f];
+        hello.extend_from_slice(&((ciphers.len() * 2) as u16).to_be_bytes());
+        for c in ciphers {
+            hello.extend_from_slice(&c.to_be_bytes());
+        }
+        hello.extend_from_slice(&[0x01, 0x00]);
+        hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        hello.extend_from_slice(&ext);
+        let mut handshake = vec![0x01];
+        handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+        handshake.extend_from_slice(&hello);
+        let mut record = vec![0x16, 0x03, 0x01];
+        record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+        record.extend_from_slice(&handshake);
+        record
+    }
+
+    #[test]
+    fn tls_client_hello_gives_version_sni_alpn_and_fingerprints() {
+        let bytes = client_hello("Example.COM", &["h2", "http/1.1"]);
+        let r = recognize(&bytes, Transport::Tcp);
+        assert_eq!(r.protocol, Some(AppProtocol::Tls));
+        let tls = r.tls.unwrap();
+        assert_eq!(tls.version.as_deref(), Some("TLSv1.3"));
+        assert_eq!(tls.sni.as_deref(), Some("example.com"));
+        assert_eq!(tls.alpn, vec!["h2", "http/1.1"]);
+        // JA3 string: version 771, ciphers without GREASE, extensions without GREASE,
+        // curves 29-23, point formats 0.
+        let expected_ja3 =
+            hex::encode(Md5::digest(b"771,4865-4866-49199,0-10-11-13-16-43,29-23,0"));
+        assert_eq!(tls.ja3.as_deref(), Some(expected_ja3.as_str()));
+        let ja4 = tls.ja4.unwrap();
+        assert!(ja4.starts_with("t13d0306h2_"), "{ja4}");
+        let expected_b = sha256_12("1301,1302,c02f");
+        let expected_c = sha256_12("000a,000b,000d,002b_0403,0804");
+        assert_eq!(ja4, format!("t13d0306h2_{expected_b}_{expected_c}"));
+    }
+
+    #[test]
+    fn a_truncated_client_hello_is_still_tls() {
+        let bytes = client_hello("example.com", &[]);
+        let r = recognize(bytes.get(..40).unwrap(), Transport::Tcp);
+        assert_eq!(r.protocol, Some(AppProtocol::Tls));
+        assert_eq!(r.tls, None);
+    }
+
+    #[test]
+    fn http_request_line_and_headers() {
+        let r = recognize(
+            b"GET /api/v2/poll?id=3 HTTP/1.1\r\nHost: C2.Example.net:8080\r\nUser-Agent: okhttp/4.9\r\n\r\n",
+            Transport::Tcp,
+        );
+        assert_eq!(r.protocol, Some(AppProtocol::Http));
+        let http = r.http.unwrap();
+        assert_eq!(http.method.as_deref(), Some("GET"));
+        assert_eq!(http.host.as_deref(), Some("c2.example.net"));
+        assert_eq!(http.path_class.as_deref(), Some("query"));
+        assert_eq!(http.user_agent.as_deref(), Some("okhttp/4.9"));
+    }
+
+    #[test]
+    fn websocket_upgrade_and_http2() {
+        let ws = recognize(
+            b"GET /ws HTTP/1.1\r\nHost: a.b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            Transport::Tcp,
+        );
+        assert_eq!(ws.protocol, Some(AppProtocol::Websocket));
+        assert_eq!(ws.http.unwrap().upgrade.as_deref(), Some("websocket"));
+        let h2 = recognize(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00", Transport::Tcp);
+        assert_eq!(h2.protocol, Some(AppProtocol::Http2));
+    }
+
+    fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut bytes = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            bytes.push(label.len() as u8);
+            bytes.extend_from_slice(label.as_bytes());
+        }
+        bytes.push(0);
+        bytes.extend_from_slice(&qtype.to_be_bytes());
+        bytes.extend_from_slice(&[0, 1]);
+        bytes
+    }
+
+    #[test]
+    fn dns_queries_over_udp_and_tcp() {
+        let query = dns_query("xj4k2q9z.example.org", 16);
+        let udp = recognize(&query, Transport::Udp);
+        assert_eq!(udp.protocol, Some(AppProtocol::Dns));
+        let dns = udp.dns.unwrap();
+        assert_eq!(
+            (dns.qname.as_str(), dns.qtype.as_str()),
+            ("xj4k2q9z.example.org", "TXT")
+        );
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        assert_eq!(
+            recognize(&framed, Transport::Tcp).protocol,
+            Some(AppProtocol::Dns)
+        );
+    }
+
+    #[test]
+    fn text_protocols_and_mqtt() {
+        let ssh = recognize(b"SSH-2.0-OpenSSH_9.6\r\n", Transport::Tcp);
+        assert_eq!(ssh.protocol, Some(AppProtocol::Ssh));
+        assert_eq!(ssh.banner.as_deref(), Some("SSH-2.0-OpenSSH_9.6"));
+        assert_eq!(
+            recognize(b"EHLO phone.local\r\n", Transport::Tcp).protocol,
+            Some(AppProtocol::Smtp)
+        );
+        assert_eq!(
+            recognize(b"a001 CAPABILITY\r\n", Transport::Tcp).protocol,
+            Some(AppProtocol::Imap)
+        );
+        assert_eq!(
+            recognize(b"CAPA\r\n", Transport::Tcp).protocol,
+            Some(AppProtocol::Pop3)
+        );
+        let mqtt = b"\x10\x1a\x00\x04MQTT\x04\x02\x00\x3c\x00\x0eclient-12345";
+        assert_eq!(
+            recognize(mqtt, Transport::Tcp).protocol,
+            Some(AppProtocol::Mqtt)
+        );
+        let xmpp = b"<?xml version='1.0'?><stream:stream to='chat.example' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+        assert_eq!(
+            recognize(xmpp, Transport::Tcp).protocol,
+            Some(AppProtocol::Xmpp)
+        );
+    }
+
+    #[test]
+    fn udp_protocols() {
+        let mut quic = vec![0xc3, 0x00, 0x00, 0x00, 0x01, 0x08];
+        quic.resize(1200, 0);
+        let r = recognize(&quic, Transport::Udp);
+        assert_eq!(
+            (r.protocol, r.quic_version),
+            (Some(AppProtocol::Quic), Some(1))
+        );
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[9; 12]);
+        assert_eq!(
+            recognize(&stun, Transport::Udp).protocol,
+            Some(AppProtocol::Stun)
+        );
+        assert_eq!(
+            recognize(&[0x16, 0xfe, 0xfd, 0, 0], Transport::Udp).protocol,
+            Some(AppProtocol::Dtls)
+        );
+    }
+
+    #[test]
+    fn unrecognisable_bytes_give_nothing() {
+        assert_eq!(
+            recognize(b"\x00\x01\x02 hello", Transport::Tcp).protocol,
+            None
+        );
+        assert_eq!(recognize(b"", Transport::Udp).protocol, None);
+        assert_eq!(
+            recognize(b"FOO / HTTP/1.1\r\n\r\n", Transport::Tcp).protocol,
+            None
+        );
+    }
+
+    #[test]
+    fn sensor_labels_from_zeek_suricata_and_ndpi() {
+        assert_eq!(sensor_verdict("ssl"), Some(AppProtocol::Tls));
+        assert_eq!(sensor_verdict("ssl,http"), Some(AppProtocol::Tls));
+        assert_eq!(
+            sensor_verdict("http,websocket"),
+            Some(AppProtocol::Websocket)
+        );
+        assert_eq!(sensor_verdict("tls"), Some(AppProtocol::Tls));
+        assert_eq!(sensor_verdict("TLS.Google"), Some(AppProtocol::Tls));
+        assert_eq!(sensor_verdict("DNS"), Some(AppProtocol::Dns));
+        assert_eq!(sensor_verdict("failed"), None);
+        assert_eq!(sensor_verdict("-"), None);
+        assert_eq!(sensor_verdict(""), None);
+    }
+
+    #[test]
+    fn path_classes_and_hosts() {
+        assert_eq!(path_class("/"), "root");
+        assert_eq!(path_class("/static/app.js"), "static");
+        assert_eq!(path_class("/v1/users"), "api");
+        assert_eq!(path_class("/search?q=x"), "query");
+        assert_eq!(path_class("/t/aZ3kQ9xP2mL7vR4sT8wB"), "opaque");
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("[2001:db8::1]:443"), "2001:db8::1");
+        assert_eq!(strip_port("2001:db8::1"), "2001:db8::1");
+    }
+
+    #[test]
+    fn entropy_and_payload_text() {
+        assert_eq!(shannon_entropy(b""), 0.0);
+        assert_eq!(shannon_entropy(b"aaaa"), 0.0);
+        let all: Vec<u8> = (0..=255).collect();
+        assert!((shannon_entropy(&all) - 8.0).abs() < 1e-9);
+        assert_eq!(
+            decode_payload_text("0x1603 01"),
+            Some(vec![0x16, 0x03, 0x01])
+        );
+        assert_eq!(decode_payload_text("FgMB"), Some(vec![0x16, 0x03, 0x01]));
+        assert_eq!(decode_payload_text("not payload!"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn recognize_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048), udp in any::<bool>()) {
+            let transport = if udp { Transport::Udp } else { Transport::Tcp };
+            let _ = recognize(&bytes, transport);
+        }
+
+        #[test]
+        fn recognize_never_panics_on_mutated_client_hellos(flips in proptest::collection::vec((0usize..200, any::<u8>()), 1..8), cut in 0usize..220) {
+            let mut bytes = client_hello("example.com", &["h2"]);
+            for (index, value) in flips {
+                if let Some(b) = bytes.get_mut(index) { *b = value; }
+            }
+            bytes.truncate(cut);
+            let _ = recognize(&bytes, Transport::Tcp);
+        }
+
+        #[test]
+        fn text_helpers_never_panic(text in ".{0,300}") {
+            let _ = sensor_verdict(&text);
+            let _ = path_class(&text);
+            let _ = strip_port(&text);
+            let _ = decode_payload_text(&text);
+        }
+    }
+}
