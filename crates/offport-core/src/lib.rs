@@ -9,6 +9,7 @@
 //! - [`schema`]: the embedded Avro contracts, resolved for the schema registry.
 //! - [`examples`]: fully populated example records, for documentation and tests.
 
+pub mod baseline;
 pub mod examples;
 pub mod model;
 pub mod protocol;

@@ -18,6 +18,37 @@ use serde::{Deserialize, Serialize};
 /// UTC milliseconds since the Unix epoch; Avro `timestamp-millis`.
 pub type EpochMillis = i64;
 
+/// Accepts epoch milliseconds or an RFC 3339 time (`2026-11-01T00:00:00Z`), for documents that
+/// people write by hand.
+fn epoch_millis_or_rfc3339<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<EpochMillis, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Time {
+        Millis(i64),
+        Text(String),
+    }
+    match Time::deserialize(deserializer)? {
+        Time::Millis(millis) => Ok(millis),
+        Time::Text(text) => parse_rfc3339_millis(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses an RFC 3339 time into epoch milliseconds.
+pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, String> {
+    let time = humantime::parse_rfc3339_weak(text.trim())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))?;
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => {
+            i64::try_from(since.as_millis()).map_err(|_| format!("{text:?} is out of range"))
+        }
+        Err(before) => i64::try_from(before.duration().as_millis())
+            .map(|m| -m)
+            .map_err(|_| format!("{text:?} is out of range")),
+    }
+}
+
 /// Avro schema of an [`EpochMillis`] field (`long` with logical type `timestamp-millis`).
 fn timestamp_millis(_: &mut HashSet<Name>, _: NamespaceRef) -> Schema {
     Schema::TimestampMillis
@@ -97,6 +128,40 @@ pub enum AppProtocol {
     Stun,
     // Not recognised.
     Unknown,
+}
+
+impl AppProtocol {
+    /// The Avro symbol, e.g. `TLS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AppProtocol::Tls => "TLS",
+            AppProtocol::Dtls => "DTLS",
+            AppProtocol::Quic => "QUIC",
+            AppProtocol::Http => "HTTP",
+            AppProtocol::Http2 => "HTTP2",
+            AppProtocol::Websocket => "WEBSOCKET",
+            AppProtocol::Dns => "DNS",
+            AppProtocol::Ssh => "SSH",
+            AppProtocol::Smtp => "SMTP",
+            AppProtocol::Imap => "IMAP",
+            AppProtocol::Pop3 => "POP3",
+            AppProtocol::Mqtt => "MQTT",
+            AppProtocol::Xmpp => "XMPP",
+            AppProtocol::Stun => "STUN",
+            AppProtocol::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl Transport {
+    /// The Avro symbol, e.g. `TCP`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::Udp => "UDP",
+            Transport::Other => "OTHER",
+        }
+    }
 }
 
 /// Input format a normalized record was produced from.
@@ -718,12 +783,15 @@ pub enum ScopeKind {
 }
 
 /// Scope of a baseline document; the key of the baselines topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema,
+)]
 #[avro(namespace = "dev.offport.v1")]
 pub struct BaselineScope {
     /// Scope kind.
     pub kind: ScopeKind,
     /// Scope value; `None` for global.
+    #[serde(default)]
     pub value: Option<String>,
 }
 
@@ -744,6 +812,7 @@ pub struct ProtocolPortRule {
     /// Protocol.
     pub protocol: AppProtocol,
     /// Transport limit; `None` for any.
+    #[serde(default)]
     pub transport: Option<Transport>,
     /// Approved ports.
     pub ports: Vec<PortRange>,
@@ -758,16 +827,22 @@ pub struct EnterpriseException {
     /// Why it exists, with its source.
     pub reason: String,
     /// App ids; empty for any.
+    #[serde(default)]
     pub apps: Vec<String>,
     /// Destination CIDRs; empty for any.
+    #[serde(default)]
     pub cidrs: Vec<String>,
     /// Destination domain suffixes; empty for any.
+    #[serde(default)]
     pub domain_suffixes: Vec<String>,
     /// Exact SNIs; empty for any.
+    #[serde(default)]
     pub snis: Vec<String>,
     /// Destination ports; empty for any.
+    #[serde(default)]
     pub ports: Vec<PortRange>,
     /// Transport limit; `None` for any.
+    #[serde(default)]
     pub transport: Option<Transport>,
 }
 
@@ -780,14 +855,17 @@ pub struct AppCategoryBehavior {
     /// Expected protocols.
     pub expected_protocols: Vec<AppProtocol>,
     /// Expected destination ports.
+    #[serde(default)]
     pub expected_ports: Vec<PortRange>,
     /// Expected destination domain suffixes.
+    #[serde(default)]
     pub expected_domain_suffixes: Vec<String>,
 }
 
 /// Tunable thresholds of the analytics; `None` inherits.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "dev.offport.v1")]
+#[serde(default)]
 pub struct BaselineThresholds {
     /// TimeWindow, milliseconds.
     pub time_window_ms: Option<i64>,
@@ -819,24 +897,33 @@ pub struct Baseline {
     pub scope: BaselineScope,
     /// Version label.
     pub version: String,
-    /// When it takes effect.
+    /// When it takes effect. In YAML/JSON documents also an RFC 3339 string.
     #[avro(with = timestamp_millis)]
+    #[serde(deserialize_with = "epoch_millis_or_rfc3339")]
     pub effective_time: EpochMillis,
     /// What changed and why.
+    #[serde(default)]
     pub description: Option<String>,
     /// AllowedProtocolPortMappings.
+    #[serde(default)]
     pub allowed_protocol_ports: Vec<ProtocolPortRule>,
     /// AllowedAppList; `None` inherits.
+    #[serde(default)]
     pub allowed_apps: Option<Vec<String>>,
     /// AllowedManagedApps; `None` inherits.
+    #[serde(default)]
     pub allowed_managed_apps: Option<Vec<String>>,
     /// AllowedServiceClasses; `None` inherits.
+    #[serde(default)]
     pub allowed_service_classes: Option<Vec<String>>,
     /// EnterpriseExceptionList.
+    #[serde(default)]
     pub enterprise_exceptions: Vec<EnterpriseException>,
     /// AppNetworkBehaviorBaseline.
+    #[serde(default)]
     pub app_network_behavior: Vec<AppCategoryBehavior>,
     /// Thresholds.
+    #[serde(default)]
     pub thresholds: BaselineThresholds,
 }
 

@@ -1,0 +1,1027 @@
+//! Baselines: the organisation's approved behaviour, every mutable element of the seeds, per
+//! scope and per version.
+//!
+//! A baseline document ([`Baseline`], written in YAML or JSON with the field names of
+//! `schemas/Baseline.avsc`) applies to one scope: global, a platform, a device group or role, an
+//! app category or service class, or one app. [`BaselineSet`] keeps every version of every scope
+//! with its effective time, and [`BaselineSet::resolve`] merges the documents in force at an
+//! event's time for the scopes that match the event, most specific last.
+//!
+//! # Merge rule
+//!
+//! Scopes are applied from least to most specific: global, platform, device group/role, app
+//! category/service class, app. When two scopes of the same level match (a device's group and
+//! its role), they are applied in order of their value.
+//!
+//! - Thresholds (TimeWindow, RecentUserInteractionWindow, BeaconIntervalTolerance, ...): the most
+//!   specific scope that sets a value wins; unset (`null`) inherits.
+//! - AllowedAppList, AllowedManagedApps, AllowedServiceClasses: the most specific scope that sets
+//!   the list wins, replacing the less specific list; `null` inherits, `[]` means "none".
+//! - AllowedProtocolPortMappings and EnterpriseExceptionList accumulate: a more specific scope adds
+//!   approved ports and exceptions to those it inherits. (Narrowing is done by not approving at
+//!   the global scope.)
+//! - AppNetworkBehaviorBaseline: entries accumulate by category; an entry for a category replaces
+//!   the inherited entry for the same category.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::model::{
+    AppCategoryBehavior, AppProtocol, Baseline, BaselineScope, BaselineThresholds,
+    EnterpriseException, EpochMillis, Platform, PortRange, ProtocolPortRule, ScopeKind, Transport,
+};
+
+/// The shipped default baseline (see `baselines/default.yaml`).
+pub const DEFAULT_BASELINE_YAML: &str = include_str!("../baselines/default.yaml");
+
+/// One problem in a baseline document: where, what, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Path of the offending element, e.g. `allowed_protocol_ports[2].ports[0].last`.
+    pub path: String,
+    /// The offending value, as written.
+    pub value: String,
+    /// Why it is rejected.
+    pub why: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} ({})", self.path, self.why, self.value)
+    }
+}
+
+/// Errors reading or validating baseline documents.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// Not YAML/JSON, or not of the document's shape.
+    #[error("baseline document does not parse: {0}")]
+    Syntax(String),
+    /// Parsed, but one or more elements are invalid.
+    #[error("baseline {scope} version {version:?} is invalid: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// Scope of the document.
+        scope: String,
+        /// Version of the document.
+        version: String,
+        /// Every problem found.
+        problems: Vec<Invalid>,
+    },
+}
+
+/// Human-readable scope name: `global`, `platform:IOS`, `app:com.example`.
+pub fn scope_label(scope: &BaselineScope) -> String {
+    let kind = match scope.kind {
+        ScopeKind::Global => "global",
+        ScopeKind::Platform => "platform",
+        ScopeKind::DeviceGroup => "group",
+        ScopeKind::AppCategory => "category",
+        ScopeKind::App => "app",
+    };
+    match &scope.value {
+        Some(value) => format!("{kind}:{value}"),
+        None => kind.to_string(),
+    }
+}
+
+/// Parses one document, or a YAML list of documents, and validates each.
+pub fn parse_documents(text: &str) -> Result<Vec<Baseline>, BaselineError> {
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| BaselineError::Syntax(e.to_string()))?;
+    let documents: Vec<Baseline> = if value.is_sequence() {
+        serde_yaml_ng::from_value(value).map_err(|e| BaselineError::Syntax(e.to_string()))?
+    } else {
+        vec![serde_yaml_ng::from_value(value).map_err(|e| BaselineError::Syntax(e.to_string()))?]
+    };
+    for document in &documents {
+        validate(document)?;
+    }
+    Ok(documents)
+}
+
+/// The shipped default baseline, parsed.
+pub fn default_documents() -> Result<Vec<Baseline>, BaselineError> {
+    parse_documents(DEFAULT_BASELINE_YAML)
+}
+
+fn check_ports(path: &str, ranges: &[PortRange], out: &mut Vec<Invalid>) {
+    for (i, range) in ranges.iter().enumerate() {
+        let value = format!("{}-{}", range.first, range.last);
+        if !(0..=65_535).contains(&range.first) || !(0..=65_535).contains(&range.last) {
+            out.push(Invalid {
+                path: format!("{path}[{i}]"),
+                value,
+                why: "ports are 0-65535".to_string(),
+            });
+        } else if range.first > range.last {
+            out.push(Invalid {
+                path: format!("{path}[{i}]"),
+                value,
+                why: "first must not exceed last".to_string(),
+            });
+        }
+    }
+}
+
+fn check_range(path: &str, value: Option<f64>, low: f64, high: f64, out: &mut Vec<Invalid>) {
+    if let Some(v) = value {
+        if !(v.is_finite() && v >= low && v <= high) {
+            out.push(Invalid {
+                path: path.to_string(),
+                value: v.to_string(),
+                why: format!("must be between {low} and {high}"),
+            });
+        }
+    }
+}
+
+fn check_positive(path: &str, value: Option<i64>, out: &mut Vec<Invalid>) {
+    if let Some(v) = value {
+        if v <= 0 {
+            out.push(Invalid {
+                path: path.to_string(),
+                value: v.to_string(),
+                why: "must be greater than 0".to_string(),
+            });
+        }
+    }
+}
+
+/// Checks a document; returns every problem, not just the first.
+pub fn validate(document: &Baseline) -> Result<(), BaselineError> {
+    let mut out = Vec::new();
+    let scope = &document.scope;
+    match (scope.kind, scope.value.as_deref()) {
+        (ScopeKind::Global, Some(v)) => out.push(Invalid {
+            path: "scope.value".to_string(),
+            value: v.to_string(),
+            why: "the global scope takes no value".to_string(),
+        }),
+        (ScopeKind::Global, None) => {}
+        (_, None) | (_, Some("")) => out.push(Invalid {
+            path: "scope.value".to_string(),
+            value: String::new(),
+            why: "this scope kind needs a value".to_string(),
+        }),
+        (ScopeKind::Platform, Some(v)) if v != "ANDROID" && v != "IOS" => out.push(Invalid {
+            path: "scope.value".to_string(),
+            value: v.to_string(),
+            why: "a platform scope is ANDROID or IOS".to_string(),
+        }),
+        _ => {}
+    }
+    if document.version.trim().is_empty() {
+        out.push(Invalid {
+            path: "version".to_string(),
+            value: document.version.clone(),
+            why: "must not be empty".to_string(),
+        });
+    }
+    for (i, rule) in document.allowed_protocol_ports.iter().enumerate() {
+        let path = format!("allowed_protocol_ports[{i}]");
+        if rule.protocol == AppProtocol::Unknown {
+            out.push(Invalid {
+                path: format!("{path}.protocol"),
+                value: "UNKNOWN".to_string(),
+                why: "approve a recognisable protocol".to_string(),
+            });
+        }
+        if rule.ports.is_empty() {
+            out.push(Invalid {
+                path: format!("{path}.ports"),
+                value: "[]".to_string(),
+                why: "a rule needs at least one port range".to_string(),
+            });
+        }
+        check_ports(&format!("{path}.ports"), &rule.ports, &mut out);
+    }
+    for (i, exception) in document.enterprise_exceptions.iter().enumerate() {
+        let path = format!("enterprise_exceptions[{i}]");
+        if exception.name.trim().is_empty() {
+            out.push(Invalid {
+                path: format!("{path}.name"),
+                value: String::new(),
+                why: "must not be empty".to_string(),
+            });
+        }
+        if exception.reason.trim().is_empty() {
+            out.push(Invalid {
+                path: format!("{path}.reason"),
+                value: String::new(),
+                why: "say why the exception exists".to_string(),
+            });
+        }
+        for (j, cidr) in exception.cidrs.iter().enumerate() {
+            if cidr.parse::<IpNet>().is_err() && cidr.parse::<IpAddr>().is_err() {
+                out.push(Invalid {
+                    path: format!("{path}.cidrs[{j}]"),
+                    value: cidr.clone(),
+                    why: "not a CIDR block or IP address".to_string(),
+                });
+            }
+        }
+        check_ports(&format!("{path}.ports"), &exception.ports, &mut out);
+        if exception.apps.is_empty()
+            && exception.cidrs.is_empty()
+            && exception.domain_suffixes.is_empty()
+            && exception.snis.is_empty()
+            && exception.ports.is_empty()
+        {
+            out.push(Invalid {
+                path: path.clone(),
+                value: exception.name.clone(),
+                why: "an exception with no apps, cidrs, domains, SNIs or ports would silence every finding".to_string(),
+            });
+        }
+    }
+    let mut categories = std::collections::HashSet::new();
+    for (i, behavior) in document.app_network_behavior.iter().enumerate() {
+        let path = format!("app_network_behavior[{i}]");
+        if behavior.category.trim().is_empty() {
+            out.push(Invalid {
+                path: format!("{path}.category"),
+                value: String::new(),
+                why: "must not be empty".to_string(),
+            });
+        } else if !categories.insert(behavior.category.as_str()) {
+            out.push(Invalid {
+                path: format!("{path}.category"),
+                value: behavior.category.clone(),
+                why: "category listed twice in one document".to_string(),
+            });
+        }
+        check_ports(
+            &format!("{path}.expected_ports"),
+            &behavior.expected_ports,
+            &mut out,
+        );
+    }
+    let t = &document.thresholds;
+    check_positive("thresholds.time_window_ms", t.time_window_ms, &mut out);
+    check_positive(
+        "thresholds.recent_user_interaction_window_ms",
+        t.recent_user_interaction_window_ms,
+        &mut out,
+    );
+    check_positive(
+        "thresholds.session_persistence_threshold_ms",
+        t.session_persistence_threshold_ms,
+        &mut out,
+    );
+    check_range(
+        "thresholds.beacon_interval_tolerance",
+        t.beacon_interval_tolerance,
+        0.0,
+        1.0,
+        &mut out,
+    );
+    check_range(
+        "thresholds.beacon_interval_variance_threshold",
+        t.beacon_interval_variance_threshold,
+        0.0,
+        10.0,
+        &mut out,
+    );
+    check_range(
+        "thresholds.connection_frequency_threshold",
+        t.connection_frequency_threshold,
+        0.0,
+        1_000_000.0,
+        &mut out,
+    );
+    check_range(
+        "thresholds.payload_entropy_threshold",
+        t.payload_entropy_threshold,
+        0.0,
+        8.0,
+        &mut out,
+    );
+    check_range(
+        "thresholds.cadence_anomaly_threshold",
+        t.cadence_anomaly_threshold,
+        0.0,
+        1.0,
+        &mut out,
+    );
+    if out.is_empty() {
+        Ok(())
+    } else {
+        Err(BaselineError::Invalid {
+            scope: scope_label(scope),
+            version: document.version.clone(),
+            problems: out,
+        })
+    }
+}
+
+/// Thresholds with every value resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// TimeWindow, ms.
+    pub time_window_ms: i64,
+    /// RecentUserInteractionWindow, ms.
+    pub recent_user_interaction_window_ms: i64,
+    /// BeaconIntervalTolerance, fraction.
+    pub beacon_interval_tolerance: f64,
+    /// ForegroundStateRequired.
+    pub foreground_state_required: bool,
+    /// SupervisedRequired.
+    pub supervised_required: bool,
+    /// BeaconIntervalVarianceThreshold.
+    pub beacon_interval_variance_threshold: f64,
+    /// ConnectionFrequencyThreshold, sessions/hour.
+    pub connection_frequency_threshold: f64,
+    /// PayloadEntropyThreshold, bits/byte.
+    pub payload_entropy_threshold: f64,
+    /// CadenceAnomalyThreshold, 0-1.
+    pub cadence_anomaly_threshold: f64,
+    /// SessionPersistenceThreshold, ms.
+    pub session_persistence_threshold_ms: i64,
+}
+
+impl Default for Thresholds {
+    /// Used only for elements no document sets; the shipped default baseline sets them all.
+    fn default() -> Self {
+        Self {
+            time_window_ms: 6 * 3_600_000,
+            recent_user_interaction_window_ms: 600_000,
+            beacon_interval_tolerance: 0.15,
+            foreground_state_required: false,
+            supervised_required: false,
+            beacon_interval_variance_threshold: 0.1,
+            connection_frequency_threshold: 120.0,
+            payload_entropy_threshold: 7.2,
+            cadence_anomaly_threshold: 0.8,
+            session_persistence_threshold_ms: 3_600_000,
+        }
+    }
+}
+
+impl Thresholds {
+    fn overlay(&mut self, t: &BaselineThresholds) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = t.$field { self.$field = v; } )* };
+        }
+        take!(
+            time_window_ms,
+            recent_user_interaction_window_ms,
+            beacon_interval_tolerance,
+            foreground_state_required,
+            supervised_required,
+            beacon_interval_variance_threshold,
+            connection_frequency_threshold,
+            payload_entropy_threshold,
+            cadence_anomaly_threshold,
+            session_persistence_threshold_ms
+        );
+    }
+}
+
+/// What the scopes of an event are matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScopeContext<'a> {
+    /// Device platform.
+    pub platform: Platform,
+    /// Device group (MDM).
+    pub device_group: Option<&'a str>,
+    /// Device role (MDM).
+    pub device_role: Option<&'a str>,
+    /// App category.
+    pub app_category: Option<&'a str>,
+    /// App service class.
+    pub service_class: Option<&'a str>,
+    /// App id.
+    pub app_id: Option<&'a str>,
+}
+
+impl ScopeContext<'_> {
+    fn matches(&self, scope: &BaselineScope) -> bool {
+        let value = scope.value.as_deref();
+        match scope.kind {
+            ScopeKind::Global => true,
+            ScopeKind::Platform => {
+                value
+                    == Some(match self.platform {
+                        Platform::Android => "ANDROID",
+                        Platform::Ios => "IOS",
+                        Platform::Unknown => return false,
+                    })
+            }
+            ScopeKind::DeviceGroup => {
+                value.is_some() && (value == self.device_group || value == self.device_role)
+            }
+            ScopeKind::AppCategory => {
+                value.is_some() && (value == self.app_category || value == self.service_class)
+            }
+            ScopeKind::App => value.is_some() && value == self.app_id,
+        }
+    }
+}
+
+/// The baseline in force for one event: every matching scope merged by the merge rule.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EffectiveBaseline {
+    /// `scope@version` of every contributing document, least specific first.
+    pub sources: Vec<String>,
+    /// Accumulated AllowedProtocolPortMappings.
+    pub protocol_ports: Vec<ProtocolPortRule>,
+    /// AllowedAppList, when any scope sets it.
+    pub allowed_apps: Option<Vec<String>>,
+    /// AllowedManagedApps, when any scope sets it.
+    pub allowed_managed_apps: Option<Vec<String>>,
+    /// AllowedServiceClasses, when any scope sets it.
+    pub allowed_service_classes: Option<Vec<String>>,
+    /// Accumulated EnterpriseExceptionList.
+    pub exceptions: Vec<EnterpriseException>,
+    /// AppNetworkBehaviorBaseline by category.
+    pub behaviors: BTreeMap<String, AppCategoryBehavior>,
+    /// Thresholds.
+    pub thresholds: Thresholds,
+}
+
+/// True when `port` lies in one of `ranges`.
+pub fn in_ranges(port: i32, ranges: &[PortRange]) -> bool {
+    ranges.iter().any(|r| r.first <= port && port <= r.last)
+}
+
+fn format_ranges(ranges: &[PortRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| {
+            if r.first == r.last {
+                r.first.to_string()
+            } else {
+                format!("{}-{}", r.first, r.last)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// True when `host` is `suffix` or a subdomain of it (label boundary).
+pub fn host_has_suffix(host: &str, suffix: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    let suffix = suffix.trim_start_matches('.').trim_end_matches('.');
+    host.eq_ignore_ascii_case(suffix)
+        || (host.len() > suffix.len()
+            && host
+                .get(host.len() - suffix.len()..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+            && host.as_bytes().get(host.len() - suffix.len() - 1) == Some(&b'.'))
+}
+
+/// A destination as the exception list sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// App id, when attributed.
+    pub app_id: Option<&'a str>,
+    /// Destination address.
+    pub ip: Option<IpAddr>,
+    /// Host names seen for the destination (SNI, HTTP Host, DNS qname).
+    pub hosts: &'a [&'a str],
+    /// The TLS SNI, when any.
+    pub sni: Option<&'a str>,
+    /// Destination port.
+    pub port: i32,
+    /// Transport.
+    pub transport: Transport,
+}
+
+impl EffectiveBaseline {
+    /// `sources` joined: the version label findings carry.
+    pub fn version_label(&self) -> String {
+        self.sources.join("+")
+    }
+
+    /// Ports approved for `protocol` over `transport`; empty when none are.
+    pub fn approved_ports(&self, protocol: AppProtocol, transport: Transport) -> Vec<PortRange> {
+        self.protocol_ports
+            .iter()
+            .filter(|r| r.protocol == protocol && r.transport.is_none_or(|t| t == transport))
+            .flat_map(|r| r.ports.iter().copied())
+            .collect()
+    }
+
+    /// True when `port` is approved for `protocol` over `transport`.
+    pub fn permits(&self, protocol: AppProtocol, transport: Transport, port: i32) -> bool {
+        self.protocol_ports.iter().any(|r| {
+            r.protocol == protocol
+                && r.transport.is_none_or(|t| t == transport)
+                && in_ranges(port, &r.ports)
+        })
+    }
+
+    /// The approved set for display, e.g. `TLS/TCP=[443,465,993-995]`.
+    pub fn describe_ports(&self, protocol: AppProtocol, transport: Transport) -> String {
+        format!(
+            "AllowedProtocolPortMappings {}/{}=[{}]",
+            protocol.name(),
+            transport.name(),
+            format_ranges(&self.approved_ports(protocol, transport))
+        )
+    }
+
+    /// The first enterprise exception that covers `destination`.
+    pub fn exception_for(&self, destination: &Destination<'_>) -> Option<&EnterpriseException> {
+        self.exceptions.iter().find(|e| {
+            (e.apps.is_empty()
+                || destination
+                    .app_id
+                    .is_some_and(|a| e.apps.iter().any(|x| x == a)))
+                && (e.cidrs.is_empty()
+                    || destination.ip.is_some_and(|ip| {
+                        e.cidrs.iter().any(|c| match c.parse::<IpNet>() {
+                            Ok(net) => net.contains(&ip),
+                            Err(_) => c.parse::<IpAddr>().is_ok_and(|a| a == ip),
+                        })
+                    }))
+                && (e.domain_suffixes.is_empty()
+                    || destination
+                        .hosts
+                        .iter()
+                        .any(|h| e.domain_suffixes.iter().any(|s| host_has_suffix(h, s))))
+                && (e.snis.is_empty()
+                    || destination
+                        .sni
+                        .is_some_and(|sni| e.snis.iter().any(|s| s.eq_ignore_ascii_case(sni))))
+                && (e.ports.is_empty() || in_ranges(destination.port, &e.ports))
+                && e.transport.is_none_or(|t| t == destination.transport)
+        })
+    }
+}
+
+/// Every version of every scope, and the merged view at any time.
+#[derive(Debug, Clone, Default)]
+pub struct BaselineSet {
+    /// Per scope: (effective time, document or `None` for a deletion), sorted by time.
+    scopes: BTreeMap<BaselineScope, Vec<(EpochMillis, Option<Arc<Baseline>>)>>,
+    /// Bumped by every change; lets callers cache resolved baselines.
+    generation: u64,
+}
+
+impl BaselineSet {
+    /// An empty set: resolving gives built-in thresholds and no approved ports.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shipped default baseline.
+    pub fn with_defaults() -> Result<Self, BaselineError> {
+        let mut set = Self::new();
+        for document in default_documents()? {
+            set.apply(document)?;
+        }
+        Ok(set)
+    }
+
+    /// Adds a version of a scope, validated first. A version with the same effective time as an
+    /// existing one replaces it (re-publishing a document is idempotent).
+    pub fn apply(&mut self, document: Baseline) -> Result<(), BaselineError> {
+        validate(&document)?;
+        let at = document.effective_time;
+        self.insert(document.scope.clone(), at, Some(Arc::new(document)));
+        Ok(())
+    }
+
+    /// Deletes a scope from time `at` on (a tombstone on the baselines topic).
+    pub fn delete(&mut self, scope: &BaselineScope, at: EpochMillis) {
+        self.insert(scope.clone(), at, None);
+    }
+
+    fn insert(&mut self, scope: BaselineScope, at: EpochMillis, entry: Option<Arc<Baseline>>) {
+        let versions = self.scopes.entry(scope).or_default();
+        match versions.binary_search_by_key(&at, |(t, _)| *t) {
+            Ok(index) => {
+                if let Some(slot) = versions.get_mut(index) {
+                    slot.1 = entry;
+                }
+            }
+            Err(index) => versions.insert(index, (at, entry)),
+        }
+        self.generation += 1;
+    }
+
+    /// Changes applied so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The document of `scope` in force at `at`.
+    pub fn in_force(&self, scope: &BaselineScope, at: EpochMillis) -> Option<&Baseline> {
+        let versions = self.scopes.get(scope)?;
+        let index = versions.partition_point(|(t, _)| *t <= at);
+        versions.get(index.checked_sub(1)?)?.1.as_deref()
+    }
+
+    /// Every scope that has a version, for listing.
+    pub fn scopes(&self) -> impl Iterator<Item = &BaselineScope> {
+        self.scopes.keys()
+    }
+
+    /// The documents in force at `at` that match `context`, least specific first.
+    pub fn matching(&self, context: &ScopeContext<'_>, at: EpochMillis) -> Vec<&Baseline> {
+        // BTreeMap order of BaselineScope is (kind, value): exactly the merge order.
+        self.scopes
+            .keys()
+            .filter(|scope| context.matches(scope))
+            .filter_map(|scope| self.in_force(scope, at))
+            .collect()
+    }
+
+    /// The merged baseline for an event with `context` at time `at`.
+    pub fn resolve(&self, context: &ScopeContext<'_>, at: EpochMillis) -> EffectiveBaseline {
+        let mut merged = EffectiveBaseline::default();
+        for document in self.matching(context, at) {
+            merged.sources.push(format!(
+                "{}@{}",
+                scope_label(&document.scope),
+                document.version
+            ));
+            merged
+                .protocol_ports
+                .extend(document.allowed_protocol_ports.iter().cloned());
+            if document.allowed_apps.is_some() {
+                merged.allowed_apps.clone_from(&document.allowed_apps);
+            }
+            if document.allowed_managed_apps.is_some() {
+                merged
+                    .allowed_managed_apps
+                    .clone_from(&document.allowed_managed_apps);
+            }
+            if document.allowed_service_classes.is_some() {
+                merged
+                    .allowed_service_classes
+                    .clone_from(&document.allowed_service_classes);
+            }
+            merged
+                .exceptions
+                .extend(document.enterprise_exceptions.iter().cloned());
+            for behavior in &document.app_network_behavior {
+                merged
+                    .behaviors
+                    .insert(behavior.category.clone(), behavior.clone());
+            }
+            merged.thresholds.overlay(&document.thresholds);
+        }
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(yaml: &str) -> Baseline {
+        parse_documents(yaml).unwrap().remove(0)
+    }
+
+    fn android_app(app: &str) -> ScopeContext<'_> {
+        ScopeContext {
+            platform: Platform::Android,
+            device_group: Some("sales"),
+            device_role: Some("developer"),
+            app_category: Some("weather"),
+            service_class: None,
+            app_id: Some(app),
+        }
+    }
+
+    #[test]
+    fn the_default_baseline_parses_and_covers_the_standard_ports() {
+        let set = BaselineSet::with_defaults().unwrap();
+        let b = set.resolve(&android_app("com.x"), 0);
+        assert!(b.permits(AppProtocol::Tls, Transport::Tcp, 443));
+        assert!(!b.permits(AppProtocol::Tls, Transport::Tcp, 8443));
+        assert!(b.permits(AppProtocol::Http, Transport::Tcp, 80));
+        assert!(!b.permits(AppProtocol::Http, Transport::Tcp, 8080));
+        assert!(b.permits(AppProtocol::Dns, Transport::Udp, 53));
+        assert!(b.permits(AppProtocol::Dns, Transport::Tcp, 53));
+        assert!(!b.permits(AppProtocol::Dns, Transport::Udp, 5300));
+        assert!(b.permits(AppProtocol::Quic, Transport::Udp, 443));
+        assert!(
+            !b.permits(AppProtocol::Quic, Transport::Tcp, 443),
+            "transport matters"
+        );
+        assert_eq!(b.thresholds, Thresholds::default());
+        assert_eq!(b.version_label(), "global@default-1");
+    }
+
+    fn exception<'a>(b: &'a EffectiveBaseline, d: Destination<'_>) -> Option<&'a str> {
+        b.exception_for(&d).map(|e| e.name.as_str())
+    }
+
+    #[test]
+    fn the_default_exceptions_cover_push_messaging_and_conferencing() {
+        let set = BaselineSet::with_defaults().unwrap();
+        let b = set.resolve(&android_app("com.google.android.gms"), 0);
+        let dest = |app, ip: &str, hosts: &'static [&'static str], port, transport| Destination {
+            app_id: app,
+            ip: ip.parse().ok(),
+            hosts,
+            sni: hosts.first().copied(),
+            port,
+            transport,
+        };
+        assert_eq!(
+            exception(
+                &b,
+                dest(
+                    None,
+                    "142.250.1.188",
+                    &["mtalk.google.com"],
+                    5228,
+                    Transport::Tcp
+                )
+            ),
+            Some("fcm")
+        );
+        assert_eq!(
+            exception(
+                &b,
+                dest(
+                    None,
+                    "142.250.1.188",
+                    &["alt3-mtalk.google.com"],
+                    5230,
+                    Transport::Tcp
+                )
+            ),
+            Some("fcm")
+        );
+        assert_eq!(
+            exception(
+                &b,
+                dest(
+                    None,
+                    "142.250.1.188",
+                    &["mtalk.google.com.evil.io"],
+                    5228,
+                    Transport::Tcp
+                )
+            ),
+            None
+        );
+        assert_eq!(
+            exception(&b, dest(None, "17.57.144.20", &[], 5223, Transport::Tcp)),
+            Some("apns")
+        );
+        assert_eq!(
+            exception(&b, dest(None, "18.57.144.20", &[], 5223, Transport::Tcp)),
+            None
+        );
+        assert_eq!(
+            exception(
+                &b,
+                dest(
+                    None,
+                    "157.240.1.53",
+                    &["g.whatsapp.net"],
+                    5222,
+                    Transport::Tcp
+                )
+            ),
+            Some("whatsapp")
+        );
+        assert_eq!(
+            exception(
+                &b,
+                dest(
+                    Some("com.whatsapp"),
+                    "157.240.1.53",
+                    &[],
+                    5222,
+                    Transport::Tcp
+                )
+            ),
+            Some("whatsapp-app")
+        );
+        assert_eq!(
+            exception(
+                &b,
+                dest(
+                    Some("us.zoom.videomeetings"),
+                    "170.114.1.1",
+                    &[],
+                    8801,
+                    Transport::Udp
+                )
+            ),
+            Some("zoom-media")
+        );
+        assert_eq!(
+            exception(&b, dest(None, "52.113.10.1", &[], 3479, Transport::Udp)),
+            Some("teams-media")
+        );
+        assert_eq!(
+            exception(&b, dest(None, "17.1.2.3", &[], 16390, Transport::Udp)),
+            None,
+            "gap in FaceTime ranges"
+        );
+        assert_eq!(
+            exception(&b, dest(None, "17.1.2.3", &[], 16400, Transport::Udp)),
+            Some("facetime")
+        );
+        assert_eq!(
+            exception(
+                &b,
+                dest(
+                    None,
+                    "203.0.113.9",
+                    &["update.example"],
+                    8443,
+                    Transport::Tcp
+                )
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn most_specific_scope_wins_for_thresholds_and_app_lists_lists_accumulate() {
+        let mut set = BaselineSet::with_defaults().unwrap();
+        set.apply(doc("
+scope: {kind: PLATFORM, value: ANDROID}
+version: a1
+effective_time: 0
+allowed_apps: [com.a, com.b]
+thresholds: {recent_user_interaction_window_ms: 300000, beacon_interval_tolerance: 0.2}
+"))
+            .unwrap();
+        set.apply(doc("
+scope: {kind: DEVICE_GROUP, value: developer}
+version: d1
+effective_time: 0
+allowed_protocol_ports: [{protocol: HTTP, transport: TCP, ports: [{first: 8080, last: 8080}]}]
+thresholds: {beacon_interval_tolerance: 0.3}
+"))
+            .unwrap();
+        set.apply(doc("
+scope: {kind: APP, value: com.b}
+version: b1
+effective_time: 0
+allowed_apps: []
+allowed_protocol_ports: [{protocol: MQTT, ports: [{first: 8884, last: 8884}]}]
+"))
+            .unwrap();
+        let b = set.resolve(&android_app("com.b"), 10);
+        assert_eq!(
+            b.sources,
+            vec![
+                "global@default-1",
+                "platform:ANDROID@a1",
+                "group:developer@d1",
+                "app:com.b@b1"
+            ]
+        );
+        assert_eq!(b.thresholds.recent_user_interaction_window_ms, 300_000);
+        assert_eq!(
+            b.thresholds.beacon_interval_tolerance, 0.3,
+            "group overrides platform"
+        );
+        assert_eq!(b.allowed_apps, Some(vec![]), "app scope replaces the list");
+        assert!(
+            b.permits(AppProtocol::Http, Transport::Tcp, 8080),
+            "group adds a port"
+        );
+        assert!(
+            b.permits(AppProtocol::Http, Transport::Tcp, 80),
+            "and keeps the global ones"
+        );
+        assert!(b.permits(AppProtocol::Mqtt, Transport::Tcp, 8884));
+        let other = set.resolve(&android_app("com.a"), 10);
+        assert_eq!(
+            other.allowed_apps,
+            Some(vec!["com.a".to_string(), "com.b".to_string()])
+        );
+        assert!(!other.permits(AppProtocol::Mqtt, Transport::Tcp, 8884));
+        let ios = set.resolve(
+            &ScopeContext {
+                platform: Platform::Ios,
+                ..android_app("com.a")
+            },
+            10,
+        );
+        assert!(ios.thresholds.supervised_required, "default iOS scope");
+        assert_eq!(ios.allowed_apps, None);
+    }
+
+    #[test]
+    fn versions_apply_from_their_effective_time_and_tombstones_delete() {
+        let mut set = BaselineSet::new();
+        let v1 = doc("{scope: {kind: APP, value: com.x}, version: v1, effective_time: '2026-11-01T00:00:00Z', thresholds: {time_window_ms: 1000}}");
+        let v2 = doc("{scope: {kind: APP, value: com.x}, version: v2, effective_time: '2026-11-02T00:00:00Z', thresholds: {time_window_ms: 2000}}");
+        let t1 = v1.effective_time;
+        let t2 = v2.effective_time;
+        assert_eq!(t2 - t1, 86_400_000);
+        set.apply(v2).unwrap();
+        set.apply(v1).unwrap();
+        let scope = BaselineScope {
+            kind: ScopeKind::App,
+            value: Some("com.x".to_string()),
+        };
+        assert!(set.in_force(&scope, t1 - 1).is_none());
+        assert_eq!(
+            set.in_force(&scope, t1).map(|b| b.version.as_str()),
+            Some("v1")
+        );
+        assert_eq!(
+            set.in_force(&scope, t2 - 1).map(|b| b.version.as_str()),
+            Some("v1")
+        );
+        assert_eq!(
+            set.in_force(&scope, t2).map(|b| b.version.as_str()),
+            Some("v2")
+        );
+        set.delete(&scope, t2 + 10);
+        assert!(set.in_force(&scope, t2 + 10).is_none());
+        assert_eq!(
+            set.in_force(&scope, t2 + 9).map(|b| b.version.as_str()),
+            Some("v2")
+        );
+        assert_eq!(
+            set.resolve(&android_app("com.x"), t2 + 5)
+                .thresholds
+                .time_window_ms,
+            2000
+        );
+    }
+
+    #[test]
+    fn invalid_documents_name_every_problem_with_path_and_value() {
+        let err = parse_documents(
+            "
+scope: {kind: GLOBAL, value: x}
+version: ''
+effective_time: 0
+allowed_protocol_ports:
+  - {protocol: TLS, ports: [{first: 443, last: 443}, {first: 9000, last: 70000}]}
+  - {protocol: HTTP, ports: []}
+enterprise_exceptions:
+  - {name: open, reason: everything}
+  - {name: bad-cidr, reason: typo, cidrs: [10.0.0.0/33]}
+thresholds: {beacon_interval_tolerance: 1.5, time_window_ms: 0, payload_entropy_threshold: 9}
+",
+        )
+        .unwrap_err();
+        let BaselineError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "scope.value",
+                "version",
+                "allowed_protocol_ports[0].ports[1]",
+                "allowed_protocol_ports[1].ports",
+                "enterprise_exceptions[0]",
+                "enterprise_exceptions[1].cidrs[0]",
+                "thresholds.time_window_ms",
+                "thresholds.beacon_interval_tolerance",
+                "thresholds.payload_entropy_threshold",
+            ]
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("allowed_protocol_ports[0].ports[1]: ports are 0-65535 (9000-70000)"),
+            "{message}"
+        );
+        assert!(
+            message.contains("thresholds.beacon_interval_tolerance: must be between 0 and 1 (1.5)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_not_panicked() {
+        assert!(matches!(
+            parse_documents("scope: [unclosed"),
+            Err(BaselineError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_documents("{scope: {kind: NOPE}, version: v, effective_time: 0}"),
+            Err(BaselineError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_documents("{scope: {kind: GLOBAL}, version: v, effective_time: 'yesterday'}"),
+            Err(BaselineError::Syntax(_))
+        ));
+        // JSON is YAML.
+        assert!(parse_documents(
+            r#"{"scope": {"kind": "GLOBAL"}, "version": "j", "effective_time": 5}"#
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn suffixes_respect_label_boundaries() {
+        assert!(host_has_suffix("mtalk.google.com", "google.com"));
+        assert!(host_has_suffix("google.com", "google.com"));
+        assert!(host_has_suffix("a.Google.COM.", ".google.com"));
+        assert!(!host_has_suffix("evilgoogle.com", "google.com"));
+        assert!(!host_has_suffix("com", "google.com"));
+    }
+}
