@@ -11,6 +11,7 @@
 
 pub mod baseline;
 pub mod examples;
+pub mod join;
 pub mod model;
 pub mod protocol;
 pub mod schema;

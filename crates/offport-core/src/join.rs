@@ -1,0 +1,946 @@
+//! The as-of join: each [`NetworkSession`] enriched with the device and app state at its start
+//! (and during its span) from the EDR, and the MDM context. This is the joiner's logic; the
+//! joiner service only feeds it records and writes what it returns.
+//!
+//! # Event time, watermark, lateness
+//!
+//! Records arrive in any order. The watermark is the highest event time seen minus
+//! [`JoinConfig::allowed_lateness_ms`]; it never goes back. A session is complete, and emitted,
+//! once the watermark reaches its end (start plus duration): by then every EDR/MDM event up to
+//! its end has arrived, provided no record is later than the allowed lateness. Within that
+//! bound the output does not depend on arrival order (a property test holds it to that), and each
+//! emitted record carries its end time as `watermark`, not the arrival-dependent one.
+//!
+//! # Late records (the documented rule)
+//!
+//! - An EDR or MDM event older than the watermark is still added to the state: it can change
+//!   sessions not yet emitted and later ones. Sessions already emitted are not revised.
+//!   [`JoinStats::late_events`] counts them.
+//! - A session whose end is already behind the watermark when it arrives is enriched at once with
+//!   the state that is left and emitted. [`JoinStats::late_sessions`] counts them.
+//!
+//! # Bounded state
+//!
+//! State older than the TimeWindow behind the watermark is dropped, except the last lock, app
+//! lifecycle and MDM state before that point, which as-of answers still need. Every timeline is
+//! also capped at [`JoinConfig::max_entries_per_timeline`] entries (oldest dropped first), so a
+//! flood from one device cannot grow memory without bound. [`Joiner::state_bytes`] measures it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::model::{
+    AppRunState, BackgroundExecution, DeviceContext, DeviceEvent, DeviceEventKind, EnrichedSession,
+    EpochMillis, LockState, ManagedApp, MdmContext, NetworkSession, Platform,
+};
+
+/// Tuning of the join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinConfig {
+    /// How late a record may arrive (behind the highest event time seen) and still be joined as
+    /// if on time.
+    pub allowed_lateness_ms: i64,
+    /// TimeWindow: how far back state is kept and looked at.
+    pub time_window_ms: i64,
+    /// Cap on the entries of any one timeline.
+    pub max_entries_per_timeline: usize,
+}
+
+impl Default for JoinConfig {
+    fn default() -> Self {
+        Self {
+            allowed_lateness_ms: 30_000,
+            time_window_ms: 6 * 3_600_000,
+            max_entries_per_timeline: 256,
+        }
+    }
+}
+
+/// A record for the join.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinInput {
+    /// A normalized session.
+    Session(NetworkSession),
+    /// A normalized EDR event.
+    Event(DeviceEvent),
+    /// A normalized MDM record.
+    Context(DeviceContext),
+}
+
+impl JoinInput {
+    /// Event time of the record.
+    pub fn event_time(&self) -> EpochMillis {
+        match self {
+            JoinInput::Session(s) => s.start_time,
+            JoinInput::Event(e) => e.event_time,
+            JoinInput::Context(c) => c.event_time,
+        }
+    }
+
+    /// Device the record belongs to.
+    pub fn device_id(&self) -> &str {
+        match self {
+            JoinInput::Session(s) => &s.device_id,
+            JoinInput::Event(e) => &e.device_id,
+            JoinInput::Context(c) => &c.device_id,
+        }
+    }
+}
+
+/// Counters of the join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JoinStats {
+    /// Sessions emitted.
+    pub emitted: u64,
+    /// EDR/MDM events that arrived behind the watermark.
+    pub late_events: u64,
+    /// Sessions that arrived with their end behind the watermark.
+    pub late_sessions: u64,
+    /// Timeline entries dropped by the per-timeline cap.
+    pub capped: u64,
+}
+
+/// A sorted timeline of `(time, rank, value)`; `rank` orders equal times deterministically.
+#[derive(Debug, Clone)]
+struct Timeline<T> {
+    entries: Vec<(EpochMillis, u8, T)>,
+}
+
+impl<T> Default for Timeline<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone> Timeline<T> {
+    fn insert(&mut self, at: EpochMillis, rank: u8, value: T, cap: usize) -> bool {
+        let index = self
+            .entries
+            .partition_point(|(t, r, _)| (*t, *r) <= (at, rank));
+        self.entries.insert(index, (at, rank, value));
+        if self.entries.len() > cap {
+            self.entries.remove(0);
+            return true;
+        }
+        false
+    }
+
+    /// The last value at or before `at`.
+    fn as_of(&self, at: EpochMillis) -> Option<&(EpochMillis, u8, T)> {
+        let index = self.entries.partition_point(|(t, _, _)| *t <= at);
+        self.entries.get(index.checked_sub(1)?)
+    }
+
+    /// Entries with `from < time <= to`.
+    fn between(
+        &self,
+        from: EpochMillis,
+        to: EpochMillis,
+    ) -> impl Iterator<Item = &(EpochMillis, u8, T)> {
+        let start = self.entries.partition_point(|(t, _, _)| *t <= from);
+        let end = self.entries.partition_point(|(t, _, _)| *t <= to);
+        self.entries
+            .get(start..end.max(start))
+            .unwrap_or_default()
+            .iter()
+    }
+
+    /// Drops entries before `cutoff`, keeping the last one before it when `keep_last`.
+    fn prune(&mut self, cutoff: EpochMillis, keep_last: bool) {
+        let before = self.entries.partition_point(|(t, _, _)| *t < cutoff);
+        let drop = if keep_last {
+            before.saturating_sub(1)
+        } else {
+            before
+        };
+        if drop > 0 {
+            self.entries.drain(..drop);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct AppState {
+    lifecycle: Timeline<AppRunState>,
+    background: Timeline<DeviceEventKind>,
+    api_calls: Timeline<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct DeviceState {
+    platform: Option<Platform>,
+    lock: Timeline<LockState>,
+    interactions: Timeline<()>,
+    mdm: Timeline<MdmRecord>,
+    apps: HashMap<String, AppState>,
+}
+
+/// The parts of a DeviceContext the join keeps.
+#[derive(Debug, Clone)]
+struct MdmRecord {
+    supervised: Option<bool>,
+    device_group: Option<String>,
+    device_role: Option<String>,
+    apps: Vec<ManagedApp>,
+    complete: bool,
+}
+
+/// The joiner's state and logic.
+#[derive(Debug, Default)]
+pub struct Joiner {
+    config: JoinConfig,
+    devices: HashMap<String, DeviceState>,
+    /// Sessions waiting for the watermark, by (end time, session id).
+    pending: BTreeMap<(EpochMillis, String), NetworkSession>,
+    max_event_time: Option<EpochMillis>,
+    watermark: Option<EpochMillis>,
+    stats: JoinStats,
+}
+
+fn session_end(session: &NetworkSession) -> EpochMillis {
+    session
+        .start_time
+        .saturating_add(session.duration_ms.unwrap_or(0).max(0))
+}
+
+fn lifecycle_rank(state: AppRunState) -> u8 {
+    match state {
+        AppRunState::NotRunning => 0,
+        AppRunState::Background => 1,
+        AppRunState::Foreground => 2,
+        AppRunState::Unknown => 3,
+    }
+}
+
+impl Joiner {
+    /// An empty joiner.
+    pub fn new(config: JoinConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Changes the TimeWindow (when the baseline in force changes).
+    pub fn set_time_window(&mut self, time_window_ms: i64) {
+        self.config.time_window_ms = time_window_ms.max(1);
+    }
+
+    /// The current watermark, once any record has been seen.
+    pub fn watermark(&self) -> Option<EpochMillis> {
+        self.watermark
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> JoinStats {
+        self.stats
+    }
+
+    /// Sessions waiting for the watermark.
+    pub fn pending_sessions(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Devices with state.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Active (device, app) keys.
+    pub fn app_keys(&self) -> usize {
+        self.devices.values().map(|d| d.apps.len().max(1)).sum()
+    }
+
+    /// Approximate heap bytes of the join state (timelines, keys, pending sessions).
+    pub fn state_bytes(&self) -> usize {
+        fn timeline<T>(t: &Timeline<T>) -> usize {
+            t.entries.capacity() * std::mem::size_of::<(EpochMillis, u8, T)>()
+        }
+        let devices: usize = self
+            .devices
+            .iter()
+            .map(|(id, d)| {
+                let apps: usize = d
+                    .apps
+                    .iter()
+                    .map(|(app, a)| {
+                        app.capacity()
+                            + std::mem::size_of::<(String, AppState)>()
+                            + timeline(&a.lifecycle)
+                            + timeline(&a.background)
+                            + timeline(&a.api_calls)
+                    })
+                    .sum();
+                let mdm: usize = d
+                    .mdm
+                    .entries
+                    .iter()
+                    .map(|(_, _, r)| {
+                        r.apps.capacity() * std::mem::size_of::<ManagedApp>()
+                            + r.apps
+                                .iter()
+                                .map(|a| {
+                                    a.app_id.capacity()
+                                        + a.name.as_ref().map_or(0, String::capacity)
+                                })
+                                .sum::<usize>()
+                    })
+                    .sum();
+                id.capacity()
+                    + std::mem::size_of::<(String, DeviceState)>()
+                    + timeline(&d.lock)
+                    + timeline(&d.interactions)
+                    + timeline(&d.mdm)
+                    + mdm
+                    + apps
+            })
+            .sum();
+        devices + self.pending.len() * (std::mem::size_of::<NetworkSession>() + 160)
+    }
+
+    /// Adds a record; returns the sessions it completed, in (end time, session id) order.
+    pub fn push(&mut self, input: JoinInput) -> Vec<EnrichedSession> {
+        let at = input.event_time();
+        let late = self.watermark.is_some_and(|w| at < w);
+        match input {
+            JoinInput::Session(session) => {
+                let end = session_end(&session);
+                let device = self.devices.entry(session.device_id.clone()).or_default();
+                device.platform.get_or_insert(session.platform);
+                if self.watermark.is_some_and(|w| end <= w) {
+                    self.stats.late_sessions += 1;
+                    let enriched = self.enrich(&session, end);
+                    self.stats.emitted += 1;
+                    self.advance(at);
+                    let mut out = vec![enriched];
+                    out.extend(self.emit_ready());
+                    return out;
+                }
+                self.pending
+                    .insert((end, session.session_id.clone()), session);
+            }
+            JoinInput::Event(event) => {
+                if late {
+                    self.stats.late_events += 1;
+                }
+                self.apply_event(event);
+            }
+            JoinInput::Context(context) => {
+                if late {
+                    self.stats.late_events += 1;
+                }
+                self.apply_context(context);
+            }
+        }
+        self.advance(at);
+        self.emit_ready()
+    }
+
+    /// Moves the watermark to at least `to` without a record: the idle-partition rule of the
+    /// service calls this with wall-clock-derived time when a partition is quiet.
+    pub fn advance_watermark(&mut self, to: EpochMillis) -> Vec<EnrichedSession> {
+        if self.watermark.is_none_or(|w| to > w) {
+            self.watermark = Some(to);
+            self.max_event_time = Some(self.max_event_time.map_or(to, |m| m.max(to)));
+            self.prune();
+        }
+        self.emit_ready()
+    }
+
+    /// Emits every pending session (end of a bounded input: a replay's range is done).
+    pub fn flush(&mut self) -> Vec<EnrichedSession> {
+        let pending = std::mem::take(&mut self.pending);
+        pending
+            .into_iter()
+            .map(|((end, _), session)| {
+                self.stats.emitted += 1;
+                self.enrich(&session, end)
+            })
+            .collect()
+    }
+
+    fn advance(&mut self, at: EpochMillis) {
+        let max = self.max_event_time.map_or(at, |m| m.max(at));
+        self.max_event_time = Some(max);
+        let candidate = max.saturating_sub(self.config.allowed_lateness_ms);
+        if self.watermark.is_none_or(|w| candidate > w) {
+            self.watermark = Some(candidate);
+            self.prune();
+        }
+    }
+
+    fn emit_ready(&mut self) -> Vec<EnrichedSession> {
+        let Some(watermark) = self.watermark else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > watermark {
+                break;
+            }
+            let ((end, _), session) = entry.remove_entry();
+            self.stats.emitted += 1;
+            out.push(self.enrich(&session, end));
+        }
+        out
+    }
+
+    fn prune(&mut self) {
+        let Some(watermark) = self.watermark else {
+            return;
+        };
+        // Sessions still pending may start before the cutoff; keep what they need.
+        let oldest_pending = self.pending.values().map(|s| s.start_time).min();
+        let cutoff = watermark.saturating_sub(self.config.time_window_ms).min(
+            oldest_pending.map_or(EpochMillis::MAX, |s| {
+                s.saturating_sub(self.config.time_window_ms)
+            }),
+        );
+        self.devices.retain(|_, device| {
+            device.lock.prune(cutoff, true);
+            device.interactions.prune(cutoff, false);
+            device.mdm.prune(cutoff, true);
+            device.apps.retain(|_, app| {
+                app.lifecycle.prune(cutoff, true);
+                app.background.prune(cutoff, false);
+                app.api_calls.prune(cutoff, false);
+                app.lifecycle.len() + app.background.len() + app.api_calls.len() > 0
+            });
+            device.lock.len() + device.interactions.len() + device.mdm.len() + device.apps.len() > 0
+        });
+        // Devices with pending sessions keep an entry even when empty.
+        for session in self.pending.values() {
+            self.devices.entry(session.device_id.clone()).or_default();
+        }
+    }
+
+    fn apply_event(&mut self, event: DeviceEvent) {
+        let cap = self.config.max_entries_per_timeline;
+        let device = self.devices.entry(event.device_id.clone()).or_default();
+        device.platform.get_or_insert(event.platform);
+        let at = event.event_time;
+        let mut capped = false;
+        fn app<'d>(
+            device: &'d mut DeviceState,
+            app_id: Option<&String>,
+        ) -> Option<&'d mut AppState> {
+            app_id.map(|id| device.apps.entry(id.clone()).or_default())
+        }
+        match event.kind {
+            DeviceEventKind::DeviceLocked => {
+                capped |= device.lock.insert(at, 1, LockState::Locked, cap)
+            }
+            DeviceEventKind::DeviceUnlocked => {
+                capped |= device.lock.insert(at, 0, LockState::Unlocked, cap);
+                // Unlocking is a user interaction.
+                capped |= device.interactions.insert(at, 0, (), cap);
+            }
+            DeviceEventKind::UserInteraction => {
+                capped |= device.interactions.insert(at, 0, (), cap)
+            }
+            DeviceEventKind::AppForeground
+            | DeviceEventKind::AppBackground
+            | DeviceEventKind::AppStopped => {
+                let state = match event.kind {
+                    DeviceEventKind::AppForeground => AppRunState::Foreground,
+                    DeviceEventKind::AppBackground => AppRunState::Background,
+                    _ => AppRunState::NotRunning,
+                };
+                if let Some(app) = app(device, event.app_id.as_ref()) {
+                    capped |= app.lifecycle.insert(at, lifecycle_rank(state), state, cap);
+                }
+            }
+            DeviceEventKind::BackgroundJob
+            | DeviceEventKind::WorkManager
+            | DeviceEventKind::ForegroundServiceStart
+            | DeviceEventKind::BackgroundRefresh
+            | DeviceEventKind::PersistentService => {
+                let rank = match event.kind {
+                    DeviceEventKind::BackgroundJob => 0,
+                    DeviceEventKind::WorkManager => 1,
+                    DeviceEventKind::ForegroundServiceStart => 2,
+                    DeviceEventKind::BackgroundRefresh => 3,
+                    _ => 4,
+                };
+                if let Some(app) = app(device, event.app_id.as_ref()) {
+                    capped |= app.background.insert(at, rank, event.kind, cap);
+                }
+            }
+            DeviceEventKind::NetworkApiUsage => {
+                let calls = event
+                    .network_api
+                    .as_ref()
+                    .map_or(0, |u| u.call_count.max(0));
+                if let Some(app) = app(device, event.app_id.as_ref()) {
+                    capped |= app.api_calls.insert(at, 0, calls, cap);
+                }
+            }
+            // Screen state, service stops and unknown kinds carry nothing the analytics use.
+            DeviceEventKind::ScreenOn
+            | DeviceEventKind::ScreenOff
+            | DeviceEventKind::ForegroundServiceStop
+            | DeviceEventKind::Unknown => {}
+        }
+        if capped {
+            self.stats.capped += 1;
+        }
+    }
+
+    fn apply_context(&mut self, context: DeviceContext) {
+        let cap = self.config.max_entries_per_timeline;
+        let device = self.devices.entry(context.device_id.clone()).or_default();
+        device.platform.get_or_insert(context.platform);
+        let record = MdmRecord {
+            supervised: context.supervised,
+            device_group: context.device_group,
+            device_role: context.device_role,
+            apps: context.apps,
+            complete: context.inventory_complete,
+        };
+        // Complete inventories sort before partial updates at the same instant.
+        let rank = u8::from(!record.complete);
+        if device.mdm.insert(context.event_time, rank, record, cap) {
+            self.stats.capped += 1;
+        }
+    }
+
+    fn enrich(&self, session: &NetworkSession, end: EpochMillis) -> EnrichedSession {
+        let start = session.start_time;
+        let window = self.config.time_window_ms;
+        let device = self.devices.get(&session.device_id);
+        let app = device.and_then(|d| session.app_id.as_ref().and_then(|a| d.apps.get(a)));
+
+        let app_state = app
+            .and_then(|a| a.lifecycle.as_of(start))
+            .map_or(AppRunState::Unknown, |(_, _, s)| *s);
+        let foreground_transition_during = app.is_some_and(|a| {
+            a.lifecycle
+                .between(start, end)
+                .any(|(_, _, s)| *s == AppRunState::Foreground)
+        });
+        let lock_state = device
+            .and_then(|d| d.lock.as_of(start))
+            .map_or(LockState::Unknown, |(_, _, s)| *s);
+        let locked_throughout = lock_state == LockState::Locked
+            && !device.is_some_and(|d| {
+                d.lock
+                    .between(start, end)
+                    .any(|(_, _, s)| *s == LockState::Unlocked)
+            });
+        let last_user_interaction_ms_before = device
+            .and_then(|d| d.interactions.as_of(start))
+            .map(|(t, _, _)| start - t)
+            .filter(|delta| *delta <= window);
+        let preceding_background_execution = app
+            .and_then(|a| a.background.as_of(start))
+            .filter(|(t, _, _)| start - t <= window)
+            .map(|(t, _, kind)| BackgroundExecution {
+                kind: *kind,
+                event_time: *t,
+                ms_before_session: start - t,
+            });
+        let network_api_calls_before = app.map_or(0, |a| {
+            a.api_calls
+                .between(start.saturating_sub(window), start)
+                .map(|(_, _, calls)| *calls)
+                .sum()
+        });
+        let mdm = device.and_then(|d| mdm_as_of(d, session.app_id.as_deref(), start));
+        EnrichedSession {
+            session: session.clone(),
+            app_state,
+            foreground_transition_during,
+            lock_state,
+            locked_throughout,
+            last_user_interaction_ms_before,
+            preceding_background_execution,
+            network_api_calls_before,
+            mdm,
+            watermark: end,
+        }
+    }
+}
+
+/// Folds the MDM records up to `at`: a complete inventory resets the app list, a partial one
+/// updates the apps it lists; device fields take the latest non-null value.
+fn mdm_as_of(device: &DeviceState, app_id: Option<&str>, at: EpochMillis) -> Option<MdmContext> {
+    let index = device.mdm.entries.partition_point(|(t, _, _)| *t <= at);
+    let records = device.mdm.entries.get(..index)?;
+    let (as_of, _, _) = records.last()?;
+    let mut supervised = None;
+    let mut group = None;
+    let mut role = None;
+    let mut app: Option<&ManagedApp> = None;
+    for (_, _, record) in records {
+        supervised = record.supervised.or(supervised);
+        group = record.device_group.as_ref().or(group);
+        role = record.device_role.as_ref().or(role);
+        if record.complete {
+            app = None;
+        }
+        if let Some(id) = app_id {
+            if let Some(found) = record.apps.iter().find(|a| a.app_id == id) {
+                app = Some(found);
+            }
+        }
+    }
+    Some(MdmContext {
+        managed: app.map(|a| a.managed),
+        approved: app.and_then(|a| a.approved),
+        supervised,
+        device_group: group.cloned(),
+        device_role: role.cloned(),
+        app_category: app.and_then(|a| a.category.clone()),
+        service_class: app.and_then(|a| a.service_class.clone()),
+        as_of: *as_of,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::examples;
+    use crate::model::{NetworkApiUsage, SourceFormat};
+    use proptest::prelude::*;
+
+    const T0: EpochMillis = 1_793_611_800_000;
+
+    fn session(id: &str, app: Option<&str>, start: EpochMillis, duration: i64) -> NetworkSession {
+        NetworkSession {
+            session_id: id.to_string(),
+            device_id: "dev-1".to_string(),
+            app_id: app.map(str::to_string),
+            start_time: start,
+            duration_ms: Some(duration),
+            ..examples::network_session()
+        }
+    }
+
+    fn event(kind: DeviceEventKind, app: Option<&str>, at: EpochMillis) -> DeviceEvent {
+        DeviceEvent {
+            event_id: format!("{kind:?}-{at}"),
+            device_id: "dev-1".to_string(),
+            platform: Platform::Android,
+            app_id: app.map(str::to_string),
+            kind,
+            network_api: (kind == DeviceEventKind::NetworkApiUsage).then(|| NetworkApiUsage {
+                api: "OkHttp".to_string(),
+                call_count: 40,
+                window_ms: 60_000,
+            }),
+            detail: None,
+            event_time: at,
+            ingest_time: at,
+            source_format: SourceFormat::OffportJson,
+            source_ref: "t/0/0".to_string(),
+        }
+    }
+
+    fn context(at: EpochMillis, complete: bool, apps: Vec<ManagedApp>) -> DeviceContext {
+        DeviceContext {
+            device_id: "dev-1".to_string(),
+            apps,
+            inventory_complete: complete,
+            event_time: at,
+            ..examples::device_context()
+        }
+    }
+
+    fn managed(app: &str, managed: bool) -> ManagedApp {
+        ManagedApp {
+            app_id: app.to_string(),
+            managed,
+            ..examples::device_context().apps.remove(0)
+        }
+    }
+
+    fn run(joiner: &mut Joiner, inputs: Vec<JoinInput>) -> Vec<EnrichedSession> {
+        let mut out = Vec::new();
+        for input in inputs {
+            out.extend(joiner.push(input));
+        }
+        out
+    }
+
+    #[test]
+    fn a_background_session_on_a_locked_device_after_a_job() {
+        let app = Some("com.x");
+        let mut joiner = Joiner::new(JoinConfig::default());
+        let out = run(
+            &mut joiner,
+            vec![
+                JoinInput::Context(context(T0 - 600_000, true, vec![managed("com.x", false)])),
+                JoinInput::Event(event(
+                    DeviceEventKind::UserInteraction,
+                    None,
+                    T0 - 3_600_000,
+                )),
+                JoinInput::Event(event(DeviceEventKind::AppForeground, app, T0 - 3_500_000)),
+                JoinInput::Event(event(DeviceEventKind::AppBackground, app, T0 - 3_400_000)),
+                JoinInput::Event(event(DeviceEventKind::DeviceLocked, None, T0 - 3_000_000)),
+                JoinInput::Event(event(DeviceEventKind::WorkManager, app, T0 - 2_000)),
+                JoinInput::Event(event(DeviceEventKind::NetworkApiUsage, app, T0 - 1_000)),
+                JoinInput::Session(session("s1", app, T0, 5_000)),
+                JoinInput::Event(event(DeviceEventKind::UserInteraction, None, T0 + 100_000)),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        let e = &out[0];
+        assert_eq!(e.app_state, AppRunState::Background);
+        assert!(!e.foreground_transition_during);
+        assert_eq!(e.lock_state, LockState::Locked);
+        assert!(e.locked_throughout);
+        assert_eq!(e.last_user_interaction_ms_before, Some(3_600_000));
+        let bg = e.preceding_background_execution.as_ref().unwrap();
+        assert_eq!(
+            (bg.kind, bg.ms_before_session),
+            (DeviceEventKind::WorkManager, 2_000)
+        );
+        assert_eq!(e.network_api_calls_before, 40);
+        let mdm = e.mdm.as_ref().unwrap();
+        assert_eq!((mdm.managed, mdm.supervised), (Some(false), Some(true)));
+        assert_eq!(mdm.device_group.as_deref(), Some("sales-emea"));
+        assert_eq!(e.watermark, T0 + 5_000);
+    }
+
+    #[test]
+    fn foreground_transition_and_unlock_during_the_session_are_seen() {
+        let app = Some("com.x");
+        let mut joiner = Joiner::new(JoinConfig {
+            allowed_lateness_ms: 0,
+            ..JoinConfig::default()
+        });
+        let out = run(
+            &mut joiner,
+            vec![
+                JoinInput::Event(event(DeviceEventKind::AppBackground, app, T0 - 10)),
+                JoinInput::Event(event(DeviceEventKind::DeviceLocked, None, T0 - 10)),
+                JoinInput::Session(session("s1", app, T0, 10_000)),
+                JoinInput::Event(event(DeviceEventKind::DeviceUnlocked, None, T0 + 4_000)),
+                JoinInput::Event(event(DeviceEventKind::AppForeground, app, T0 + 5_000)),
+                JoinInput::Event(event(DeviceEventKind::ScreenOn, None, T0 + 10_000)),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert!(out[0].foreground_transition_during);
+        assert_eq!(out[0].lock_state, LockState::Locked);
+        assert!(!out[0].locked_throughout);
+        // The session waited for the watermark to pass its end.
+        assert_eq!(out[0].watermark, T0 + 10_000);
+    }
+
+    #[test]
+    fn sessions_wait_for_the_watermark_and_flush_at_end_of_input() {
+        let mut joiner = Joiner::new(JoinConfig::default());
+        assert!(joiner
+            .push(JoinInput::Session(session("s1", None, T0, 1_000)))
+            .is_empty());
+        assert!(joiner
+            .push(JoinInput::Event(event(
+                DeviceEventKind::ScreenOn,
+                None,
+                T0 + 20_000
+            )))
+            .is_empty());
+        assert_eq!(joiner.pending_sessions(), 1);
+        let out = joiner.push(JoinInput::Event(event(
+            DeviceEventKind::ScreenOn,
+            None,
+            T0 + 31_000,
+        )));
+        assert_eq!(out.len(), 1, "watermark T0+1000 reached the session's end");
+        joiner.push(JoinInput::Session(session("s2", None, T0 + 40_000, 0)));
+        assert_eq!(joiner.flush().len(), 1);
+        assert_eq!(joiner.pending_sessions(), 0);
+        // Unattributed session: app state unknown, no MDM context.
+        assert_eq!(out[0].app_state, AppRunState::Unknown);
+        assert_eq!(out[0].mdm, None);
+    }
+
+    #[test]
+    fn late_records_follow_the_documented_rule() {
+        let app = Some("com.x");
+        let mut joiner = Joiner::new(JoinConfig {
+            allowed_lateness_ms: 1_000,
+            ..JoinConfig::default()
+        });
+        joiner.push(JoinInput::Event(event(
+            DeviceEventKind::ScreenOn,
+            None,
+            T0 + 60_000,
+        )));
+        // Late event: kept in state, counted.
+        joiner.push(JoinInput::Event(event(
+            DeviceEventKind::DeviceLocked,
+            None,
+            T0 - 5_000,
+        )));
+        // Late session: emitted at once with the state that is there.
+        let out = joiner.push(JoinInput::Session(session("late", app, T0, 1_000)));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].lock_state, LockState::Locked);
+        assert_eq!(joiner.stats().late_events, 1);
+        assert_eq!(joiner.stats().late_sessions, 1);
+    }
+
+    #[test]
+    fn mdm_inventory_updates_fold_in_time_order() {
+        let mut joiner = Joiner::new(JoinConfig {
+            allowed_lateness_ms: 0,
+            ..JoinConfig::default()
+        });
+        let out = run(
+            &mut joiner,
+            vec![
+                JoinInput::Context(context(
+                    T0 - 300,
+                    true,
+                    vec![managed("com.a", true), managed("com.b", true)],
+                )),
+                JoinInput::Context(context(T0 - 200, false, vec![managed("com.b", false)])),
+                JoinInput::Context(context(T0 - 100, true, vec![managed("com.a", true)])),
+                JoinInput::Session(session("a", Some("com.a"), T0, 0)),
+                JoinInput::Session(session("b", Some("com.b"), T0, 0)),
+                JoinInput::Session(session("b-before", Some("com.b"), T0 - 150, 0)),
+                JoinInput::Event(event(DeviceEventKind::ScreenOn, None, T0 + 1)),
+            ],
+        );
+        let by_id: HashMap<&str, &EnrichedSession> = out
+            .iter()
+            .map(|e| (e.session.session_id.as_str(), e))
+            .collect();
+        assert_eq!(by_id["a"].mdm.as_ref().unwrap().managed, Some(true));
+        assert_eq!(
+            by_id["b"].mdm.as_ref().unwrap().managed,
+            None,
+            "complete inventory at T0-100 dropped com.b"
+        );
+        assert_eq!(
+            by_id["b-before"].mdm.as_ref().unwrap().managed,
+            Some(false),
+            "partial update at T0-200"
+        );
+    }
+
+    #[test]
+    fn state_older_than_the_time_window_is_dropped_but_as_of_state_kept() {
+        let app = Some("com.x");
+        let mut joiner = Joiner::new(JoinConfig {
+            allowed_lateness_ms: 0,
+            time_window_ms: 60_000,
+            ..JoinConfig::default()
+        });
+        run(
+            &mut joiner,
+            vec![
+                JoinInput::Event(event(DeviceEventKind::DeviceLocked, None, T0)),
+                JoinInput::Event(event(DeviceEventKind::UserInteraction, None, T0)),
+                JoinInput::Event(event(DeviceEventKind::BackgroundJob, app, T0)),
+                JoinInput::Event(event(DeviceEventKind::AppBackground, app, T0)),
+            ],
+        );
+        let out = run(
+            &mut joiner,
+            vec![
+                JoinInput::Event(event(DeviceEventKind::ScreenOn, None, T0 + 600_000)),
+                JoinInput::Session(session("s", app, T0 + 600_000, 0)),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].lock_state, LockState::Locked, "last lock state kept");
+        assert_eq!(
+            out[0].app_state,
+            AppRunState::Background,
+            "last lifecycle state kept"
+        );
+        assert_eq!(
+            out[0].last_user_interaction_ms_before, None,
+            "interaction outside TimeWindow"
+        );
+        assert_eq!(out[0].preceding_background_execution, None);
+    }
+
+    #[test]
+    fn timelines_are_capped() {
+        let mut joiner = Joiner::new(JoinConfig {
+            max_entries_per_timeline: 8,
+            ..JoinConfig::default()
+        });
+        for i in 0..100 {
+            joiner.push(JoinInput::Event(event(
+                DeviceEventKind::UserInteraction,
+                None,
+                T0 + i,
+            )));
+        }
+        assert_eq!(joiner.stats().capped, 92);
+        assert!(joiner.state_bytes() < 2_000, "{}", joiner.state_bytes());
+    }
+
+    fn scenario() -> Vec<JoinInput> {
+        let apps = [Some("com.a"), Some("com.b"), None];
+        let mut inputs = vec![JoinInput::Context(context(
+            T0 - 1_000_000,
+            true,
+            vec![managed("com.a", true)],
+        ))];
+        for i in 0..60i64 {
+            let t = T0 + i * 7_000;
+            let app = apps[(i % 3) as usize];
+            let kind = match i % 7 {
+                0 => DeviceEventKind::DeviceLocked,
+                1 => DeviceEventKind::DeviceUnlocked,
+                2 => DeviceEventKind::AppForeground,
+                3 => DeviceEventKind::AppBackground,
+                4 => DeviceEventKind::WorkManager,
+                5 => DeviceEventKind::NetworkApiUsage,
+                _ => DeviceEventKind::UserInteraction,
+            };
+            inputs.push(JoinInput::Event(event(kind, app.or(Some("com.a")), t)));
+            if i % 2 == 0 {
+                inputs.push(JoinInput::Session(session(
+                    &format!("s{i}"),
+                    app,
+                    t + 1_500,
+                    (i % 5) * 3_000,
+                )));
+            }
+        }
+        inputs
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Shuffling records within the lateness bound changes nothing in the output.
+        #[test]
+        fn output_is_independent_of_arrival_order_within_lateness(keys in proptest::collection::vec(0i64..20_000, 91)) {
+            let lateness = 20_000;
+            let config = JoinConfig { allowed_lateness_ms: lateness, ..JoinConfig::default() };
+            let inputs = scenario();
+            let mut in_order = Joiner::new(config.clone());
+            let mut expected = run(&mut in_order, inputs.clone());
+            expected.extend(in_order.flush());
+
+            // Arrival order: event time plus a random delay below the lateness bound.
+            let mut shuffled: Vec<(i64, usize, JoinInput)> = inputs
+                .into_iter()
+                .enumerate()
+                .map(|(i, input)| (input.event_time() + keys.get(i).copied().unwrap_or(0), i, input))
+                .collect();
+            shuffled.sort_by_key(|(arrival, i, _)| (*arrival, *i));
+            let mut joiner = Joiner::new(config);
+            let mut actual = run(&mut joiner, shuffled.into_iter().map(|(_, _, input)| input).collect());
+            actual.extend(joiner.flush());
+
+            let key = |e: &EnrichedSession| (e.watermark, e.session.session_id.clone());
+            expected.sort_by_key(key);
+            actual.sort_by_key(key);
+            prop_assert_eq!(expected, actual);
+        }
+    }
+}
