@@ -397,30 +397,6 @@ pub struct ScopeContext<'a> {
     pub app_id: Option<&'a str>,
 }
 
-impl ScopeContext<'_> {
-    fn matches(&self, scope: &BaselineScope) -> bool {
-        let value = scope.value.as_deref();
-        match scope.kind {
-            ScopeKind::Global => true,
-            ScopeKind::Platform => {
-                value
-                    == Some(match self.platform {
-                        Platform::Android => "ANDROID",
-                        Platform::Ios => "IOS",
-                        Platform::Unknown => return false,
-                    })
-            }
-            ScopeKind::DeviceGroup => {
-                value.is_some() && (value == self.device_group || value == self.device_role)
-            }
-            ScopeKind::AppCategory => {
-                value.is_some() && (value == self.app_category || value == self.service_class)
-            }
-            ScopeKind::App => value.is_some() && value == self.app_id,
-        }
-    }
-}
-
 /// The baseline in force for one event: every matching scope merged by the merge rule.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EffectiveBaseline {
@@ -553,11 +529,63 @@ impl EffectiveBaseline {
     }
 }
 
+type Versions = Vec<(EpochMillis, Option<Arc<Baseline>>)>;
+
+/// All versions of one scope.
+#[derive(Debug, Clone, Default)]
+struct ScopeVersions {
+    /// Stable id of the scope within the set, for resolve-cache keys.
+    id: u32,
+    /// (effective time, document or `None` for a deletion), sorted by time.
+    versions: Versions,
+}
+
+fn kind_index(kind: ScopeKind) -> usize {
+    match kind {
+        ScopeKind::Global => 0,
+        ScopeKind::Platform => 1,
+        ScopeKind::DeviceGroup => 2,
+        ScopeKind::AppCategory => 3,
+        ScopeKind::App => 4,
+    }
+}
+
+const KINDS: [ScopeKind; 5] = [
+    ScopeKind::Global,
+    ScopeKind::Platform,
+    ScopeKind::DeviceGroup,
+    ScopeKind::AppCategory,
+    ScopeKind::App,
+];
+
+/// Which version of which scope contributed: the key of [`ResolveCache`].
+type Fingerprint = [(u32, u32); 7];
+
+/// Memo of merged baselines, valid for one [`BaselineSet::generation`].
+#[derive(Debug, Default)]
+pub struct ResolveCache {
+    generation: u64,
+    merged: std::collections::HashMap<Fingerprint, Arc<EffectiveBaseline>>,
+}
+
+impl ResolveCache {
+    /// Merged baselines held.
+    pub fn len(&self) -> usize {
+        self.merged.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.merged.is_empty()
+    }
+}
+
 /// Every version of every scope, and the merged view at any time.
 #[derive(Debug, Clone, Default)]
 pub struct BaselineSet {
-    /// Per scope: (effective time, document or `None` for a deletion), sorted by time.
-    scopes: BTreeMap<BaselineScope, Vec<(EpochMillis, Option<Arc<Baseline>>)>>,
+    /// Per scope kind (in merge order), per scope value (`""` for global).
+    kinds: [std::collections::HashMap<String, ScopeVersions>; 5],
+    next_id: u32,
     /// Bumped by every change; lets callers cache resolved baselines.
     generation: u64,
 }
@@ -582,24 +610,36 @@ impl BaselineSet {
     pub fn apply(&mut self, document: Baseline) -> Result<(), BaselineError> {
         validate(&document)?;
         let at = document.effective_time;
-        self.insert(document.scope.clone(), at, Some(Arc::new(document)));
+        let scope = document.scope.clone();
+        self.insert(&scope, at, Some(Arc::new(document)));
         Ok(())
     }
 
     /// Deletes a scope from time `at` on (a tombstone on the baselines topic).
     pub fn delete(&mut self, scope: &BaselineScope, at: EpochMillis) {
-        self.insert(scope.clone(), at, None);
+        self.insert(scope, at, None);
     }
 
-    fn insert(&mut self, scope: BaselineScope, at: EpochMillis, entry: Option<Arc<Baseline>>) {
-        let versions = self.scopes.entry(scope).or_default();
-        match versions.binary_search_by_key(&at, |(t, _)| *t) {
+    fn insert(&mut self, scope: &BaselineScope, at: EpochMillis, entry: Option<Arc<Baseline>>) {
+        let value = scope.value.clone().unwrap_or_default();
+        let next_id = &mut self.next_id;
+        let Some(kind) = self.kinds.get_mut(kind_index(scope.kind)) else {
+            return;
+        };
+        let slot = kind.entry(value).or_insert_with(|| {
+            *next_id += 1;
+            ScopeVersions {
+                id: *next_id,
+                versions: Vec::new(),
+            }
+        });
+        match slot.versions.binary_search_by_key(&at, |(t, _)| *t) {
             Ok(index) => {
-                if let Some(slot) = versions.get_mut(index) {
-                    slot.1 = entry;
+                if let Some(version) = slot.versions.get_mut(index) {
+                    version.1 = entry;
                 }
             }
-            Err(index) => versions.insert(index, (at, entry)),
+            Err(index) => slot.versions.insert(index, (at, entry)),
         }
         self.generation += 1;
     }
@@ -609,25 +649,71 @@ impl BaselineSet {
         self.generation
     }
 
-    /// The document of `scope` in force at `at`.
-    pub fn in_force(&self, scope: &BaselineScope, at: EpochMillis) -> Option<&Baseline> {
-        let versions = self.scopes.get(scope)?;
-        let index = versions.partition_point(|(t, _)| *t <= at);
-        versions.get(index.checked_sub(1)?)?.1.as_deref()
+    fn versions(&self, kind: ScopeKind, value: &str) -> Option<&ScopeVersions> {
+        self.kinds.get(kind_index(kind))?.get(value)
     }
 
-    /// Every scope that has a version, for listing.
-    pub fn scopes(&self) -> impl Iterator<Item = &BaselineScope> {
-        self.scopes.keys()
+    fn version_index(versions: &Versions, at: EpochMillis) -> Option<usize> {
+        versions.partition_point(|(t, _)| *t <= at).checked_sub(1)
+    }
+
+    /// The document of `scope` in force at `at`.
+    pub fn in_force(&self, scope: &BaselineScope, at: EpochMillis) -> Option<&Baseline> {
+        let versions = &self.versions(scope.kind, scope.value.as_deref().unwrap_or(""))?.versions;
+        versions.get(Self::version_index(versions, at)?)?.1.as_deref()
+    }
+
+    /// Every scope that has a version, in merge order.
+    pub fn scopes(&self) -> Vec<BaselineScope> {
+        let mut out = Vec::new();
+        for kind in KINDS {
+            let mut values: Vec<&String> = self
+                .kinds
+                .get(kind_index(kind))
+                .map(|m| m.keys().collect())
+                .unwrap_or_default();
+            values.sort();
+            out.extend(values.into_iter().map(|v| BaselineScope {
+                kind,
+                value: (kind != ScopeKind::Global).then(|| v.clone()),
+            }));
+        }
+        out
+    }
+
+    /// The (kind, value) candidates an event matches, in merge order.
+    fn candidates<'c>(context: &ScopeContext<'c>) -> [(ScopeKind, Option<&'c str>); 7] {
+        let platform = match context.platform {
+            Platform::Android => Some("ANDROID"),
+            Platform::Ios => Some("IOS"),
+            Platform::Unknown => None,
+        };
+        let ordered = |a: Option<&'c str>, b: Option<&'c str>| match (a, b) {
+            (Some(x), Some(y)) if x == y => (Some(x), None),
+            (Some(x), Some(y)) if y < x => (Some(y), Some(x)),
+            other => other,
+        };
+        let (group_a, group_b) = ordered(context.device_group, context.device_role);
+        let (category_a, category_b) = ordered(context.app_category, context.service_class);
+        [
+            (ScopeKind::Global, Some("")),
+            (ScopeKind::Platform, platform),
+            (ScopeKind::DeviceGroup, group_a),
+            (ScopeKind::DeviceGroup, group_b),
+            (ScopeKind::AppCategory, category_a),
+            (ScopeKind::AppCategory, category_b),
+            (ScopeKind::App, context.app_id),
+        ]
     }
 
     /// The documents in force at `at` that match `context`, least specific first.
     pub fn matching(&self, context: &ScopeContext<'_>, at: EpochMillis) -> Vec<&Baseline> {
-        // BTreeMap order of BaselineScope is (kind, value): exactly the merge order.
-        self.scopes
-            .keys()
-            .filter(|scope| context.matches(scope))
-            .filter_map(|scope| self.in_force(scope, at))
+        Self::candidates(context)
+            .iter()
+            .filter_map(|(kind, value)| {
+                let versions = &self.versions(*kind, (*value)?)?.versions;
+                versions.get(Self::version_index(versions, at)?)?.1.as_deref()
+            })
             .collect()
     }
 
@@ -635,11 +721,9 @@ impl BaselineSet {
     pub fn resolve(&self, context: &ScopeContext<'_>, at: EpochMillis) -> EffectiveBaseline {
         let mut merged = EffectiveBaseline::default();
         for document in self.matching(context, at) {
-            merged.sources.push(format!(
-                "{}@{}",
-                scope_label(&document.scope),
-                document.version
-            ));
+            merged
+                .sources
+                .push(format!("{}@{}", scope_label(&document.scope), document.version));
             merged
                 .protocol_ports
                 .extend(document.allowed_protocol_ports.iter().cloned());
@@ -647,9 +731,7 @@ impl BaselineSet {
                 merged.allowed_apps.clone_from(&document.allowed_apps);
             }
             if document.allowed_managed_apps.is_some() {
-                merged
-                    .allowed_managed_apps
-                    .clone_from(&document.allowed_managed_apps);
+                merged.allowed_managed_apps.clone_from(&document.allowed_managed_apps);
             }
             if document.allowed_service_classes.is_some() {
                 merged
@@ -666,6 +748,34 @@ impl BaselineSet {
             }
             merged.thresholds.overlay(&document.thresholds);
         }
+        merged
+    }
+
+    /// [`BaselineSet::resolve`], memoised: events that match the same versions of the same
+    /// scopes share one merged baseline.
+    pub fn resolve_cached(
+        &self,
+        cache: &mut ResolveCache,
+        context: &ScopeContext<'_>,
+        at: EpochMillis,
+    ) -> Arc<EffectiveBaseline> {
+        if cache.generation != self.generation {
+            cache.merged.clear();
+            cache.generation = self.generation;
+        }
+        let mut fingerprint: Fingerprint = [(0, 0); 7];
+        for (slot, (kind, value)) in fingerprint.iter_mut().zip(Self::candidates(context)) {
+            if let Some(scope) = value.and_then(|v| self.versions(kind, v)) {
+                if let Some(index) = Self::version_index(&scope.versions, at) {
+                    *slot = (scope.id, u32::try_from(index).unwrap_or(u32::MAX));
+                }
+            }
+        }
+        if let Some(hit) = cache.merged.get(&fingerprint) {
+            return Arc::clone(hit);
+        }
+        let merged = Arc::new(self.resolve(context, at));
+        cache.merged.insert(fingerprint, Arc::clone(&merged));
         merged
     }
 }
