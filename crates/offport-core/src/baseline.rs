@@ -7,6 +7,14 @@
 //! with its effective time, and [`BaselineSet::resolve`] merges the documents in force at an
 //! event's time for the scopes that match the event, most specific last.
 //!
+//! # Versions
+//!
+//! A document is one version of its scope. A newer version (later `effective_time`) replaces the
+//! previous version of the same scope entirely from its effective time on; a version with the
+//! same effective time replaces it outright. So a new `GLOBAL` document replaces the shipped
+//! default global document: keep its contents, or put an organisation's changes in a more
+//! specific scope (a platform scope covers a whole platform).
+//!
 //! # Merge rule
 //!
 //! Scopes are applied from least to most specific: global, platform, device group/role, app
@@ -659,8 +667,13 @@ impl BaselineSet {
 
     /// The document of `scope` in force at `at`.
     pub fn in_force(&self, scope: &BaselineScope, at: EpochMillis) -> Option<&Baseline> {
-        let versions = &self.versions(scope.kind, scope.value.as_deref().unwrap_or(""))?.versions;
-        versions.get(Self::version_index(versions, at)?)?.1.as_deref()
+        let versions = &self
+            .versions(scope.kind, scope.value.as_deref().unwrap_or(""))?
+            .versions;
+        versions
+            .get(Self::version_index(versions, at)?)?
+            .1
+            .as_deref()
     }
 
     /// Every scope that has a version, in merge order.
@@ -712,7 +725,10 @@ impl BaselineSet {
             .iter()
             .filter_map(|(kind, value)| {
                 let versions = &self.versions(*kind, (*value)?)?.versions;
-                versions.get(Self::version_index(versions, at)?)?.1.as_deref()
+                versions
+                    .get(Self::version_index(versions, at)?)?
+                    .1
+                    .as_deref()
             })
             .collect()
     }
@@ -721,9 +737,11 @@ impl BaselineSet {
     pub fn resolve(&self, context: &ScopeContext<'_>, at: EpochMillis) -> EffectiveBaseline {
         let mut merged = EffectiveBaseline::default();
         for document in self.matching(context, at) {
-            merged
-                .sources
-                .push(format!("{}@{}", scope_label(&document.scope), document.version));
+            merged.sources.push(format!(
+                "{}@{}",
+                scope_label(&document.scope),
+                document.version
+            ));
             merged
                 .protocol_ports
                 .extend(document.allowed_protocol_ports.iter().cloned());
@@ -731,7 +749,9 @@ impl BaselineSet {
                 merged.allowed_apps.clone_from(&document.allowed_apps);
             }
             if document.allowed_managed_apps.is_some() {
-                merged.allowed_managed_apps.clone_from(&document.allowed_managed_apps);
+                merged
+                    .allowed_managed_apps
+                    .clone_from(&document.allowed_managed_apps);
             }
             if document.allowed_service_classes.is_some() {
                 merged

@@ -57,6 +57,9 @@ impl Default for JoinConfig {
 
 /// A record for the join.
 #[derive(Debug, Clone, PartialEq)]
+// Records are moved straight into the join's state; boxing the large variant would only add an
+// allocation per session.
+#[allow(clippy::large_enum_variant)]
 pub enum JoinInput {
     /// A normalized session.
     Session(NetworkSession),

@@ -15,3 +15,4 @@ pub mod join;
 pub mod model;
 pub mod protocol;
 pub mod schema;
+pub mod score;

@@ -82,7 +82,8 @@ fn single_verdict(label: &str) -> Option<AppProtocol> {
 
 /// Recognises the protocol from the first client payload bytes of a session.
 pub fn recognize(bytes: &[u8], transport: Transport) -> Recognized {
-    let attempts: &[fn(&[u8]) -> Option<Recognized>] = match transport {
+    type Attempt = fn(&[u8]) -> Option<Recognized>;
+    let attempts: &[Attempt] = match transport {
         Transport::Udp => &[quic, dtls, stun, dns_udp],
         _ => &[
             tls,
@@ -670,7 +671,9 @@ pub fn decode_payload_text(text: &str) -> Option<Vec<u8>> {
         .chars()
         .filter(|c| !matches!(c, ' ' | ':'))
         .collect();
-    if !hexish.is_empty() && hexish.len() % 2 == 0 && hexish.chars().all(|c| c.is_ascii_hexdigit())
+    if !hexish.is_empty()
+        && hexish.len().is_multiple_of(2)
+        && hexish.chars().all(|c| c.is_ascii_hexdigit())
     {
         return hex::decode(hexish).ok();
     }

@@ -1,0 +1,684 @@
+//! Scenario tests of the scorer: one or more per evidence item and per mutable baseline element,
+//! each asserting the evidence and score band an analyst would see.
+
+use super::*;
+use crate::baseline::parse_documents;
+use crate::examples;
+use crate::model::{DnsInfo, HttpInfo, MdmContext, Severity, TlsInfo, Transport};
+
+const T0: EpochMillis = examples::EXAMPLE_TIME;
+
+fn scorer() -> Scorer {
+    Scorer::new(
+        BaselineSet::with_defaults().unwrap(),
+        ScoreConfig::default(),
+    )
+}
+
+fn scorer_with(yaml: &str) -> Scorer {
+    let mut set = BaselineSet::with_defaults().unwrap();
+    for document in parse_documents(yaml).unwrap() {
+        set.apply(document).unwrap();
+    }
+    Scorer::new(set, ScoreConfig::default())
+}
+
+/// The example: TLS to 8443 from a background, unmanaged, unapproved Android app on a locked
+/// device, 3 s after a WorkManager start, last interaction 90 min before.
+fn suspicious() -> EnrichedSession {
+    examples::enriched_session()
+}
+
+/// A session nothing is wrong with: foreground managed app, unlocked, recent touch, TLS 443.
+fn benign() -> EnrichedSession {
+    let mut e = examples::enriched_session();
+    e.session.dst_port = 443;
+    e.session.tls = Some(TlsInfo {
+        sni: Some("api.example.com".to_string()),
+        ..TlsInfo::default()
+    });
+    e.session.http = None;
+    e.session.dns = None;
+    e.session.payload_entropy = None;
+    e.session.still_open = false;
+    e.session.duration_ms = Some(800);
+    e.app_state = AppRunState::Foreground;
+    e.lock_state = LockState::Unlocked;
+    e.locked_throughout = false;
+    e.last_user_interaction_ms_before = Some(5_000);
+    e.preceding_background_execution = None;
+    e.network_api_calls_before = 0;
+    e.mdm = Some(MdmContext {
+        managed: Some(true),
+        approved: Some(true),
+        ..examples::enriched_session().mdm.unwrap()
+    });
+    e
+}
+
+fn at(mut e: EnrichedSession, start: EpochMillis) -> EnrichedSession {
+    e.session.start_time = start;
+    e.session.session_id = format!("s-{start}");
+    e
+}
+
+fn kinds(finding: &Finding) -> Vec<EvidenceKind> {
+    let mut kinds: Vec<EvidenceKind> = finding.evidence.iter().map(|e| e.kind).collect();
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    kinds
+}
+
+fn sorted(mut k: Vec<EvidenceKind>) -> Vec<EvidenceKind> {
+    k.sort_by_key(|k| format!("{k:?}"));
+    k
+}
+
+fn evidence(finding: &Finding, kind: EvidenceKind) -> &Evidence {
+    finding.evidence.iter().find(|e| e.kind == kind).unwrap()
+}
+
+/// Scores a series and returns every finding emitted.
+fn run(scorer: &mut Scorer, sessions: impl IntoIterator<Item = EnrichedSession>) -> Vec<Finding> {
+    sessions
+        .into_iter()
+        .flat_map(|e| scorer.score(&e))
+        .collect()
+}
+
+/// The last emitted revision of each finding id.
+fn latest(findings: &[Finding]) -> Vec<Finding> {
+    let mut by_id: std::collections::BTreeMap<String, Finding> = Default::default();
+    for f in findings {
+        by_id.insert(f.finding_id.clone(), f.clone());
+    }
+    by_id.into_values().collect()
+}
+
+#[test]
+fn tls_8443_from_a_locked_devices_background_app_fires_with_its_evidence() {
+    let findings = scorer().score(&suspicious());
+    assert_eq!(findings.len(), 1);
+    let f = &findings[0];
+    assert_eq!(f.analytic, Analytic::NonStandardPortAndroid);
+    assert_eq!(
+        (
+            f.analytic_id.as_str(),
+            f.technique_id.as_str(),
+            f.detection_strategy.as_str()
+        ),
+        ("AN1827", "T1509", "DET0706")
+    );
+    assert_eq!(
+        kinds(f),
+        sorted(vec![
+            EvidenceKind::ProtocolPortMismatch,
+            EvidenceKind::BackgroundNoForeground,
+            EvidenceKind::DeviceLocked,
+            EvidenceKind::NoRecentUserInteraction,
+            EvidenceKind::PrecedingBackgroundExecution,
+            EvidenceKind::AppUnmanaged,
+            EvidenceKind::AppNotAllowed,
+        ])
+    );
+    assert_eq!(f.score, 90);
+    assert_eq!(f.severity, Severity::Critical);
+    let mismatch = evidence(f, EvidenceKind::ProtocolPortMismatch);
+    assert_eq!(mismatch.observed, "TLS on 8443/tcp");
+    assert!(mismatch
+        .baseline
+        .as_deref()
+        .unwrap()
+        .starts_with("AllowedProtocolPortMappings TLS/TCP=[443,465,"));
+    assert_eq!(
+        evidence(f, EvidenceKind::NoRecentUserInteraction).observed,
+        "LastUserInteractionDelta=5400s"
+    );
+    assert_eq!(
+        evidence(f, EvidenceKind::PrecedingBackgroundExecution).observed,
+        "WorkManager 3s before"
+    );
+    assert_eq!(
+        (f.dst_port, f.dst_host.as_deref()),
+        (8443, Some("cdn-update.example.net"))
+    );
+    assert_eq!(f.baseline_version, "global@default-1");
+    assert!((f.confidence - 0.95).abs() < 1e-9);
+}
+
+#[test]
+fn the_default_baseline_keeps_fcm_apns_and_whatsapp_quiet() {
+    let mut scorer = scorer();
+    let mut push = Vec::new();
+    for i in 0..12 {
+        let t = T0 + i * 300_000;
+        let mut fcm = at(suspicious(), t);
+        fcm.session.dst_port = 5228;
+        fcm.session.tls = Some(TlsInfo {
+            sni: Some("mtalk.google.com".into()),
+            ..TlsInfo::default()
+        });
+        fcm.session.http = None;
+        fcm.session.dns = None;
+        fcm.session.duration_ms = Some(7_200_000);
+        push.push(fcm);
+        let mut apns = at(suspicious(), t + 1);
+        apns.session.platform = Platform::Ios;
+        apns.session.dst_ip = "17.57.146.52".into();
+        apns.session.dst_port = 5223;
+        apns.session.tls = None;
+        apns.session.http = None;
+        apns.session.dns = None;
+        push.push(apns);
+        let mut whatsapp = at(suspicious(), t + 2);
+        whatsapp.session.dst_port = 5222;
+        whatsapp.session.app_id = Some("com.whatsapp".into());
+        whatsapp.session.tls = Some(TlsInfo {
+            sni: Some("g.whatsapp.net".into()),
+            ..TlsInfo::default()
+        });
+        whatsapp.session.http = None;
+        whatsapp.session.dns = None;
+        push.push(whatsapp);
+    }
+    assert_eq!(run(&mut scorer, push), vec![]);
+    assert_eq!(scorer.stats().excepted, 36);
+}
+
+#[test]
+fn benign_traffic_raises_nothing() {
+    let mut scorer = scorer();
+    let sessions: Vec<_> = (0..50)
+        .map(|i| {
+            let mut e = at(benign(), T0 + i * 61_000 + (i * i * 977) % 20_000);
+            e.session.bytes_out = 400 + (i * 131) % 900;
+            e.session.bytes_in = 2_000 + (i * 757) % 30_000;
+            e
+        })
+        .collect();
+    assert_eq!(run(&mut scorer, sessions), vec![]);
+}
+
+#[test]
+fn recurrence_and_a_stable_interval_raise_the_score_of_the_same_finding() {
+    let mut scorer = scorer();
+    let findings: Vec<Finding> = run(
+        &mut scorer,
+        (0..6).map(|i| at(suspicious(), T0 + i * 300_000 + (i % 2) * 3_000)),
+    )
+    .into_iter()
+    .filter(|f| f.analytic == Analytic::NonStandardPortAndroid)
+    .collect();
+    let ids: std::collections::HashSet<&str> =
+        findings.iter().map(|f| f.finding_id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one finding, updated");
+    let last = findings.last().unwrap();
+    assert_eq!(last.status, FindingStatus::Updated);
+    assert!(last.revision >= 1);
+    assert!(kinds(last).contains(&EvidenceKind::RepeatedSessions));
+    assert!(kinds(last).contains(&EvidenceKind::StableInterval));
+    assert_eq!(
+        evidence(last, EvidenceKind::StableInterval)
+            .baseline
+            .as_deref(),
+        Some("BeaconIntervalTolerance=0.15")
+    );
+    assert_eq!(last.score, 100);
+    // Sessions after the score peaked changed nothing: counted, not emitted.
+    assert_eq!(last.session_count, 4);
+    assert!(scorer.stats().suppressed >= 2, "{:?}", scorer.stats());
+}
+
+#[test]
+fn beacon_interval_tolerance_decides_what_is_stable() {
+    // Intervals of 300 s with +-25 % jitter.
+    let series = |s: &mut Scorer| {
+        let jitter = [0, 75_000, -60_000, 70_000, -75_000, 50_000, -40_000];
+        let mut t = T0;
+        let mut out = Vec::new();
+        for j in jitter {
+            t += 300_000 + j;
+            out.extend(s.score(&at(suspicious(), t)));
+        }
+        latest(&out)
+    };
+    let default = series(&mut scorer());
+    assert!(!kinds(&default[0]).contains(&EvidenceKind::StableInterval));
+    let loose = series(&mut scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: loose, effective_time: 0, thresholds: {beacon_interval_tolerance: 0.3}}"));
+    assert!(kinds(&loose[0]).contains(&EvidenceKind::StableInterval));
+}
+
+#[test]
+fn session_persistence_threshold_decides_a_persistent_connection() {
+    let mut long = suspicious();
+    long.session.duration_ms = Some(2 * 3_600_000);
+    let f = &scorer().score(&long)[0];
+    assert!(kinds(f).contains(&EvidenceKind::PersistentConnection));
+    assert_eq!(
+        evidence(f, EvidenceKind::PersistentConnection).observed,
+        "duration 7200s, still open"
+    );
+    let f = &scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, thresholds: {session_persistence_threshold_ms: 10800000}}").score(&long)[0];
+    assert!(!kinds(f).contains(&EvidenceKind::PersistentConnection));
+}
+
+#[test]
+fn foreground_state_required_weighs_background_more() {
+    let f = &scorer_with("{scope: {kind: APP, value: com.example.weather}, version: v, effective_time: 0, thresholds: {foreground_state_required: true}}").score(&suspicious())[0];
+    let item = evidence(f, EvidenceKind::BackgroundNoForeground);
+    assert_eq!(
+        (item.weight, item.baseline.as_deref()),
+        (15.0, Some("ForegroundStateRequired=true"))
+    );
+}
+
+#[test]
+fn recent_user_interaction_window_decides_no_recent_interaction() {
+    let mut e = suspicious();
+    e.last_user_interaction_ms_before = Some(300_000);
+    assert!(!kinds(&scorer().score(&e)[0]).contains(&EvidenceKind::NoRecentUserInteraction));
+    let f = &scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, thresholds: {recent_user_interaction_window_ms: 120000}}").score(&e)[0];
+    let item = evidence(f, EvidenceKind::NoRecentUserInteraction);
+    assert_eq!(
+        item.baseline.as_deref(),
+        Some("RecentUserInteractionWindow=120s")
+    );
+    // EDR present but no interaction at all within TimeWindow also counts.
+    e.last_user_interaction_ms_before = None;
+    assert!(kinds(&scorer().score(&e)[0]).contains(&EvidenceKind::NoRecentUserInteraction));
+}
+
+#[test]
+fn background_execution_must_be_immediately_before() {
+    let mut e = suspicious();
+    if let Some(bg) = e.preceding_background_execution.as_mut() {
+        bg.ms_before_session = 600_000;
+    }
+    assert!(!kinds(&scorer().score(&e)[0]).contains(&EvidenceKind::PrecedingBackgroundExecution));
+}
+
+#[test]
+fn allowed_app_lists_and_service_classes() {
+    let mut e = suspicious();
+    e.mdm.as_mut().unwrap().approved = Some(true);
+    e.mdm.as_mut().unwrap().managed = Some(true);
+    assert!(!kinds(&scorer().score(&e)[0]).contains(&EvidenceKind::AppNotAllowed));
+    let f = &scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, allowed_apps: [com.other]}").score(&e)[0];
+    assert_eq!(
+        evidence(f, EvidenceKind::AppNotAllowed).baseline.as_deref(),
+        Some("AllowedAppList")
+    );
+    let f = &scorer_with("{scope: {kind: DEVICE_GROUP, value: sales-emea}, version: v, effective_time: 0, allowed_managed_apps: [com.other]}").score(&e)[0];
+    assert_eq!(
+        evidence(f, EvidenceKind::AppNotAllowed).baseline.as_deref(),
+        Some("AllowedManagedApps")
+    );
+    let f = &scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, allowed_service_classes: [collaboration]}").score(&e)[0];
+    assert_eq!(
+        evidence(f, EvidenceKind::AppNotAllowed).baseline.as_deref(),
+        Some("AllowedServiceClasses=[collaboration]")
+    );
+    // Managed app that the MDM inventory does not list.
+    e.mdm.as_mut().unwrap().managed = None;
+    assert_eq!(
+        evidence(&scorer().score(&e)[0], EvidenceKind::AppUnmanaged).observed,
+        "com.example.weather: not in inventory"
+    );
+}
+
+#[test]
+fn ios_anchors_on_the_mismatch_and_mdm_context_and_scores_unattributed_sessions() {
+    let mut e = suspicious();
+    e.session.platform = Platform::Ios;
+    e.mdm.as_mut().unwrap().supervised = Some(false);
+    let f = &scorer().score(&e)[0];
+    assert_eq!(
+        (f.analytic, f.analytic_id.as_str()),
+        (Analytic::NonStandardPortIos, "AN1828")
+    );
+    assert_eq!(
+        evidence(f, EvidenceKind::DeviceUnsupervised)
+            .baseline
+            .as_deref(),
+        Some("SupervisedRequired=true")
+    );
+    // Device-only attribution: still a finding, at lower confidence, without app evidence.
+    let mut unattributed = e.clone();
+    unattributed.session.app_id = None;
+    unattributed.session.attribution = AttributionSource::DeviceOnly;
+    unattributed.session.attribution_confidence = 0.3;
+    unattributed.app_state = AppRunState::Unknown;
+    unattributed.preceding_background_execution = None;
+    let f = &scorer().score(&unattributed)[0];
+    assert!(f.confidence <= 0.3);
+    assert!(kinds(f).contains(&EvidenceKind::ProtocolPortMismatch));
+    assert!(!kinds(f).contains(&EvidenceKind::AppUnmanaged));
+    assert!(kinds(f).contains(&EvidenceKind::DeviceUnsupervised));
+    // SupervisedRequired off: no supervision evidence.
+    let f = &scorer_with("{scope: {kind: PLATFORM, value: IOS}, version: v2, effective_time: 1, thresholds: {supervised_required: false}}").score(&e)[0];
+    assert!(!kinds(f).contains(&EvidenceKind::DeviceUnsupervised));
+}
+
+fn http_8080(app: &str) -> EnrichedSession {
+    let mut e = suspicious();
+    e.session.app_id = Some(app.to_string());
+    e.session.protocol = AppProtocol::Http;
+    e.session.dst_ip = "10.20.1.5".into();
+    e.session.dst_port = 8080;
+    e.session.tls = None;
+    e.session.dns = None;
+    e.session.http = Some(HttpInfo {
+        method: Some("GET".into()),
+        host: Some("proxy.corp.example".into()),
+        ..HttpInfo::default()
+    });
+    e
+}
+
+#[test]
+fn enterprise_exceptions_and_protocol_port_mappings_silence_approved_traffic() {
+    assert_eq!(
+        scorer().score(&http_8080("com.android.chrome"))[0].evidence[0].observed,
+        "HTTP on 8080/tcp"
+    );
+    let mut with_proxy = scorer_with("
+scope: {kind: PLATFORM, value: ANDROID}
+version: corp-1
+effective_time: 0
+enterprise_exceptions:
+  - {name: corp-proxy, reason: explicit proxy, cidrs: [10.20.0.0/16], ports: [{first: 8080, last: 8080}]}
+");
+    assert_eq!(with_proxy.score(&http_8080("com.android.chrome")), vec![]);
+    let mut mqtt = suspicious();
+    mqtt.session.protocol = AppProtocol::Mqtt;
+    mqtt.session.dst_port = 8884;
+    assert_eq!(scorer().score(&mqtt).len(), 1);
+    let mut approved = scorer_with("{scope: {kind: APP, value: com.example.weather}, version: v, effective_time: 0, allowed_protocol_ports: [{protocol: MQTT, ports: [{first: 8884, last: 8884}]}]}");
+    assert_eq!(approved.score(&mqtt), vec![]);
+}
+
+#[test]
+fn a_baseline_version_applies_from_its_effective_time() {
+    let mut s = scorer_with(&format!("{{scope: {{kind: APP, value: com.example.weather}}, version: allow-8443, effective_time: {}, allowed_protocol_ports: [{{protocol: TLS, ports: [{{first: 8443, last: 8443}}]}}]}}", T0 + 1_000));
+    assert_eq!(
+        s.score(&at(suspicious(), T0)).len(),
+        1,
+        "before the new version"
+    );
+    assert_eq!(
+        s.score(&at(suspicious(), T0 + 1_000)),
+        vec![],
+        "from its effective time on"
+    );
+}
+
+#[test]
+fn the_category_port_expectation_gives_protocol_not_permitted_for_app() {
+    let f = &scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, app_network_behavior: [{category: weather, expected_protocols: [TLS], expected_ports: [{first: 443, last: 443}]}]}").score(&suspicious())[0];
+    assert!(kinds(f).contains(&EvidenceKind::ProtocolNotPermittedForApp));
+}
+
+fn dga_poll(i: i64) -> EnrichedSession {
+    let mut e = at(benign(), T0 + i * 60_000);
+    e.session.tls = Some(TlsInfo {
+        sni: Some("xkq9vz3tplm2wr.com".into()),
+        ..TlsInfo::default()
+    });
+    e.session.bytes_out = 620;
+    e.session.bytes_in = 1_180;
+    e.app_state = AppRunState::Background;
+    e.lock_state = LockState::Locked;
+    e.last_user_interaction_ms_before = Some(7_200_000);
+    e
+}
+
+#[test]
+fn uniform_size_polling_over_443_with_a_dga_name_is_application_layer_c2() {
+    let mut s = scorer();
+    let findings = latest(&run(&mut s, (0..10).map(dga_poll)));
+    assert_eq!(findings.len(), 1);
+    let f = &findings[0];
+    assert_eq!(
+        (f.analytic, f.technique_id.as_str(), f.dst_port),
+        (Analytic::AppLayerC2, "T1437", 443)
+    );
+    for kind in [
+        EvidenceKind::BeaconPeriodicity,
+        EvidenceKind::UniformSizes,
+        EvidenceKind::AlgorithmicHostname,
+        EvidenceKind::DeviceLocked,
+    ] {
+        assert!(kinds(f).contains(&kind), "{kind:?} missing: {:?}", kinds(f));
+    }
+    assert!(f.score >= 70, "{}", f.score);
+}
+
+#[test]
+fn a_jittered_background_sync_with_varying_sizes_is_not_c2() {
+    let mut s = scorer();
+    let sessions = (0..20).map(|i| {
+        let mut e = at(benign(), T0 + i * 900_000 + (i % 3) * 40_000);
+        e.app_state = AppRunState::Background;
+        e.lock_state = LockState::Locked;
+        e.session.tls = Some(TlsInfo {
+            sni: Some("sync.dropboxapi.com".into()),
+            ..TlsInfo::default()
+        });
+        e.session.bytes_out = 500 + (i * 397) % 4_000;
+        e.session.bytes_in = 900 + (i * 1_231) % 60_000;
+        e
+    });
+    assert_eq!(run(&mut s, sessions), vec![]);
+}
+
+#[test]
+fn beacon_thresholds_are_mutable_elements() {
+    let strict = "{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, thresholds: {beacon_interval_variance_threshold: 0.0, cadence_anomaly_threshold: 1.0}}";
+    let findings = latest(&run(
+        &mut scorer_with(strict),
+        (0..10).map(|i| {
+            let mut e = dga_poll(i);
+            e.session.start_time += (i * i * 131) % 10_000;
+            e
+        }),
+    ));
+    assert!(findings
+        .iter()
+        .all(|f| !kinds(f).contains(&EvidenceKind::BeaconPeriodicity)));
+}
+
+#[test]
+fn sni_host_mismatch_and_ip_literal_host() {
+    let mut e = benign();
+    e.app_state = AppRunState::Background;
+    e.lock_state = LockState::Locked;
+    e.last_user_interaction_ms_before = None;
+    e.session.tls = Some(TlsInfo {
+        sni: Some("allowed-cdn.example.com".into()),
+        ..TlsInfo::default()
+    });
+    e.session.http = Some(HttpInfo {
+        host: Some("203.0.113.50".into()),
+        ..HttpInfo::default()
+    });
+    let f = &scorer().score(&e)[0];
+    assert_eq!(f.analytic, Analytic::AppLayerC2);
+    assert!(kinds(f).contains(&EvidenceKind::SniHostMismatch));
+    assert_eq!(
+        evidence(f, EvidenceKind::IpLiteralHost).observed,
+        "203.0.113.50"
+    );
+}
+
+#[test]
+fn payload_entropy_threshold_and_background_persistence() {
+    let mut e = benign();
+    e.session.protocol = AppProtocol::Http;
+    e.session.dst_port = 80;
+    e.session.tls = None;
+    e.session.http = Some(HttpInfo {
+        method: Some("POST".into()),
+        host: Some("updates.example.org".into()),
+        ..HttpInfo::default()
+    });
+    e.session.payload_entropy = Some(7.8);
+    e.session.duration_ms = Some(5 * 3_600_000);
+    e.app_state = AppRunState::Background;
+    e.lock_state = LockState::Locked;
+    let f = &scorer().score(&e)[0];
+    assert_eq!(f.analytic, Analytic::AppLayerC2);
+    assert!(kinds(f).contains(&EvidenceKind::HighPayloadEntropy));
+    assert!(kinds(f).contains(&EvidenceKind::BackgroundSessionPersistence));
+    // With PayloadEntropyThreshold above the observed value, one indicator is left: no finding.
+    assert_eq!(scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, thresholds: {payload_entropy_threshold: 7.9}}").score(&e), vec![]);
+    // TLS is high-entropy by design and never counts.
+    let mut tls = e.clone();
+    tls.session.protocol = AppProtocol::Tls;
+    tls.session.dst_port = 443;
+    assert!(scorer()
+        .score(&tls)
+        .iter()
+        .all(|f| !kinds(f).contains(&EvidenceKind::HighPayloadEntropy)));
+}
+
+#[test]
+fn connection_frequency_and_api_bursts_add_to_c2() {
+    let mut s = scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, thresholds: {connection_frequency_threshold: 5}}");
+    let findings = latest(&run(
+        &mut s,
+        (0..10).map(|i| {
+            let mut e = dga_poll(i);
+            e.network_api_calls_before = 80;
+            e
+        }),
+    ));
+    let f = &findings[0];
+    assert!(kinds(f).contains(&EvidenceKind::ConnectionFrequency));
+    assert_eq!(
+        evidence(f, EvidenceKind::NetworkApiBurstWithoutUser).observed,
+        "80 calls"
+    );
+}
+
+#[test]
+fn app_network_behavior_flags_unexpected_protocols_and_destinations() {
+    let mut s = scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, app_network_behavior: [{category: weather, expected_protocols: [HTTP], expected_domain_suffixes: [weather.example]}]}");
+    let findings = latest(&run(
+        &mut s,
+        (0..10).map(|i| {
+            let mut e = dga_poll(i);
+            e.mdm.as_mut().unwrap().app_category = Some("weather".into());
+            e
+        }),
+    ));
+    let f = findings
+        .iter()
+        .find(|f| f.analytic == Analytic::AppLayerC2)
+        .unwrap();
+    assert!(kinds(f).contains(&EvidenceKind::UnexpectedProtocolForCategory));
+    assert_eq!(
+        evidence(f, EvidenceKind::UnseenDestinationForCategory).observed,
+        "xkq9vz3tplm2wr.com"
+    );
+}
+
+#[test]
+fn suppression_updates_the_same_id_and_opens_a_new_one_after_the_window() {
+    let mut s = scorer();
+    let first = s.score(&at(suspicious(), T0));
+    assert_eq!(first.len(), 1);
+    // Same evidence, same score: counted, not emitted.
+    let mut quiet = at(suspicious(), T0 + 3_600_000);
+    quiet.preceding_background_execution = None;
+    assert_eq!(s.score(&quiet), vec![]);
+    assert_eq!(s.stats().suppressed, 1);
+    // A new evidence item: an update of the same id.
+    let mut long = at(suspicious(), T0 + 7_200_000);
+    long.session.duration_ms = Some(2 * 3_600_000);
+    let update = s.score(&long);
+    assert_eq!(update.len(), 1);
+    assert_eq!(
+        (update[0].finding_id.as_str(), update[0].revision),
+        (first[0].finding_id.as_str(), 1)
+    );
+    assert_eq!(update[0].session_count, 3);
+    // After the suppression window: a new finding id.
+    let later = s.score(&at(suspicious(), T0 + 25 * 3_600_000));
+    assert_eq!(later.len(), 1);
+    assert_ne!(later[0].finding_id, first[0].finding_id);
+    assert_eq!(later[0].revision, 0);
+}
+
+#[test]
+fn findings_are_deterministic() {
+    let input: Vec<_> = (0..10)
+        .map(dga_poll)
+        .chain((0..5).map(|i| at(suspicious(), T0 + i * 400_000)))
+        .collect();
+    let a = run(&mut scorer(), input.clone());
+    let b = run(&mut scorer(), input);
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn dns_to_a_resolver_off_port_53_fires() {
+    let mut e = suspicious();
+    e.session.protocol = AppProtocol::Dns;
+    e.session.transport = Transport::Udp;
+    e.session.dst_port = 5353 + 1;
+    e.session.tls = None;
+    e.session.http = None;
+    e.session.dns = Some(DnsInfo {
+        qname: "example.org".into(),
+        qtype: "A".into(),
+        rcode: None,
+    });
+    let f = &scorer().score(&e)[0];
+    assert_eq!(
+        evidence(f, EvidenceKind::ProtocolPortMismatch).observed,
+        "DNS on 5354/udp"
+    );
+}
+
+#[test]
+fn unrecognised_protocols_never_raise_the_port_analytic() {
+    let mut e = suspicious();
+    e.session.protocol = AppProtocol::Unknown;
+    e.session.protocol_evidence = ProtocolEvidence::None;
+    e.session.tls = None;
+    e.session.http = None;
+    e.session.dns = None;
+    assert_eq!(scorer().score(&e), vec![]);
+}
+
+#[test]
+fn robust_statistics() {
+    let s = series_stats(&[60.0, 60.0, 61.0, 59.0, 60.0]).unwrap();
+    assert_eq!((s.median, s.mad), (60.0, 0.0));
+    assert_eq!(s.dispersion(), 0.0);
+    let skewed = series_stats(&[1.0, 1.0, 1.0, 2.0, 50.0, 100.0]).unwrap();
+    assert!(skewed.skew > 0.5, "{skewed:?}");
+    assert!(series_stats(&[1.0]).is_none());
+}
+
+#[test]
+fn algorithmic_names() {
+    for real in [
+        "mtalk.google.com",
+        "graph.facebook.com",
+        "i.instagram.com",
+        "api.weather.example.com",
+        "sync.dropboxapi.com",
+        "firebaseinstallations.googleapis.com",
+        "17.57.146.52",
+    ] {
+        assert!(!looks_algorithmic(real), "{real}");
+    }
+    for dga in [
+        "xkq9vz3tplm2wr.com",
+        "qwrtzpkxmvbn.net",
+        "a8f3k2m9x7q1z5.info",
+    ] {
+        assert!(looks_algorithmic(dga), "{dga}");
+    }
+}
