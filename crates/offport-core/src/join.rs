@@ -165,6 +165,13 @@ impl<T: Clone> Timeline<T> {
     fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Gives back capacity beyond twice the length.
+    fn shrink(&mut self) {
+        if self.entries.capacity() > 2 * self.entries.len() + 4 {
+            self.entries.shrink_to_fit();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -202,8 +209,13 @@ pub struct Joiner {
     pending: BTreeMap<(EpochMillis, String), NetworkSession>,
     max_event_time: Option<EpochMillis>,
     watermark: Option<EpochMillis>,
+    /// Watermark at the last prune; pruning runs once per [`PRUNE_STEP_MS`] of event time.
+    pruned_at: Option<EpochMillis>,
     stats: JoinStats,
 }
+
+/// Event time between two prunes: pruning walks every device, so it is amortised.
+const PRUNE_STEP_MS: i64 = 60_000;
 
 fn session_end(session: &NetworkSession) -> EpochMillis {
     session
@@ -313,8 +325,10 @@ impl Joiner {
         match input {
             JoinInput::Session(session) => {
                 let end = session_end(&session);
-                let device = self.devices.entry(session.device_id.clone()).or_default();
-                device.platform.get_or_insert(session.platform);
+                if !self.devices.contains_key(&session.device_id) {
+                    self.devices
+                        .insert(session.device_id.clone(), DeviceState::default());
+                }
                 if self.watermark.is_some_and(|w| end <= w) {
                     self.stats.late_sessions += 1;
                     let enriched = self.enrich(&session, end);
@@ -397,6 +411,13 @@ impl Joiner {
         let Some(watermark) = self.watermark else {
             return;
         };
+        if self
+            .pruned_at
+            .is_some_and(|p| watermark < p + PRUNE_STEP_MS)
+        {
+            return;
+        }
+        self.pruned_at = Some(watermark);
         // Sessions still pending may start before the cutoff; keep what they need.
         let oldest_pending = self.pending.values().map(|s| s.start_time).min();
         let cutoff = watermark.saturating_sub(self.config.time_window_ms).min(
@@ -412,19 +433,23 @@ impl Joiner {
                 app.lifecycle.prune(cutoff, true);
                 app.background.prune(cutoff, false);
                 app.api_calls.prune(cutoff, false);
+                app.lifecycle.shrink();
+                app.background.shrink();
+                app.api_calls.shrink();
                 app.lifecycle.len() + app.background.len() + app.api_calls.len() > 0
             });
+            device.lock.shrink();
+            device.interactions.shrink();
             device.lock.len() + device.interactions.len() + device.mdm.len() + device.apps.len() > 0
         });
-        // Devices with pending sessions keep an entry even when empty.
-        for session in self.pending.values() {
-            self.devices.entry(session.device_id.clone()).or_default();
-        }
     }
 
     fn apply_event(&mut self, event: DeviceEvent) {
         let cap = self.config.max_entries_per_timeline;
-        let device = self.devices.entry(event.device_id.clone()).or_default();
+        let device = match self.devices.get_mut(&event.device_id) {
+            Some(device) => device,
+            None => self.devices.entry(event.device_id.clone()).or_default(),
+        };
         device.platform.get_or_insert(event.platform);
         let at = event.event_time;
         let mut capped = false;

@@ -35,12 +35,12 @@
 //! sizes. A series is beacon-like when its dispersion (MAD/median) is at or under
 //! BeaconIntervalVarianceThreshold, or its RITA-style score reaches CadenceAnomalyThreshold.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use rustc_hash::{FxHashMap, FxHasher};
 use sha2::{Digest, Sha256};
 
 use crate::baseline::{
@@ -100,7 +100,7 @@ pub struct ScoreStats {
     pub updates: u64,
     /// Sessions that matched an open finding without changing it.
     pub suppressed: u64,
-    /// Sessions excused by an enterprise exception.
+    /// Sessions that would have raised a finding but an enterprise exception covered.
     pub excepted: u64,
 }
 
@@ -109,10 +109,27 @@ struct History {
     starts: VecDeque<EpochMillis>,
     bytes_out: VecDeque<i64>,
     bytes_in: VecDeque<i64>,
+    /// Series statistics, recomputed every [`RECOMPUTE_EVERY`] sessions (sorting the series
+    /// on every session dominated the cost of scoring).
+    cached: Option<CachedSeries>,
+    pushes: u32,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct CachedSeries {
+    intervals: Option<SeriesStats>,
+    sizes_out: Option<SeriesStats>,
+    sizes_in: Option<SeriesStats>,
+    stable_share: f64,
+    tolerance: f64,
+}
+
+/// Sessions of one destination between two recomputations of its series statistics.
+const RECOMPUTE_EVERY: u32 = 4;
 
 impl History {
     fn push(&mut self, start: EpochMillis, out: i64, inn: i64, cap: usize, window: i64) {
+        self.pushes = self.pushes.wrapping_add(1);
         // Keep time order even when sessions arrive slightly out of order.
         let index = self.starts.partition_point(|t| *t <= start);
         self.starts.insert(index, start);
@@ -183,7 +200,7 @@ pub fn series_stats(values: &[f64]) -> Option<SeriesStats> {
         return None;
     }
     let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     let median = quantile(&sorted, 0.5);
     let q1 = quantile(&sorted, 0.25);
     let q3 = quantile(&sorted, 0.75);
@@ -192,13 +209,21 @@ pub fn series_stats(values: &[f64]) -> Option<SeriesStats> {
     } else {
         0.0
     };
-    let mut deviations: Vec<f64> = sorted.iter().map(|v| (v - median).abs()).collect();
-    deviations.sort_by(f64::total_cmp);
-    Some(SeriesStats {
-        median,
-        mad: quantile(&deviations, 0.5),
-        skew,
-    })
+    // The median of the deviations reuses the buffer and a selection instead of a second sort.
+    for value in sorted.iter_mut() {
+        *value = (*value - median).abs();
+    }
+    let len = sorted.len();
+    let mid = len / 2;
+    let (lower, upper_median, _) = sorted.select_nth_unstable_by(mid, f64::total_cmp);
+    let upper_median = *upper_median;
+    let mad = if len.is_multiple_of(2) {
+        let lower_median = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lower_median + upper_median) / 2.0
+    } else {
+        upper_median
+    };
+    Some(SeriesStats { median, mad, skew })
 }
 
 /// True when `host` looks algorithmically generated: judged on its longest label (ignoring the
@@ -259,8 +284,9 @@ fn severity(score: i32) -> crate::model::Severity {
 }
 
 fn flow_hash(parts: &[&str], port: i32) -> u64 {
-    // Fixed-key SipHash: deterministic across runs and processes.
-    let mut hasher = DefaultHasher::new();
+    // FxHash has no random key: the same in every run and process. 64 bits make collisions
+    // between destinations of one fleet negligible.
+    let mut hasher = FxHasher::default();
     for part in parts {
         part.hash(&mut hasher);
     }
@@ -322,8 +348,8 @@ pub struct Scorer {
     baselines: BaselineSet,
     cache: ResolveCache,
     config: ScoreConfig,
-    histories: HashMap<u64, History>,
-    open: HashMap<u64, OpenFinding>,
+    histories: FxHashMap<u64, History>,
+    open: FxHashMap<u64, OpenFinding>,
     newest: EpochMillis,
     since_expiry: u32,
     stats: ScoreStats,
@@ -417,19 +443,35 @@ impl Scorer {
             self.config.history,
             baseline.thresholds.time_window_ms,
         );
-        let recurrence = recurrence(&self.config, history, &baseline);
+        let candidate = session.protocol != AppProtocol::Unknown
+            && session.protocol_evidence != ProtocolEvidence::None
+            && !baseline.permits(session.protocol, session.transport, session.dst_port);
+        let recurrence = recurrence(&self.config, history, &baseline, candidate);
 
         self.since_expiry += 1;
         if self.since_expiry >= 4_096 {
             self.expire();
         }
 
-        let hosts: Vec<&str> = all_hosts(enriched);
+        let port = self.non_standard_port(enriched, &baseline, &recurrence);
+        let c2 = self.app_layer_c2(enriched, &baseline, &recurrence, host);
+        if port.is_none() && c2.is_none() {
+            return vec![];
+        }
+        // Exceptions are consulted only when a finding would be raised: most sessions never
+        // get this far, and the check walks every exception of the merged baseline.
+        let mut host_buffer = [""; 3];
+        let mut host_count = 0;
+        for (slot, h) in host_buffer.iter_mut().zip(all_hosts(enriched)) {
+            *slot = h;
+            host_count += 1;
+        }
+        let hosts = host_buffer.get(..host_count).unwrap_or_default();
         let excused = baseline
             .exception_for(&Destination {
                 app_id: session.app_id.as_deref(),
                 ip: session.dst_ip.parse().ok(),
-                hosts: &hosts,
+                hosts,
                 sni: session.tls.as_ref().and_then(|t| t.sni.as_deref()),
                 port: session.dst_port,
                 transport: session.transport,
@@ -441,7 +483,7 @@ impl Scorer {
         }
 
         let mut findings = Vec::new();
-        if let Some(collected) = self.non_standard_port(enriched, &baseline, &recurrence) {
+        if let Some(collected) = port {
             let analytic = if session.platform == Platform::Ios {
                 Analytic::NonStandardPortIos
             } else {
@@ -449,7 +491,7 @@ impl Scorer {
             };
             findings.extend(self.emit(enriched, analytic, collected, &baseline, host));
         }
-        if let Some(collected) = self.app_layer_c2(enriched, &baseline, &recurrence, host) {
+        if let Some(collected) = c2 {
             findings.extend(self.emit(enriched, Analytic::AppLayerC2, collected, &baseline, host));
         }
         findings
@@ -1090,13 +1132,21 @@ impl Scorer {
     }
 }
 
-fn recurrence(config: &ScoreConfig, history: &History, baseline: &EffectiveBaseline) -> Recurrence {
+/// Recurrence of one destination. `exact` forces fresh statistics (the port analytic, which fires
+/// rarely, always gets them); otherwise they may be up to [`RECOMPUTE_EVERY`] sessions old.
+fn recurrence(
+    config: &ScoreConfig,
+    history: &mut History,
+    baseline: &EffectiveBaseline,
+    exact: bool,
+) -> Recurrence {
     let count = history.starts.len();
     let newest = history.starts.back().copied().unwrap_or(0);
     let last_hour = history
         .starts
         .iter()
-        .filter(|t| **t > newest - 3_600_000)
+        .rev()
+        .take_while(|t| **t > newest - 3_600_000)
         .count();
     let mut recurrence = Recurrence {
         count,
@@ -1109,26 +1159,48 @@ fn recurrence(config: &ScoreConfig, history: &History, baseline: &EffectiveBasel
     if count < config.repeated_sessions {
         return recurrence;
     }
-    let intervals: Vec<f64> = history
-        .starts
-        .iter()
-        .zip(history.starts.iter().skip(1))
-        .map(|(a, b)| (b - a) as f64)
-        .collect();
-    recurrence.intervals = series_stats(&intervals);
-    if let Some(stats) = recurrence.intervals {
-        let tolerance = baseline.thresholds.beacon_interval_tolerance * stats.median;
-        let stable = intervals
+    let tolerance = baseline.thresholds.beacon_interval_tolerance;
+    let fresh = !exact
+        && history.cached.is_some_and(|c| c.tolerance == tolerance)
+        && !history.pushes.is_multiple_of(RECOMPUTE_EVERY)
+        && count != config.min_series
+        && count != config.repeated_sessions;
+    if !fresh {
+        let intervals: Vec<f64> = history
+            .starts
             .iter()
-            .filter(|i| (**i - stats.median).abs() <= tolerance)
-            .count();
-        recurrence.stable_share = stable as f64 / intervals.len() as f64;
+            .zip(history.starts.iter().skip(1))
+            .map(|(a, b)| (b - a) as f64)
+            .collect();
+        let interval_stats = series_stats(&intervals);
+        let stable_share = interval_stats.map_or(0.0, |stats| {
+            let band = tolerance * stats.median;
+            let stable = intervals
+                .iter()
+                .filter(|i| (**i - stats.median).abs() <= band)
+                .count();
+            stable as f64 / intervals.len() as f64
+        });
+        let (sizes_out, sizes_in) = if count >= config.min_series {
+            let out: Vec<f64> = history.bytes_out.iter().map(|b| *b as f64).collect();
+            let inn: Vec<f64> = history.bytes_in.iter().map(|b| *b as f64).collect();
+            (series_stats(&out), series_stats(&inn))
+        } else {
+            (None, None)
+        };
+        history.cached = Some(CachedSeries {
+            intervals: interval_stats,
+            sizes_out,
+            sizes_in,
+            stable_share,
+            tolerance,
+        });
     }
-    if count >= config.min_series {
-        let out: Vec<f64> = history.bytes_out.iter().map(|b| *b as f64).collect();
-        let inn: Vec<f64> = history.bytes_in.iter().map(|b| *b as f64).collect();
-        recurrence.sizes_out = series_stats(&out);
-        recurrence.sizes_in = series_stats(&inn);
+    if let Some(cached) = history.cached {
+        recurrence.intervals = cached.intervals;
+        recurrence.sizes_out = cached.sizes_out;
+        recurrence.sizes_in = cached.sizes_in;
+        recurrence.stable_share = cached.stable_share;
     }
     recurrence
 }
@@ -1143,7 +1215,7 @@ fn destination_host(enriched: &EnrichedSession) -> Option<&str> {
         .or_else(|| session.dns.as_ref().map(|d| d.qname.as_str()))
 }
 
-fn all_hosts(enriched: &EnrichedSession) -> Vec<&str> {
+fn all_hosts(enriched: &EnrichedSession) -> impl Iterator<Item = &str> {
     let session = &enriched.session;
     [
         session.tls.as_ref().and_then(|t| t.sni.as_deref()),
@@ -1152,7 +1224,6 @@ fn all_hosts(enriched: &EnrichedSession) -> Vec<&str> {
     ]
     .into_iter()
     .flatten()
-    .collect()
 }
 
 /// Confidence of a finding from a session: attribution confidence times the strength of the
