@@ -26,7 +26,11 @@
 //! also capped at [`JoinConfig::max_entries_per_timeline`] entries (oldest dropped first), so a
 //! flood from one device cannot grow memory without bound. [`Joiner::state_bytes`] measures it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+#[cfg(test)]
+use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::model::{
     AppRunState, BackgroundExecution, DeviceContext, DeviceEvent, DeviceEventKind, EnrichedSession,
@@ -187,7 +191,7 @@ struct DeviceState {
     lock: Timeline<LockState>,
     interactions: Timeline<()>,
     mdm: Timeline<MdmRecord>,
-    apps: HashMap<String, AppState>,
+    apps: FxHashMap<String, AppState>,
 }
 
 /// The parts of a DeviceContext the join keeps.
@@ -204,7 +208,7 @@ struct MdmRecord {
 #[derive(Debug, Default)]
 pub struct Joiner {
     config: JoinConfig,
-    devices: HashMap<String, DeviceState>,
+    devices: FxHashMap<String, DeviceState>,
     /// Sessions waiting for the watermark, by (end time, session id).
     pending: BTreeMap<(EpochMillis, String), NetworkSession>,
     max_event_time: Option<EpochMillis>,
