@@ -1,9 +1,12 @@
 //! `cargo xtask demo`: the main job, as far as it exists today.
 //!
-//! Today that is the data plane's foundation: the local stack comes up, one example record of
-//! each normalized contract goes through the real schema registry onto its device-keyed topic,
-//! and a consumer group reads them back and decodes them. The normalizers, joiner and scorer
-//! are not built yet, so the demo says so and produces no findings rather than pretend.
+//! Today that is two parts. First the data plane's foundation: the local stack comes up, one
+//! example record of each normalized contract goes through the real schema registry onto its
+//! device-keyed topic, and a consumer group reads them back and decodes them. Then the detection
+//! core, in-process: a scripted scenario (EDR, MDM and session records) goes through the as-of
+//! join and the scorer against the shipped default baseline, and the findings are printed with
+//! their evidence. The Kafka normalizer, joiner and scorer services are not built yet, and the
+//! demo says so.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,8 +27,10 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
     let (bootstrap, registry, _) = crate::ensure_stack(options)?;
     crate::runtime()?.block_on(contracts_round_trip(options, bootstrap, registry))?;
     println!();
-    println!("Not built yet: the normalizers (raw formats -> Avro), the joiner and the scorer.");
-    println!("Until they land this demo stops here and raises no findings.");
+    detection_in_process()?;
+    println!();
+    println!("Not built yet: the Kafka services around the core (normalizers, joiner, scorer);");
+    println!("the findings above come from the core run in this process, not from the topics.");
     println!("The stack is left running; `cargo xtask stack down` stops it.");
     Ok(ExitCode::SUCCESS)
 }
@@ -183,5 +188,148 @@ async fn contracts_round_trip(
             message.offset()
         );
     }
+    Ok(())
+}
+
+/// The scripted scenario through the join and the scorer, in this process.
+fn detection_in_process() -> Result<()> {
+    use offport_core::baseline::BaselineSet;
+    use offport_core::join::{JoinConfig, JoinInput, Joiner};
+    use offport_core::model::{
+        AppProtocol, DeviceEventKind, DnsInfo, HttpInfo, TlsInfo, Transport,
+    };
+    use offport_core::score::{ScoreConfig, Scorer};
+
+    println!("Detection core, in-process, on a scripted scenario (default baseline):");
+    let t0 = examples::EXAMPLE_TIME;
+    let device = "android-0042";
+    let event = |kind: DeviceEventKind, app: Option<&str>, at: i64| {
+        let mut e = examples::device_event();
+        e.event_id = format!("{kind:?}-{at}");
+        e.kind = kind;
+        e.app_id = app.map(str::to_string);
+        e.network_api = None;
+        e.event_time = at;
+        JoinInput::Event(e)
+    };
+    let session = |id: &str, app: &str, port: i32, at: i64| {
+        let mut s = examples::network_session();
+        s.session_id = id.to_string();
+        s.device_id = device.to_string();
+        s.app_id = Some(app.to_string());
+        s.dst_port = port;
+        s.start_time = at;
+        s.duration_ms = Some(1_200);
+        s.http = None;
+        s.dns = None;
+        s
+    };
+    let mut context = examples::device_context();
+    context.device_id = device.to_string();
+    context.platform = offport_core::model::Platform::Android;
+    context.event_time = t0 - 3_600_000;
+    let mut inputs = vec![
+        JoinInput::Context(context),
+        event(DeviceEventKind::UserInteraction, None, t0 - 3_000_000),
+        event(
+            DeviceEventKind::AppBackground,
+            Some("com.example.weather"),
+            t0 - 2_900_000,
+        ),
+        event(DeviceEventKind::DeviceLocked, None, t0 - 2_800_000),
+    ];
+    // A background app beaconing TLS to 8443 every ~5 minutes while the device is locked, each
+    // beacon right after a WorkManager start.
+    for i in 0..6i64 {
+        let at = t0 + i * 300_000 + (i % 3) * 4_000;
+        inputs.push(event(
+            DeviceEventKind::WorkManager,
+            Some("com.example.weather"),
+            at - 2_000,
+        ));
+        inputs.push(JoinInput::Session(session(
+            &format!("beacon-{i}"),
+            "com.example.weather",
+            8443,
+            at,
+        )));
+    }
+    // Benign: Firebase Cloud Messaging on 5228.
+    let mut fcm = session("fcm", "com.google.android.gms", 5228, t0 + 10_000);
+    fcm.tls = Some(TlsInfo {
+        sni: Some("mtalk.google.com".into()),
+        ..TlsInfo::default()
+    });
+    inputs.push(JoinInput::Session(fcm));
+    // An unmanaged app speaking HTTP on 8080.
+    let mut http = session("http-8080", "com.unknown.tool", 8080, t0 + 20_000);
+    http.protocol = AppProtocol::Http;
+    http.tls = None;
+    http.http = Some(HttpInfo {
+        method: Some("POST".into()),
+        host: Some("198.51.100.7".into()),
+        ..HttpInfo::default()
+    });
+    inputs.push(JoinInput::Session(http));
+    // DNS to a resolver on a non-53 port.
+    let mut dns = session("dns-5300", "com.example.weather", 5300, t0 + 30_000);
+    dns.protocol = AppProtocol::Dns;
+    dns.transport = Transport::Udp;
+    dns.tls = None;
+    dns.dns = Some(DnsInfo {
+        qname: "c2.example.org".into(),
+        qtype: "TXT".into(),
+        rcode: None,
+    });
+    inputs.push(JoinInput::Session(dns));
+    inputs.sort_by_key(|input| input.event_time());
+
+    let mut joiner = Joiner::new(JoinConfig::default());
+    let mut scorer = Scorer::new(BaselineSet::with_defaults()?, ScoreConfig::default());
+    let mut enriched = Vec::new();
+    for input in inputs {
+        enriched.extend(joiner.push(input));
+    }
+    enriched.extend(joiner.flush());
+    let mut findings = Vec::new();
+    for session in &enriched {
+        findings.extend(scorer.score(session));
+    }
+    for f in &findings {
+        println!(
+            "  {} rev {} {:?} {} {} -> {}:{} {} score {} {:?} confidence {:.2}",
+            f.finding_id.get(..12).unwrap_or(&f.finding_id),
+            f.revision,
+            f.analytic,
+            f.analytic_id,
+            f.app_id.as_deref().unwrap_or("-"),
+            f.dst_host.as_deref().unwrap_or(&f.dst_ip),
+            f.dst_port,
+            f.protocol.name(),
+            f.score,
+            f.severity,
+            f.confidence
+        );
+        for e in &f.evidence {
+            println!(
+                "      {:<32} {}{}",
+                format!("{:?}", e.kind),
+                e.observed,
+                e.baseline
+                    .as_ref()
+                    .map(|b| format!("  [{b}]"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let stats = scorer.stats();
+    println!(
+        "  {} sessions joined and scored: {} new findings, {} updates, {} suppressed, {} covered by enterprise exceptions",
+        enriched.len(),
+        stats.new_findings,
+        stats.updates,
+        stats.suppressed,
+        stats.excepted
+    );
     Ok(())
 }
