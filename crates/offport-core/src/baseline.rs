@@ -839,134 +839,89 @@ mod tests {
         assert_eq!(b.version_label(), "global@default-1");
     }
 
-    fn exception<'a>(b: &'a EffectiveBaseline, d: Destination<'_>) -> Option<&'a str> {
-        b.exception_for(&d).map(|e| e.name.as_str())
-    }
-
     #[test]
     fn the_default_exceptions_cover_push_messaging_and_conferencing() {
         let set = BaselineSet::with_defaults().unwrap();
         let b = set.resolve(&android_app("com.google.android.gms"), 0);
-        let dest = |app, ip: &str, hosts: &'static [&'static str], port, transport| Destination {
-            app_id: app,
-            ip: ip.parse().ok(),
-            hosts,
-            sni: hosts.first().copied(),
-            port,
-            transport,
-        };
-        assert_eq!(
-            exception(
-                &b,
-                dest(
-                    None,
-                    "142.250.1.188",
-                    &["mtalk.google.com"],
-                    5228,
-                    Transport::Tcp
-                )
+        use Transport::{Tcp, Udp};
+        // (app, destination ip, host names, port, transport, exception expected)
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a str,
+            &'a [&'a str],
+            i32,
+            Transport,
+            Option<&'a str>,
+        );
+        let cases: &[Case<'_>] = &[
+            (
+                None,
+                "142.250.1.188",
+                &["mtalk.google.com"],
+                5228,
+                Tcp,
+                Some("fcm"),
             ),
-            Some("fcm")
-        );
-        assert_eq!(
-            exception(
-                &b,
-                dest(
-                    None,
-                    "142.250.1.188",
-                    &["alt3-mtalk.google.com"],
-                    5230,
-                    Transport::Tcp
-                )
+            (
+                None,
+                "142.250.1.188",
+                &["alt3-mtalk.google.com"],
+                5230,
+                Tcp,
+                Some("fcm"),
             ),
-            Some("fcm")
-        );
-        assert_eq!(
-            exception(
-                &b,
-                dest(
-                    None,
-                    "142.250.1.188",
-                    &["mtalk.google.com.evil.io"],
-                    5228,
-                    Transport::Tcp
-                )
+            (
+                None,
+                "142.250.1.188",
+                &["mtalk.google.com.evil.io"],
+                5228,
+                Tcp,
+                None,
             ),
-            None
-        );
-        assert_eq!(
-            exception(&b, dest(None, "17.57.144.20", &[], 5223, Transport::Tcp)),
-            Some("apns")
-        );
-        assert_eq!(
-            exception(&b, dest(None, "18.57.144.20", &[], 5223, Transport::Tcp)),
-            None
-        );
-        assert_eq!(
-            exception(
-                &b,
-                dest(
-                    None,
-                    "157.240.1.53",
-                    &["g.whatsapp.net"],
-                    5222,
-                    Transport::Tcp
-                )
+            (None, "17.57.144.20", &[], 5223, Tcp, Some("apns")),
+            (None, "18.57.144.20", &[], 5223, Tcp, None),
+            (
+                None,
+                "157.240.1.53",
+                &["g.whatsapp.net"],
+                5222,
+                Tcp,
+                Some("whatsapp"),
             ),
-            Some("whatsapp")
-        );
-        assert_eq!(
-            exception(
-                &b,
-                dest(
-                    Some("com.whatsapp"),
-                    "157.240.1.53",
-                    &[],
-                    5222,
-                    Transport::Tcp
-                )
+            (
+                Some("com.whatsapp"),
+                "157.240.1.53",
+                &[],
+                5222,
+                Tcp,
+                Some("whatsapp-app"),
             ),
-            Some("whatsapp-app")
-        );
-        assert_eq!(
-            exception(
-                &b,
-                dest(
-                    Some("us.zoom.videomeetings"),
-                    "170.114.1.1",
-                    &[],
-                    8801,
-                    Transport::Udp
-                )
+            (
+                Some("us.zoom.videomeetings"),
+                "170.114.1.1",
+                &[],
+                8801,
+                Udp,
+                Some("zoom-media"),
             ),
-            Some("zoom-media")
-        );
-        assert_eq!(
-            exception(&b, dest(None, "52.113.10.1", &[], 3479, Transport::Udp)),
-            Some("teams-media")
-        );
-        assert_eq!(
-            exception(&b, dest(None, "17.1.2.3", &[], 16390, Transport::Udp)),
-            None,
-            "gap in FaceTime ranges"
-        );
-        assert_eq!(
-            exception(&b, dest(None, "17.1.2.3", &[], 16400, Transport::Udp)),
-            Some("facetime")
-        );
-        assert_eq!(
-            exception(
-                &b,
-                dest(
-                    None,
-                    "203.0.113.9",
-                    &["update.example"],
-                    8443,
-                    Transport::Tcp
-                )
-            ),
-            None
-        );
+            (None, "52.113.10.1", &[], 3479, Udp, Some("teams-media")),
+            // A gap between FaceTime's ranges.
+            (None, "17.1.2.3", &[], 16390, Udp, None),
+            (None, "17.1.2.3", &[], 16400, Udp, Some("facetime")),
+            (None, "203.0.113.9", &["update.example"], 8443, Tcp, None),
+        ];
+        for (app, ip, hosts, port, transport, expected) in cases {
+            let destination = Destination {
+                app_id: *app,
+                ip: ip.parse().ok(),
+                hosts,
+                sni: hosts.first().copied(),
+                port: *port,
+                transport: *transport,
+            };
+            let found = b.exception_for(&destination).map(|e| e.name.as_str());
+            assert_eq!(found, *expected, "{ip} {hosts:?} {port}/{transport:?}");
+        }
     }
 
     #[test]
