@@ -6,11 +6,17 @@ use std::time::Duration;
 
 use offport_devstack::stack::{self, StackOptions};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+/// Four distinct free ports: all four listeners are held until every port is known, so the
+/// kernel cannot hand out the same one twice.
+fn free_ports() -> [u16; 4] {
+    let listeners: Vec<TcpListener> = (0..4)
+        .filter_map(|_| TcpListener::bind("127.0.0.1:0").ok())
+        .collect();
+    let mut ports = [0u16; 4];
+    for (slot, listener) in ports.iter_mut().zip(&listeners) {
+        *slot = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    }
+    ports
 }
 
 fn alive(pid: i32) -> bool {
@@ -33,12 +39,13 @@ async fn up_status_down_leaves_no_process_behind() -> anyhow::Result<()> {
         "offport-lifecycle-{}",
         uuid::Uuid::new_v4().simple()
     ));
+    let [kafka_port, controller_port, registry_port, registry_management_port] = free_ports();
     let options = StackOptions {
         run_dir: run_dir.clone(),
-        kafka_port: free_port(),
-        controller_port: free_port(),
-        registry_port: free_port(),
-        registry_management_port: free_port(),
+        kafka_port,
+        controller_port,
+        registry_port,
+        registry_management_port,
         partitions: 2,
         start_timeout: Duration::from_secs(180),
         ..shared
