@@ -48,28 +48,16 @@ pub async fn endpoints() -> Result<Endpoints> {
 }
 
 async fn find_or_start() -> Result<Endpoints> {
-    if let (Ok(bootstrap_servers), Ok(registry_url)) = (
-        std::env::var("OFFPORT_BOOTSTRAP_SERVERS"),
-        std::env::var("OFFPORT_REGISTRY_URL"),
-    ) {
-        return Ok(Endpoints {
-            bootstrap_servers,
-            registry_url,
-        });
-    }
     let options = StackOptions::from_env()?;
-    let state = match stack::attach(&options) {
-        Some(state) => state,
-        None => {
-            eprintln!("offport-tests: no broker configured; starting the local stack");
-            stack::up(&options)
-                .await
-                .context("starting the local stack for the integration tests")?
-        }
-    };
+    let found = stack::ensure(&options)
+        .await
+        .context("finding or starting a broker and registry for the integration tests")?;
+    if found.started.is_some() {
+        eprintln!("offport-tests: no broker configured; started the local stack");
+    }
     Ok(Endpoints {
-        bootstrap_servers: state.bootstrap_servers,
-        registry_url: state.registry_url,
+        bootstrap_servers: found.bootstrap_servers,
+        registry_url: found.registry_url,
     })
 }
 

@@ -198,22 +198,18 @@ fn setup(options: &StackOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the tests will find a broker and registry: the environment when set, else the local
-/// stack, started here when none runs. Returns the endpoints and whether this call started it.
+/// The broker and registry to use (see [`stack::ensure`]); prints the stack when it starts one.
+/// Returns the endpoints and whether this call started the stack.
 pub(crate) fn ensure_stack(options: &StackOptions) -> Result<(String, String, bool)> {
-    if let (Ok(bootstrap), Ok(registry)) = (
-        std::env::var("OFFPORT_BOOTSTRAP_SERVERS"),
-        std::env::var("OFFPORT_REGISTRY_URL"),
-    ) {
-        return Ok((bootstrap, registry, false));
+    let endpoints = runtime()?.block_on(stack::ensure(options))?;
+    if let Some(state) = &endpoints.started {
+        print_state(state);
     }
-    if let Some(state) = stack::attach(options) {
-        return Ok((state.bootstrap_servers, state.registry_url, false));
-    }
-    println!("starting the local stack (Kafka + Apicurio Registry)...");
-    let state = runtime()?.block_on(stack::up(options))?;
-    print_state(&state);
-    Ok((state.bootstrap_servers, state.registry_url, true))
+    Ok((
+        endpoints.bootstrap_servers,
+        endpoints.registry_url,
+        endpoints.started.is_some(),
+    ))
 }
 
 fn test(options: &StackOptions, args: &[String]) -> Result<ExitCode> {

@@ -223,7 +223,7 @@ pub fn validate(document: &Baseline) -> Result<(), BaselineError> {
             });
         }
         for (j, cidr) in exception.cidrs.iter().enumerate() {
-            if cidr.parse::<IpNet>().is_err() && cidr.parse::<IpAddr>().is_err() {
+            if parse_network(cidr).is_none() {
                 out.push(Invalid {
                     path: format!("{path}.cidrs[{j}]"),
                     value: cidr.clone(),
@@ -420,10 +420,21 @@ pub struct EffectiveBaseline {
     pub allowed_service_classes: Option<Vec<String>>,
     /// Accumulated EnterpriseExceptionList.
     pub exceptions: Vec<EnterpriseException>,
+    /// The `cidrs` of each exception, parsed once when the baseline is merged (a bare address
+    /// becomes a host network). Same order as `exceptions`.
+    exception_networks: Vec<Vec<IpNet>>,
     /// AppNetworkBehaviorBaseline by category.
     pub behaviors: BTreeMap<String, AppCategoryBehavior>,
     /// Thresholds.
     pub thresholds: Thresholds,
+}
+
+/// Parses an exception's `cidrs` entry: a CIDR block, or a bare address as a host network.
+/// Validation has already rejected anything else.
+fn parse_network(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 /// True when `port` lies in one of `ranges`.
@@ -510,30 +521,31 @@ impl EffectiveBaseline {
 
     /// The first enterprise exception that covers `destination`.
     pub fn exception_for(&self, destination: &Destination<'_>) -> Option<&EnterpriseException> {
-        self.exceptions.iter().find(|e| {
-            (e.apps.is_empty()
-                || destination
-                    .app_id
-                    .is_some_and(|a| e.apps.iter().any(|x| x == a)))
-                && (e.cidrs.is_empty()
-                    || destination.ip.is_some_and(|ip| {
-                        e.cidrs.iter().any(|c| match c.parse::<IpNet>() {
-                            Ok(net) => net.contains(&ip),
-                            Err(_) => c.parse::<IpAddr>().is_ok_and(|a| a == ip),
-                        })
-                    }))
-                && (e.domain_suffixes.is_empty()
+        self.exceptions
+            .iter()
+            .zip(&self.exception_networks)
+            .find_map(|(e, networks)| {
+                let covered = (e.apps.is_empty()
                     || destination
-                        .hosts
-                        .iter()
-                        .any(|h| e.domain_suffixes.iter().any(|s| host_has_suffix(h, s))))
-                && (e.snis.is_empty()
-                    || destination
-                        .sni
-                        .is_some_and(|sni| e.snis.iter().any(|s| s.eq_ignore_ascii_case(sni))))
-                && (e.ports.is_empty() || in_ranges(destination.port, &e.ports))
-                && e.transport.is_none_or(|t| t == destination.transport)
-        })
+                        .app_id
+                        .is_some_and(|a| e.apps.iter().any(|x| x == a)))
+                    && (e.cidrs.is_empty()
+                        || destination
+                            .ip
+                            .is_some_and(|ip| networks.iter().any(|net| net.contains(&ip))))
+                    && (e.domain_suffixes.is_empty()
+                        || destination
+                            .hosts
+                            .iter()
+                            .any(|h| e.domain_suffixes.iter().any(|s| host_has_suffix(h, s))))
+                    && (e.snis.is_empty()
+                        || destination
+                            .sni
+                            .is_some_and(|sni| e.snis.iter().any(|s| s.eq_ignore_ascii_case(sni))))
+                    && (e.ports.is_empty() || in_ranges(destination.port, &e.ports))
+                    && e.transport.is_none_or(|t| t == destination.transport);
+                covered.then_some(e)
+            })
     }
 }
 
@@ -758,9 +770,16 @@ impl BaselineSet {
                     .allowed_service_classes
                     .clone_from(&document.allowed_service_classes);
             }
-            merged
-                .exceptions
-                .extend(document.enterprise_exceptions.iter().cloned());
+            for exception in &document.enterprise_exceptions {
+                merged.exception_networks.push(
+                    exception
+                        .cidrs
+                        .iter()
+                        .filter_map(|c| parse_network(c))
+                        .collect(),
+                );
+                merged.exceptions.push(exception.clone());
+            }
             for behavior in &document.app_network_behavior {
                 merged
                     .behaviors
@@ -991,6 +1010,29 @@ allowed_protocol_ports: [{protocol: MQTT, ports: [{first: 8884, last: 8884}]}]
         );
         assert!(ios.thresholds.supervised_required, "default iOS scope");
         assert_eq!(ios.allowed_apps, None);
+    }
+
+    #[test]
+    fn the_resolve_cache_is_shared_and_invalidated_by_changes() {
+        let mut set = BaselineSet::with_defaults().unwrap();
+        let mut cache = ResolveCache::default();
+        let a = set.resolve_cached(&mut cache, &android_app("com.a"), 10);
+        let b = set.resolve_cached(&mut cache, &android_app("com.b"), 20);
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "same scopes and versions share one merged baseline"
+        );
+        assert_eq!(cache.len(), 1);
+        // Replacing the global version at the same effective time leaves the cache key as it
+        // was: only the invalidation makes the change visible.
+        set.apply(doc("{scope: {kind: GLOBAL}, version: g2, effective_time: 0, thresholds: {time_window_ms: 5000}}"))
+            .unwrap();
+        let a = set.resolve_cached(&mut cache, &android_app("com.a"), 10);
+        assert_eq!(
+            a.thresholds.time_window_ms, 5000,
+            "a change is seen at once"
+        );
+        assert_eq!(*a, set.resolve(&android_app("com.a"), 10));
     }
 
     #[test]

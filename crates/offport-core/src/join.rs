@@ -34,7 +34,7 @@ use rustc_hash::FxHashMap;
 
 use crate::model::{
     AppRunState, BackgroundExecution, DeviceContext, DeviceEvent, DeviceEventKind, EnrichedSession,
-    EpochMillis, LockState, ManagedApp, MdmContext, NetworkSession, Platform,
+    EpochMillis, LockState, ManagedApp, MdmContext, NetworkSession,
 };
 
 /// Tuning of the join.
@@ -187,7 +187,6 @@ struct AppState {
 
 #[derive(Debug, Clone, Default)]
 struct DeviceState {
-    platform: Option<Platform>,
     lock: Timeline<LockState>,
     interactions: Timeline<()>,
     mdm: Timeline<MdmRecord>,
@@ -454,7 +453,6 @@ impl Joiner {
             Some(device) => device,
             None => self.devices.entry(event.device_id.clone()).or_default(),
         };
-        device.platform.get_or_insert(event.platform);
         let at = event.event_time;
         let mut capped = false;
         fn app<'d>(
@@ -526,7 +524,6 @@ impl Joiner {
     fn apply_context(&mut self, context: DeviceContext) {
         let cap = self.config.max_entries_per_timeline;
         let device = self.devices.entry(context.device_id.clone()).or_default();
-        device.platform.get_or_insert(context.platform);
         let record = MdmRecord {
             supervised: context.supervised,
             device_group: context.device_group,
@@ -637,7 +634,7 @@ fn mdm_as_of(device: &DeviceState, app_id: Option<&str>, at: EpochMillis) -> Opt
 mod tests {
     use super::*;
     use crate::examples;
-    use crate::model::{NetworkApiUsage, SourceFormat};
+    use crate::model::{NetworkApiUsage, Platform, SourceFormat};
     use proptest::prelude::*;
 
     const T0: EpochMillis = 1_793_611_800_000;
@@ -792,6 +789,24 @@ mod tests {
         // Unattributed session: app state unknown, no MDM context.
         assert_eq!(out[0].app_state, AppRunState::Unknown);
         assert_eq!(out[0].mdm, None);
+    }
+
+    #[test]
+    fn advancing_the_watermark_without_records_emits_a_quiet_partitions_sessions() {
+        let mut joiner = Joiner::new(JoinConfig::default());
+        assert!(joiner
+            .push(JoinInput::Session(session("quiet", None, T0, 1_000)))
+            .is_empty());
+        assert!(
+            joiner.advance_watermark(T0).is_empty(),
+            "not yet past the session's end"
+        );
+        let out = joiner.advance_watermark(T0 + 1_000);
+        assert_eq!(out.len(), 1);
+        assert_eq!(joiner.watermark(), Some(T0 + 1_000));
+        // The watermark never goes back.
+        assert!(joiner.advance_watermark(T0).is_empty());
+        assert_eq!(joiner.watermark(), Some(T0 + 1_000));
     }
 
     #[test]

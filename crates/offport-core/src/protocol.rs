@@ -21,7 +21,7 @@ use crate::model::{AppProtocol, DnsInfo, HttpInfo, TlsInfo, Transport};
 /// What the client's first bytes revealed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Recognized {
-    /// The protocol, `Unknown` when nothing matched.
+    /// The protocol; `None` when nothing matched.
     pub protocol: Option<AppProtocol>,
     /// ClientHello indicators.
     pub tls: Option<TlsInfo>,
@@ -160,6 +160,17 @@ struct HelloParts {
 }
 
 impl HelloParts {
+    /// The highest version offered: from supported_versions (TLS 1.3) when present, else the
+    /// ClientHello's own version; GREASE values ignored.
+    fn best_version(&self) -> u16 {
+        self.supported_versions
+            .iter()
+            .copied()
+            .filter(|v| !is_grease(*v))
+            .max()
+            .unwrap_or(self.version)
+    }
+
     fn ja3(&self) -> String {
         let join = |values: &[u16]| {
             values
@@ -188,13 +199,7 @@ impl HelloParts {
 
     /// JA4 (FoxIO), TLS over TCP (`t` prefix).
     fn ja4(&self) -> String {
-        let version = self
-            .supported_versions
-            .iter()
-            .copied()
-            .filter(|v| !is_grease(*v))
-            .max()
-            .unwrap_or(self.version);
+        let version = self.best_version();
         let ciphers: Vec<u16> = self
             .ciphers
             .iter()
@@ -326,18 +331,8 @@ fn tls(bytes: &[u8]) -> Option<Recognized> {
     let mut recognized = found(AppProtocol::Tls);
     // A ClientHello cut short by the capture is still TLS, only without details.
     if let Some(parts) = hello_parts(bytes) {
-        let best = parts
-            .supported_versions
-            .iter()
-            .copied()
-            .filter(|v| !is_grease(*v))
-            .max()
-            .unwrap_or(parts.version);
-        if parts.alpn.iter().any(|a| a == "h2") && parts.alpn.len() == 1 {
-            // ALPN offering only h2: still TLS on the wire; HTTP/2 inside is not visible.
-        }
         recognized.tls = Some(TlsInfo {
-            version: Some(tls_version_name(best)),
+            version: Some(tls_version_name(parts.best_version())),
             sni: parts.sni.clone(),
             alpn: parts.alpn.clone(),
             ja3: Some(parts.ja3()),

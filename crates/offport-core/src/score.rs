@@ -453,7 +453,7 @@ impl Scorer {
             self.expire();
         }
 
-        let port = self.non_standard_port(enriched, &baseline, &recurrence);
+        let port = candidate.then(|| self.non_standard_port(enriched, &baseline, &recurrence));
         let c2 = self.app_layer_c2(enriched, &baseline, &recurrence, host);
         if port.is_none() && c2.is_none() {
             return vec![];
@@ -595,19 +595,15 @@ impl Scorer {
         }
     }
 
+    /// Evidence of the port analytic for a session already known to be a candidate: a
+    /// recognised protocol on a port its baseline does not approve (decided once, in `score`).
     fn non_standard_port(
         &self,
         enriched: &EnrichedSession,
         baseline: &EffectiveBaseline,
         recurrence: &Recurrence,
-    ) -> Option<Collected> {
+    ) -> Collected {
         let session = &enriched.session;
-        if session.protocol == AppProtocol::Unknown
-            || session.protocol_evidence == ProtocolEvidence::None
-            || baseline.permits(session.protocol, session.transport, session.dst_port)
-        {
-            return None;
-        }
         let t = &baseline.thresholds;
         let mut collected = Collected::new();
         collected.add(
@@ -682,7 +678,7 @@ impl Scorer {
         }
         self.context_evidence(enriched, baseline, &mut collected);
         self.app_permission_evidence(enriched, baseline, &mut collected);
-        Some(collected)
+        collected
     }
 
     fn app_permission_evidence(

@@ -7,7 +7,7 @@
 //! their process ids; `down` stops exactly those processes and nothing else.
 
 use std::fs::{File, OpenOptions};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -177,6 +177,46 @@ impl ComponentHealth {
     pub fn healthy(&self) -> bool {
         self.process_alive && self.answering
     }
+}
+
+/// A broker and registry to use, and whether [`ensure`] started them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoints {
+    /// Kafka bootstrap servers.
+    pub bootstrap_servers: String,
+    /// Confluent-compatible registry API base URL.
+    pub registry_url: String,
+    /// The local stack this call started, when it started one.
+    pub started: Option<StackState>,
+}
+
+/// Where to find a broker and registry: `OFFPORT_BOOTSTRAP_SERVERS` and `OFFPORT_REGISTRY_URL`
+/// when both are set, else the healthy local stack recorded in the state file, else a local
+/// stack started here.
+pub async fn ensure(options: &StackOptions) -> Result<Endpoints> {
+    if let (Ok(bootstrap_servers), Ok(registry_url)) = (
+        std::env::var("OFFPORT_BOOTSTRAP_SERVERS"),
+        std::env::var("OFFPORT_REGISTRY_URL"),
+    ) {
+        return Ok(Endpoints {
+            bootstrap_servers,
+            registry_url,
+            started: None,
+        });
+    }
+    if let Some(state) = attach(options) {
+        return Ok(Endpoints {
+            bootstrap_servers: state.bootstrap_servers,
+            registry_url: state.registry_url,
+            started: None,
+        });
+    }
+    let state = up(options).await?;
+    Ok(Endpoints {
+        bootstrap_servers: state.bootstrap_servers.clone(),
+        registry_url: state.registry_url.clone(),
+        started: Some(state),
+    })
 }
 
 /// Takes the stack lock so that concurrent `up`/`down` calls (several test binaries, a user in
@@ -655,11 +695,6 @@ fn stop_recorded(options: &StackOptions) -> Result<Vec<&'static str>> {
 pub fn down(options: &StackOptions) -> Result<Vec<&'static str>> {
     let _lock = lock(options)?;
     stop_recorded(options)
-}
-
-/// True when `addr` accepts TCP connections (used by callers that only need reachability).
-pub fn reachable(addr: &SocketAddr) -> bool {
-    TcpStream::connect_timeout(addr, Duration::from_millis(500)).is_ok()
 }
 
 #[cfg(test)]

@@ -122,17 +122,6 @@ impl RegistryCodec {
         Ok(self.encoder.encode_struct(value, &strategy).await?)
     }
 
-    /// Encodes `key` as the record key of `topic`, registering under `<topic>-key`.
-    pub async fn encode_key<T: Serialize>(
-        &self,
-        topic: &str,
-        contract: Contract,
-        key: &T,
-    ) -> Result<Vec<u8>, CodecError> {
-        let strategy = self.strategy(topic, true, contract)?;
-        Ok(self.encoder.encode_struct(key, &strategy).await?)
-    }
-
     /// Decodes a Confluent wire-format payload, fetching the writer schema by id.
     pub async fn decode<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, CodecError> {
         schema_id(payload)?;
