@@ -585,7 +585,7 @@ type Fingerprint = [(u32, u32); 7];
 #[derive(Debug, Default)]
 pub struct ResolveCache {
     generation: u64,
-    merged: std::collections::HashMap<Fingerprint, Arc<EffectiveBaseline>>,
+    merged: rustc_hash::FxHashMap<Fingerprint, Arc<EffectiveBaseline>>,
 }
 
 impl ResolveCache {
@@ -604,7 +604,7 @@ impl ResolveCache {
 #[derive(Debug, Clone, Default)]
 pub struct BaselineSet {
     /// Per scope kind (in merge order), per scope value (`""` for global).
-    kinds: [std::collections::HashMap<String, ScopeVersions>; 5],
+    kinds: [rustc_hash::FxHashMap<String, ScopeVersions>; 5],
     next_id: u32,
     /// Bumped by every change; lets callers cache resolved baselines.
     generation: u64,

@@ -635,16 +635,24 @@ fn mail(bytes: &[u8]) -> Option<Recognized> {
 
 /// Shannon entropy of `bytes` in bits per byte (0 for an empty slice, at most 8).
 pub fn shannon_entropy(bytes: &[u8]) -> f64 {
-    if bytes.is_empty() {
+    shannon_entropy_of(bytes.iter().copied())
+}
+
+/// [`shannon_entropy`] of a byte sequence given as an iterator (for example case-folded on the
+/// fly), without collecting it.
+pub fn shannon_entropy_of(bytes: impl Iterator<Item = u8>) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut total = 0u32;
+    for byte in bytes {
+        if let Some(count) = counts.get_mut(usize::from(byte)) {
+            *count = count.saturating_add(1);
+        }
+        total = total.saturating_add(1);
+    }
+    if total == 0 {
         return 0.0;
     }
-    let mut counts = [0u32; 256];
-    for byte in bytes {
-        if let Some(count) = counts.get_mut(usize::from(*byte)) {
-            *count += 1;
-        }
-    }
-    let total = bytes.len() as f64;
+    let total = f64::from(total);
     counts
         .iter()
         .filter(|c| **c > 0)

@@ -38,7 +38,6 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHasher};
 use sha2::{Digest, Sha256};
@@ -51,7 +50,7 @@ use crate::model::{
     Analytic, AppProtocol, AppRunState, AttributionSource, EnrichedSession, EpochMillis, Evidence,
     EvidenceKind, Finding, FindingStatus, LockState, Platform, ProtocolEvidence,
 };
-use crate::protocol::shannon_entropy;
+use crate::protocol::{shannon_entropy, shannon_entropy_of};
 
 /// Tuning of the scorer that is not a baseline element.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,11 +103,23 @@ pub struct ScoreStats {
     pub excepted: u64,
 }
 
+/// One session in a destination's history: 16 bytes, so a full history of 32 is 8 cache lines.
+/// Sizes saturate at 4 GiB, which only matters to the size statistics of sessions that large.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    start: EpochMillis,
+    bytes_out: u32,
+    bytes_in: u32,
+}
+
+fn saturating_u32(bytes: i64) -> u32 {
+    u32::try_from(bytes.max(0)).unwrap_or(u32::MAX)
+}
+
 #[derive(Debug, Clone, Default)]
 struct History {
-    starts: VecDeque<EpochMillis>,
-    bytes_out: VecDeque<i64>,
-    bytes_in: VecDeque<i64>,
+    /// In start order, oldest first.
+    samples: VecDeque<Sample>,
     /// Series statistics, recomputed every [`RECOMPUTE_EVERY`] sessions (sorting the series
     /// on every session dominated the cost of scoring).
     cached: Option<CachedSeries>,
@@ -128,25 +139,45 @@ struct CachedSeries {
 const RECOMPUTE_EVERY: u32 = 4;
 
 impl History {
-    fn push(&mut self, start: EpochMillis, out: i64, inn: i64, cap: usize, window: i64) {
+    fn push(&mut self, sample: Sample, cap: usize, window: i64) {
         self.pushes = self.pushes.wrapping_add(1);
-        // Keep time order even when sessions arrive slightly out of order.
-        let index = self.starts.partition_point(|t| *t <= start);
-        self.starts.insert(index, start);
-        self.bytes_out.insert(index, out);
-        self.bytes_in.insert(index, inn);
-        let newest = self.starts.back().copied().unwrap_or(start);
-        while self.starts.len() > cap || self.starts.front().is_some_and(|t| *t < newest - window) {
-            self.starts.pop_front();
-            self.bytes_out.pop_front();
-            self.bytes_in.pop_front();
+        // Make room first so the buffer never grows past `cap` (a VecDeque doubles).
+        if self.samples.len() >= cap.max(1)
+            && self
+                .samples
+                .front()
+                .is_some_and(|s| s.start <= sample.start)
+        {
+            self.samples.pop_front();
         }
+        // Keep start order even when sessions arrive slightly out of order.
+        if self.samples.back().is_none_or(|s| s.start <= sample.start) {
+            self.samples.push_back(sample);
+        } else {
+            let index = self.samples.partition_point(|s| s.start <= sample.start);
+            self.samples.insert(index, sample);
+        }
+        let newest = self.samples.back().map_or(sample.start, |s| s.start);
+        while self.samples.len() > cap
+            || self
+                .samples
+                .front()
+                .is_some_and(|s| s.start < newest.saturating_sub(window))
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    fn newest(&self) -> Option<EpochMillis> {
+        self.samples.back().map(|s| s.start)
     }
 }
 
 #[derive(Debug, Clone)]
 struct OpenFinding {
     finding: Finding,
+    /// The evidence kinds the finding holds, as [`kind_bit`]s.
+    kinds: u64,
     window_start: EpochMillis,
 }
 
@@ -196,26 +227,31 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// Median, MAD and Bowley skew of `values`; `None` for fewer than two values.
 pub fn series_stats(values: &[f64]) -> Option<SeriesStats> {
+    series_stats_in_place(&mut values.to_vec())
+}
+
+/// [`series_stats`] without allocating: `values` is sorted, then overwritten with the absolute
+/// deviations from the median (in no particular order).
+fn series_stats_in_place(values: &mut [f64]) -> Option<SeriesStats> {
     if values.len() < 2 {
         return None;
     }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable_by(f64::total_cmp);
-    let median = quantile(&sorted, 0.5);
-    let q1 = quantile(&sorted, 0.25);
-    let q3 = quantile(&sorted, 0.75);
+    values.sort_unstable_by(f64::total_cmp);
+    let median = quantile(values, 0.5);
+    let q1 = quantile(values, 0.25);
+    let q3 = quantile(values, 0.75);
     let skew = if q3 - q1 > 0.0 {
         (q3 + q1 - 2.0 * median) / (q3 - q1)
     } else {
         0.0
     };
     // The median of the deviations reuses the buffer and a selection instead of a second sort.
-    for value in sorted.iter_mut() {
+    for value in values.iter_mut() {
         *value = (*value - median).abs();
     }
-    let len = sorted.len();
+    let len = values.len();
     let mid = len / 2;
-    let (lower, upper_median, _) = sorted.select_nth_unstable_by(mid, f64::total_cmp);
+    let (lower, upper_median, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
     let upper_median = *upper_median;
     let mad = if len.is_multiple_of(2) {
         let lower_median = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -229,40 +265,51 @@ pub fn series_stats(values: &[f64]) -> Option<SeriesStats> {
 /// True when `host` looks algorithmically generated: judged on its longest label (ignoring the
 /// public suffix), by character entropy, digit share and consonant runs. A heuristic, tuned to
 /// stay quiet on real CDN and API names; it is one evidence item, never a finding on its own.
+/// Runs on every scored session, so it does not allocate.
 pub fn looks_algorithmic(host: &str) -> bool {
     if host.parse::<IpAddr>().is_ok() {
         return false;
     }
-    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
-    // The registrable part and subdomains: drop the last label (TLD).
-    let candidates = labels.len().saturating_sub(1);
-    labels
-        .iter()
-        .take(candidates.max(1))
-        .filter(|l| l.len() >= 10)
-        .any(|label| {
-            let lower = label.to_ascii_lowercase();
-            let letters: Vec<char> = lower.chars().filter(char::is_ascii_alphabetic).collect();
-            let digits = lower.chars().filter(char::is_ascii_digit).count();
-            let vowels = letters.iter().filter(|c| "aeiou".contains(**c)).count();
-            let mut run = 0;
-            let mut longest_run = 0;
-            for c in lower.chars() {
-                if c.is_ascii_alphabetic() && !"aeiouy".contains(c) {
-                    run += 1;
-                    longest_run = longest_run.max(run);
-                } else {
-                    run = 0;
-                }
+    let trimmed = host.trim_end_matches('.');
+    // The registrable part and subdomains: drop the last label (the TLD) unless it is the only one.
+    let labels = trimmed.split('.').count();
+    trimmed
+        .split('.')
+        .take(labels.saturating_sub(1).max(1))
+        .filter(|label| label.len() >= 10)
+        .any(|label| label_looks_algorithmic(label.as_bytes()))
+}
+
+fn label_looks_algorithmic(label: &[u8]) -> bool {
+    let mut letters = 0usize;
+    let mut vowels = 0usize;
+    let mut digits = 0usize;
+    let mut run = 0usize;
+    let mut longest_run = 0usize;
+    for byte in label.iter().map(u8::to_ascii_lowercase) {
+        if byte.is_ascii_alphabetic() {
+            letters += 1;
+            if b"aeiou".contains(&byte) {
+                vowels += 1;
             }
-            let entropy = shannon_entropy(lower.as_bytes());
-            let vowel_share = vowels as f64 / letters.len().max(1) as f64;
-            let digit_share = digits as f64 / lower.len() as f64;
-            entropy >= 3.3
-                && (vowel_share < 0.25
-                    || longest_run >= 5
-                    || (digit_share > 0.2 && digit_share < 0.8))
-        })
+        }
+        if byte.is_ascii_digit() {
+            digits += 1;
+        }
+        if byte.is_ascii_alphabetic() && !b"aeiouy".contains(&byte) {
+            run += 1;
+            longest_run = longest_run.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    let vowel_share = vowels as f64 / letters.max(1) as f64;
+    let digit_share = digits as f64 / label.len().max(1) as f64;
+    let shaped = vowel_share < 0.25 || longest_run >= 5 || (digit_share > 0.2 && digit_share < 0.8);
+    if !shaped {
+        return false;
+    }
+    shannon_entropy_of(label.iter().map(u8::to_ascii_lowercase)) >= 3.3
 }
 
 fn is_ip_literal(host: &str) -> bool {
@@ -294,41 +341,80 @@ fn flow_hash(parts: &[&str], port: i32) -> u64 {
     hasher.finish()
 }
 
+/// The words of one evidence item, built only for findings that are emitted.
+struct EvidenceText {
+    description: String,
+    observed: String,
+    baseline: Option<String>,
+}
+
+fn text(
+    description: impl Into<String>,
+    observed: impl Into<String>,
+    baseline: Option<String>,
+) -> EvidenceText {
+    EvidenceText {
+        description: description.into(),
+        observed: observed.into(),
+        baseline,
+    }
+}
+
 /// The evidence collected for one analytic on one session.
+///
+/// Collection runs twice when a finding is emitted: first without words (`full` false: kinds and
+/// weights only, no allocation), which is all most sessions ever need to show that nothing fires
+/// or that an open finding absorbs them, then once more with words for the finding written out.
+/// One function per analytic serves both passes, so the two cannot disagree.
 struct Collected {
+    full: bool,
+    kinds: u64,
+    weight: f64,
     items: Vec<Evidence>,
 }
 
+fn kind_bit(kind: EvidenceKind) -> u64 {
+    1u64 << (kind as u32 % 64)
+}
+
 impl Collected {
-    fn new() -> Self {
-        Self { items: Vec::new() }
+    fn new(full: bool) -> Self {
+        Self {
+            full,
+            kinds: 0,
+            weight: 0.0,
+            items: Vec::new(),
+        }
     }
 
     fn add(
         &mut self,
         kind: EvidenceKind,
         weight: f64,
-        description: impl Into<String>,
-        observed: impl Into<String>,
         number: Option<f64>,
-        baseline: Option<String>,
+        words: impl FnOnce() -> EvidenceText,
     ) {
-        self.items.push(Evidence {
-            kind,
-            description: description.into(),
-            observed: observed.into(),
-            observed_number: number,
-            baseline,
-            weight,
-        });
+        self.kinds |= kind_bit(kind);
+        self.weight += weight;
+        if self.full {
+            let words = words();
+            self.items.push(Evidence {
+                kind,
+                description: words.description,
+                observed: words.observed,
+                observed_number: number,
+                baseline: words.baseline,
+                weight,
+            });
+        }
     }
 
     fn has(&self, kind: EvidenceKind) -> bool {
-        self.items.iter().any(|e| e.kind == kind)
+        self.kinds & kind_bit(kind) != 0
     }
 
     fn score(&self) -> i32 {
-        (self.items.iter().map(|e| e.weight).sum::<f64>().round() as i32).clamp(0, 100)
+        (self.weight.round() as i32).clamp(0, 100)
     }
 }
 
@@ -342,6 +428,14 @@ struct Recurrence {
     stable_share: f64,
 }
 
+/// A session with everything it is judged on.
+struct Judged<'a> {
+    enriched: &'a EnrichedSession,
+    baseline: &'a EffectiveBaseline,
+    recurrence: &'a Recurrence,
+    host: Option<&'a str>,
+}
+
 /// The scorer's state and logic.
 #[derive(Debug, Default)]
 pub struct Scorer {
@@ -351,9 +445,15 @@ pub struct Scorer {
     histories: FxHashMap<u64, History>,
     open: FxHashMap<u64, OpenFinding>,
     newest: EpochMillis,
-    since_expiry: u32,
+    since_expiry: usize,
+    /// Reused buffer for series statistics.
+    scratch: Vec<f64>,
     stats: ScoreStats,
 }
+
+/// Sessions between two expiry sweeps at least; the sweep walks all state, so it also waits for
+/// as many sessions as half the entries it would walk (constant work per session on average).
+const EXPIRE_EVERY: usize = 4_096;
 
 impl Scorer {
     /// A scorer judging against `baselines`.
@@ -397,9 +497,7 @@ impl Scorer {
             .values()
             .map(|h| {
                 std::mem::size_of::<(u64, History)>()
-                    + h.starts.capacity() * 8
-                    + h.bytes_out.capacity() * 8
-                    + h.bytes_in.capacity() * 8
+                    + h.samples.capacity() * std::mem::size_of::<Sample>()
             })
             .sum();
         let open: usize = self
@@ -437,24 +535,47 @@ impl Scorer {
         let key = flow_hash(&[&session.device_id, app, destination], session.dst_port);
         let history = self.histories.entry(key).or_default();
         history.push(
-            start,
-            session.bytes_out,
-            session.bytes_in,
+            Sample {
+                start,
+                bytes_out: saturating_u32(session.bytes_out),
+                bytes_in: saturating_u32(session.bytes_in),
+            },
             self.config.history,
             baseline.thresholds.time_window_ms,
         );
         let candidate = session.protocol != AppProtocol::Unknown
             && session.protocol_evidence != ProtocolEvidence::None
             && !baseline.permits(session.protocol, session.transport, session.dst_port);
-        let recurrence = recurrence(&self.config, history, &baseline, candidate);
+        let recurrence = recurrence(
+            &self.config,
+            history,
+            &mut self.scratch,
+            &baseline,
+            candidate,
+        );
 
         self.since_expiry += 1;
-        if self.since_expiry >= 4_096 {
+        if self.since_expiry >= EXPIRE_EVERY.max((self.histories.len() + self.open.len()) / 2) {
             self.expire();
         }
 
-        let port = candidate.then(|| self.non_standard_port(enriched, &baseline, &recurrence));
-        let c2 = self.app_layer_c2(enriched, &baseline, &recurrence, host);
+        // First pass without words: most sessions end here, or in an open finding that
+        // absorbs them.
+        let port_analytic = if session.platform == Platform::Ios {
+            Analytic::NonStandardPortIos
+        } else {
+            Analytic::NonStandardPortAndroid
+        };
+        let judge = Judged {
+            enriched,
+            baseline: &baseline,
+            recurrence: &recurrence,
+            host,
+        };
+        let port = candidate
+            .then(|| self.collect(port_analytic, &judge, false))
+            .flatten();
+        let c2 = self.collect(Analytic::AppLayerC2, &judge, false);
         if port.is_none() && c2.is_none() {
             return vec![];
         }
@@ -483,18 +604,30 @@ impl Scorer {
         }
 
         let mut findings = Vec::new();
-        if let Some(collected) = port {
-            let analytic = if session.platform == Platform::Ios {
-                Analytic::NonStandardPortIos
-            } else {
-                Analytic::NonStandardPortAndroid
-            };
-            findings.extend(self.emit(enriched, analytic, collected, &baseline, host));
+        if let Some(dry) = port {
+            findings.extend(self.emit(&judge, port_analytic, &dry));
         }
-        if let Some(collected) = c2 {
-            findings.extend(self.emit(enriched, Analytic::AppLayerC2, collected, &baseline, host));
+        if let Some(dry) = c2 {
+            findings.extend(self.emit(&judge, Analytic::AppLayerC2, &dry));
         }
         findings
+    }
+
+    /// The evidence of `analytic` for a session, or `None` when the analytic does not fire.
+    /// `full` adds the words (see [`Collected`]).
+    fn collect(&self, analytic: Analytic, judged: &Judged<'_>, full: bool) -> Option<Collected> {
+        match analytic {
+            Analytic::NonStandardPortAndroid | Analytic::NonStandardPortIos => Some(
+                self.non_standard_port(judged.enriched, judged.baseline, judged.recurrence, full),
+            ),
+            Analytic::AppLayerC2 => self.app_layer_c2(
+                judged.enriched,
+                judged.baseline,
+                judged.recurrence,
+                judged.host,
+                full,
+            ),
+        }
     }
 
     /// Drops recurrence history and open findings that can no longer matter.
@@ -508,7 +641,7 @@ impl Scorer {
         // bounds history too, which is at least as long as the default TimeWindow.
         let horizon = window.max(24 * 3_600_000);
         self.histories
-            .retain(|_, h| h.starts.back().is_some_and(|t| *t + horizon > newest));
+            .retain(|_, h| h.newest().is_some_and(|t| t + horizon > newest));
     }
 
     fn context_evidence(
@@ -524,37 +657,28 @@ impl Scorer {
             } else {
                 (10.0, "ForegroundStateRequired=false")
             };
-            collected.add(
-                EvidenceKind::BackgroundNoForeground,
-                weight,
-                "App was in the background when the session began and did not come to the foreground",
-                "app_state=BACKGROUND, no foreground transition",
-                None,
-                Some(note.to_string()),
-            );
+            collected.add(EvidenceKind::BackgroundNoForeground, weight, None, || text("App was in the background when the session began and did not come to the foreground", "app_state=BACKGROUND, no foreground transition", Some(note.to_string())));
         } else if t.foreground_state_required && enriched.app_state == AppRunState::NotRunning {
-            collected.add(
-                EvidenceKind::BackgroundNoForeground,
-                15.0,
-                "App was not running in the foreground, which the baseline requires",
-                "app_state=NOT_RUNNING",
-                None,
-                Some("ForegroundStateRequired=true".to_string()),
-            );
+            collected.add(EvidenceKind::BackgroundNoForeground, 15.0, None, || {
+                text(
+                    "App was not running in the foreground, which the baseline requires",
+                    "app_state=NOT_RUNNING",
+                    Some("ForegroundStateRequired=true".to_string()),
+                )
+            });
         }
         if enriched.lock_state == LockState::Locked {
-            collected.add(
-                EvidenceKind::DeviceLocked,
-                10.0,
-                "Device was locked during the session",
-                if enriched.locked_throughout {
-                    "locked throughout"
-                } else {
-                    "locked at start"
-                },
-                None,
-                None,
-            );
+            collected.add(EvidenceKind::DeviceLocked, 10.0, None, || {
+                text(
+                    "Device was locked during the session",
+                    if enriched.locked_throughout {
+                        "locked throughout"
+                    } else {
+                        "locked at start"
+                    },
+                    None,
+                )
+            });
         }
         let window = t.recent_user_interaction_window_ms;
         let edr_present =
@@ -563,19 +687,24 @@ impl Scorer {
             Some(delta) if delta > window => collected.add(
                 EvidenceKind::NoRecentUserInteraction,
                 5.0,
-                "Last user interaction was older than RecentUserInteractionWindow",
-                format!("LastUserInteractionDelta={}s", delta / 1000),
                 Some(delta as f64),
-                Some(format!("RecentUserInteractionWindow={}s", window / 1000)),
+                || {
+                    text(
+                        "Last user interaction was older than RecentUserInteractionWindow",
+                        format!("LastUserInteractionDelta={}s", delta / 1000),
+                        Some(format!("RecentUserInteractionWindow={}s", window / 1000)),
+                    )
+                },
             ),
-            None if edr_present => collected.add(
-                EvidenceKind::NoRecentUserInteraction,
-                5.0,
-                "No user interaction within TimeWindow before the session",
-                format!("none within {}s", t.time_window_ms / 1000),
-                None,
-                Some(format!("RecentUserInteractionWindow={}s", window / 1000)),
-            ),
+            None if edr_present => {
+                collected.add(EvidenceKind::NoRecentUserInteraction, 5.0, None, || {
+                    text(
+                        "No user interaction within TimeWindow before the session",
+                        format!("none within {}s", t.time_window_ms / 1000),
+                        Some(format!("RecentUserInteractionWindow={}s", window / 1000)),
+                    )
+                })
+            }
             _ => {}
         }
         if let Some(bg) = &enriched.preceding_background_execution {
@@ -583,13 +712,17 @@ impl Scorer {
                 collected.add(
                     EvidenceKind::PrecedingBackgroundExecution,
                     10.0,
-                    "Background execution immediately preceded the session",
-                    format!("{:?} {}s before", bg.kind, bg.ms_before_session / 1000),
                     Some(bg.ms_before_session as f64),
-                    Some(format!(
-                        "within {}s",
-                        self.config.preceding_execution_ms / 1000
-                    )),
+                    || {
+                        text(
+                            "Background execution immediately preceded the session",
+                            format!("{:?} {}s before", bg.kind, bg.ms_before_session / 1000),
+                            Some(format!(
+                                "within {}s",
+                                self.config.preceding_execution_ms / 1000
+                            )),
+                        )
+                    },
                 );
             }
         }
@@ -602,37 +735,46 @@ impl Scorer {
         enriched: &EnrichedSession,
         baseline: &EffectiveBaseline,
         recurrence: &Recurrence,
+        full: bool,
     ) -> Collected {
         let session = &enriched.session;
         let t = &baseline.thresholds;
-        let mut collected = Collected::new();
+        let mut collected = Collected::new(full);
         collected.add(
             EvidenceKind::ProtocolPortMismatch,
             35.0,
-            format!(
-                "{} on {}/{}, outside the approved ports for {}",
-                session.protocol.name(),
-                session.dst_port,
-                session.transport.name().to_ascii_lowercase(),
-                session.protocol.name()
-            ),
-            format!(
-                "{} on {}/{}",
-                session.protocol.name(),
-                session.dst_port,
-                session.transport.name().to_ascii_lowercase()
-            ),
             Some(f64::from(session.dst_port)),
-            Some(baseline.describe_ports(session.protocol, session.transport)),
+            || {
+                text(
+                    format!(
+                        "{} on {}/{}, outside the approved ports for {}",
+                        session.protocol.name(),
+                        session.dst_port,
+                        session.transport.name().to_ascii_lowercase(),
+                        session.protocol.name()
+                    ),
+                    format!(
+                        "{} on {}/{}",
+                        session.protocol.name(),
+                        session.dst_port,
+                        session.transport.name().to_ascii_lowercase()
+                    ),
+                    Some(baseline.describe_ports(session.protocol, session.transport)),
+                )
+            },
         );
         if recurrence.count >= self.config.repeated_sessions {
             collected.add(
                 EvidenceKind::RepeatedSessions,
                 10.0,
-                "Repeated sessions to the same destination and port within TimeWindow",
-                format!("{} sessions", recurrence.count),
                 Some(recurrence.count as f64),
-                Some(format!("TimeWindow={}s", t.time_window_ms / 1000)),
+                || {
+                    text(
+                        "Repeated sessions to the same destination and port within TimeWindow",
+                        format!("{} sessions", recurrence.count),
+                        Some(format!("TimeWindow={}s", t.time_window_ms / 1000)),
+                    )
+                },
             );
         }
         if let Some(intervals) = recurrence.intervals {
@@ -640,17 +782,21 @@ impl Scorer {
                 collected.add(
                     EvidenceKind::StableInterval,
                     15.0,
-                    "Sessions recur on a stable interval",
-                    format!(
-                        "interval {:.0}s, {:.0}% within tolerance",
-                        intervals.median / 1000.0,
-                        recurrence.stable_share * 100.0
-                    ),
                     Some(intervals.median / 1000.0),
-                    Some(format!(
-                        "BeaconIntervalTolerance={}",
-                        t.beacon_interval_tolerance
-                    )),
+                    || {
+                        text(
+                            "Sessions recur on a stable interval",
+                            format!(
+                                "interval {:.0}s, {:.0}% within tolerance",
+                                intervals.median / 1000.0,
+                                recurrence.stable_share * 100.0
+                            ),
+                            Some(format!(
+                                "BeaconIntervalTolerance={}",
+                                t.beacon_interval_tolerance
+                            )),
+                        )
+                    },
                 );
             }
         }
@@ -659,21 +805,25 @@ impl Scorer {
             collected.add(
                 EvidenceKind::PersistentConnection,
                 10.0,
-                "One persistent long-lived connection",
-                format!(
-                    "duration {}s{}",
-                    duration / 1000,
-                    if session.still_open {
-                        ", still open"
-                    } else {
-                        ""
-                    }
-                ),
                 Some(duration as f64 / 1000.0),
-                Some(format!(
-                    "SessionPersistenceThreshold={}s",
-                    t.session_persistence_threshold_ms / 1000
-                )),
+                || {
+                    text(
+                        "One persistent long-lived connection",
+                        format!(
+                            "duration {}s{}",
+                            duration / 1000,
+                            if session.still_open {
+                                ", still open"
+                            } else {
+                                ""
+                            }
+                        ),
+                        Some(format!(
+                            "SessionPersistenceThreshold={}s",
+                            t.session_persistence_threshold_ms / 1000
+                        )),
+                    )
+                },
             );
         }
         self.context_evidence(enriched, baseline, &mut collected);
@@ -691,68 +841,62 @@ impl Scorer {
         let mdm = enriched.mdm.as_ref();
         if let Some(app) = session.app_id.as_deref() {
             match mdm.map(|m| m.managed) {
-                Some(Some(false)) => collected.add(
-                    EvidenceKind::AppUnmanaged,
-                    10.0,
-                    "App is not managed by the MDM",
-                    format!("{app}: managed=false"),
-                    None,
-                    None,
-                ),
-                Some(None) => collected.add(
-                    EvidenceKind::AppUnmanaged,
-                    10.0,
-                    "App is not in the device's MDM inventory",
-                    format!("{app}: not in inventory"),
-                    None,
-                    None,
-                ),
+                Some(Some(false)) => collected.add(EvidenceKind::AppUnmanaged, 10.0, None, || {
+                    text(
+                        "App is not managed by the MDM",
+                        format!("{app}: managed=false"),
+                        None,
+                    )
+                }),
+                Some(None) => collected.add(EvidenceKind::AppUnmanaged, 10.0, None, || {
+                    text(
+                        "App is not in the device's MDM inventory",
+                        format!("{app}: not in inventory"),
+                        None,
+                    )
+                }),
                 _ => {}
             }
             let outside = |list: &Option<Vec<String>>| {
                 list.as_ref().is_some_and(|l| !l.iter().any(|a| a == app))
             };
             if outside(&baseline.allowed_apps) {
-                collected.add(
-                    EvidenceKind::AppNotAllowed,
-                    10.0,
-                    "App is outside AllowedAppList",
-                    app.to_string(),
-                    None,
-                    Some("AllowedAppList".to_string()),
-                );
+                collected.add(EvidenceKind::AppNotAllowed, 10.0, None, || {
+                    text(
+                        "App is outside AllowedAppList",
+                        app.to_string(),
+                        Some("AllowedAppList".to_string()),
+                    )
+                });
             } else if outside(&baseline.allowed_managed_apps) {
-                collected.add(
-                    EvidenceKind::AppNotAllowed,
-                    10.0,
-                    "App is outside AllowedManagedApps",
-                    app.to_string(),
-                    None,
-                    Some("AllowedManagedApps".to_string()),
-                );
+                collected.add(EvidenceKind::AppNotAllowed, 10.0, None, || {
+                    text(
+                        "App is outside AllowedManagedApps",
+                        app.to_string(),
+                        Some("AllowedManagedApps".to_string()),
+                    )
+                });
             } else if mdm.is_some_and(|m| m.approved == Some(false)) {
-                collected.add(
-                    EvidenceKind::AppNotAllowed,
-                    10.0,
-                    "App is not approved in the MDM",
-                    format!("{app}: approved=false"),
-                    None,
-                    None,
-                );
+                collected.add(EvidenceKind::AppNotAllowed, 10.0, None, || {
+                    text(
+                        "App is not approved in the MDM",
+                        format!("{app}: approved=false"),
+                        None,
+                    )
+                });
             }
             if let (Some(classes), Some(class)) = (
                 &baseline.allowed_service_classes,
                 mdm.and_then(|m| m.service_class.as_deref()),
             ) {
                 if !classes.iter().any(|c| c == class) {
-                    collected.add(
-                        EvidenceKind::AppNotAllowed,
-                        10.0,
-                        "App's service class is outside AllowedServiceClasses",
-                        class.to_string(),
-                        None,
-                        Some(format!("AllowedServiceClasses=[{}]", classes.join(","))),
-                    );
+                    collected.add(EvidenceKind::AppNotAllowed, 10.0, None, || {
+                        text(
+                            "App's service class is outside AllowedServiceClasses",
+                            class.to_string(),
+                            Some(format!("AllowedServiceClasses=[{}]", classes.join(","))),
+                        )
+                    });
                 }
             }
             if let Some(behavior) = mdm
@@ -765,13 +909,17 @@ impl Scorer {
                     collected.add(
                         EvidenceKind::ProtocolNotPermittedForApp,
                         10.0,
-                        "App's category is not permitted this destination port",
-                        format!("{} on {}", session.protocol.name(), session.dst_port),
                         Some(f64::from(session.dst_port)),
-                        Some(format!(
-                            "AppNetworkBehaviorBaseline[{}].expected_ports",
-                            behavior.category
-                        )),
+                        || {
+                            text(
+                                "App's category is not permitted this destination port",
+                                format!("{} on {}", session.protocol.name(), session.dst_port),
+                                Some(format!(
+                                    "AppNetworkBehaviorBaseline[{}].expected_ports",
+                                    behavior.category
+                                )),
+                            )
+                        },
                     );
                 }
             }
@@ -780,14 +928,13 @@ impl Scorer {
             && baseline.thresholds.supervised_required
             && mdm.is_some_and(|m| m.supervised == Some(false))
         {
-            collected.add(
-                EvidenceKind::DeviceUnsupervised,
-                10.0,
-                "Device is not supervised, which the baseline requires",
-                "supervised=false",
-                None,
-                Some("SupervisedRequired=true".to_string()),
-            );
+            collected.add(EvidenceKind::DeviceUnsupervised, 10.0, None, || {
+                text(
+                    "Device is not supervised, which the baseline requires",
+                    "supervised=false",
+                    Some("SupervisedRequired=true".to_string()),
+                )
+            });
         }
     }
 
@@ -797,10 +944,11 @@ impl Scorer {
         baseline: &EffectiveBaseline,
         recurrence: &Recurrence,
         host: Option<&str>,
+        full: bool,
     ) -> Option<Collected> {
         let session = &enriched.session;
         let t = &baseline.thresholds;
-        let mut collected = Collected::new();
+        let mut collected = Collected::new(full);
         if let Some(intervals) = recurrence
             .intervals
             .filter(|_| recurrence.count >= self.config.min_series)
@@ -812,19 +960,23 @@ impl Scorer {
                 collected.add(
                     EvidenceKind::BeaconPeriodicity,
                     25.0,
-                    "Beacon-like periodicity to one destination",
-                    format!(
-                        "interval {:.0}s, MAD/median {:.3}, skew {:.2}, beacon score {:.2}",
-                        intervals.median / 1000.0,
-                        intervals.dispersion(),
-                        intervals.skew,
-                        cadence
-                    ),
                     Some(intervals.dispersion()),
-                    Some(format!(
-                        "BeaconIntervalVarianceThreshold={}, CadenceAnomalyThreshold={}",
-                        t.beacon_interval_variance_threshold, t.cadence_anomaly_threshold
-                    )),
+                    || {
+                        text(
+                            "Beacon-like periodicity to one destination",
+                            format!(
+                                "interval {:.0}s, MAD/median {:.3}, skew {:.2}, beacon score {:.2}",
+                                intervals.median / 1000.0,
+                                intervals.dispersion(),
+                                intervals.skew,
+                                cadence
+                            ),
+                            Some(format!(
+                                "BeaconIntervalVarianceThreshold={}, CadenceAnomalyThreshold={}",
+                                t.beacon_interval_variance_threshold, t.cadence_anomaly_threshold
+                            )),
+                        )
+                    },
                 );
             }
         }
@@ -832,13 +984,17 @@ impl Scorer {
             collected.add(
                 EvidenceKind::ConnectionFrequency,
                 10.0,
-                "Connection rate to one destination over ConnectionFrequencyThreshold",
-                format!("{} sessions in the last hour", recurrence.last_hour),
                 Some(recurrence.last_hour as f64),
-                Some(format!(
-                    "ConnectionFrequencyThreshold={}/h",
-                    t.connection_frequency_threshold
-                )),
+                || {
+                    text(
+                        "Connection rate to one destination over ConnectionFrequencyThreshold",
+                        format!("{} sessions in the last hour", recurrence.last_hour),
+                        Some(format!(
+                            "ConnectionFrequencyThreshold={}/h",
+                            t.connection_frequency_threshold
+                        )),
+                    )
+                },
             );
         }
         let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
@@ -848,14 +1004,13 @@ impl Scorer {
                 && !host_has_suffix(sni, http_host)
                 && !host_has_suffix(http_host, sni)
             {
-                collected.add(
-                    EvidenceKind::SniHostMismatch,
-                    15.0,
-                    "TLS SNI and HTTP Host disagree (domain fronting)",
-                    format!("SNI {sni}, Host {http_host}"),
-                    None,
-                    None,
-                );
+                collected.add(EvidenceKind::SniHostMismatch, 15.0, None, || {
+                    text(
+                        "TLS SNI and HTTP Host disagree (domain fronting)",
+                        format!("SNI {sni}, Host {http_host}"),
+                        None,
+                    )
+                });
             }
         }
         if let Some(literal) = [sni, http_host]
@@ -863,14 +1018,9 @@ impl Scorer {
             .flatten()
             .find(|h| is_ip_literal(h))
         {
-            collected.add(
-                EvidenceKind::IpLiteralHost,
-                10.0,
-                "SNI or Host is an IP literal",
-                literal.to_string(),
-                None,
-                None,
-            );
+            collected.add(EvidenceKind::IpLiteralHost, 10.0, None, || {
+                text("SNI or Host is an IP literal", literal.to_string(), None)
+            });
         }
         if let Some(name) = all_hosts(enriched)
             .into_iter()
@@ -879,10 +1029,14 @@ impl Scorer {
             collected.add(
                 EvidenceKind::AlgorithmicHostname,
                 15.0,
-                "Destination name looks algorithmically generated",
-                name.to_string(),
                 Some(shannon_entropy(name.as_bytes())),
-                None,
+                || {
+                    text(
+                        "Destination name looks algorithmically generated",
+                        name.to_string(),
+                        None,
+                    )
+                },
             );
         }
         if let (Some(out), Some(inn)) = (recurrence.sizes_out, recurrence.sizes_in) {
@@ -892,13 +1046,17 @@ impl Scorer {
                 collected.add(
                     EvidenceKind::UniformSizes,
                     15.0,
-                    "Uniform request and response sizes across sessions",
-                    format!("out ~{:.0} B, in ~{:.0} B", out.median, inn.median),
                     Some(out.dispersion().max(inn.dispersion())),
-                    Some(format!(
-                        "dispersion <= {}",
-                        self.config.uniform_size_dispersion
-                    )),
+                    || {
+                        text(
+                            "Uniform request and response sizes across sessions",
+                            format!("out ~{:.0} B, in ~{:.0} B", out.median, inn.median),
+                            Some(format!(
+                                "dispersion <= {}",
+                                self.config.uniform_size_dispersion
+                            )),
+                        )
+                    },
                 );
             }
         }
@@ -911,13 +1069,17 @@ impl Scorer {
                 collected.add(
                     EvidenceKind::HighPayloadEntropy,
                     10.0,
-                    "High-entropy payload in a protocol that is normally plaintext",
-                    format!("{entropy:.2} bits/byte"),
                     Some(entropy),
-                    Some(format!(
-                        "PayloadEntropyThreshold={}",
-                        t.payload_entropy_threshold
-                    )),
+                    || {
+                        text(
+                            "High-entropy payload in a protocol that is normally plaintext",
+                            format!("{entropy:.2} bits/byte"),
+                            Some(format!(
+                                "PayloadEntropyThreshold={}",
+                                t.payload_entropy_threshold
+                            )),
+                        )
+                    },
                 );
             }
         }
@@ -928,13 +1090,17 @@ impl Scorer {
             collected.add(
                 EvidenceKind::BackgroundSessionPersistence,
                 15.0,
-                "Session persisted in the background past SessionPersistenceThreshold",
-                format!("{}s in background", duration / 1000),
                 Some(duration as f64 / 1000.0),
-                Some(format!(
-                    "SessionPersistenceThreshold={}s",
-                    t.session_persistence_threshold_ms / 1000
-                )),
+                || {
+                    text(
+                        "Session persisted in the background past SessionPersistenceThreshold",
+                        format!("{}s in background", duration / 1000),
+                        Some(format!(
+                            "SessionPersistenceThreshold={}s",
+                            t.session_persistence_threshold_ms / 1000
+                        )),
+                    )
+                },
             );
         }
         let no_user = enriched
@@ -947,10 +1113,14 @@ impl Scorer {
             collected.add(
                 EvidenceKind::NetworkApiBurstWithoutUser,
                 10.0,
-                "Networking-API burst without foreground or user interaction",
-                format!("{} calls", enriched.network_api_calls_before),
                 Some(enriched.network_api_calls_before as f64),
-                Some(format!("burst >= {} calls", self.config.api_burst_calls)),
+                || {
+                    text(
+                        "Networking-API burst without foreground or user interaction",
+                        format!("{} calls", enriched.network_api_calls_before),
+                        Some(format!("burst >= {} calls", self.config.api_burst_calls)),
+                    )
+                },
             );
         }
         let category = enriched
@@ -965,10 +1135,14 @@ impl Scorer {
                 collected.add(
                     EvidenceKind::UnexpectedProtocolForCategory,
                     10.0,
-                    "Protocol not expected for the app's category",
-                    format!("{} for {}", session.protocol.name(), behavior.category),
                     None,
-                    Some(format!("AppNetworkBehaviorBaseline[{}]", behavior.category)),
+                    || {
+                        text(
+                            "Protocol not expected for the app's category",
+                            format!("{} for {}", session.protocol.name(), behavior.category),
+                            Some(format!("AppNetworkBehaviorBaseline[{}]", behavior.category)),
+                        )
+                    },
                 );
             }
             if let Some(host) = host {
@@ -981,13 +1155,17 @@ impl Scorer {
                     collected.add(
                         EvidenceKind::UnseenDestinationForCategory,
                         10.0,
-                        "Destination never expected for the app's category",
-                        host.to_string(),
                         None,
-                        Some(format!(
-                            "AppNetworkBehaviorBaseline[{}].expected_domain_suffixes",
-                            behavior.category
-                        )),
+                        || {
+                            text(
+                                "Destination never expected for the app's category",
+                                host.to_string(),
+                                Some(format!(
+                                    "AppNetworkBehaviorBaseline[{}].expected_domain_suffixes",
+                                    behavior.category
+                                )),
+                            )
+                        },
                     );
                 }
             }
@@ -1010,63 +1188,74 @@ impl Scorer {
         (collected.score() >= self.config.c2_min_score).then_some(collected)
     }
 
+    /// Opens, updates or suppresses the finding of `analytic` for a session whose first pass
+    /// (`dry`, without words) says it fires.
     fn emit(
         &mut self,
-        enriched: &EnrichedSession,
+        judged: &Judged<'_>,
         analytic: Analytic,
-        collected: Collected,
-        baseline: &Arc<EffectiveBaseline>,
-        host: Option<&str>,
+        dry: &Collected,
     ) -> Option<Finding> {
+        let enriched = judged.enriched;
         let session = &enriched.session;
         let app = session.app_id.as_deref().unwrap_or("");
-        let destination = host.unwrap_or(&session.dst_ip);
-        let analytic_name = format!("{analytic:?}");
+        let destination = judged.host.unwrap_or(&session.dst_ip);
         let key = flow_hash(
-            &[&session.device_id, app, &analytic_name, destination],
+            &[
+                &session.device_id,
+                app,
+                analytic_name(analytic),
+                destination,
+            ],
             session.dst_port,
         );
         let start = session.start_time;
-        let score = collected.score();
+        let score = dry.score();
         let confidence = confidence(enriched);
+        let window = self.config.suppression_window_ms;
 
-        if let Some(open) = self.open.get_mut(&key) {
-            if start < open.window_start + self.config.suppression_window_ms
-                && start >= open.window_start
-            {
+        let update = match self.open.get_mut(&key) {
+            Some(open) if start >= open.window_start && start < open.window_start + window => {
                 let finding = &mut open.finding;
                 finding.session_count += 1;
                 finding.last_seen = finding.last_seen.max(start);
                 finding.first_seen = finding.first_seen.min(start);
-                let new_kind = collected
-                    .items
-                    .iter()
-                    .any(|e| !finding.evidence.iter().any(|old| old.kind == e.kind));
-                if score <= finding.score && !new_kind {
+                if score <= finding.score && dry.kinds & !open.kinds == 0 {
                     self.stats.suppressed += 1;
                     return None;
                 }
-                for item in collected.items {
-                    match finding
-                        .evidence
-                        .iter_mut()
-                        .find(|old| old.kind == item.kind)
-                    {
-                        Some(old) => *old = item,
-                        None => finding.evidence.push(item),
-                    }
-                }
-                finding.score = score.max(finding.score);
-                finding.severity = severity(finding.score);
-                finding.confidence = finding.confidence.max(confidence);
-                finding.revision += 1;
-                finding.status = FindingStatus::Updated;
-                finding.event_time = start;
-                finding.dst_ip.clone_from(&session.dst_ip);
-                finding.baseline_version = baseline.version_label();
-                self.stats.updates += 1;
-                return Some(finding.clone());
+                true
             }
+            _ => false,
+        };
+        // Second pass, with words, only for what is written out.
+        let collected = self.collect(analytic, judged, true)?;
+        let baseline_version = judged.baseline.version_label();
+
+        if update {
+            let open = self.open.get_mut(&key)?;
+            open.kinds |= collected.kinds;
+            let finding = &mut open.finding;
+            for item in collected.items {
+                match finding
+                    .evidence
+                    .iter_mut()
+                    .find(|old| old.kind == item.kind)
+                {
+                    Some(old) => *old = item,
+                    None => finding.evidence.push(item),
+                }
+            }
+            finding.score = score.max(finding.score);
+            finding.severity = severity(finding.score);
+            finding.confidence = finding.confidence.max(confidence);
+            finding.revision += 1;
+            finding.status = FindingStatus::Updated;
+            finding.event_time = start;
+            finding.dst_ip.clone_from(&session.dst_ip);
+            finding.baseline_version = baseline_version;
+            self.stats.updates += 1;
+            return Some(finding.clone());
         }
 
         let (analytic_id, strategy, technique_id, technique_name) = match analytic {
@@ -1082,7 +1271,12 @@ impl Scorer {
         };
         let id_text = format!(
             "{}|{}|{}|{}|{}|{}",
-            session.device_id, app, analytic_name, destination, session.dst_port, start
+            session.device_id,
+            app,
+            analytic_name(analytic),
+            destination,
+            session.dst_port,
+            start
         );
         let finding_id = hex::encode(Sha256::digest(id_text.as_bytes()))
             .chars()
@@ -1103,7 +1297,7 @@ impl Scorer {
             app_name: session.app_name.clone(),
             dst_ip: session.dst_ip.clone(),
             dst_port: session.dst_port,
-            dst_host: host.map(str::to_string),
+            dst_host: judged.host.map(str::to_string),
             transport: session.transport,
             protocol: session.protocol,
             first_seen: start,
@@ -1113,13 +1307,14 @@ impl Scorer {
             severity: severity(score),
             confidence,
             evidence: collected.items,
-            baseline_version: baseline.version_label(),
+            baseline_version,
             event_time: start,
         };
         self.open.insert(
             key,
             OpenFinding {
                 finding: finding.clone(),
+                kinds: collected.kinds,
                 window_start: start,
             },
         );
@@ -1128,22 +1323,28 @@ impl Scorer {
     }
 }
 
+/// The analytic's name in finding ids (its Avro symbol), fixed so ids stay stable.
+fn analytic_name(analytic: Analytic) -> &'static str {
+    match analytic {
+        Analytic::NonStandardPortAndroid => "NonStandardPortAndroid",
+        Analytic::NonStandardPortIos => "NonStandardPortIos",
+        Analytic::AppLayerC2 => "AppLayerC2",
+    }
+}
+
 /// Recurrence of one destination. `exact` forces fresh statistics (the port analytic, which fires
 /// rarely, always gets them); otherwise they may be up to [`RECOMPUTE_EVERY`] sessions old.
 fn recurrence(
     config: &ScoreConfig,
     history: &mut History,
+    scratch: &mut Vec<f64>,
     baseline: &EffectiveBaseline,
     exact: bool,
 ) -> Recurrence {
-    let count = history.starts.len();
-    let newest = history.starts.back().copied().unwrap_or(0);
-    let last_hour = history
-        .starts
-        .iter()
-        .rev()
-        .take_while(|t| **t > newest - 3_600_000)
-        .count();
+    let samples = &history.samples;
+    let count = samples.len();
+    let newest = history.newest().unwrap_or(0);
+    let last_hour = count - samples.partition_point(|s| s.start <= newest - 3_600_000);
     let mut recurrence = Recurrence {
         count,
         last_hour,
@@ -1162,25 +1363,28 @@ fn recurrence(
         && count != config.min_series
         && count != config.repeated_sessions;
     if !fresh {
-        let intervals: Vec<f64> = history
-            .starts
-            .iter()
-            .zip(history.starts.iter().skip(1))
-            .map(|(a, b)| (b - a) as f64)
-            .collect();
-        let interval_stats = series_stats(&intervals);
+        scratch.clear();
+        scratch.extend(
+            samples
+                .iter()
+                .zip(samples.iter().skip(1))
+                .map(|(a, b)| (b.start - a.start) as f64),
+        );
+        let intervals = scratch.len();
+        let interval_stats = series_stats_in_place(scratch);
+        // The buffer now holds each interval's distance from the median.
         let stable_share = interval_stats.map_or(0.0, |stats| {
             let band = tolerance * stats.median;
-            let stable = intervals
-                .iter()
-                .filter(|i| (**i - stats.median).abs() <= band)
-                .count();
-            stable as f64 / intervals.len() as f64
+            let stable = scratch.iter().filter(|d| **d <= band).count();
+            stable as f64 / intervals as f64
         });
         let (sizes_out, sizes_in) = if count >= config.min_series {
-            let out: Vec<f64> = history.bytes_out.iter().map(|b| *b as f64).collect();
-            let inn: Vec<f64> = history.bytes_in.iter().map(|b| *b as f64).collect();
-            (series_stats(&out), series_stats(&inn))
+            scratch.clear();
+            scratch.extend(samples.iter().map(|s| f64::from(s.bytes_out)));
+            let out = series_stats_in_place(scratch);
+            scratch.clear();
+            scratch.extend(samples.iter().map(|s| f64::from(s.bytes_in)));
+            (out, series_stats_in_place(scratch))
         } else {
             (None, None)
         };

@@ -682,3 +682,31 @@ fn algorithmic_names() {
         assert!(looks_algorithmic(dga), "{dga}");
     }
 }
+
+#[test]
+fn history_keeps_start_order_and_its_cap_when_sessions_arrive_out_of_order() {
+    let sample = |start| Sample {
+        start,
+        bytes_out: 1,
+        bytes_in: 2,
+    };
+    let mut history = History::default();
+    for start in [10, 30, 20, 40, 5] {
+        history.push(sample(start), 4, 1_000);
+    }
+    let starts: Vec<EpochMillis> = history.samples.iter().map(|s| s.start).collect();
+    // Five pushes into a cap of four: the oldest (5, which arrived last) is the one dropped.
+    assert_eq!(starts, [10, 20, 30, 40]);
+    assert!(history.samples.capacity() >= 4);
+    // Entries older than the window behind the newest go.
+    history.push(sample(1_035), 4, 1_000);
+    let starts: Vec<EpochMillis> = history.samples.iter().map(|s| s.start).collect();
+    assert_eq!(starts, [40, 1_035]);
+}
+
+#[test]
+fn sizes_saturate_instead_of_wrapping() {
+    assert_eq!(saturating_u32(-5), 0);
+    assert_eq!(saturating_u32(1_234), 1_234);
+    assert_eq!(saturating_u32(i64::MAX), u32::MAX);
+}
