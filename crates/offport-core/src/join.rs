@@ -25,6 +25,12 @@
 //! lifecycle and MDM state before that point, which as-of answers still need. Every timeline is
 //! also capped at [`JoinConfig::max_entries_per_timeline`] entries (oldest dropped first), so a
 //! flood from one device cannot grow memory without bound. [`Joiner::state_bytes`] measures it.
+//!
+//! Timelines hold one 8-byte word per entry (time and a small payload packed together), app ids
+//! are interned once per joiner, and a device's apps sit in a small vector: about 440 bytes per
+//! active (device, app) key in the benchmark's dense mix. The packing clamps event times to
+//! 1970..2527 and API call counts to 2^20 - 1 per record; the normalizers reject such times as
+//! impossible before they get here.
 
 use std::collections::BTreeMap;
 #[cfg(test)]
@@ -106,10 +112,34 @@ pub struct JoinStats {
     pub capped: u64,
 }
 
-/// A sorted timeline of `(time, rank, value)`; `rank` orders equal times deterministically.
+/// Bits of a timeline key below the time: the payload (a rank or a small value).
+const PAYLOAD_BITS: u32 = 20;
+const PAYLOAD_MAX: u64 = (1 << PAYLOAD_BITS) - 1;
+/// Latest representable time: 2^44 ms after the epoch, the year 2527.
+const TIME_MAX: EpochMillis = (1 << (64 - PAYLOAD_BITS)) - 1;
+
+/// `time` (clamped to 1970..2527; the normalizers reject anything outside as impossible) and a
+/// payload packed into one sortable word: entries order by time, then payload, whatever the
+/// arrival order.
+fn pack(time: EpochMillis, payload: u64) -> u64 {
+    let time = u64::try_from(time.clamp(0, TIME_MAX)).unwrap_or(0);
+    (time << PAYLOAD_BITS) | payload.min(PAYLOAD_MAX)
+}
+
+fn time_of(key: u64) -> EpochMillis {
+    EpochMillis::try_from(key >> PAYLOAD_BITS).unwrap_or(TIME_MAX)
+}
+
+fn payload_of(key: u64) -> u64 {
+    key & PAYLOAD_MAX
+}
+
+/// A sorted timeline of packed `(time, payload)` keys with an optional value each. Most
+/// timelines carry everything in the payload (a state's rank, a call count) and have `T = ()`:
+/// 8 bytes an entry.
 #[derive(Debug, Clone)]
 struct Timeline<T> {
-    entries: Vec<(EpochMillis, u8, T)>,
+    entries: Vec<(u64, T)>,
 }
 
 impl<T> Default for Timeline<T> {
@@ -120,12 +150,29 @@ impl<T> Default for Timeline<T> {
     }
 }
 
-impl<T: Clone> Timeline<T> {
-    fn insert(&mut self, at: EpochMillis, rank: u8, value: T, cap: usize) -> bool {
-        let index = self
-            .entries
-            .partition_point(|(t, r, _)| (*t, *r) <= (at, rank));
-        self.entries.insert(index, (at, rank, value));
+/// A timeline entry seen from outside: its time and payload.
+struct Entry {
+    time: EpochMillis,
+    payload: u64,
+}
+
+impl<T> Timeline<T> {
+    fn entry(item: &(u64, T)) -> Entry {
+        Entry {
+            time: time_of(item.0),
+            payload: payload_of(item.0),
+        }
+    }
+
+    fn insert(&mut self, at: EpochMillis, payload: u64, value: T, cap: usize) -> bool {
+        let key = pack(at, payload);
+        let index = self.entries.partition_point(|(k, _)| *k <= key);
+        if self.entries.len() == self.entries.capacity() {
+            // Grow by a quarter rather than doubling: the state is mostly timelines.
+            let extra = (self.entries.len() / 4).max(4);
+            self.entries.reserve_exact(extra);
+        }
+        self.entries.insert(index, (key, value));
         if self.entries.len() > cap {
             self.entries.remove(0);
             return true;
@@ -133,29 +180,31 @@ impl<T: Clone> Timeline<T> {
         false
     }
 
-    /// The last value at or before `at`.
-    fn as_of(&self, at: EpochMillis) -> Option<&(EpochMillis, u8, T)> {
-        let index = self.entries.partition_point(|(t, _, _)| *t <= at);
-        self.entries.get(index.checked_sub(1)?)
+    /// The last entry at or before `at`.
+    fn as_of(&self, at: EpochMillis) -> Option<Entry> {
+        let limit = pack(at, PAYLOAD_MAX);
+        let index = self.entries.partition_point(|(k, _)| *k <= limit);
+        self.entries.get(index.checked_sub(1)?).map(Self::entry)
     }
 
     /// Entries with `from < time <= to`.
-    fn between(
-        &self,
-        from: EpochMillis,
-        to: EpochMillis,
-    ) -> impl Iterator<Item = &(EpochMillis, u8, T)> {
-        let start = self.entries.partition_point(|(t, _, _)| *t <= from);
-        let end = self.entries.partition_point(|(t, _, _)| *t <= to);
+    fn between(&self, from: EpochMillis, to: EpochMillis) -> impl Iterator<Item = Entry> + '_ {
+        let start = self
+            .entries
+            .partition_point(|(k, _)| *k <= pack(from, PAYLOAD_MAX));
+        let end = self
+            .entries
+            .partition_point(|(k, _)| *k <= pack(to, PAYLOAD_MAX));
         self.entries
             .get(start..end.max(start))
             .unwrap_or_default()
             .iter()
+            .map(Self::entry)
     }
 
     /// Drops entries before `cutoff`, keeping the last one before it when `keep_last`.
     fn prune(&mut self, cutoff: EpochMillis, keep_last: bool) {
-        let before = self.entries.partition_point(|(t, _, _)| *t < cutoff);
+        let before = self.entries.partition_point(|(k, _)| *k < pack(cutoff, 0));
         let drop = if keep_last {
             before.saturating_sub(1)
         } else {
@@ -170,27 +219,112 @@ impl<T: Clone> Timeline<T> {
         self.entries.len()
     }
 
-    /// Gives back capacity beyond twice the length.
+    /// Gives back capacity beyond a quarter more than the length.
     fn shrink(&mut self) {
-        if self.entries.capacity() > 2 * self.entries.len() + 4 {
+        if self.entries.capacity() > self.entries.len() + self.entries.len() / 4 + 4 {
             self.entries.shrink_to_fit();
         }
     }
+
+    fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<(u64, T)>()
+    }
+}
+
+/// Payload of an app lifecycle entry; equal times order NotRunning, Background, Foreground.
+fn lifecycle_rank(state: AppRunState) -> u64 {
+    match state {
+        AppRunState::NotRunning => 0,
+        AppRunState::Background => 1,
+        AppRunState::Foreground => 2,
+        AppRunState::Unknown => 3,
+    }
+}
+
+fn lifecycle_state(rank: u64) -> AppRunState {
+    match rank {
+        0 => AppRunState::NotRunning,
+        1 => AppRunState::Background,
+        2 => AppRunState::Foreground,
+        _ => AppRunState::Unknown,
+    }
+}
+
+/// Payload of a lock entry; an unlock sorts before a lock at the same instant.
+fn lock_rank(state: LockState) -> u64 {
+    u64::from(state == LockState::Locked)
+}
+
+fn lock_of(rank: u64) -> LockState {
+    if rank == 1 {
+        LockState::Locked
+    } else {
+        LockState::Unlocked
+    }
+}
+
+/// The background-execution kinds the join keeps, in their payload order.
+const BACKGROUND_KINDS: [DeviceEventKind; 5] = [
+    DeviceEventKind::BackgroundJob,
+    DeviceEventKind::WorkManager,
+    DeviceEventKind::ForegroundServiceStart,
+    DeviceEventKind::BackgroundRefresh,
+    DeviceEventKind::PersistentService,
+];
+
+fn background_rank(kind: DeviceEventKind) -> Option<u64> {
+    BACKGROUND_KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .and_then(|i| u64::try_from(i).ok())
+}
+
+fn background_kind(rank: u64) -> DeviceEventKind {
+    usize::try_from(rank)
+        .ok()
+        .and_then(|i| BACKGROUND_KINDS.get(i))
+        .copied()
+        .unwrap_or(DeviceEventKind::Unknown)
 }
 
 #[derive(Debug, Clone, Default)]
 struct AppState {
-    lifecycle: Timeline<AppRunState>,
-    background: Timeline<DeviceEventKind>,
-    api_calls: Timeline<i64>,
+    /// Payload: [`lifecycle_rank`].
+    lifecycle: Timeline<()>,
+    /// Payload: [`background_rank`].
+    background: Timeline<()>,
+    /// Payload: networking-API calls (saturating at 2^20 - 1 per record).
+    api_calls: Timeline<()>,
 }
+
+/// An app id interned by the joiner: devices key their app state by it.
+type AppKey = u32;
 
 #[derive(Debug, Clone, Default)]
 struct DeviceState {
-    lock: Timeline<LockState>,
+    /// Payload: [`lock_rank`].
+    lock: Timeline<()>,
     interactions: Timeline<()>,
+    /// Payload: 0 for a complete inventory, 1 for a partial update.
     mdm: Timeline<MdmRecord>,
-    apps: FxHashMap<String, AppState>,
+    /// A device has few apps: a small vector beats a map in memory and speed.
+    apps: Vec<(AppKey, AppState)>,
+}
+
+impl DeviceState {
+    fn app(&self, key: AppKey) -> Option<&AppState> {
+        self.apps.iter().find(|(k, _)| *k == key).map(|(_, a)| a)
+    }
+
+    fn app_mut(&mut self, key: AppKey) -> Option<&mut AppState> {
+        if !self.apps.iter().any(|(k, _)| *k == key) {
+            self.apps.push((key, AppState::default()));
+        }
+        self.apps
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .map(|(_, a)| a)
+    }
 }
 
 /// The parts of a DeviceContext the join keeps.
@@ -208,7 +342,10 @@ struct MdmRecord {
 pub struct Joiner {
     config: JoinConfig,
     devices: FxHashMap<String, DeviceState>,
-    /// Sessions waiting for the watermark, by (end time, session id).
+    /// App ids seen, interned: one copy of each name however many devices run the app.
+    app_keys: FxHashMap<String, AppKey>,
+    /// Sessions waiting for the watermark, by (end time, session id). The id is moved into the
+    /// key while the session waits and back when it is emitted.
     pending: BTreeMap<(EpochMillis, String), NetworkSession>,
     max_event_time: Option<EpochMillis>,
     watermark: Option<EpochMillis>,
@@ -224,15 +361,6 @@ fn session_end(session: &NetworkSession) -> EpochMillis {
     session
         .start_time
         .saturating_add(session.duration_ms.unwrap_or(0).max(0))
-}
-
-fn lifecycle_rank(state: AppRunState) -> u8 {
-    match state {
-        AppRunState::NotRunning => 0,
-        AppRunState::Background => 1,
-        AppRunState::Foreground => 2,
-        AppRunState::Unknown => 3,
-    }
 }
 
 impl Joiner {
@@ -274,31 +402,27 @@ impl Joiner {
         self.devices.values().map(|d| d.apps.len().max(1)).sum()
     }
 
-    /// Approximate heap bytes of the join state (timelines, keys, pending sessions).
+    /// Approximate heap bytes of the join state (timelines, keys, interned app ids, pending
+    /// sessions).
     pub fn state_bytes(&self) -> usize {
-        fn timeline<T>(t: &Timeline<T>) -> usize {
-            t.entries.capacity() * std::mem::size_of::<(EpochMillis, u8, T)>()
-        }
         let devices: usize = self
             .devices
             .iter()
             .map(|(id, d)| {
-                let apps: usize = d
-                    .apps
-                    .iter()
-                    .map(|(app, a)| {
-                        app.capacity()
-                            + std::mem::size_of::<(String, AppState)>()
-                            + timeline(&a.lifecycle)
-                            + timeline(&a.background)
-                            + timeline(&a.api_calls)
-                    })
-                    .sum();
+                let apps: usize = d.apps.capacity() * std::mem::size_of::<(AppKey, AppState)>()
+                    + d.apps
+                        .iter()
+                        .map(|(_, a)| {
+                            a.lifecycle.heap_bytes()
+                                + a.background.heap_bytes()
+                                + a.api_calls.heap_bytes()
+                        })
+                        .sum::<usize>();
                 let mdm: usize = d
                     .mdm
                     .entries
                     .iter()
-                    .map(|(_, _, r)| {
+                    .map(|(_, r)| {
                         r.apps.capacity() * std::mem::size_of::<ManagedApp>()
                             + r.apps
                                 .iter()
@@ -311,14 +435,19 @@ impl Joiner {
                     .sum();
                 id.capacity()
                     + std::mem::size_of::<(String, DeviceState)>()
-                    + timeline(&d.lock)
-                    + timeline(&d.interactions)
-                    + timeline(&d.mdm)
+                    + d.lock.heap_bytes()
+                    + d.interactions.heap_bytes()
+                    + d.mdm.heap_bytes()
                     + mdm
                     + apps
             })
             .sum();
-        devices + self.pending.len() * (std::mem::size_of::<NetworkSession>() + 160)
+        let interned: usize = self
+            .app_keys
+            .keys()
+            .map(|k| k.capacity() + std::mem::size_of::<(String, AppKey)>())
+            .sum();
+        devices + interned + self.pending.len() * (std::mem::size_of::<NetworkSession>() + 160)
     }
 
     /// Adds a record; returns the sessions it completed, in (end time, session id) order.
@@ -334,15 +463,16 @@ impl Joiner {
                 }
                 if self.watermark.is_some_and(|w| end <= w) {
                     self.stats.late_sessions += 1;
-                    let enriched = self.enrich(&session, end);
+                    let enriched = self.enrich(session, end);
                     self.stats.emitted += 1;
                     self.advance(at);
                     let mut out = vec![enriched];
                     out.extend(self.emit_ready());
                     return out;
                 }
-                self.pending
-                    .insert((end, session.session_id.clone()), session);
+                let mut session = session;
+                let id = std::mem::take(&mut session.session_id);
+                self.pending.insert((end, id), session);
             }
             JoinInput::Event(event) => {
                 if late {
@@ -377,9 +507,10 @@ impl Joiner {
         let pending = std::mem::take(&mut self.pending);
         pending
             .into_iter()
-            .map(|((end, _), session)| {
+            .map(|((end, id), mut session)| {
                 self.stats.emitted += 1;
-                self.enrich(&session, end)
+                session.session_id = id;
+                self.enrich(session, end)
             })
             .collect()
     }
@@ -403,9 +534,10 @@ impl Joiner {
             if entry.key().0 > watermark {
                 break;
             }
-            let ((end, _), session) = entry.remove_entry();
+            let ((end, id), mut session) = entry.remove_entry();
             self.stats.emitted += 1;
-            out.push(self.enrich(&session, end));
+            session.session_id = id;
+            out.push(self.enrich(session, end));
         }
         out
     }
@@ -432,7 +564,7 @@ impl Joiner {
             device.lock.prune(cutoff, true);
             device.interactions.prune(cutoff, false);
             device.mdm.prune(cutoff, true);
-            device.apps.retain(|_, app| {
+            device.apps.retain_mut(|(_, app)| {
                 app.lifecycle.prune(cutoff, true);
                 app.background.prune(cutoff, false);
                 app.api_calls.prune(cutoff, false);
@@ -449,26 +581,24 @@ impl Joiner {
 
     fn apply_event(&mut self, event: DeviceEvent) {
         let cap = self.config.max_entries_per_timeline;
+        let app_key = event.app_id.as_deref().map(|id| self.intern(id));
         let device = match self.devices.get_mut(&event.device_id) {
             Some(device) => device,
             None => self.devices.entry(event.device_id.clone()).or_default(),
         };
         let at = event.event_time;
         let mut capped = false;
-        fn app<'d>(
-            device: &'d mut DeviceState,
-            app_id: Option<&String>,
-        ) -> Option<&'d mut AppState> {
-            app_id.map(|id| device.apps.entry(id.clone()).or_default())
-        }
-        match event.kind {
-            DeviceEventKind::DeviceLocked => {
-                capped |= device.lock.insert(at, 1, LockState::Locked, cap)
-            }
-            DeviceEventKind::DeviceUnlocked => {
-                capped |= device.lock.insert(at, 0, LockState::Unlocked, cap);
-                // Unlocking is a user interaction.
-                capped |= device.interactions.insert(at, 0, (), cap);
+        let kind = event.kind;
+        match kind {
+            DeviceEventKind::DeviceLocked | DeviceEventKind::DeviceUnlocked => {
+                let state = if kind == DeviceEventKind::DeviceLocked {
+                    LockState::Locked
+                } else {
+                    // Unlocking is a user interaction.
+                    capped |= device.interactions.insert(at, 0, (), cap);
+                    LockState::Unlocked
+                };
+                capped |= device.lock.insert(at, lock_rank(state), (), cap);
             }
             DeviceEventKind::UserInteraction => {
                 capped |= device.interactions.insert(at, 0, (), cap)
@@ -476,13 +606,13 @@ impl Joiner {
             DeviceEventKind::AppForeground
             | DeviceEventKind::AppBackground
             | DeviceEventKind::AppStopped => {
-                let state = match event.kind {
+                let state = match kind {
                     DeviceEventKind::AppForeground => AppRunState::Foreground,
                     DeviceEventKind::AppBackground => AppRunState::Background,
                     _ => AppRunState::NotRunning,
                 };
-                if let Some(app) = app(device, event.app_id.as_ref()) {
-                    capped |= app.lifecycle.insert(at, lifecycle_rank(state), state, cap);
+                if let Some(app) = app_key.and_then(|k| device.app_mut(k)) {
+                    capped |= app.lifecycle.insert(at, lifecycle_rank(state), (), cap);
                 }
             }
             DeviceEventKind::BackgroundJob
@@ -490,24 +620,20 @@ impl Joiner {
             | DeviceEventKind::ForegroundServiceStart
             | DeviceEventKind::BackgroundRefresh
             | DeviceEventKind::PersistentService => {
-                let rank = match event.kind {
-                    DeviceEventKind::BackgroundJob => 0,
-                    DeviceEventKind::WorkManager => 1,
-                    DeviceEventKind::ForegroundServiceStart => 2,
-                    DeviceEventKind::BackgroundRefresh => 3,
-                    _ => 4,
-                };
-                if let Some(app) = app(device, event.app_id.as_ref()) {
-                    capped |= app.background.insert(at, rank, event.kind, cap);
+                if let (Some(app), Some(rank)) = (
+                    app_key.and_then(|k| device.app_mut(k)),
+                    background_rank(kind),
+                ) {
+                    capped |= app.background.insert(at, rank, (), cap);
                 }
             }
             DeviceEventKind::NetworkApiUsage => {
                 let calls = event
                     .network_api
                     .as_ref()
-                    .map_or(0, |u| u.call_count.max(0));
-                if let Some(app) = app(device, event.app_id.as_ref()) {
-                    capped |= app.api_calls.insert(at, 0, calls, cap);
+                    .map_or(0, |u| u64::try_from(u.call_count).unwrap_or(0));
+                if let Some(app) = app_key.and_then(|k| device.app_mut(k)) {
+                    capped |= app.api_calls.insert(at, calls, (), cap);
                 }
             }
             // Screen state, service stops and unknown kinds carry nothing the analytics use.
@@ -521,6 +647,16 @@ impl Joiner {
         }
     }
 
+    /// The interned key of an app id.
+    fn intern(&mut self, app_id: &str) -> AppKey {
+        if let Some(key) = self.app_keys.get(app_id) {
+            return *key;
+        }
+        let key = AppKey::try_from(self.app_keys.len()).unwrap_or(AppKey::MAX);
+        self.app_keys.insert(app_id.to_string(), key);
+        key
+    }
+
     fn apply_context(&mut self, context: DeviceContext) {
         let cap = self.config.max_entries_per_timeline;
         let device = self.devices.entry(context.device_id.clone()).or_default();
@@ -532,56 +668,59 @@ impl Joiner {
             complete: context.inventory_complete,
         };
         // Complete inventories sort before partial updates at the same instant.
-        let rank = u8::from(!record.complete);
+        let rank = u64::from(!record.complete);
         if device.mdm.insert(context.event_time, rank, record, cap) {
             self.stats.capped += 1;
         }
     }
 
-    fn enrich(&self, session: &NetworkSession, end: EpochMillis) -> EnrichedSession {
+    fn enrich(&self, session: NetworkSession, end: EpochMillis) -> EnrichedSession {
         let start = session.start_time;
         let window = self.config.time_window_ms;
         let device = self.devices.get(&session.device_id);
-        let app = device.and_then(|d| session.app_id.as_ref().and_then(|a| d.apps.get(a)));
+        let app = device.and_then(|d| {
+            let key = self.app_keys.get(session.app_id.as_deref()?)?;
+            d.app(*key)
+        });
 
         let app_state = app
             .and_then(|a| a.lifecycle.as_of(start))
-            .map_or(AppRunState::Unknown, |(_, _, s)| *s);
+            .map_or(AppRunState::Unknown, |e| lifecycle_state(e.payload));
         let foreground_transition_during = app.is_some_and(|a| {
             a.lifecycle
                 .between(start, end)
-                .any(|(_, _, s)| *s == AppRunState::Foreground)
+                .any(|e| lifecycle_state(e.payload) == AppRunState::Foreground)
         });
         let lock_state = device
             .and_then(|d| d.lock.as_of(start))
-            .map_or(LockState::Unknown, |(_, _, s)| *s);
+            .map_or(LockState::Unknown, |e| lock_of(e.payload));
         let locked_throughout = lock_state == LockState::Locked
             && !device.is_some_and(|d| {
                 d.lock
                     .between(start, end)
-                    .any(|(_, _, s)| *s == LockState::Unlocked)
+                    .any(|e| lock_of(e.payload) == LockState::Unlocked)
             });
         let last_user_interaction_ms_before = device
             .and_then(|d| d.interactions.as_of(start))
-            .map(|(t, _, _)| start - t)
+            .map(|e| start - e.time)
             .filter(|delta| *delta <= window);
         let preceding_background_execution = app
             .and_then(|a| a.background.as_of(start))
-            .filter(|(t, _, _)| start - t <= window)
-            .map(|(t, _, kind)| BackgroundExecution {
-                kind: *kind,
-                event_time: *t,
-                ms_before_session: start - t,
+            .filter(|e| start - e.time <= window)
+            .map(|e| BackgroundExecution {
+                kind: background_kind(e.payload),
+                event_time: e.time,
+                ms_before_session: start - e.time,
             });
         let network_api_calls_before = app.map_or(0, |a| {
             a.api_calls
                 .between(start.saturating_sub(window), start)
-                .map(|(_, _, calls)| *calls)
+                .map(|e| i64::try_from(e.payload).unwrap_or(0))
                 .sum()
         });
         let mdm = device.and_then(|d| mdm_as_of(d, session.app_id.as_deref(), start));
         EnrichedSession {
-            session: session.clone(),
+            session,
             app_state,
             foreground_transition_during,
             lock_state,
@@ -598,14 +737,17 @@ impl Joiner {
 /// Folds the MDM records up to `at`: a complete inventory resets the app list, a partial one
 /// updates the apps it lists; device fields take the latest non-null value.
 fn mdm_as_of(device: &DeviceState, app_id: Option<&str>, at: EpochMillis) -> Option<MdmContext> {
-    let index = device.mdm.entries.partition_point(|(t, _, _)| *t <= at);
+    let index = device
+        .mdm
+        .entries
+        .partition_point(|(k, _)| *k <= pack(at, PAYLOAD_MAX));
     let records = device.mdm.entries.get(..index)?;
-    let (as_of, _, _) = records.last()?;
+    let as_of = time_of(records.last()?.0);
     let mut supervised = None;
     let mut group = None;
     let mut role = None;
     let mut app: Option<&ManagedApp> = None;
-    for (_, _, record) in records {
+    for (_, record) in records {
         supervised = record.supervised.or(supervised);
         group = record.device_group.as_ref().or(group);
         role = record.device_role.as_ref().or(role);
@@ -626,7 +768,7 @@ fn mdm_as_of(device: &DeviceState, app_id: Option<&str>, at: EpochMillis) -> Opt
         device_role: role.cloned(),
         app_category: app.and_then(|a| a.category.clone()),
         service_class: app.and_then(|a| a.service_class.clone()),
-        as_of: *as_of,
+        as_of,
     })
 }
 
@@ -694,6 +836,31 @@ mod tests {
             out.extend(joiner.push(input));
         }
         out
+    }
+
+    #[test]
+    fn timeline_keys_order_by_time_then_payload_and_clamp_what_they_cannot_hold() {
+        assert_eq!(time_of(pack(T0, 7)), T0);
+        assert_eq!(payload_of(pack(T0, 7)), 7);
+        assert!(pack(T0, 1) < pack(T0, 2) && pack(T0, PAYLOAD_MAX) < pack(T0 + 1, 0));
+        // Before 1970 and after 2527 clamp; an oversized payload saturates.
+        assert_eq!(time_of(pack(-5, 0)), 0);
+        assert_eq!(time_of(pack(EpochMillis::MAX, 0)), TIME_MAX);
+        assert_eq!(payload_of(pack(T0, u64::MAX)), PAYLOAD_MAX);
+
+        let mut timeline = Timeline::<()>::default();
+        for (at, payload) in [(T0 + 10, 2), (T0, 1), (T0 + 10, 0), (T0 + 20, 1)] {
+            timeline.insert(at, payload, (), 16);
+        }
+        let seen: Vec<(EpochMillis, u64)> = timeline
+            .between(T0 - 1, T0 + 20)
+            .map(|e| (e.time, e.payload))
+            .collect();
+        assert_eq!(seen, [(T0, 1), (T0 + 10, 0), (T0 + 10, 2), (T0 + 20, 1)]);
+        // As of an instant: the entry with the highest payload at that instant wins.
+        let last = timeline.as_of(T0 + 10).map(|e| (e.time, e.payload));
+        assert_eq!(last, Some((T0 + 10, 2)));
+        assert!(timeline.as_of(T0 - 1).is_none());
     }
 
     #[test]
