@@ -8,11 +8,13 @@
 //! - [`model`]: the records that flow between stages (the Rust side of `schemas/*.avsc`).
 //! - [`schema`]: the embedded Avro contracts, resolved for the schema registry.
 //! - [`examples`]: fully populated example records, for documentation and tests.
+//! - [`normalize`]: raw records in the formats users have, into the contracts.
 
 pub mod baseline;
 pub mod examples;
 pub mod join;
 pub mod model;
+pub mod normalize;
 pub mod protocol;
 pub mod schema;
 pub mod score;

@@ -35,18 +35,22 @@ fn epoch_millis_or_rfc3339<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-/// Parses an RFC 3339 time into epoch milliseconds.
+/// Parses an RFC 3339 time into epoch milliseconds, honouring its offset. A space may stand for
+/// the `T`, and a time without an offset is taken as UTC.
 pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, String> {
-    let time = humantime::parse_rfc3339_weak(text.trim())
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))?;
-    match time.duration_since(std::time::UNIX_EPOCH) {
-        Ok(since) => {
-            i64::try_from(since.as_millis()).map_err(|_| format!("{text:?} is out of range"))
-        }
-        Err(before) => i64::try_from(before.duration().as_millis())
-            .map(|m| -m)
-            .map_err(|_| format!("{text:?} is out of range")),
+    use time::format_description::well_known::Rfc3339;
+    let trimmed = text.trim();
+    let mut normalized = trimmed.to_string();
+    if normalized.as_bytes().get(10) == Some(&b' ') {
+        normalized.replace_range(10..11, "T");
     }
+    let parsed = time::OffsetDateTime::parse(&normalized, &Rfc3339)
+        .or_else(|first| {
+            time::OffsetDateTime::parse(&format!("{normalized}Z"), &Rfc3339).map_err(|_| first)
+        })
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))?;
+    i64::try_from(parsed.unix_timestamp_nanos().div_euclid(1_000_000))
+        .map_err(|_| format!("{text:?} is out of range"))
 }
 
 /// Avro schema of an [`EpochMillis`] field (`long` with logical type `timestamp-millis`).
@@ -65,7 +69,7 @@ fn optional_timestamp_millis(_: &mut HashSet<Name>, _: NamespaceRef) -> Schema {
 }
 
 /// Mobile operating system family of the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, AvroSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[avro(namespace = "dev.offport.v1")]
 #[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
@@ -75,16 +79,18 @@ pub enum Platform {
     // iOS / iPadOS.
     Ios,
     // The source did not say.
+    #[default]
     Unknown,
 }
 
 /// Transport-layer protocol of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, AvroSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[avro(namespace = "dev.offport.v1")]
 #[allow(missing_docs)] // apache-avro-derive 0.22 rejects doc attributes on unit variants
 pub enum Transport {
-    // TCP.
+    // TCP, the default of offport's JSON formats.
+    #[default]
     Tcp,
     // UDP.
     Udp,

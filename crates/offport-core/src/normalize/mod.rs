@@ -1,0 +1,344 @@
+//! Normalization: raw records in the formats users have, turned into offport's contracts.
+//!
+//! Pure functions over bytes: the normalizer services feed each raw Kafka record in as a
+//! [`RawRecord`] and produce what comes back. A record either becomes zero or more
+//! [`Normalized`] records or is rejected with a [`Rejection`] (a machine-readable
+//! [`DeadLetterReason`] and a message for a human), which the service writes to the dead-letter
+//! topic with the original bytes. Nothing here panics on any input.
+//!
+//! - [`proxy`]: sessions from proxies, per-app VPNs and network sensors.
+//!
+//! Shared rules, documented once here and in the README's format reference:
+//!
+//! - **Times** may be RFC 3339 text or numbers. A number below 10^11 is epoch seconds (fractions
+//!   allowed), otherwise epoch milliseconds: 10^11 s is the year 5138 and 10^11 ms is 1973, so
+//!   the two ranges cannot be confused for real traffic.
+//! - **Impossible values** are rejected, not clamped: ports outside 0..=65535 (a destination port
+//!   of 0), negative byte or packet counts, an end before the start, times before 2000 or more
+//!   than a day after the record was normalized.
+//! - **Oversize**: a record longer than [`Limits::max_record_bytes`] is rejected before parsing.
+
+pub mod proxy;
+
+use crate::model::{
+    DeadLetterReason, DeviceContext, DeviceEvent, EpochMillis, NetworkSession, Platform,
+};
+use crate::schema::Contract;
+
+/// One raw record as the service consumed it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<&'a [u8]>,
+    /// Value bytes.
+    pub value: Option<&'a [u8]>,
+    /// Headers, in order.
+    pub headers: &'a [(String, Option<Vec<u8>>)],
+    /// Kafka timestamp.
+    pub timestamp: Option<EpochMillis>,
+}
+
+impl RawRecord<'_> {
+    /// `topic/partition@offset`, the `source_ref` of what this record becomes.
+    pub fn source_ref(&self) -> String {
+        format!("{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+
+    /// The last header named `name`, as UTF-8 text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| std::str::from_utf8(value.as_deref()?).ok())
+    }
+
+    /// The record key as UTF-8 text, when it is some.
+    pub fn key_text(&self) -> Option<&str> {
+        std::str::from_utf8(self.key?)
+            .ok()
+            .filter(|k| !k.is_empty())
+    }
+}
+
+/// Why a record was not normalized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// Machine-readable reason.
+    pub reason: DeadLetterReason,
+    /// What is wrong, for a human: the field, the value and why.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection for `reason` with `message`.
+    pub fn new(reason: DeadLetterReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The record could not be parsed.
+    pub fn unparseable(message: impl Into<String>) -> Self {
+        Self::new(DeadLetterReason::Unparseable, message)
+    }
+
+    /// A value is present but cannot be true.
+    pub fn impossible(message: impl Into<String>) -> Self {
+        Self::new(DeadLetterReason::ImpossibleValue, message)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.reason, self.message)
+    }
+}
+
+/// A normalized record, ready for its topic.
+#[derive(Debug, Clone, PartialEq)]
+// Records are produced straight away; boxing would only add an allocation per record.
+#[allow(clippy::large_enum_variant)]
+pub enum Normalized {
+    /// For the normalized sessions topic.
+    Session(NetworkSession),
+    /// For the normalized device-events topic.
+    Event(DeviceEvent),
+    /// For the normalized device-context topic.
+    Context(DeviceContext),
+}
+
+impl Normalized {
+    /// The device id: the record key on Kafka.
+    pub fn device_id(&self) -> &str {
+        match self {
+            Normalized::Session(s) => &s.device_id,
+            Normalized::Event(e) => &e.device_id,
+            Normalized::Context(c) => &c.device_id,
+        }
+    }
+
+    /// The Avro contract of the record.
+    pub fn contract(&self) -> Contract {
+        match self {
+            Normalized::Session(_) => Contract::NetworkSession,
+            Normalized::Event(_) => Contract::DeviceEvent,
+            Normalized::Context(_) => Contract::DeviceContext,
+        }
+    }
+}
+
+/// Bounds on input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest raw record accepted.
+    pub max_record_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// A normalizer of one source: raw records in, normalized records or a rejection out.
+pub trait Normalizer {
+    /// Normalizes one record. `ingest_time` is the wall-clock time the service read it; it is
+    /// the only clock the core sees.
+    fn normalize(
+        &mut self,
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection>;
+}
+
+/// Earliest believable event time: 2000-01-01T00:00:00Z.
+pub const EARLIEST_TIME: EpochMillis = 946_684_800_000;
+/// How far past the ingest time an event time may be (clock skew of devices and sensors).
+pub const MAX_FUTURE_MS: i64 = 24 * 3_600_000;
+
+/// Epoch milliseconds from a JSON number: below 10^11 it is seconds, otherwise milliseconds.
+pub fn time_from_number(value: f64) -> Option<EpochMillis> {
+    if !value.is_finite() {
+        return None;
+    }
+    let millis = if value.abs() < 1e11 {
+        value * 1_000.0
+    } else {
+        value
+    };
+    // Within i64 range by the check; the cast then only drops sub-millisecond digits.
+    (millis.abs() < 9.0e18).then(|| millis.round() as EpochMillis)
+}
+
+/// Epoch milliseconds from text: RFC 3339 (with or without `T`, any offset) or a number.
+pub fn time_from_text(text: &str) -> Option<EpochMillis> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<f64>() {
+        return time_from_number(number);
+    }
+    crate::model::parse_rfc3339_millis(text)
+        .ok()
+        .or_else(|| crate::model::parse_rfc3339_millis(&fix_offset(text)?).ok())
+}
+
+/// Rewrites a `+0000`-style offset (Suricata, strftime `%z`) as `+00:00`.
+fn fix_offset(text: &str) -> Option<String> {
+    let split = text.len().checked_sub(5)?;
+    let (head, zone) = (text.get(..split)?, text.get(split..)?);
+    let bytes = zone.as_bytes();
+    let signed = matches!(bytes.first(), Some(b'+' | b'-'));
+    let digits = bytes
+        .get(1..)
+        .is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    if !(signed && digits) {
+        return None;
+    }
+    Some(format!("{head}{}:{}", zone.get(..3)?, zone.get(3..)?))
+}
+
+/// Epoch milliseconds from a JSON value (number or text).
+pub fn time_from_json(value: &serde_json::Value) -> Option<EpochMillis> {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64().and_then(time_from_number),
+        serde_json::Value::String(s) => time_from_text(s),
+        _ => None,
+    }
+}
+
+/// Checks an event time against [`EARLIEST_TIME`] and [`MAX_FUTURE_MS`].
+pub fn check_time(
+    field: &str,
+    time: EpochMillis,
+    ingest_time: EpochMillis,
+) -> Result<(), Rejection> {
+    if time < EARLIEST_TIME {
+        return Err(Rejection::impossible(format!(
+            "{field}={time} is before 2000-01-01"
+        )));
+    }
+    if time > ingest_time.saturating_add(MAX_FUTURE_MS) {
+        return Err(Rejection::impossible(format!(
+            "{field}={time} is more than a day after the record was read ({ingest_time})"
+        )));
+    }
+    Ok(())
+}
+
+/// A port number, 0..=65535.
+pub fn check_port(field: &str, port: i64) -> Result<i32, Rejection> {
+    u16::try_from(port)
+        .map(i32::from)
+        .map_err(|_| Rejection::impossible(format!("{field}={port} is not a port (0-65535)")))
+}
+
+/// A count that cannot be negative.
+pub fn check_count(field: &str, count: i64) -> Result<i64, Rejection> {
+    if count < 0 {
+        return Err(Rejection::impossible(format!(
+            "{field}={count} is negative"
+        )));
+    }
+    Ok(count)
+}
+
+/// A device id: present, not blank, at most 256 bytes.
+pub fn check_device_id(device_id: Option<&str>) -> Result<String, Rejection> {
+    let id = device_id.map(str::trim).unwrap_or_default();
+    if id.is_empty() {
+        return Err(Rejection::new(
+            DeadLetterReason::MissingDeviceId,
+            "no device id: not in the record, its key, an `offport.device_id` header or the \
+             source's device mapping",
+        ));
+    }
+    if id.len() > 256 {
+        return Err(Rejection::impossible(format!(
+            "device id of {} bytes is longer than 256",
+            id.len()
+        )));
+    }
+    Ok(id.to_string())
+}
+
+/// Platform from the usual spellings (`ANDROID`, `android`, `iOS`, `ios`, `iPadOS`).
+pub fn platform_from(text: Option<&str>) -> Platform {
+    match text.map(|t| t.trim().to_ascii_lowercase()).as_deref() {
+        Some("android") => Platform::Android,
+        Some("ios" | "ipados") => Platform::Ios,
+        _ => Platform::Unknown,
+    }
+}
+
+/// The record's value, checked against the size limit and present.
+pub fn value_of<'a>(record: &RawRecord<'a>, limits: &Limits) -> Result<&'a [u8], Rejection> {
+    let value = record
+        .value
+        .ok_or_else(|| Rejection::unparseable("the record has no value (a tombstone)"))?;
+    if value.len() > limits.max_record_bytes {
+        return Err(Rejection::new(
+            DeadLetterReason::Oversize,
+            format!(
+                "{} bytes is over the {}-byte limit (normalize.max_record_bytes)",
+                value.len(),
+                limits.max_record_bytes
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_below_ten_to_the_eleven_are_seconds() {
+        assert_eq!(time_from_number(1_763_632_800.5), Some(1_763_632_800_500));
+        assert_eq!(
+            time_from_number(1_763_632_800_500.0),
+            Some(1_763_632_800_500)
+        );
+        assert_eq!(time_from_number(f64::NAN), None);
+        assert_eq!(time_from_number(1e300), None);
+    }
+
+    #[test]
+    fn text_times_accept_rfc3339_suricata_offsets_and_numbers() {
+        let expected = Some(1_763_632_800_123);
+        assert_eq!(time_from_text("2025-11-20T10:00:00.123Z"), expected);
+        assert_eq!(time_from_text("2025-11-20T10:00:00.123+00:00"), expected);
+        assert_eq!(time_from_text("2025-11-20T11:00:00.123+01:00"), expected);
+        assert_eq!(time_from_text("2025-11-20T10:00:00.123456+0000"), expected);
+        assert_eq!(time_from_text("1763632800.123"), expected);
+        assert_eq!(time_from_text("yesterday"), None);
+        assert_eq!(time_from_text(""), None);
+    }
+
+    #[test]
+    fn impossible_values_are_named() {
+        assert_eq!(check_port("dst_port", 443), Ok(443));
+        let err = check_port("dst_port", 70_000).unwrap_err();
+        assert_eq!(err.reason, DeadLetterReason::ImpossibleValue);
+        assert_eq!(err.message, "dst_port=70000 is not a port (0-65535)");
+        assert!(check_count("bytes_out", -1).is_err());
+        assert!(check_time("start_time", 5, EARLIEST_TIME * 2).is_err());
+        let now = 1_763_632_800_000;
+        assert!(check_time("start_time", now + MAX_FUTURE_MS + 1, now).is_err());
+        assert!(check_time("start_time", now, now).is_ok());
+        assert_eq!(
+            check_device_id(Some("  ")).unwrap_err().reason,
+            DeadLetterReason::MissingDeviceId
+        );
+        assert_eq!(check_device_id(Some(" dev-1 ")).unwrap(), "dev-1");
+    }
+}

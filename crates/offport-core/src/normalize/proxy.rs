@@ -1,0 +1,604 @@
+//! Sessions from proxies, per-app VPNs and network sensors, into [`NetworkSession`].
+//!
+//! Every format fills a [`SessionDraft`]; [`SessionDraft::finish`] then does what all formats
+//! share: it validates (device id, ports, counts, times), recognises the protocol from the
+//! sensor's label and the first client bytes (see [`crate::protocol`]), merges the indicators a
+//! format carries as fields (SNI, Host, DNS name, JA3/JA4) with those read from the bytes, and
+//! derives a stable session id when the source has none.
+//!
+//! Formats: offport's own JSON session record ([`OffportJson`], the reference format, described
+//! field by field in the README).
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{
+    check_count, check_device_id, check_port, check_time, platform_from, time_from_json, value_of,
+    Limits, Normalized, Normalizer, RawRecord, Rejection,
+};
+use crate::model::{
+    AppProtocol, AttributionSource, DnsInfo, EpochMillis, HttpInfo, NetworkSession, Platform,
+    ProtocolEvidence, SourceFormat, TlsInfo, Transport,
+};
+use crate::protocol::{decode_payload_text, recognize, sensor_verdict, shannon_entropy};
+
+/// Header that supplies the device id when a record does not carry one.
+pub const DEVICE_HEADER: &str = "offport.device_id";
+
+/// What a format knows of a session, before the shared rules run.
+#[derive(Debug, Clone, Default)]
+pub struct SessionDraft {
+    /// Session id from the source, when it has one.
+    pub session_id: Option<String>,
+    /// Device id from the record itself.
+    pub device_id: Option<String>,
+    /// Platform.
+    pub platform: Platform,
+    /// App package name or bundle id.
+    pub app_id: Option<String>,
+    /// App display name.
+    pub app_name: Option<String>,
+    /// Linux UID of the app (Android VpnService).
+    pub app_uid: Option<i64>,
+    /// How the app was attributed; `None` picks a default from what is present.
+    pub attribution: Option<AttributionSource>,
+    /// Attribution confidence 0..1; `None` picks a default.
+    pub attribution_confidence: Option<f64>,
+    /// Transport.
+    pub transport: Transport,
+    /// Client address.
+    pub src_ip: Option<String>,
+    /// Client port.
+    pub src_port: Option<i64>,
+    /// Server address.
+    pub dst_ip: Option<String>,
+    /// Server port.
+    pub dst_port: Option<i64>,
+    /// The sensor's protocol label (Zeek `service`, Suricata `app_proto`, nDPI name).
+    pub sensor_label: Option<String>,
+    /// First client bytes of the flow.
+    pub client_bytes: Option<Vec<u8>>,
+    /// SNI reported as a field.
+    pub sni: Option<String>,
+    /// TLS version reported as a field.
+    pub tls_version: Option<String>,
+    /// JA3 reported by the sensor.
+    pub ja3: Option<String>,
+    /// JA4 reported by the sensor.
+    pub ja4: Option<String>,
+    /// HTTP fields reported by the sensor.
+    pub http: Option<HttpInfo>,
+    /// DNS query reported as a field.
+    pub dns: Option<DnsInfo>,
+    /// Bytes client to server.
+    pub bytes_out: Option<i64>,
+    /// Bytes server to client.
+    pub bytes_in: Option<i64>,
+    /// Packets client to server.
+    pub packets_out: Option<i64>,
+    /// Packets server to client.
+    pub packets_in: Option<i64>,
+    /// Entropy of the payload, when the source measured it.
+    pub payload_entropy: Option<f64>,
+    /// Start time.
+    pub start_time: Option<EpochMillis>,
+    /// End time.
+    pub end_time: Option<EpochMillis>,
+    /// Duration, when the source gives one instead of an end.
+    pub duration_ms: Option<i64>,
+    /// The session had not ended when reported.
+    pub still_open: bool,
+}
+
+fn non_empty(text: Option<String>) -> Option<String> {
+    text.map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && t != "-")
+}
+
+fn lower(text: Option<String>) -> Option<String> {
+    non_empty(text).map(|t| t.trim_end_matches('.').to_ascii_lowercase())
+}
+
+impl SessionDraft {
+    /// Applies the shared rules. `fallback_device` is the device id from the record key, a
+    /// header or the source's mapping, used when the record has none.
+    pub fn finish(
+        self,
+        record: &RawRecord<'_>,
+        format: SourceFormat,
+        fallback_device: Option<&str>,
+        ingest_time: EpochMillis,
+    ) -> Result<NetworkSession, Rejection> {
+        let device_id = check_device_id(
+            non_empty(self.device_id)
+                .as_deref()
+                .or(fallback_device)
+                .or_else(|| record.header(DEVICE_HEADER))
+                .or_else(|| record.key_text()),
+        )?;
+        let dst_ip = non_empty(self.dst_ip)
+            .ok_or_else(|| Rejection::unparseable("no destination address (dst_ip)"))?;
+        let dst_ip = dst_ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if dst_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Rejection::impossible(format!(
+                "dst_ip={dst_ip:?} is not an IP address"
+            )));
+        }
+        let dst_port = check_port(
+            "dst_port",
+            self.dst_port
+                .ok_or_else(|| Rejection::unparseable("no destination port (dst_port)"))?,
+        )?;
+        if dst_port == 0 {
+            return Err(Rejection::impossible(
+                "dst_port=0 is not a destination port",
+            ));
+        }
+        let src_port = self
+            .src_port
+            .map(|p| check_port("src_port", p))
+            .transpose()?;
+        let start_time = self
+            .start_time
+            .ok_or_else(|| Rejection::unparseable("no start time"))?;
+        check_time("start_time", start_time, ingest_time)?;
+        let duration_ms = match (self.duration_ms, self.end_time) {
+            (Some(duration), _) => Some(check_count("duration_ms", duration)?),
+            (None, Some(end)) if end < start_time => {
+                return Err(Rejection::impossible(format!(
+                    "end time {end} is before start time {start_time}"
+                )))
+            }
+            (None, Some(end)) => Some(end - start_time),
+            (None, None) => None,
+        };
+        let count = |field: &str, value: Option<i64>| check_count(field, value.unwrap_or(0));
+        let bytes_out = count("bytes_out", self.bytes_out)?;
+        let bytes_in = count("bytes_in", self.bytes_in)?;
+        let packets_out = count("packets_out", self.packets_out)?;
+        let packets_in = count("packets_in", self.packets_in)?;
+        if let Some(entropy) = self.payload_entropy {
+            if !(0.0..=8.0).contains(&entropy) {
+                return Err(Rejection::impossible(format!(
+                    "payload_entropy={entropy} is outside 0-8 bits per byte"
+                )));
+            }
+        }
+        let app_uid = self
+            .app_uid
+            .map(|uid| {
+                i32::try_from(uid)
+                    .ok()
+                    .filter(|u| *u >= -1)
+                    .ok_or_else(|| Rejection::impossible(format!("app_uid={uid} is not a UID")))
+            })
+            .transpose()?;
+
+        // Protocol: client bytes are direct evidence and win over a disagreeing label.
+        let transport = self.transport;
+        let label = non_empty(self.sensor_label);
+        let sensor = label.as_deref().and_then(sensor_verdict);
+        let recognized = self
+            .client_bytes
+            .as_deref()
+            .map(|bytes| recognize(bytes, transport))
+            .unwrap_or_default();
+        let (protocol, protocol_evidence) = match (recognized.protocol, sensor) {
+            (Some(seen), Some(said)) if seen == said => {
+                (seen, ProtocolEvidence::SensorAndClientBytes)
+            }
+            (Some(seen), _) => (seen, ProtocolEvidence::ClientBytes),
+            (None, Some(said)) => (said, ProtocolEvidence::Sensor),
+            (None, None) => (AppProtocol::Unknown, ProtocolEvidence::None),
+        };
+
+        let mut tls = recognized.tls;
+        let (sni, version, ja3, ja4) = (
+            lower(self.sni),
+            non_empty(self.tls_version),
+            lower(self.ja3),
+            non_empty(self.ja4),
+        );
+        if sni.is_some() || version.is_some() || ja3.is_some() || ja4.is_some() {
+            let info = tls.get_or_insert_with(TlsInfo::default);
+            info.sni = info.sni.take().or(sni);
+            info.version = info.version.take().or(version);
+            info.ja3 = info.ja3.take().or(ja3);
+            info.ja4 = info.ja4.take().or(ja4);
+        }
+        let http = match (recognized.http, self.http) {
+            (Some(mut seen), Some(said)) => {
+                seen.host = seen.host.or(said.host);
+                seen.method = seen.method.or(said.method);
+                seen.user_agent = seen.user_agent.or(said.user_agent);
+                seen.path_class = seen.path_class.or(said.path_class);
+                seen.status_code = seen.status_code.or(said.status_code);
+                seen.upgrade = seen.upgrade.or(said.upgrade);
+                Some(seen)
+            }
+            (seen, said) => seen.or(said),
+        };
+        let dns = recognized.dns.or(self.dns);
+        let (payload_entropy, payload_sample_bytes) =
+            match (&self.client_bytes, self.payload_entropy) {
+                (_, Some(entropy)) => (Some(entropy), None),
+                (Some(bytes), None) if !bytes.is_empty() => (
+                    Some(shannon_entropy(bytes)),
+                    i32::try_from(bytes.len()).ok(),
+                ),
+                _ => (None, None),
+            };
+
+        let app_id = non_empty(self.app_id);
+        let attribution = self.attribution.unwrap_or(if app_id.is_some() {
+            AttributionSource::PerAppVpn
+        } else {
+            AttributionSource::DeviceOnly
+        });
+        let attribution_confidence =
+            self.attribution_confidence
+                .unwrap_or(if app_id.is_some() { 1.0 } else { 0.5 });
+        if !(0.0..=1.0).contains(&attribution_confidence) {
+            return Err(Rejection::impossible(format!(
+                "attribution_confidence={attribution_confidence} is outside 0-1"
+            )));
+        }
+        let src_ip = non_empty(self.src_ip);
+        let session_id = non_empty(self.session_id).unwrap_or_else(|| {
+            derived_session_id(&[
+                &device_id,
+                src_ip.as_deref().unwrap_or(""),
+                &src_port.map_or(String::new(), |p| p.to_string()),
+                &dst_ip,
+                &dst_port.to_string(),
+                transport.name(),
+                &start_time.to_string(),
+            ])
+        });
+
+        Ok(NetworkSession {
+            session_id,
+            device_id,
+            platform: self.platform,
+            app_id,
+            app_name: non_empty(self.app_name),
+            app_uid,
+            attribution,
+            attribution_confidence: attribution_confidence as f32,
+            transport,
+            src_ip,
+            src_port,
+            dst_ip,
+            dst_port,
+            protocol,
+            protocol_evidence,
+            protocol_label: label,
+            tls,
+            http,
+            dns,
+            client_banner: recognized.banner,
+            bytes_out,
+            bytes_in,
+            packets_out,
+            packets_in,
+            payload_entropy,
+            payload_sample_bytes,
+            start_time,
+            duration_ms,
+            still_open: self.still_open,
+            ingest_time,
+            source_format: format,
+            source_ref: record.source_ref(),
+        })
+    }
+}
+
+/// A session id from the fields that identify a session: the same in every replay.
+fn derived_session_id(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hex::encode(hasher.finalize()).chars().take(32).collect()
+}
+
+/// Transport from `TCP`/`tcp`/`6` or `UDP`/`udp`/`17`.
+pub fn transport_from(text: Option<&str>) -> Result<Transport, Rejection> {
+    match text.map(|t| t.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("tcp") | Some("6") => Ok(Transport::Tcp),
+        Some("udp") | Some("17") => Ok(Transport::Udp),
+        Some(other) => Err(Rejection::impossible(format!(
+            "transport {other:?} is neither TCP nor UDP"
+        ))),
+    }
+}
+
+/// offport's own session record: one JSON object per Kafka record. The reference format; every
+/// field is described in the README ("Input formats").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionJson {
+    session_id: Option<String>,
+    device_id: Option<String>,
+    platform: Option<String>,
+    app_id: Option<String>,
+    app_name: Option<String>,
+    app_uid: Option<i64>,
+    attribution: Option<AttributionSource>,
+    attribution_confidence: Option<f64>,
+    transport: Option<String>,
+    src_ip: Option<String>,
+    src_port: Option<i64>,
+    dst_ip: Option<String>,
+    dst_port: Option<i64>,
+    sensor_protocol: Option<String>,
+    client_bytes_hex: Option<String>,
+    client_bytes_b64: Option<String>,
+    sni: Option<String>,
+    tls_version: Option<String>,
+    ja3: Option<String>,
+    ja4: Option<String>,
+    http_host: Option<String>,
+    http_method: Option<String>,
+    http_user_agent: Option<String>,
+    dns_qname: Option<String>,
+    dns_qtype: Option<String>,
+    bytes_out: Option<i64>,
+    bytes_in: Option<i64>,
+    packets_out: Option<i64>,
+    packets_in: Option<i64>,
+    payload_entropy: Option<f64>,
+    start_time: Option<serde_json::Value>,
+    end_time: Option<serde_json::Value>,
+    duration_ms: Option<i64>,
+    #[serde(default)]
+    still_open: bool,
+}
+
+/// Normalizer of offport's JSON session records.
+#[derive(Debug, Clone, Default)]
+pub struct OffportJson {
+    /// Input bounds.
+    pub limits: Limits,
+}
+
+impl OffportJson {
+    /// Parses one record into a draft.
+    pub fn draft(bytes: &[u8]) -> Result<SessionDraft, Rejection> {
+        let json: SessionJson = serde_json::from_slice(bytes)
+            .map_err(|e| Rejection::unparseable(format!("not an offport session JSON: {e}")))?;
+        let time = |field: &str, value: Option<serde_json::Value>| {
+            value
+                .filter(|v| !v.is_null())
+                .map(|v| {
+                    time_from_json(&v).ok_or_else(|| {
+                        Rejection::unparseable(format!(
+                            "{field}={v} is neither RFC 3339 text nor epoch seconds/milliseconds"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let client_bytes = match (json.client_bytes_hex, json.client_bytes_b64) {
+            (Some(text), _) | (None, Some(text)) => {
+                Some(decode_payload_text(&text).ok_or_else(|| {
+                    Rejection::unparseable("client bytes are neither hex nor base64")
+                })?)
+            }
+            (None, None) => None,
+        };
+        let http = (json.http_host.is_some()
+            || json.http_method.is_some()
+            || json.http_user_agent.is_some())
+        .then(|| HttpInfo {
+            host: lower(json.http_host),
+            method: non_empty(json.http_method),
+            user_agent: non_empty(json.http_user_agent),
+            ..HttpInfo::default()
+        });
+        let dns = lower(json.dns_qname).map(|qname| DnsInfo {
+            qname,
+            qtype: non_empty(json.dns_qtype).unwrap_or_else(|| "A".to_string()),
+            rcode: None,
+        });
+        Ok(SessionDraft {
+            session_id: json.session_id,
+            device_id: json.device_id,
+            platform: platform_from(json.platform.as_deref()),
+            app_id: json.app_id,
+            app_name: json.app_name,
+            app_uid: json.app_uid,
+            attribution: json.attribution,
+            attribution_confidence: json.attribution_confidence,
+            transport: transport_from(json.transport.as_deref())?,
+            src_ip: json.src_ip,
+            src_port: json.src_port,
+            dst_ip: json.dst_ip,
+            dst_port: json.dst_port,
+            sensor_label: json.sensor_protocol,
+            client_bytes,
+            sni: json.sni,
+            tls_version: json.tls_version,
+            ja3: json.ja3,
+            ja4: json.ja4,
+            http,
+            dns,
+            bytes_out: json.bytes_out,
+            bytes_in: json.bytes_in,
+            packets_out: json.packets_out,
+            packets_in: json.packets_in,
+            payload_entropy: json.payload_entropy,
+            start_time: time("start_time", json.start_time)?,
+            end_time: time("end_time", json.end_time)?,
+            duration_ms: json.duration_ms,
+            still_open: json.still_open,
+        })
+    }
+}
+
+impl Normalizer for OffportJson {
+    fn normalize(
+        &mut self,
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
+        let bytes = value_of(record, &self.limits)?;
+        let session =
+            Self::draft(bytes)?.finish(record, SourceFormat::OffportJson, None, ingest_time)?;
+        Ok(vec![Normalized::Session(session)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DeadLetterReason;
+
+    const NOW: EpochMillis = 1_763_640_000_000;
+
+    fn record(value: &[u8]) -> RawRecord<'_> {
+        RawRecord {
+            topic: "offport.raw.proxy",
+            partition: 2,
+            offset: 41,
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: None,
+        }
+    }
+
+    fn normalize(json: &str) -> Result<NetworkSession, Rejection> {
+        let out = OffportJson::default().normalize(&record(json.as_bytes()), NOW)?;
+        match out.into_iter().next() {
+            Some(Normalized::Session(s)) => Ok(s),
+            other => panic!("expected one session, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_record_gets_defaults_and_a_stable_id() {
+        let json = r#"{"device_id":"dev-1","dst_ip":"203.0.113.7","dst_port":8443,
+            "start_time":"2025-11-20T10:00:00Z","sensor_protocol":"tls"}"#;
+        let s = normalize(json).unwrap();
+        assert_eq!(s.device_id, "dev-1");
+        assert_eq!(s.transport, Transport::Tcp);
+        assert_eq!(s.protocol, AppProtocol::Tls);
+        assert_eq!(s.protocol_evidence, ProtocolEvidence::Sensor);
+        assert_eq!(s.attribution, AttributionSource::DeviceOnly);
+        assert_eq!(s.attribution_confidence, 0.5);
+        assert_eq!(s.start_time, 1_763_632_800_000);
+        assert_eq!(s.source_ref, "offport.raw.proxy/2@41");
+        assert_eq!(s.session_id.len(), 32);
+        assert_eq!(normalize(json).unwrap().session_id, s.session_id);
+    }
+
+    #[test]
+    fn client_bytes_are_recognised_and_win_over_a_wrong_label() {
+        let hello = crate::protocol::tests::client_hello("c2.example.net", &["http/1.1"]);
+        let json = format!(
+            r#"{{"device_id":"dev-1","app_id":"com.x","dst_ip":"2001:db8::7","dst_port":8443,
+            "start_time":1763632800,"duration_ms":1500,"sensor_protocol":"http",
+            "client_bytes_hex":"{}","bytes_out":517,"bytes_in":4000}}"#,
+            hex::encode(&hello)
+        );
+        let s = normalize(&json).unwrap();
+        assert_eq!(s.protocol, AppProtocol::Tls);
+        assert_eq!(s.protocol_evidence, ProtocolEvidence::ClientBytes);
+        assert_eq!(s.protocol_label.as_deref(), Some("http"));
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.sni.as_deref(), Some("c2.example.net"));
+        assert!(tls.ja3.is_some() && tls.ja4.is_some());
+        assert_eq!(s.dst_ip, "2001:db8::7");
+        assert_eq!(s.start_time, 1_763_632_800_000, "epoch seconds");
+        assert_eq!(s.payload_sample_bytes, i32::try_from(hello.len()).ok());
+        assert_eq!(s.attribution, AttributionSource::PerAppVpn);
+    }
+
+    #[test]
+    fn the_device_id_may_come_from_a_header_or_the_key() {
+        let json = br#"{"dst_ip":"198.51.100.1","dst_port":5300,"transport":"udp","start_time":1763632800000}"#;
+        let headers = [(DEVICE_HEADER.to_string(), Some(b"dev-h".to_vec()))];
+        let mut from_header = record(json);
+        from_header.headers = &headers;
+        let out = OffportJson::default().normalize(&from_header, NOW).unwrap();
+        assert_eq!(out[0].device_id(), "dev-h");
+        let mut from_key = record(json);
+        from_key.key = Some(b"dev-k");
+        let out = OffportJson::default().normalize(&from_key, NOW).unwrap();
+        assert_eq!(out[0].device_id(), "dev-k");
+        let err = OffportJson::default()
+            .normalize(&record(json), NOW)
+            .unwrap_err();
+        assert_eq!(err.reason, DeadLetterReason::MissingDeviceId);
+    }
+
+    #[test]
+    fn bad_records_are_rejected_with_a_reason_and_the_field() {
+        let cases = [
+            (
+                "{",
+                DeadLetterReason::Unparseable,
+                "not an offport session JSON",
+            ),
+            (
+                r#"{"device_id":"d","dst_ip":"203.0.113.7","dst_port":70000,"start_time":1763632800}"#,
+                DeadLetterReason::ImpossibleValue,
+                "dst_port=70000",
+            ),
+            (
+                r#"{"device_id":"d","dst_ip":"203.0.113.7","dst_port":443,"start_time":1763632800,"bytes_out":-5}"#,
+                DeadLetterReason::ImpossibleValue,
+                "bytes_out=-5 is negative",
+            ),
+            (
+                r#"{"device_id":"d","dst_ip":"not-an-ip","dst_port":443,"start_time":1763632800}"#,
+                DeadLetterReason::ImpossibleValue,
+                "dst_ip=\"not-an-ip\"",
+            ),
+            (
+                r#"{"device_id":"d","dst_ip":"203.0.113.7","dst_port":443,"start_time":"soon"}"#,
+                DeadLetterReason::Unparseable,
+                "start_time=\"soon\"",
+            ),
+            (
+                r#"{"device_id":"d","dst_ip":"203.0.113.7","dst_port":443,"start_time":1763632800,"end_time":1763632700}"#,
+                DeadLetterReason::ImpossibleValue,
+                "before start time",
+            ),
+            (
+                r#"{"device_id":"d","dst_ip":"203.0.113.7","dst_port":443,"start_time":1763632800,"colour":"red"}"#,
+                DeadLetterReason::Unparseable,
+                "unknown field `colour`",
+            ),
+        ];
+        for (json, reason, words) in cases {
+            let err = normalize(json).unwrap_err();
+            assert_eq!(err.reason, reason, "{json}");
+            assert!(err.message.contains(words), "{json}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn oversize_and_tombstones_are_rejected_before_parsing() {
+        let mut normalizer = OffportJson {
+            limits: Limits {
+                max_record_bytes: 10,
+            },
+        };
+        let err = normalizer
+            .normalize(&record(b"{\"device_id\":\"long\"}"), NOW)
+            .unwrap_err();
+        assert_eq!(err.reason, DeadLetterReason::Oversize);
+        let mut tombstone = record(b"");
+        tombstone.value = None;
+        assert_eq!(
+            normalizer.normalize(&tombstone, NOW).unwrap_err().reason,
+            DeadLetterReason::Unparseable
+        );
+    }
+}
