@@ -2,9 +2,12 @@
 //!
 //! Written once, used by every service: configuration ([`settings`]), the topic layout and its
 //! creation ([`topics`]), Avro encoding and decoding through a Confluent-compatible schema
-//! registry ([`registry`]), graceful shutdown ([`shutdown`]) and logging ([`telemetry`]).
+//! registry ([`registry`]), the exactly-once consume-transform-produce loop ([`pipeline`]), metrics
+//! and health endpoints ([`metrics`]), graceful shutdown ([`shutdown`]) and logging ([`telemetry`]).
 //! Detection logic does not live here; it lives in `offport-core`.
 
+pub mod metrics;
+pub mod pipeline;
 pub mod registry;
 pub mod settings;
 pub mod shutdown;

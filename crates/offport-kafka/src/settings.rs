@@ -121,6 +121,63 @@ impl Default for LogSettings {
     }
 }
 
+/// The consume-transform-produce loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// Records per transaction at most.
+    pub batch_max_records: usize,
+    /// How long a batch waits to fill, in milliseconds.
+    pub batch_linger_ms: u64,
+    /// Longest pause between retries of a transient failure, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Prefix of consumer group ids and transactional ids (`offport-` gives
+    /// `offport-normalize-proxy`).
+    pub group_prefix: String,
+    /// This instance's id in its transactional id: unique per running instance and stable across
+    /// its restarts. Defaults to `$HOSTNAME` (the pod name on Kubernetes), else `local`.
+    pub instance_id: Option<String>,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            batch_max_records: 500,
+            batch_linger_ms: 50,
+            max_backoff_ms: 10_000,
+            group_prefix: "offport-".to_string(),
+            instance_id: None,
+        }
+    }
+}
+
+impl PipelineSettings {
+    /// The instance id in force.
+    pub fn instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(|| "local".to_string())
+    }
+}
+
+/// Metrics and health endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilitySettings {
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+}
+
+impl Default for ObservabilitySettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9464".to_string(),
+        }
+    }
+}
+
 /// Settings every offport service shares.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -133,6 +190,31 @@ pub struct Settings {
     pub topics: TopicSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The consume-transform-produce loop.
+    pub pipeline: PipelineSettings,
+    /// Metrics and health endpoints.
+    pub observability: ObservabilitySettings,
+    /// Input parsing of the normalizers.
+    pub normalize: NormalizeSettings,
+}
+
+/// How the normalizers read their raw topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NormalizeSettings {
+    /// Longest raw record accepted; longer ones are dead-lettered as OVERSIZE.
+    pub max_record_bytes: usize,
+    /// Input format of the raw proxy topic: `auto` (detected per record) or `offport-json`.
+    pub proxy_format: String,
+}
+
+impl Default for NormalizeSettings {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 256 * 1024,
+            proxy_format: "auto".to_string(),
+        }
+    }
 }
 
 impl Settings {
@@ -182,6 +264,27 @@ impl Settings {
         }
         if self.topics.replication_factor < 1 {
             return Err(invalid("topics.replication_factor", "must be at least 1"));
+        }
+        if self.pipeline.batch_max_records == 0 {
+            return Err(invalid("pipeline.batch_max_records", "must be at least 1"));
+        }
+        if self
+            .observability
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "observability.listen",
+                "must be an address such as 0.0.0.0:9464",
+            ));
+        }
+        if let Err(why) = self
+            .normalize
+            .proxy_format
+            .parse::<offport_core::normalize::proxy::ProxyFormat>()
+        {
+            return Err(invalid("normalize.proxy_format", &why));
         }
         Ok(())
     }

@@ -1,11 +1,14 @@
-//! offport-normalize-proxy: turns raw proxy/VPN/sensor session records into NetworkSession Avro records keyed by device.
+//! offport-normalize-proxy: raw proxy/VPN/sensor session records into `NetworkSession` Avro
+//! records keyed by device id, exactly once; bad records to the dead-letter topic.
 //!
-//! Not built yet (issue #4). Until then this binary validates its configuration, logs the
-//! topics it will read and write, and exits with status 2.
+//! Usage: `offport-normalize-proxy [--config <file>]` (or `OFFPORT_CONFIG`); every setting can be
+//! overridden with `OFFPORT__<SECTION>__<KEY>`. See the README's configuration reference.
 
 use std::process::ExitCode;
 
-use offport_kafka::stage::{not_yet_built, Stage};
+use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
+use offport_core::normalize::Limits;
+use offport_kafka::stage::{run_normalizer, Stage};
 use offport_kafka::topics::TopicRole;
 
 const STAGE: Stage = Stage {
@@ -15,6 +18,16 @@ const STAGE: Stage = Stage {
     writes: &[TopicRole::Sessions, TopicRole::DeadLetter],
 };
 
-fn main() -> ExitCode {
-    not_yet_built(STAGE, 4)
+#[tokio::main]
+async fn main() -> ExitCode {
+    run_normalizer(STAGE, |settings| {
+        let format: ProxyFormat = settings.normalize.proxy_format.parse()?;
+        Ok(ProxyNormalizer::new(
+            format,
+            Limits {
+                max_record_bytes: settings.normalize.max_record_bytes,
+            },
+        ))
+    })
+    .await
 }

@@ -453,6 +453,70 @@ impl Normalizer for OffportJson {
     }
 }
 
+/// The input format of a raw proxy topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyFormat {
+    /// Detected per record: a JSON object is offport's session JSON.
+    Auto,
+    /// offport's session JSON only.
+    OffportJson,
+}
+
+impl std::str::FromStr for ProxyFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(ProxyFormat::Auto),
+            "offport-json" => Ok(ProxyFormat::OffportJson),
+            other => Err(format!(
+                "unknown proxy format {other:?}; known: auto, offport-json"
+            )),
+        }
+    }
+}
+
+/// The normalizer of the raw proxy topic: picks the format by configuration or per record.
+#[derive(Debug, Clone)]
+pub struct ProxyNormalizer {
+    format: ProxyFormat,
+    json: OffportJson,
+}
+
+impl ProxyNormalizer {
+    /// A normalizer for `format` within `limits`.
+    pub fn new(format: ProxyFormat, limits: Limits) -> Self {
+        Self {
+            format,
+            json: OffportJson { limits },
+        }
+    }
+}
+
+impl Normalizer for ProxyNormalizer {
+    fn normalize(
+        &mut self,
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
+        match self.format {
+            ProxyFormat::OffportJson => self.json.normalize(record, ingest_time),
+            ProxyFormat::Auto => {
+                let value = value_of(record, &self.json.limits)?;
+                let first = value.iter().find(|b| !b.is_ascii_whitespace());
+                if first == Some(&b'{') {
+                    self.json.normalize(record, ingest_time)
+                } else {
+                    Err(Rejection::new(
+                        crate::model::DeadLetterReason::UnknownFormat,
+                        "not a format the proxy normalizer knows (expected a JSON object)",
+                    ))
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,219 @@
+//! Prometheus metrics and the health endpoints every service serves over HTTP.
+//!
+//! `GET /metrics` (OpenMetrics text, `prometheus-client`), `GET /healthz` (the process is up:
+//! always 200 while it serves) and `GET /readyz` (200 once the service has joined its group and
+//! can process, 503 before and while shutting down). Served by `axum` on
+//! `observability.listen` (default `0.0.0.0:9464`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use offport_core::model::DeadLetterReason;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::shutdown::Shutdown;
+
+/// Dead-letter reason as a metric label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(missing_docs)]
+pub enum Reason {
+    Unparseable,
+    UnknownFormat,
+    MissingDeviceId,
+    ImpossibleValue,
+    Oversize,
+    SchemaMismatch,
+    InvalidBaseline,
+    Other,
+}
+
+impl From<DeadLetterReason> for Reason {
+    fn from(reason: DeadLetterReason) -> Self {
+        match reason {
+            DeadLetterReason::Unparseable => Reason::Unparseable,
+            DeadLetterReason::UnknownFormat => Reason::UnknownFormat,
+            DeadLetterReason::MissingDeviceId => Reason::MissingDeviceId,
+            DeadLetterReason::ImpossibleValue => Reason::ImpossibleValue,
+            DeadLetterReason::Oversize => Reason::Oversize,
+            DeadLetterReason::SchemaMismatch => Reason::SchemaMismatch,
+            DeadLetterReason::InvalidBaseline => Reason::InvalidBaseline,
+            DeadLetterReason::Other => Reason::Other,
+        }
+    }
+}
+
+/// Labels of the dead-letter counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why the record was rejected.
+    pub reason: Reason,
+}
+
+/// The metrics of a consume-transform-produce stage.
+#[derive(Debug)]
+pub struct PipelineMetrics {
+    /// Raw records consumed (`offport_records_in_total`).
+    pub records_in: Counter,
+    /// Records produced to output topics (`offport_records_out_total`).
+    pub records_out: Counter,
+    /// Records sent to the dead-letter topic, by reason (`offport_dead_letters_total`).
+    pub dead_letters: Family<ReasonLabels, Counter>,
+    /// Committed transactions (`offport_transactions_total`).
+    pub transactions: Counter,
+    /// Aborted transactions (`offport_transaction_aborts_total`).
+    pub aborts: Counter,
+    /// Retries of transient failures (`offport_retries_total`).
+    pub retries: Counter,
+    /// Time to process and commit one batch (`offport_batch_duration_seconds`).
+    pub batch_seconds: Histogram,
+    /// Records behind the end of the assigned partitions (`offport_consumer_lag_records`).
+    pub lag: Gauge<i64, AtomicI64>,
+    /// True once the stage processes records.
+    pub ready: AtomicBool,
+}
+
+impl PipelineMetrics {
+    /// Metrics registered in `registry` under the `offport` prefix.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Self {
+            records_in: Counter::default(),
+            records_out: Counter::default(),
+            dead_letters: Family::default(),
+            transactions: Counter::default(),
+            aborts: Counter::default(),
+            retries: Counter::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            lag: Gauge::default(),
+            ready: AtomicBool::new(false),
+        };
+        let offport = registry.sub_registry_with_prefix("offport");
+        offport.register(
+            "records_in",
+            "Raw records consumed",
+            metrics.records_in.clone(),
+        );
+        offport.register(
+            "records_out",
+            "Records produced to output topics",
+            metrics.records_out.clone(),
+        );
+        offport.register(
+            "dead_letters",
+            "Records sent to the dead-letter topic, by reason",
+            metrics.dead_letters.clone(),
+        );
+        offport.register(
+            "transactions",
+            "Committed Kafka transactions",
+            metrics.transactions.clone(),
+        );
+        offport.register(
+            "transaction_aborts",
+            "Aborted Kafka transactions",
+            metrics.aborts.clone(),
+        );
+        offport.register(
+            "retries",
+            "Retries of transient failures (registry, broker)",
+            metrics.retries.clone(),
+        );
+        offport.register_with_unit(
+            "batch_duration",
+            "Time to process and commit one batch",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.batch_seconds.clone(),
+        );
+        offport.register(
+            "consumer_lag_records",
+            "Records behind the end of the assigned partitions",
+            metrics.lag.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    /// Counts a dead-lettered record.
+    pub fn dead_letter(&self, reason: DeadLetterReason) {
+        self.dead_letters
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    registry: Arc<Registry>,
+    metrics: Arc<PipelineMetrics>,
+    shutdown: Shutdown,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen` until shutdown. Returns the bound
+/// address (useful with port 0).
+pub async fn serve(
+    listen: SocketAddr,
+    registry: Registry,
+    metrics: Arc<PipelineMetrics>,
+    shutdown: Shutdown,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let shared = Shared {
+        registry: Arc::new(registry),
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(shared);
+    let handle = tokio::spawn(async move {
+        let stop = async move { shutdown.cancelled().await };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(%error, "metrics endpoint stopped");
+        }
+    });
+    Ok((bound, handle))
+}
+
+async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &shared.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding metrics failed: {error}\n"),
+        ),
+    }
+}
+
+async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
+    if shared.metrics.ready.load(Ordering::Relaxed) && !shared.shutdown.is_triggered() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

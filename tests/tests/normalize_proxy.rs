@@ -1,0 +1,284 @@
+//! normalize-proxy on the real broker and registry: raw offport JSON session records in, Avro
+//! `NetworkSession` records out (decoded through the registry), keyed and partitioned by device
+//! as a Java client would; bad records in the dead-letter topic with their reason, original bytes
+//! and source position, and nothing after them lost.
+
+// Fixed-size test data and the hash's own chunking: indices are in range by construction.
+#![allow(clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use offport_core::model::{AppProtocol, DeadLetter, DeadLetterReason, NetworkSession};
+use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
+use offport_core::normalize::Limits;
+use offport_kafka::metrics::PipelineMetrics;
+use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
+use offport_kafka::registry::RegistryCodec;
+use offport_kafka::settings::{Settings, TopicSettings};
+use offport_kafka::shutdown::Shutdown;
+use offport_kafka::topics::{ensure_topics, TopicRole};
+use offport_tests::{endpoints, unique};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Kafka's Java `Utils.murmur2`, to check that partitions match what Java clients compute.
+fn murmur2(data: &[u8]) -> i32 {
+    let seed: u32 = 0x9747_b28c;
+    let m: u32 = 0x5bd1_e995;
+    let r = 24;
+    let length = data.len() as u32;
+    let mut h = seed ^ length;
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(m);
+        k ^= k >> r;
+        k = k.wrapping_mul(m);
+        h = h.wrapping_mul(m);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= u32::from(tail[2]) << 16;
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(m);
+        }
+        2 => {
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(m);
+        }
+        1 => {
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(m);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(m);
+    h ^= h >> 15;
+    h as i32
+}
+
+fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+fn session_json(device: &str, port: u16, ip: &str) -> String {
+    format!(
+        r#"{{"device_id":"{device}","platform":"ANDROID","app_id":"com.example.app","transport":"TCP",
+        "dst_ip":"{ip}","dst_port":{port},"sensor_protocol":"tls","sni":"api.example.com",
+        "bytes_out":500,"bytes_in":4000,"start_time":"2026-11-20T10:00:00Z","duration_ms":1200}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_json_sessions_come_out_as_avro_keyed_by_device_and_bad_ones_are_dead_lettered(
+) -> Result<()> {
+    let endpoints = endpoints().await?;
+    let partitions = 3;
+    let mut settings = Settings {
+        kafka: endpoints.kafka(),
+        registry: endpoints.registry(),
+        topics: TopicSettings {
+            prefix: format!("{}.", unique("it-normproxy")),
+            partitions,
+            replication_factor: 1,
+        },
+        ..Settings::default()
+    };
+    settings.pipeline.batch_max_records = 3;
+    settings.pipeline.instance_id = Some(unique("instance"));
+    let roles = [
+        TopicRole::RawProxy,
+        TopicRole::Sessions,
+        TopicRole::DeadLetter,
+    ];
+    let specs: Vec<_> = roles.iter().map(|r| r.spec(&settings.topics)).collect();
+    ensure_topics(&settings.kafka.client_config(), &specs).await?;
+    let raw_topic = TopicRole::RawProxy.spec(&settings.topics).name;
+    let sessions_topic = TopicRole::Sessions.spec(&settings.topics).name;
+    let dead_topic = TopicRole::DeadLetter.spec(&settings.topics).name;
+
+    // Everything goes to raw partition 0, in this order: good, good, bad, good (key gives the
+    // device), impossible, good.
+    let raw: Vec<(Option<&str>, String)> = vec![
+        (None, session_json("device-a", 8443, "203.0.113.10")),
+        (None, session_json("device-b", 443, "2001:db8::1")),
+        (None, "this is not json {".to_string()),
+        (
+            Some("device-c"),
+            r#"{"dst_ip":"198.51.100.53","dst_port":5300,"transport":"UDP","sensor_protocol":"dns","dns_qname":"example.org","start_time":1795168800}"#
+                .to_string(),
+        ),
+        (None, session_json("device-a", 0, "203.0.113.10").replace("\"dst_port\":0", "\"dst_port\":70000")),
+        (None, session_json("device-d", 5228, "142.250.1.188")),
+    ];
+    let producer: FutureProducer = settings.kafka.client_config().create()?;
+    for (key, value) in &raw {
+        let mut record = FutureRecord::to(&raw_topic)
+            .payload(value.as_bytes())
+            .partition(0);
+        if let Some(key) = key {
+            record = record.key(key.as_bytes());
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+
+    let codec = Arc::new(RegistryCodec::new(&settings.registry)?);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = PipelineMetrics::register(&mut registry);
+    let shutdown = Shutdown::new();
+    let options = PipelineOptions::for_stage("normalize-proxy", vec![raw_topic.clone()], &settings);
+    let group = options.group_id.clone();
+    let task = {
+        let (settings, codec, metrics, shutdown) = (
+            settings.clone(),
+            Arc::clone(&codec),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let normalizer = ProxyNormalizer::new(ProxyFormat::Auto, Limits::default());
+            run_normalizer(&settings, options, normalizer, codec, metrics, shutdown).await
+        })
+    };
+
+    let sessions = read_committed(&settings, &sessions_topic, 4).await?;
+    let letters = read_committed(&settings, &dead_topic, 2).await?;
+    shutdown.trigger();
+    task.await.context("pipeline task")??;
+
+    // Sessions: decoded through the registry, keyed by device, partitioned like Java's client.
+    let mut by_device = BTreeMap::new();
+    for (key, partition, value, _) in &sessions {
+        let session: NetworkSession = codec.decode(value).await?;
+        let key = key.clone().context("session without key")?;
+        assert_eq!(key, session.device_id.as_bytes());
+        assert_eq!(
+            *partition,
+            java_partition(&key, partitions),
+            "{}",
+            session.device_id
+        );
+        by_device.insert(session.device_id.clone(), session);
+    }
+    assert_eq!(
+        by_device.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["device-a", "device-b", "device-c", "device-d"]
+    );
+    assert_eq!(by_device["device-a"].dst_port, 8443);
+    assert_eq!(by_device["device-a"].protocol, AppProtocol::Tls);
+    assert_eq!(by_device["device-b"].dst_ip, "2001:db8::1");
+    assert_eq!(by_device["device-c"].protocol, AppProtocol::Dns);
+    assert_eq!(
+        by_device["device-c"].start_time, 1_795_168_800_000,
+        "epoch seconds"
+    );
+    assert_eq!(by_device["device-a"].source_ref, format!("{raw_topic}/0@0"));
+
+    // Dead letters: reason, message, original bytes, source position, Connect-style headers.
+    let mut decoded = Vec::new();
+    for (_, _, value, headers) in &letters {
+        let letter: DeadLetter = codec.decode(value).await?;
+        assert_eq!(
+            headers.get("offport.errors.offset").map(String::as_str),
+            Some(letter.source_offset.to_string().as_str())
+        );
+        assert_eq!(
+            headers.get("offport.errors.stage").map(String::as_str),
+            Some("normalize-proxy")
+        );
+        decoded.push(letter);
+    }
+    decoded.sort_by_key(|l| l.source_offset);
+    assert_eq!(decoded[0].source_offset, 2);
+    assert_eq!(decoded[0].reason, DeadLetterReason::UnknownFormat);
+    assert_eq!(
+        decoded[0].original_value.as_deref(),
+        Some(raw[2].1.as_bytes())
+    );
+    assert_eq!(decoded[0].source_topic, raw_topic);
+    assert_eq!(decoded[1].source_offset, 4);
+    assert_eq!(decoded[1].reason, DeadLetterReason::ImpossibleValue);
+    assert!(
+        decoded[1].message.contains("dst_port=70000"),
+        "{}",
+        decoded[1].message
+    );
+
+    // The group's committed offset covers every raw record.
+    let check: StreamConsumer = settings
+        .kafka
+        .client_config()
+        .set("group.id", &group)
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&raw_topic, 0);
+    let committed = check.committed_offsets(tpl, Duration::from_secs(10))?;
+    let offset = committed.find_partition(&raw_topic, 0).map(|p| p.offset());
+    assert_eq!(offset, Some(rdkafka::Offset::Offset(raw.len() as i64)));
+
+    // Metrics counted what happened.
+    assert_eq!(metrics.records_in.get(), raw.len() as u64);
+    assert_eq!(metrics.records_out.get(), 4);
+    Ok(())
+}
+
+type Received = (Option<Vec<u8>>, i32, Vec<u8>, BTreeMap<String, String>);
+
+/// Reads `count` records from `topic` with read_committed, failing after 60 s.
+async fn read_committed(settings: &Settings, topic: &str, count: usize) -> Result<Vec<Received>> {
+    let consumer: StreamConsumer = settings
+        .kafka
+        .client_config()
+        .set("group.id", unique("it-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < count {
+        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => message?,
+            Err(_) => bail!("only {} of {count} records arrived on {topic}", out.len()),
+        };
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((
+            message.key().map(<[u8]>::to_vec),
+            message.partition(),
+            message.payload().unwrap_or_default().to_vec(),
+            headers,
+        ));
+    }
+    // Nothing more than expected: wait briefly for an extra record.
+    if let Ok(Ok(extra)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+        bail!(
+            "unexpected extra record at offset {} on {topic}",
+            extra.offset()
+        );
+    }
+    Ok(out)
+}
