@@ -46,6 +46,10 @@ pub enum PipelineError {
     /// A codec error that is not transient and not the record's fault (a build defect).
     #[error("encoding: {0}")]
     Codec(#[from] CodecError),
+    /// Shutdown came while a transient failure was being retried; nothing of the batch was
+    /// committed, so the group reads it again.
+    #[error("shut down while retrying: {0}")]
+    Interrupted(CodecError),
 }
 
 /// How a normalizer stage runs.
@@ -164,6 +168,43 @@ pub async fn run_normalizer<N: Normalizer>(
         "consuming"
     );
 
+    let result = process(
+        &consumer,
+        &producer,
+        &options,
+        &mut normalizer,
+        &codec,
+        &metrics,
+        &shutdown,
+        settings,
+    )
+    .await;
+    tracing::info!(
+        stage = options.stage,
+        "stopping: leaving the consumer group"
+    );
+    consumer.unsubscribe();
+    match result {
+        Err(PipelineError::Interrupted(error)) => {
+            tracing::warn!(%error, "shut down during a retry; the uncommitted batch will be read again");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The loop proper: batches until shutdown or a fatal error.
+#[allow(clippy::too_many_arguments)]
+async fn process<N: Normalizer>(
+    consumer: &LagConsumer,
+    producer: &FutureProducer,
+    options: &PipelineOptions,
+    normalizer: &mut N,
+    codec: &RegistryCodec,
+    metrics: &PipelineMetrics,
+    shutdown: &Shutdown,
+    settings: &Settings,
+) -> Result<(), PipelineError> {
     let dead_letter_topic = TopicRole::DeadLetter.spec(&settings.topics).name;
     let topic_of = |normalized: &Normalized| {
         let role = match normalized {
@@ -173,9 +214,8 @@ pub async fn run_normalizer<N: Normalizer>(
         };
         role.spec(&settings.topics).name
     };
-
     while !shutdown.is_triggered() {
-        let batch = collect_batch(&consumer, &options, &shutdown).await?;
+        let batch = collect_batch(consumer, options, shutdown).await?;
         if batch.is_empty() {
             continue;
         }
@@ -199,7 +239,7 @@ pub async fn run_normalizer<N: Normalizer>(
                     for record in records {
                         let topic = topic_of(&record);
                         let value =
-                            encode_retrying(&codec, &topic, &record, &options, &metrics, &shutdown)
+                            encode_retrying(codec, &topic, &record, options, metrics, shutdown)
                                 .await?;
                         outgoing.push(Outgoing {
                             key: Some(record.device_id().as_bytes().to_vec()),
@@ -222,13 +262,13 @@ pub async fn run_normalizer<N: Normalizer>(
                     metrics.dead_letter(rejection.reason);
                     outgoing.push(
                         dead_letter(
-                            &codec,
+                            codec,
                             &dead_letter_topic,
                             &raw,
                             &rejection,
-                            &options,
-                            &metrics,
-                            &shutdown,
+                            options,
+                            metrics,
+                            shutdown,
                             now,
                         )
                         .await?,
@@ -236,11 +276,7 @@ pub async fn run_normalizer<N: Normalizer>(
                 }
             }
         }
-        // A shutdown while encoding leaves nothing produced: the batch is simply read again.
-        if shutdown.is_triggered() && outgoing.len() < batch.len() {
-            break;
-        }
-        commit_batch(&consumer, &producer, &batch, outgoing, &options, &metrics).await?;
+        commit_batch(consumer, producer, &batch, outgoing, options, metrics).await?;
         metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -332,11 +368,14 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err(error) if error.is_transient() && !shutdown.is_triggered() => {
+            Err(error) if error.is_transient() && shutdown.is_triggered() => {
+                return Err(PipelineError::Interrupted(error))
+            }
+            Err(error) if error.is_transient() => {
                 metrics.retries.inc();
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "{what} failed; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Err(error.into()),
+                    _ = shutdown.cancelled() => return Err(PipelineError::Interrupted(error)),
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(options.max_backoff);
