@@ -69,6 +69,10 @@ pub struct PipelineOptions {
     pub group_id: String,
     /// Transactional id of this instance: unique per instance, stable across its restarts.
     pub transactional_id: String,
+    /// Static group membership (`group.instance.id`) when the instance id is configured: a
+    /// restarted instance takes its partitions back at once instead of waiting for the group
+    /// to expire its previous incarnation (session timeout).
+    pub group_instance_id: Option<String>,
 }
 
 impl PipelineOptions {
@@ -88,6 +92,10 @@ impl PipelineOptions {
                 pipeline.group_prefix,
                 pipeline.instance_id()
             ),
+            group_instance_id: pipeline
+                .instance_id
+                .as_ref()
+                .map(|id| format!("{}{stage}-{id}", pipeline.group_prefix)),
         }
     }
 }
@@ -132,9 +140,11 @@ pub async fn run_normalizer<N: Normalizer>(
     metrics: Arc<PipelineMetrics>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
-    let consumer: LagConsumer = settings
-        .kafka
-        .client_config()
+    let mut consumer_config = settings.kafka.client_config();
+    if let Some(instance) = &options.group_instance_id {
+        consumer_config.set("group.instance.id", instance);
+    }
+    let consumer: LagConsumer = consumer_config
         .set("statistics.interval.ms", "5000")
         .set("group.id", &options.group_id)
         .set("enable.auto.commit", "false")

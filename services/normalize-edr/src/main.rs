@@ -1,20 +1,30 @@
-//! offport-normalize-edr: turns raw mobile EDR telemetry into DeviceEvent Avro records keyed by device.
+//! offport-normalize-edr: raw mobile EDR events (offport EDR JSON, Android UsageStats rows) into
+//! `DeviceEvent` Avro records keyed by device id, exactly once; bad records to the dead-letter
+//! topic.
 //!
-//! Not built yet (issue #4). Until then this binary validates its configuration, logs the
-//! topics it will read and write, and exits with status 2.
+//! Usage: `offport-normalize-edr [--config <file>]` (or `OFFPORT_CONFIG`); every setting can be
+//! overridden with `OFFPORT__<SECTION>__<KEY>`. See the README's configuration reference.
 
 use std::process::ExitCode;
 
-use offport_kafka::stage::{not_yet_built, Stage};
+use offport_core::normalize::edr::EdrNormalizer;
+use offport_core::normalize::Limits;
+use offport_kafka::stage::{run_normalizer, Stage};
 use offport_kafka::topics::TopicRole;
 
 const STAGE: Stage = Stage {
     name: "normalize-edr",
-    purpose: "raw EDR telemetry to DeviceEvent",
+    purpose: "raw EDR events to DeviceEvent",
     reads: &[TopicRole::RawEdr],
     writes: &[TopicRole::DeviceEvents, TopicRole::DeadLetter],
 };
 
-fn main() -> ExitCode {
-    not_yet_built(STAGE, 4)
+#[tokio::main]
+async fn main() -> ExitCode {
+    run_normalizer(STAGE, |settings| {
+        Ok(EdrNormalizer::new(Limits {
+            max_record_bytes: settings.normalize.max_record_bytes,
+        }))
+    })
+    .await
 }

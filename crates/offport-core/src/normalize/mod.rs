@@ -7,6 +7,7 @@
 //! topic with the original bytes. Nothing here panics on any input.
 //!
 //! - [`proxy`]: sessions from proxies, per-app VPNs and network sensors.
+//! - [`edr`]: device and app activity from mobile EDR agents and Android UsageStats.
 //!
 //! Shared rules, documented once here and in the README's format reference:
 //!
@@ -18,6 +19,7 @@
 //!   than a day after the record was normalized.
 //! - **Oversize**: a record longer than [`Limits::max_record_bytes`] is rejected before parsing.
 
+pub mod edr;
 pub mod proxy;
 
 use crate::model::{
@@ -159,6 +161,18 @@ pub trait Normalizer {
         record: &RawRecord<'_>,
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection>;
+}
+
+/// An id from the fields that identify a record (32 hex digits of SHA-256 over them): the same
+/// in every replay, so a source without ids still gets stable ones.
+pub fn derived_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hex::encode(hasher.finalize()).chars().take(32).collect()
 }
 
 /// Earliest believable event time: 2000-01-01T00:00:00Z.

@@ -10,11 +10,10 @@
 //! field by field in the README).
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::{
-    check_count, check_device_id, check_port, check_time, platform_from, time_from_json, value_of,
-    Limits, Normalized, Normalizer, RawRecord, Rejection,
+    check_count, check_device_id, check_port, check_time, derived_id, platform_from,
+    time_from_json, value_of, Limits, Normalized, Normalizer, RawRecord, Rejection,
 };
 use crate::model::{
     AppProtocol, AttributionSource, DnsInfo, EpochMillis, HttpInfo, NetworkSession, Platform,
@@ -248,7 +247,7 @@ impl SessionDraft {
         }
         let src_ip = non_empty(self.src_ip);
         let session_id = non_empty(self.session_id).unwrap_or_else(|| {
-            derived_session_id(&[
+            derived_id(&[
                 &device_id,
                 src_ip.as_deref().unwrap_or(""),
                 &src_port.map_or(String::new(), |p| p.to_string()),
@@ -294,16 +293,6 @@ impl SessionDraft {
             source_ref: record.source_ref(),
         })
     }
-}
-
-/// A session id from the fields that identify a session: the same in every replay.
-fn derived_session_id(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0x1f]);
-    }
-    hex::encode(hasher.finalize()).chars().take(32).collect()
 }
 
 /// Transport from `TCP`/`tcp`/`6` or `UDP`/`udp`/`17`.
