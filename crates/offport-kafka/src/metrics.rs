@@ -75,6 +75,9 @@ pub struct PipelineMetrics {
     pub aborts: Counter,
     /// Retries of transient failures (`offport_retries_total`).
     pub retries: Counter,
+    /// Records read again only to rebuild held join state after a restart, rebalance or abort
+    /// (`offport_records_replayed_total`).
+    pub replayed: Counter,
     /// Time to process and commit one batch (`offport_batch_duration_seconds`).
     pub batch_seconds: Histogram,
     /// Records behind the end of the assigned partitions (`offport_consumer_lag_records`).
@@ -93,6 +96,7 @@ impl PipelineMetrics {
             transactions: Counter::default(),
             aborts: Counter::default(),
             retries: Counter::default(),
+            replayed: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             lag: Gauge::default(),
             ready: AtomicBool::new(false),
@@ -127,6 +131,11 @@ impl PipelineMetrics {
             "retries",
             "Retries of transient failures (registry, broker)",
             metrics.retries.clone(),
+        );
+        offport.register(
+            "records_replayed",
+            "Records read again only to rebuild held join state (restart, rebalance, abort)",
+            metrics.replayed.clone(),
         );
         offport.register_with_unit(
             "batch_duration",

@@ -14,12 +14,18 @@
 //!   backoff; no offset moves past a record whose outputs are not committed. When a
 //!   transaction fails it is aborted and the consumer is rewound to the first record of the
 //!   batch on each partition it still owns, so the batch is processed again.
+//! - A stateful normalizer (the Zeek/Suricata flow join) may hold records until the rest of
+//!   their flow arrives. The offset committed for a partition is then the first record still
+//!   held, and the commit's metadata (`offport:processed=<next>`) says how far the partition was
+//!   processed. After a restart, a rebalance or an aborted transaction the records between the
+//!   two are read again only to rebuild the held state (their outputs were committed already
+//!   and are dropped), so a held record is never lost and no output is written twice.
 //! - A fatal producer error (fenced by a newer instance) stops the loop with an error.
 //! - On shutdown the open batch is finished (committed) or aborted, then the consumer leaves
 //!   the group.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use offport_core::model::{DeadLetter, EpochMillis, RecordHeader};
@@ -100,9 +106,11 @@ impl PipelineOptions {
     }
 }
 
-/// Consumer context that turns librdkafka's statistics into the lag gauge.
+/// Consumer context: librdkafka's statistics into the lag gauge, revoked partitions noted for
+/// the loop.
 struct LagContext {
     metrics: Arc<PipelineMetrics>,
+    revoked: Mutex<Vec<(String, i32)>>,
 }
 
 impl rdkafka::ClientContext for LagContext {
@@ -119,7 +127,45 @@ impl rdkafka::ClientContext for LagContext {
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for LagContext {}
+impl rdkafka::consumer::ConsumerContext for LagContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(list) = rebalance {
+            if let Ok(mut revoked) = self.revoked.lock() {
+                revoked.extend(
+                    list.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition())),
+                );
+            }
+        }
+    }
+}
+
+/// How far a partition is committed and processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// The committed offset: where a restart resumes reading.
+    resume: i64,
+    /// Records before this offset have their outputs committed.
+    processed: i64,
+}
+
+const PROCESSED_PREFIX: &str = "offport:processed=";
+
+/// Progress from a committed offset and its metadata.
+fn progress_from(committed: Option<i64>, metadata: &str, first_seen: i64) -> Progress {
+    let resume = committed.unwrap_or(first_seen);
+    let processed = metadata
+        .strip_prefix(PROCESSED_PREFIX)
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|p| *p >= resume)
+        .unwrap_or(resume);
+    Progress { resume, processed }
+}
 
 type LagConsumer = StreamConsumer<LagContext>;
 
@@ -154,6 +200,7 @@ pub async fn run_normalizer<N: Normalizer>(
         .set("partition.assignment.strategy", "cooperative-sticky")
         .create_with_context(LagContext {
             metrics: Arc::clone(&metrics),
+            revoked: Mutex::new(Vec::new()),
         })?;
     let producer: FutureProducer = settings
         .kafka
@@ -224,16 +271,41 @@ async fn process<N: Normalizer>(
         };
         role.spec(&settings.topics).name
     };
+    let mut progress: BTreeMap<(String, i32), Progress> = BTreeMap::new();
     while !shutdown.is_triggered() {
+        let revoked: Vec<(String, i32)> = consumer
+            .context()
+            .revoked
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        if !revoked.is_empty() {
+            for key in &revoked {
+                progress.remove(key);
+            }
+            // Held flows may mix partitions: rebuild them all from the committed offsets.
+            restart_partitions(consumer, normalizer, &mut progress);
+        }
         let batch = collect_batch(consumer, options, shutdown).await?;
         if batch.is_empty() {
             continue;
         }
         let started = Instant::now();
-        metrics.records_in.inc_by(batch.len() as u64);
         let now = wall_clock_millis();
         let mut outgoing = Vec::with_capacity(batch.len());
+        let mut fresh = 0_u64;
         for message in &batch {
+            let key = (message.topic().to_string(), message.partition());
+            if !progress.contains_key(&key) {
+                let found = committed_progress(consumer, &key.0, key.1, message.offset())?;
+                progress.insert(key.clone(), found);
+            }
+            let replaying = progress
+                .get(&key)
+                .is_some_and(|p| message.offset() < p.processed);
+            if !replaying {
+                fresh += 1;
+            }
             let headers = owned_headers(message);
             let raw = RawRecord {
                 topic: message.topic(),
@@ -244,7 +316,13 @@ async fn process<N: Normalizer>(
                 headers: &headers,
                 timestamp: message.timestamp().to_millis(),
             };
-            match normalizer.normalize(&raw, now) {
+            let result = normalizer.normalize(&raw, now);
+            if replaying {
+                // Read again only to rebuild held state; its outputs are committed already.
+                metrics.replayed.inc();
+                continue;
+            }
+            match result {
                 Ok(records) => {
                     for record in records {
                         let topic = topic_of(&record);
@@ -286,7 +364,15 @@ async fn process<N: Normalizer>(
                 }
             }
         }
-        commit_batch(consumer, producer, &batch, outgoing, options, metrics).await?;
+        metrics.records_in.inc_by(fresh);
+        let committed = commit_batch(
+            consumer, producer, &batch, &progress, normalizer, outgoing, options, metrics,
+        )
+        .await?;
+        match committed {
+            Some(now_committed) => progress.extend(now_committed),
+            None => restart_partitions(consumer, normalizer, &mut progress),
+        }
         metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -464,29 +550,103 @@ async fn dead_letter(
     })
 }
 
-/// Produces `outgoing` and the batch's offsets in one transaction; on a failed transaction
-/// aborts, rewinds the consumer to the batch and returns so the caller reads it again.
-async fn commit_batch(
+/// The committed progress of a partition newly seen by this consumer.
+fn committed_progress(
+    consumer: &LagConsumer,
+    topic: &str,
+    partition: i32,
+    first_seen: i64,
+) -> Result<Progress, PipelineError> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let committed = blocking(|| consumer.committed_offsets(list, Duration::from_secs(30)))?;
+    let found = committed.find_partition(topic, partition);
+    let offset = found.as_ref().and_then(|p| match p.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    });
+    let metadata = found
+        .as_ref()
+        .map(|p| p.metadata().to_string())
+        .unwrap_or_default();
+    let progress = progress_from(offset, &metadata, first_seen);
+    if progress.processed > progress.resume {
+        tracing::info!(
+            topic,
+            partition,
+            from = progress.resume,
+            to = progress.processed,
+            "reading held records again to rebuild the join state"
+        );
+    }
+    Ok(progress)
+}
+
+/// Drops all held state and seeks every tracked partition still assigned back to its committed
+/// offset; records up to its processed offset are then read again only to rebuild the state.
+fn restart_partitions<N: Normalizer>(
+    consumer: &LagConsumer,
+    normalizer: &mut N,
+    progress: &mut BTreeMap<(String, i32), Progress>,
+) {
+    let assigned = consumer.assignment().unwrap_or_default();
+    progress.retain(|(topic, partition), _| assigned.find_partition(topic, *partition).is_some());
+    for ((topic, partition), at) in progress.iter() {
+        normalizer.forget(topic, *partition);
+        if let Err(error) = consumer.seek(
+            topic,
+            *partition,
+            Offset::Offset(at.resume),
+            Duration::from_secs(10),
+        ) {
+            tracing::warn!(%error, topic, partition, "rewind failed; the group's committed offset still holds the batch");
+        }
+    }
+}
+
+/// Produces `outgoing` and the offsets in one transaction. Returns the new progress of every
+/// tracked partition, or `None` when the transaction failed and was aborted (the caller then
+/// rewinds).
+#[allow(clippy::too_many_arguments)]
+async fn commit_batch<N: Normalizer>(
     consumer: &LagConsumer,
     producer: &FutureProducer,
     batch: &[OwnedMessage],
+    progress: &BTreeMap<(String, i32), Progress>,
+    normalizer: &N,
     outgoing: Vec<Outgoing>,
     options: &PipelineOptions,
     metrics: &PipelineMetrics,
-) -> Result<(), PipelineError> {
+) -> Result<Option<BTreeMap<(String, i32), Progress>>, PipelineError> {
     let timeout = Duration::from_secs(30);
-    // Per partition: the first offset of the batch (to rewind to) and the next to consume.
-    let mut span: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+    // Every tracked partition: held records of one may be released by records of another.
+    let mut next: BTreeMap<(String, i32), i64> = progress
+        .iter()
+        .map(|(key, p)| (key.clone(), p.processed))
+        .collect();
     for message in batch {
-        let entry = span
+        let entry = next
             .entry((message.topic().to_string(), message.partition()))
-            .or_insert((message.offset(), message.offset()));
-        entry.0 = entry.0.min(message.offset());
-        entry.1 = entry.1.max(message.offset() + 1);
+            .or_insert(message.offset());
+        *entry = (*entry).max(message.offset() + 1);
     }
     let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), (_, next)) in &span {
-        offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    let mut after = BTreeMap::new();
+    for ((topic, partition), processed) in &next {
+        let resume = normalizer
+            .held_from(topic, *partition)
+            .map_or(*processed, |held| held.min(*processed));
+        offsets.add_partition_offset(topic, *partition, Offset::Offset(resume))?;
+        if let Some(mut element) = offsets.find_partition(topic, *partition) {
+            element.set_metadata(format!("{PROCESSED_PREFIX}{processed}"));
+        }
+        after.insert(
+            (topic.clone(), *partition),
+            Progress {
+                resume,
+                processed: *processed,
+            },
+        );
     }
     let attempt = async {
         blocking(|| producer.begin_transaction())?;
@@ -527,39 +687,20 @@ async fn commit_batch(
     match attempt.await {
         Ok(()) => {
             metrics.transactions.inc();
-            Ok(())
+            Ok(Some(after))
         }
         Err(error) if is_fatal(&error) => Err(error.into()),
         Err(error) => {
             metrics.aborts.inc();
-            tracing::warn!(%error, stage = options.stage, "transaction failed; aborting and rewinding the batch");
+            tracing::warn!(%error, stage = options.stage, "transaction failed; aborting and rewinding");
             if let Err(abort) = blocking(|| producer.abort_transaction(timeout)) {
                 if is_fatal(&abort) {
                     return Err(abort.into());
                 }
                 tracing::warn!(error = %abort, "abort failed");
             }
-            rewind(consumer, &span);
             tokio::time::sleep(Duration::from_millis(200)).await;
-            Ok(())
-        }
-    }
-}
-
-/// Seeks each partition of the batch that is still assigned back to its first record.
-fn rewind(consumer: &LagConsumer, span: &BTreeMap<(String, i32), (i64, i64)>) {
-    let assigned = consumer.assignment().unwrap_or_default();
-    for ((topic, partition), (first, _)) in span {
-        if assigned.find_partition(topic, *partition).is_none() {
-            continue;
-        }
-        if let Err(error) = consumer.seek(
-            topic,
-            *partition,
-            Offset::Offset(*first),
-            Duration::from_secs(10),
-        ) {
-            tracing::warn!(%error, topic, partition, "rewind failed; the group's committed offset still holds the batch");
+            Ok(None)
         }
     }
 }
@@ -594,4 +735,54 @@ fn wall_clock_millis() -> EpochMillis {
         .map_or(0, |d| {
             EpochMillis::try_from(d.as_millis()).unwrap_or(EpochMillis::MAX)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reads_the_processed_mark_and_falls_back_to_the_committed_offset() {
+        let held = progress_from(Some(40), "offport:processed=55", 0);
+        assert_eq!(
+            held,
+            Progress {
+                resume: 40,
+                processed: 55
+            }
+        );
+        let plain = progress_from(Some(40), "", 0);
+        assert_eq!(
+            plain,
+            Progress {
+                resume: 40,
+                processed: 40
+            }
+        );
+        // A mark behind the committed offset (another tool committed) is not trusted.
+        let stale = progress_from(Some(40), "offport:processed=12", 0);
+        assert_eq!(
+            stale,
+            Progress {
+                resume: 40,
+                processed: 40
+            }
+        );
+        let fresh = progress_from(None, "", 7);
+        assert_eq!(
+            fresh,
+            Progress {
+                resume: 7,
+                processed: 7
+            }
+        );
+        let garbage = progress_from(Some(3), "offport:processed=lots", 0);
+        assert_eq!(
+            garbage,
+            Progress {
+                resume: 3,
+                processed: 3
+            }
+        );
+    }
 }

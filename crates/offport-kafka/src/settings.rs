@@ -204,16 +204,55 @@ pub struct Settings {
 pub struct NormalizeSettings {
     /// Longest raw record accepted; longer ones are dead-lettered as OVERSIZE.
     pub max_record_bytes: usize,
-    /// Input format of the raw proxy topic: `auto` (detected per record) or `offport-json`.
+    /// Input format of the raw proxy topic: `auto` (detected per record), `offport-json`,
+    /// `pcapdroid-csv`, `zeek-json` or `suricata-eve`.
     pub proxy_format: String,
+    /// Device id for proxy records that carry none and have no `offport.device_id` header, key
+    /// or address mapping (one device's PCAPdroid export on its own topic).
+    pub default_device_id: Option<String>,
+    /// Client address blocks to device (and per-app VPN app) for Zeek and Suricata.
+    pub sources: Vec<offport_core::normalize::proxy::sources::SourceMapping>,
+    /// How long (event time, ms) a Zeek/Suricata application record waits for its connection
+    /// record before it is emitted on its own.
+    pub flow_wait_ms: i64,
+    /// Most flows held by the Zeek/Suricata join at once.
+    pub flow_max_held: usize,
 }
 
 impl Default for NormalizeSettings {
     fn default() -> Self {
+        let flows = offport_core::normalize::proxy::flows::FlowJoinLimits::default();
         Self {
             max_record_bytes: 256 * 1024,
             proxy_format: "auto".to_string(),
+            default_device_id: None,
+            sources: Vec::new(),
+            flow_wait_ms: flows.wait_ms,
+            flow_max_held: flows.max_held,
         }
+    }
+}
+
+impl NormalizeSettings {
+    /// The proxy normalizer's configuration (call after [`Settings::validate`]).
+    pub fn proxy_config(&self) -> Result<offport_core::normalize::proxy::ProxyConfig, String> {
+        use offport_core::normalize::proxy::{flows::FlowJoinLimits, sources::SourceMap};
+        Ok(offport_core::normalize::proxy::ProxyConfig {
+            format: Some(self.proxy_format.parse()?),
+            limits: offport_core::normalize::Limits {
+                max_record_bytes: self.max_record_bytes,
+            },
+            default_device_id: self
+                .default_device_id
+                .clone()
+                .filter(|d| !d.trim().is_empty()),
+            sources: SourceMap::new(self.sources.clone()),
+            flows: FlowJoinLimits {
+                wait_ms: self.flow_wait_ms,
+                max_held: self.flow_max_held,
+                ..FlowJoinLimits::default()
+            },
+        })
     }
 }
 
@@ -285,6 +324,23 @@ impl Settings {
             .parse::<offport_core::normalize::proxy::ProxyFormat>()
         {
             return Err(invalid("normalize.proxy_format", &why));
+        }
+        if self.normalize.flow_wait_ms < 0 {
+            return Err(invalid("normalize.flow_wait_ms", "must not be negative"));
+        }
+        if self.normalize.flow_max_held == 0 {
+            return Err(invalid("normalize.flow_max_held", "must be at least 1"));
+        }
+        if let Some(empty) = self
+            .normalize
+            .sources
+            .iter()
+            .position(|s| s.device_id.trim().is_empty())
+        {
+            return Err(invalid(
+                &format!("normalize.sources[{empty}].device_id"),
+                "must not be empty",
+            ));
         }
         Ok(())
     }

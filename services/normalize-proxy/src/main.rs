@@ -6,8 +6,7 @@
 
 use std::process::ExitCode;
 
-use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
-use offport_core::normalize::Limits;
+use offport_core::normalize::proxy::ProxyNormalizer;
 use offport_kafka::stage::{run_normalizer, Stage};
 use offport_kafka::topics::TopicRole;
 
@@ -21,13 +20,8 @@ const STAGE: Stage = Stage {
 #[tokio::main]
 async fn main() -> ExitCode {
     run_normalizer(STAGE, |settings| {
-        let format: ProxyFormat = settings.normalize.proxy_format.parse()?;
-        Ok(ProxyNormalizer::new(
-            format,
-            Limits {
-                max_record_bytes: settings.normalize.max_record_bytes,
-            },
-        ))
+        let config = settings.normalize.proxy_config()?;
+        Ok(ProxyNormalizer::configured(config))
     })
     .await
 }

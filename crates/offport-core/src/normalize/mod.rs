@@ -161,6 +161,17 @@ pub trait Normalizer {
         record: &RawRecord<'_>,
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection>;
+
+    /// The smallest offset of `topic/partition` whose record the normalizer still holds (a
+    /// stateful join waiting for the rest of a flow). The pipeline commits no further than it,
+    /// so a restart reads the held records again. Stateless normalizers hold nothing.
+    fn held_from(&self, _topic: &str, _partition: i32) -> Option<i64> {
+        None
+    }
+
+    /// Drops whatever is held from `topic/partition`: the partition was revoked, or the
+    /// pipeline rewinds it and will read those records again.
+    fn forget(&mut self, _topic: &str, _partition: i32) {}
 }
 
 /// An id from the fields that identify a record (32 hex digits of SHA-256 over them): the same

@@ -7,7 +7,15 @@
 //! derives a stable session id when the source has none.
 //!
 //! Formats: offport's own JSON session record ([`OffportJson`], the reference format, described
-//! field by field in the README).
+//! field by field in the README), PCAPdroid's CSV export ([`pcapdroid`]), Zeek JSON logs
+//! ([`zeek`]) and Suricata EVE JSON ([`suricata`]); the two sensors' records of one flow are
+//! joined by [`flows`], and their client addresses mapped to devices by [`sources`].
+
+pub mod flows;
+pub mod pcapdroid;
+pub mod sources;
+pub mod suricata;
+pub mod zeek;
 
 use serde::Deserialize;
 
@@ -87,6 +95,8 @@ pub struct SessionDraft {
     pub duration_ms: Option<i64>,
     /// The session had not ended when reported.
     pub still_open: bool,
+    /// Where the record came from, when it is not the record being normalized (a held flow).
+    pub source_ref: Option<String>,
 }
 
 fn non_empty(text: Option<String>) -> Option<String> {
@@ -99,6 +109,62 @@ fn lower(text: Option<String>) -> Option<String> {
 }
 
 impl SessionDraft {
+    /// This draft with the fields it lacks taken from `other` (another record of the same flow).
+    pub fn absorb(self, other: SessionDraft) -> SessionDraft {
+        let http = match (self.http, other.http) {
+            (Some(mut mine), Some(theirs)) => {
+                mine.host = mine.host.or(theirs.host);
+                mine.method = mine.method.or(theirs.method);
+                mine.user_agent = mine.user_agent.or(theirs.user_agent);
+                mine.path_class = mine.path_class.or(theirs.path_class);
+                mine.status_code = mine.status_code.or(theirs.status_code);
+                mine.upgrade = mine.upgrade.or(theirs.upgrade);
+                Some(mine)
+            }
+            (mine, theirs) => mine.or(theirs),
+        };
+        SessionDraft {
+            session_id: self.session_id.or(other.session_id),
+            device_id: self.device_id.or(other.device_id),
+            platform: if self.platform == Platform::Unknown {
+                other.platform
+            } else {
+                self.platform
+            },
+            app_id: self.app_id.or(other.app_id),
+            app_name: self.app_name.or(other.app_name),
+            app_uid: self.app_uid.or(other.app_uid),
+            attribution: self.attribution.or(other.attribution),
+            attribution_confidence: self.attribution_confidence.or(other.attribution_confidence),
+            transport: self.transport,
+            src_ip: self.src_ip.or(other.src_ip),
+            src_port: self.src_port.or(other.src_port),
+            dst_ip: self.dst_ip.or(other.dst_ip),
+            dst_port: self.dst_port.or(other.dst_port),
+            sensor_label: self.sensor_label.or(other.sensor_label),
+            client_bytes: self.client_bytes.or(other.client_bytes),
+            sni: self.sni.or(other.sni),
+            tls_version: self.tls_version.or(other.tls_version),
+            ja3: self.ja3.or(other.ja3),
+            ja4: self.ja4.or(other.ja4),
+            http,
+            dns: self.dns.or(other.dns),
+            bytes_out: self.bytes_out.or(other.bytes_out),
+            bytes_in: self.bytes_in.or(other.bytes_in),
+            packets_out: self.packets_out.or(other.packets_out),
+            packets_in: self.packets_in.or(other.packets_in),
+            payload_entropy: self.payload_entropy.or(other.payload_entropy),
+            start_time: match (self.start_time, other.start_time) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            end_time: self.end_time.or(other.end_time),
+            duration_ms: self.duration_ms.or(other.duration_ms),
+            still_open: self.still_open,
+            source_ref: self.source_ref.or(other.source_ref),
+        }
+    }
+
     /// Applies the shared rules. `fallback_device` is the device id from the record key, a
     /// header or the source's mapping, used when the record has none.
     pub fn finish(
@@ -290,7 +356,7 @@ impl SessionDraft {
             still_open: self.still_open,
             ingest_time,
             source_format: format,
-            source_ref: record.source_ref(),
+            source_ref: self.source_ref.unwrap_or_else(|| record.source_ref()),
         })
     }
 }
@@ -425,6 +491,7 @@ impl OffportJson {
             end_time: time("end_time", json.end_time)?,
             duration_ms: json.duration_ms,
             still_open: json.still_open,
+            source_ref: None,
         })
     }
 }
@@ -445,41 +512,236 @@ impl Normalizer for OffportJson {
 /// The input format of a raw proxy topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyFormat {
-    /// Detected per record: a JSON object is offport's session JSON.
+    /// Detected per record: a Zeek line, an EVE event, an offport session JSON, or PCAPdroid
+    /// CSV (a header row, or a first column of `TCP`/`UDP`/`ICMP`).
     Auto,
     /// offport's session JSON only.
     OffportJson,
+    /// PCAPdroid CSV export rows only.
+    PcapdroidCsv,
+    /// Zeek JSON log lines only.
+    ZeekJson,
+    /// Suricata EVE JSON events only.
+    SuricataEve,
+}
+
+impl ProxyFormat {
+    /// Every format by its configuration name.
+    pub const NAMES: [(&'static str, ProxyFormat); 5] = [
+        ("auto", ProxyFormat::Auto),
+        ("offport-json", ProxyFormat::OffportJson),
+        ("pcapdroid-csv", ProxyFormat::PcapdroidCsv),
+        ("zeek-json", ProxyFormat::ZeekJson),
+        ("suricata-eve", ProxyFormat::SuricataEve),
+    ];
 }
 
 impl std::str::FromStr for ProxyFormat {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "auto" => Ok(ProxyFormat::Auto),
-            "offport-json" => Ok(ProxyFormat::OffportJson),
-            other => Err(format!(
-                "unknown proxy format {other:?}; known: auto, offport-json"
-            )),
-        }
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, format)| *format)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::NAMES.iter().map(|(name, _)| *name).collect();
+                format!("unknown proxy format {text:?}; known: {}", known.join(", "))
+            })
     }
+}
+
+/// How the proxy normalizer reads its topic.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyConfig {
+    /// Input format.
+    pub format: Option<ProxyFormat>,
+    /// Input bounds.
+    pub limits: Limits,
+    /// Device id for records that name none and have no header, key or address mapping (one
+    /// device's PCAPdroid export on its own topic).
+    pub default_device_id: Option<String>,
+    /// Client address to device/app mapping for network sensors.
+    pub sources: sources::SourceMap,
+    /// Bounds of the Zeek/Suricata flow join.
+    pub flows: flows::FlowJoinLimits,
 }
 
 /// The normalizer of the raw proxy topic: picks the format by configuration or per record.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProxyNormalizer {
-    format: ProxyFormat,
-    json: OffportJson,
+    config: ProxyConfig,
+    join: flows::FlowJoin,
 }
 
 impl ProxyNormalizer {
-    /// A normalizer for `format` within `limits`.
+    /// A normalizer for `format` within `limits`, with no device defaults or mappings.
     pub fn new(format: ProxyFormat, limits: Limits) -> Self {
+        Self::configured(ProxyConfig {
+            format: Some(format),
+            limits,
+            ..ProxyConfig::default()
+        })
+    }
+
+    /// A normalizer of `config`.
+    pub fn configured(config: ProxyConfig) -> Self {
         Self {
-            format,
-            json: OffportJson { limits },
+            join: flows::FlowJoin::new(config.flows),
+            config,
         }
     }
+
+    /// Flows held by the Zeek/Suricata join.
+    pub fn held_flows(&self) -> usize {
+        self.join.held()
+    }
+
+    /// Sets the device (and app, platform) of a sensor's draft from the address mapping, the
+    /// configured default, the record's header or its key.
+    fn locate(&self, draft: &mut SessionDraft, record: &RawRecord<'_>) {
+        if let Some(mapping) = draft
+            .src_ip
+            .as_deref()
+            .and_then(|ip| self.config.sources.lookup(ip))
+        {
+            draft.device_id = Some(mapping.device_id.clone());
+            draft.platform = platform_from(mapping.platform.as_deref());
+            if let Some(app) = &mapping.app_id {
+                draft.app_id = Some(app.clone());
+                draft.attribution = Some(AttributionSource::SourceAddressMap);
+                draft.attribution_confidence = Some(0.9);
+            }
+            return;
+        }
+        draft.device_id = self
+            .config
+            .default_device_id
+            .clone()
+            .or_else(|| record.header(DEVICE_HEADER).map(str::to_string))
+            .or_else(|| record.key_text().map(str::to_string));
+    }
+
+    fn pcapdroid(
+        &self,
+        bytes: &[u8],
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
+        let fallback = self
+            .config
+            .default_device_id
+            .as_deref()
+            .or_else(|| record.header(DEVICE_HEADER))
+            .or_else(|| record.key_text());
+        Ok(pcapdroid::sessions(bytes, record, fallback, ingest_time)?
+            .into_iter()
+            .map(Normalized::Session)
+            .collect())
+    }
+
+    /// A sensor's record of a flow: validated on its own, then joined.
+    #[allow(clippy::too_many_arguments)]
+    fn sensor(
+        &mut self,
+        id: String,
+        completes: bool,
+        time: EpochMillis,
+        mut draft: SessionDraft,
+        format: SourceFormat,
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
+        self.locate(&mut draft, record);
+        draft.source_ref = Some(record.source_ref());
+        if draft.session_id.is_none() {
+            // The flow id with the addresses: sensors restart and reuse ids, flows do not.
+            draft.session_id = Some(derived_id(&[
+                &format!("{format:?}"),
+                &id,
+                draft.src_ip.as_deref().unwrap_or(""),
+                draft.dst_ip.as_deref().unwrap_or(""),
+                &draft.dst_port.map_or(String::new(), |p| p.to_string()),
+            ]));
+        }
+        // A bad record is rejected now, on its own, rather than when its flow leaves the join.
+        draft.clone().finish(record, format, None, ingest_time)?;
+        let drafts = if completes {
+            self.join.connection(id, draft, time)
+        } else {
+            self.join.companion(
+                id,
+                draft,
+                time,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+        };
+        drafts
+            .into_iter()
+            .map(|d| {
+                d.finish(record, format, None, ingest_time)
+                    .map(Normalized::Session)
+            })
+            .collect()
+    }
+
+    fn zeek(
+        &mut self,
+        value: serde_json::Value,
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
+        let Some(line) = zeek::parse(value)? else {
+            return Ok(Vec::new());
+        };
+        let completes = line.log == zeek::ZeekLog::Conn;
+        self.sensor(
+            line.uid,
+            completes,
+            line.time,
+            line.draft,
+            SourceFormat::ZeekJson,
+            record,
+            ingest_time,
+        )
+    }
+
+    fn suricata(
+        &mut self,
+        value: serde_json::Value,
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
+        let Some(event) = suricata::parse(value)? else {
+            return Ok(Vec::new());
+        };
+        let completes = event.role == suricata::EveRole::Flow;
+        self.sensor(
+            event.flow_id,
+            completes,
+            event.time,
+            event.draft,
+            SourceFormat::SuricataEve,
+            record,
+            ingest_time,
+        )
+    }
+
+    fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, Rejection> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Rejection::unparseable(format!("not {what}: {e}")))
+    }
+}
+
+/// `true` when the first CSV field is a PCAPdroid `IPProto` value.
+fn pcapdroid_row(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes.get(..16).unwrap_or(bytes)).to_ascii_uppercase();
+    let text = text.trim_start().trim_start_matches('"');
+    ["TCP,", "UDP,", "ICMP,", "ICMPV6,", "TCP\",", "UDP\","]
+        .iter()
+        .any(|p| text.starts_with(p))
 }
 
 impl Normalizer for ProxyNormalizer {
@@ -488,21 +750,58 @@ impl Normalizer for ProxyNormalizer {
         record: &RawRecord<'_>,
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection> {
-        match self.format {
-            ProxyFormat::OffportJson => self.json.normalize(record, ingest_time),
+        let bytes = value_of(record, &self.config.limits)?;
+        let fallback = self.config.default_device_id.clone();
+        let offport = |record: &RawRecord<'_>| -> Result<Vec<Normalized>, Rejection> {
+            let session = OffportJson::draft(bytes)?.finish(
+                record,
+                SourceFormat::OffportJson,
+                fallback.as_deref(),
+                ingest_time,
+            )?;
+            Ok(vec![Normalized::Session(session)])
+        };
+        match self.config.format.unwrap_or(ProxyFormat::Auto) {
+            ProxyFormat::OffportJson => offport(record),
+            ProxyFormat::PcapdroidCsv => self.pcapdroid(bytes, record, ingest_time),
+            ProxyFormat::ZeekJson => {
+                let value = Self::json_value(bytes, "a Zeek JSON log line")?;
+                self.zeek(value, record, ingest_time)
+            }
+            ProxyFormat::SuricataEve => {
+                let value = Self::json_value(bytes, "a Suricata EVE event")?;
+                self.suricata(value, record, ingest_time)
+            }
             ProxyFormat::Auto => {
-                let value = value_of(record, &self.json.limits)?;
-                let first = value.iter().find(|b| !b.is_ascii_whitespace());
+                let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
                 if first == Some(&b'{') {
-                    self.json.normalize(record, ingest_time)
+                    let value = Self::json_value(bytes, "JSON")?;
+                    if zeek::looks_like(&value) {
+                        self.zeek(value, record, ingest_time)
+                    } else if suricata::looks_like(&value) {
+                        self.suricata(value, record, ingest_time)
+                    } else {
+                        offport(record)
+                    }
+                } else if pcapdroid::looks_like(bytes) || pcapdroid_row(bytes) {
+                    self.pcapdroid(bytes, record, ingest_time)
                 } else {
                     Err(Rejection::new(
                         crate::model::DeadLetterReason::UnknownFormat,
-                        "not a format the proxy normalizer knows (expected a JSON object)",
+                        "not a format the proxy normalizer knows (a JSON object: offport \
+                         session, Zeek or Suricata EVE; or PCAPdroid CSV)",
                     ))
                 }
             }
         }
+    }
+
+    fn held_from(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.join.held_from(topic, partition)
+    }
+
+    fn forget(&mut self, topic: &str, partition: i32) {
+        self.join.forget(topic, partition);
     }
 }
 
