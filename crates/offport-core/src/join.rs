@@ -756,7 +756,13 @@ fn mdm_as_of(device: &DeviceState, app_id: Option<&str>, at: EpochMillis) -> Opt
         }
         if let Some(id) = app_id {
             if let Some(found) = record.apps.iter().find(|a| a.app_id == id) {
-                app = Some(found);
+                // An installed-apps inventory says the app is there, not whether it is managed:
+                // it does not replace an earlier management answer.
+                let installed_only =
+                    found.status.as_deref() == Some(crate::model::INSTALLED_ONLY_STATUS);
+                if !(installed_only && app.is_some()) {
+                    app = Some(found);
+                }
             }
         }
     }

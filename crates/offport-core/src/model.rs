@@ -457,6 +457,11 @@ pub struct ManagedApp {
     pub service_class: Option<String>,
 }
 
+/// [`ManagedApp::status`] of an app known only from an installed-apps inventory (iOS
+/// `InstalledApplicationList`): present on the device, management unknown. Such an entry never
+/// replaces a management answer for the same app (see the join).
+pub const INSTALLED_ONLY_STATUS: &str = "InstalledApplicationList";
+
 /// MDM context of a device: supervision, group/role and managed-app inventory. Keyed by
 /// `device_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]

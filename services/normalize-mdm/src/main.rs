@@ -1,11 +1,15 @@
-//! offport-normalize-mdm: turns raw MDM reports into DeviceContext Avro records keyed by device.
+//! offport-normalize-mdm: raw MDM reports (MicroMDM/NanoMDM webhook events, Android Management
+//! API devices, offport MDM JSON) into `DeviceContext` Avro records keyed by device id, exactly
+//! once; bad records to the dead-letter topic.
 //!
-//! Not built yet (issue #4). Until then this binary validates its configuration, logs the
-//! topics it will read and write, and exits with status 2.
+//! Usage: `offport-normalize-mdm [--config <file>]` (or `OFFPORT_CONFIG`); every setting can be
+//! overridden with `OFFPORT__<SECTION>__<KEY>`. See the README's configuration reference.
 
 use std::process::ExitCode;
 
-use offport_kafka::stage::{not_yet_built, Stage};
+use offport_core::normalize::mdm::MdmNormalizer;
+use offport_core::normalize::Limits;
+use offport_kafka::stage::{run_normalizer, Stage};
 use offport_kafka::topics::TopicRole;
 
 const STAGE: Stage = Stage {
@@ -15,6 +19,12 @@ const STAGE: Stage = Stage {
     writes: &[TopicRole::DeviceContexts, TopicRole::DeadLetter],
 };
 
-fn main() -> ExitCode {
-    not_yet_built(STAGE, 4)
+#[tokio::main]
+async fn main() -> ExitCode {
+    run_normalizer(STAGE, |settings| {
+        Ok(MdmNormalizer::new(Limits {
+            max_record_bytes: settings.normalize.max_record_bytes,
+        }))
+    })
+    .await
 }

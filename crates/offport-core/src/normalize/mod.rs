@@ -8,6 +8,8 @@
 //!
 //! - [`proxy`]: sessions from proxies, per-app VPNs and network sensors.
 //! - [`edr`]: device and app activity from mobile EDR agents and Android UsageStats.
+//! - [`mdm`]: supervision and app inventory from MicroMDM/NanoMDM, the Android Management API
+//!   and offport's MDM JSON.
 //!
 //! Shared rules, documented once here and in the README's format reference:
 //!
@@ -20,6 +22,9 @@
 //! - **Oversize**: a record longer than [`Limits::max_record_bytes`] is rejected before parsing.
 
 pub mod edr;
+#[cfg(test)]
+mod fixture_tests;
+pub mod mdm;
 pub mod proxy;
 
 use crate::model::{

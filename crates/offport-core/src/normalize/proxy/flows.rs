@@ -13,7 +13,10 @@
 //!   flows is emitted as a session of its own, from its own addresses and time, so nothing is
 //!   lost;
 //! - a companion arriving after its flow was emitted (the last `remember` flows are
-//!   remembered) is dropped: its flow is already out, and a second session would double it.
+//!   remembered) is dropped: its flow is already out, and a second session would double it;
+//! - a connection record whose companions already left on their own (a connection longer than
+//!   the wait) is still emitted, with the same session id: the later record is the complete
+//!   one, and consumers keep it in place of the earlier.
 //!
 //! The pipeline commits the input offsets of held companions as not yet processed
 //! ([`FlowJoin::held_from`]), so a restart reads them again and no companion is lost in a crash.

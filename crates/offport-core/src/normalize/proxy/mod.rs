@@ -187,11 +187,15 @@ impl SessionDraft {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        if dst_ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(Rejection::impossible(format!(
-                "dst_ip={dst_ip:?} is not an IP address"
-            )));
-        }
+        // Canonical text (Suricata writes IPv6 fully expanded), so one address has one form.
+        let dst_ip = match dst_ip.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => {
+                return Err(Rejection::impossible(format!(
+                    "dst_ip={dst_ip:?} is not an IP address"
+                )))
+            }
+        };
         let dst_port = check_port(
             "dst_port",
             self.dst_port
@@ -311,7 +315,12 @@ impl SessionDraft {
                 "attribution_confidence={attribution_confidence} is outside 0-1"
             )));
         }
-        let src_ip = non_empty(self.src_ip);
+        let src_ip = non_empty(self.src_ip).map(|ip| {
+            ip.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .map_or(ip.clone(), |parsed| parsed.to_string())
+        });
         let session_id = non_empty(self.session_id).unwrap_or_else(|| {
             derived_id(&[
                 &device_id,
@@ -735,13 +744,20 @@ impl ProxyNormalizer {
     }
 }
 
-/// `true` when the first CSV field is a PCAPdroid `IPProto` value.
+/// `true` when the record is a headerless PCAPdroid row: an `IPProto` value (6, 17, 1, 58 or a
+/// name) and then an IP address.
 fn pcapdroid_row(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes.get(..16).unwrap_or(bytes)).to_ascii_uppercase();
-    let text = text.trim_start().trim_start_matches('"');
-    ["TCP,", "UDP,", "ICMP,", "ICMPV6,", "TCP\",", "UDP\","]
-        .iter()
-        .any(|p| text.starts_with(p))
+    let head = String::from_utf8_lossy(bytes.get(..64).unwrap_or(bytes)).to_ascii_uppercase();
+    let mut fields = head
+        .trim_start()
+        .split(',')
+        .map(|f| f.trim().trim_matches('"'));
+    let proto = fields.next().unwrap_or("");
+    let address = fields.next().unwrap_or("");
+    matches!(
+        proto,
+        "6" | "17" | "1" | "58" | "TCP" | "UDP" | "ICMP" | "ICMPV6"
+    ) && address.parse::<std::net::IpAddr>().is_ok()
 }
 
 impl Normalizer for ProxyNormalizer {

@@ -6,7 +6,10 @@
 //! otherwise the columns are taken in the order above. `Proto` is nDPI's protocol name
 //! (`TLS`, `TLS.Google`, `QUIC`, `DNS`, `HTTP`), the sensor's verdict. `Info` is what nDPI read
 //! from the flow: the SNI for TLS and QUIC, the query name for DNS, the Host for HTTP.
-//! `FirstSeen`/`LastSeen` are epoch milliseconds (seconds and RFC 3339 are accepted too).
+//! `IPProto` is the IANA protocol number (6 TCP, 17 UDP). `FirstSeen`/`LastSeen` are ISO 8601
+//! with the phone's offset since PCAPdroid 1.7.0 and epoch milliseconds before it; both are
+//! read. PCAPdroid does not quote fields: an app name with a comma spills into extra fields,
+//! which are joined back into `App`; quoted fields (other exporters) are read as CSV.
 //!
 //! PCAPdroid exports carry no device id: it comes from the record (an `offport.device_id`
 //! header or the key) or from `normalize.default_device_id`. ICMP rows have no ports and are
@@ -40,29 +43,32 @@ pub const COLUMNS: [&str; 17] = [
     "LastSeen",
 ];
 
-/// Column index of each known field, by the positions of [`COLUMNS`].
+/// Column index of each known field, by the positions of [`COLUMNS`], and the row width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Columns([Option<usize>; 17]);
+struct Columns([Option<usize>; 17], usize);
 
-const DEFAULT_COLUMNS: Columns = Columns([
-    Some(0),
-    Some(1),
-    Some(2),
-    Some(3),
-    Some(4),
-    Some(5),
-    Some(6),
-    Some(7),
-    Some(8),
-    Some(9),
-    Some(10),
-    Some(11),
-    Some(12),
-    Some(13),
-    Some(14),
-    Some(15),
-    Some(16),
-]);
+const DEFAULT_COLUMNS: Columns = Columns(
+    [
+        Some(0),
+        Some(1),
+        Some(2),
+        Some(3),
+        Some(4),
+        Some(5),
+        Some(6),
+        Some(7),
+        Some(8),
+        Some(9),
+        Some(10),
+        Some(11),
+        Some(12),
+        Some(13),
+        Some(14),
+        Some(15),
+        Some(16),
+    ],
+    17,
+);
 
 impl Columns {
     /// The columns a header row names, when `row` is a header (it names `IPProto` and `DstIp`).
@@ -75,7 +81,23 @@ impl Columns {
                 }
             }
         }
-        (found[0].is_some() && found[3].is_some()).then_some(Self(found))
+        (found[0].is_some() && found[3].is_some()).then_some(Self(found, row.len()))
+    }
+
+    /// PCAPdroid writes fields unquoted, so an app name with a comma spills into extra
+    /// fields: they are joined back into `App` (the only free-text column).
+    fn mend(&self, row: csv::StringRecord) -> csv::StringRecord {
+        let (Some(app), true) = (self.0[6], row.len() > self.1) else {
+            return row;
+        };
+        let extra = row.len() - self.1;
+        let mut fields: Vec<&str> = row.iter().collect();
+        let Some(spilled) = fields.get(app..=app + extra) else {
+            return row;
+        };
+        let joined = spilled.join(",");
+        fields.splice(app..=app + extra, [joined.as_str()]);
+        csv::StringRecord::from(fields)
     }
 
     fn get<'r>(&self, row: &'r csv::StringRecord, field: usize) -> Option<&'r str> {
@@ -112,6 +134,7 @@ pub fn sessions(
         if row.iter().all(str::is_empty) {
             continue;
         }
+        let row = columns.mend(row);
         let Some(draft) = draft(&row, &columns).map_err(at_line)? else {
             continue;
         };

@@ -166,15 +166,28 @@ pub fn parse(value: serde_json::Value) -> Result<Option<EveRecord>, Rejection> {
         }
     });
     let transport = super::transport_from(proto.as_deref())?;
+    // Version 3 DNS responses (Suricata 8) are logged in the reply's direction: the resolver
+    // is `src_ip`. Turn them round so the client is the source. (Version 2 `answer` events
+    // keep the flow's direction.)
+    let reply = eve
+        .dns
+        .as_ref()
+        .and_then(|d| d.kind.as_deref())
+        .is_some_and(|k| k == "response");
+    let (src_ip, src_port, dest_ip, dest_port) = if reply {
+        (eve.dest_ip, eve.dest_port, eve.src_ip, eve.src_port)
+    } else {
+        (eve.src_ip, eve.src_port, eve.dest_ip, eve.dest_port)
+    };
     let label = eve
         .app_proto
         .filter(|p| !matches!(p.as_str(), "failed" | "unknown"));
     let mut draft = SessionDraft {
         transport,
-        src_ip: eve.src_ip,
-        src_port: eve.src_port,
-        dst_ip: eve.dest_ip,
-        dst_port: eve.dest_port,
+        src_ip,
+        src_port,
+        dst_ip: dest_ip,
+        dst_port: dest_port,
         sensor_label: label,
         ..SessionDraft::default()
     };

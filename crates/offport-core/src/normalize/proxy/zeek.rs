@@ -200,7 +200,8 @@ pub fn parse(value: serde_json::Value) -> Result<Option<ZeekRecord>, Rejection> 
         ZeekLog::Http => {
             draft.sensor_label = Some("http".to_string());
             draft.http = Some(HttpInfo {
-                host: line.host.map(|h| h.to_ascii_lowercase()),
+                // http.log keeps the port in `host` (`example.com:8080`); the name is wanted.
+                host: line.host.map(|h| strip_port(&h).to_ascii_lowercase()),
                 method: line.method,
                 user_agent: line.user_agent,
                 status_code: line.status_code.and_then(|c| i32::try_from(c).ok()),
@@ -226,6 +227,19 @@ pub fn parse(value: serde_json::Value) -> Result<Option<ZeekRecord>, Rejection> 
         time,
         draft,
     }))
+}
+
+/// `host` without a `:port` suffix (IPv6 literals in brackets keep their colons).
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,663 @@
+//! MDM reports into [`DeviceContext`]: supervision, group/role, device facts and app inventory.
+//!
+//! Formats, detected per record:
+//!
+//! - **MicroMDM / NanoMDM webhook** JSON (`topic`, `created_at`, `acknowledge_event` with
+//!   `udid`, `status`, `command_uuid` and `raw_payload`, the base64 of the plist the device
+//!   answered). Answers read: `InstalledApplicationList`, `ManagedApplicationList` and
+//!   `DeviceInformation` (`QueryResponses`: `UDID`, `SerialNumber`, `IsSupervised`,
+//!   `OSVersion`). Check-in events (`checkin_event`: Authenticate, TokenUpdate, CheckOut), `Idle`
+//!   and `NotNow` acknowledgements and answers to other commands carry no context and produce
+//!   nothing; an `Error` acknowledgement produces nothing either (the device refused the
+//!   query). The device id is the UDID unless the record has an `offport.device_id` header or
+//!   a key.
+//! - **Android Management API** `Device` resource JSON (as `enterprises.devices.get` returns it
+//!   and as a Pub/Sub `STATUS_REPORT` notification carries it, bare or in a Pub/Sub push
+//!   envelope `{"message":{"data": base64}}`): `managementMode` `DEVICE_OWNER` means fully
+//!   managed (supervised), `applicationReports` the apps in the managed scope. The device id is
+//!   the header or key, else the last segment of `name`.
+//! - **offport MDM JSON**, the documented reference format (README).
+//!
+//! Inventory rules: a `ManagedApplicationList` is the complete list of managed apps
+//! (`inventory_complete`); an app is managed when its `Status` is `Managed` or an update of a
+//! managed app is under way. An `InstalledApplicationList` says which apps are present, not
+//! whether they are managed: its apps carry the status [`INSTALLED_ONLY`] and `managed=false`,
+//! and the join never lets such an entry replace a management answer for the same app.
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::{
+    check_device_id, check_time, platform_from, time_from_json, time_from_text, value_of, Limits,
+    Normalized, Normalizer, RawRecord, Rejection,
+};
+use crate::model::{DeviceContext, EpochMillis, ManagedApp, Platform, SourceFormat};
+use crate::normalize::proxy::DEVICE_HEADER;
+
+/// Status of an app known only from an installed-apps inventory (not a management answer).
+pub const INSTALLED_ONLY: &str = crate::model::INSTALLED_ONLY_STATUS;
+
+fn text(value: Option<String>) -> Option<String> {
+    value
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+fn outside_device<'a>(record: &'a RawRecord<'_>) -> Option<&'a str> {
+    record.header(DEVICE_HEADER).or_else(|| record.key_text())
+}
+
+// ---- offport MDM JSON -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextJson {
+    device_id: Option<String>,
+    platform: Option<String>,
+    supervised: Option<bool>,
+    device_group: Option<String>,
+    device_role: Option<String>,
+    serial_number: Option<String>,
+    udid: Option<String>,
+    os_version: Option<String>,
+    #[serde(default)]
+    apps: Vec<AppJson>,
+    #[serde(default)]
+    inventory_complete: bool,
+    event_time: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppJson {
+    app_id: Option<String>,
+    name: Option<String>,
+    version: Option<String>,
+    managed: Option<bool>,
+    approved: Option<bool>,
+    status: Option<String>,
+    management_flags: Option<i32>,
+    category: Option<String>,
+    service_class: Option<String>,
+}
+
+fn offport_json(
+    record: &RawRecord<'_>,
+    value: serde_json::Value,
+    ingest_time: EpochMillis,
+) -> Result<DeviceContext, Rejection> {
+    let json: ContextJson = serde_json::from_value(value)
+        .map_err(|e| Rejection::unparseable(format!("not an offport MDM context JSON: {e}")))?;
+    let device_id = check_device_id(text(json.device_id).as_deref().or(outside_device(record)))?;
+    let event_time = match json.event_time.filter(|v| !v.is_null()) {
+        Some(value) => time_from_json(&value).ok_or_else(|| {
+            Rejection::unparseable(format!(
+                "event_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds"
+            ))
+        })?,
+        None => return Err(Rejection::unparseable("no event_time")),
+    };
+    check_time("event_time", event_time, ingest_time)?;
+    let apps = json
+        .apps
+        .into_iter()
+        .enumerate()
+        .map(|(index, app)| {
+            let app_id = text(app.app_id)
+                .ok_or_else(|| Rejection::unparseable(format!("apps[{index}] has no app_id")))?;
+            let managed = app.managed.ok_or_else(|| {
+                Rejection::unparseable(format!("apps[{index}] ({app_id}) has no managed flag"))
+            })?;
+            Ok(ManagedApp {
+                app_id,
+                name: text(app.name),
+                version: text(app.version),
+                managed,
+                approved: app.approved,
+                status: text(app.status),
+                management_flags: app.management_flags,
+                category: text(app.category),
+                service_class: text(app.service_class),
+            })
+        })
+        .collect::<Result<Vec<_>, Rejection>>()?;
+    Ok(DeviceContext {
+        device_id,
+        platform: platform_from(json.platform.as_deref()),
+        supervised: json.supervised,
+        device_group: text(json.device_group),
+        device_role: text(json.device_role),
+        serial_number: text(json.serial_number),
+        udid: text(json.udid),
+        os_version: text(json.os_version),
+        apps,
+        inventory_complete: json.inventory_complete,
+        event_time,
+        ingest_time,
+        source_format: SourceFormat::OffportJson,
+        source_ref: record.source_ref(),
+    })
+}
+
+// ---- MicroMDM / NanoMDM webhook --------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct Webhook {
+    topic: Option<String>,
+    created_at: Option<String>,
+    acknowledge_event: Option<Acknowledge>,
+    checkin_event: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Acknowledge {
+    udid: Option<String>,
+    /// NanoMDM's user-channel events name the enrollment instead of the device.
+    enrollment_id: Option<String>,
+    status: Option<String>,
+    raw_payload: Option<String>,
+}
+
+/// The plist answer, with the keys offport reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Answer {
+    status: Option<String>,
+    #[serde(rename = "UDID")]
+    udid: Option<String>,
+    installed_application_list: Option<Vec<InstalledApp>>,
+    managed_application_list: Option<std::collections::BTreeMap<String, ManagedEntry>>,
+    query_responses: Option<QueryResponses>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InstalledApp {
+    identifier: Option<String>,
+    name: Option<String>,
+    short_version: Option<String>,
+    version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ManagedEntry {
+    status: Option<String>,
+    management_flags: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct QueryResponses {
+    #[serde(rename = "UDID")]
+    udid: Option<String>,
+    serial_number: Option<String>,
+    is_supervised: Option<bool>,
+    #[serde(rename = "OSVersion")]
+    os_version: Option<String>,
+}
+
+/// `ManagedApplicationList` statuses of an app under management (installed, or a managed
+/// update under way).
+const MANAGED_STATUSES: [&str; 6] = [
+    "Managed",
+    "PromptingForUpdate",
+    "PromptingForUpdateLogin",
+    "ValidatingUpdate",
+    "Updating",
+    "PromptingForManagementChange",
+];
+
+fn webhook(
+    record: &RawRecord<'_>,
+    value: serde_json::Value,
+    ingest_time: EpochMillis,
+) -> Result<Option<DeviceContext>, Rejection> {
+    let hook: Webhook = serde_json::from_value(value)
+        .map_err(|e| Rejection::unparseable(format!("not a MicroMDM webhook event: {e}")))?;
+    let Some(ack) = hook.acknowledge_event else {
+        // Check-ins (and topics offport does not read) carry no context.
+        let _ = hook.checkin_event;
+        return Ok(None);
+    };
+    let topic = hook.topic.unwrap_or_default();
+    let created = text(hook.created_at)
+        .ok_or_else(|| Rejection::unparseable(format!("{topic} event without created_at")))?;
+    let event_time = time_from_text(&created)
+        .ok_or_else(|| Rejection::unparseable(format!("created_at={created:?} is not RFC 3339")))?;
+    check_time("created_at", event_time, ingest_time)?;
+    if ack.status.as_deref() != Some("Acknowledged") {
+        return Ok(None);
+    }
+    let Some(payload) = text(ack.raw_payload) else {
+        return Ok(None);
+    };
+    let plist_bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload.as_bytes())
+        .map_err(|e| Rejection::unparseable(format!("raw_payload is not base64: {e}")))?;
+    let answer: Answer = plist::from_bytes(&plist_bytes)
+        .map_err(|e| Rejection::unparseable(format!("raw_payload is not a plist answer: {e}")))?;
+    let udid = text(ack.udid).or(text(answer.udid.clone()));
+    let enrollment = text(ack.enrollment_id);
+    let device_id = check_device_id(
+        outside_device(record)
+            .or(udid.as_deref())
+            .or(enrollment.as_deref()),
+    )?;
+    let mut context = DeviceContext {
+        device_id,
+        platform: Platform::Ios,
+        supervised: None,
+        device_group: None,
+        device_role: None,
+        serial_number: None,
+        udid,
+        os_version: None,
+        apps: Vec::new(),
+        inventory_complete: false,
+        event_time,
+        ingest_time,
+        source_format: SourceFormat::MicromdmWebhook,
+        source_ref: record.source_ref(),
+    };
+    if let Some(list) = answer.managed_application_list {
+        context.inventory_complete = true;
+        context.apps = list
+            .into_iter()
+            .map(|(app_id, entry)| {
+                let managed = entry
+                    .status
+                    .as_deref()
+                    .is_some_and(|s| MANAGED_STATUSES.contains(&s));
+                ManagedApp {
+                    app_id,
+                    name: None,
+                    version: None,
+                    managed,
+                    approved: None,
+                    status: entry.status,
+                    management_flags: entry.management_flags.and_then(|f| i32::try_from(f).ok()),
+                    category: None,
+                    service_class: None,
+                }
+            })
+            .collect();
+    } else if let Some(list) = answer.installed_application_list {
+        context.apps = list
+            .into_iter()
+            .filter_map(|app| {
+                Some(ManagedApp {
+                    app_id: text(app.identifier)?,
+                    name: text(app.name),
+                    version: text(app.short_version).or(text(app.version)),
+                    managed: false,
+                    approved: None,
+                    status: Some(INSTALLED_ONLY.to_string()),
+                    management_flags: None,
+                    category: None,
+                    service_class: None,
+                })
+            })
+            .collect();
+    } else if let Some(info) = answer.query_responses {
+        context.supervised = info.is_supervised;
+        context.serial_number = text(info.serial_number);
+        context.os_version = text(info.os_version);
+        context.udid = context.udid.or(text(info.udid));
+    } else {
+        // An answer to a command offport does not read.
+        let _ = answer.status;
+        return Ok(None);
+    }
+    Ok(Some(context))
+}
+
+// ---- Android Management API ------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AmapiDevice {
+    name: Option<String>,
+    management_mode: Option<String>,
+    last_status_report_time: Option<String>,
+    last_policy_sync_time: Option<String>,
+    enrollment_time: Option<String>,
+    hardware_info: Option<HardwareInfo>,
+    software_info: Option<SoftwareInfo>,
+    #[serde(default)]
+    application_reports: Vec<ApplicationReport>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HardwareInfo {
+    serial_number: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SoftwareInfo {
+    android_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplicationReport {
+    package_name: Option<String>,
+    display_name: Option<String>,
+    version_name: Option<String>,
+    state: Option<String>,
+    application_source: Option<String>,
+}
+
+/// The Device JSON inside a Pub/Sub push envelope, or the value itself.
+fn unwrap_pubsub(value: serde_json::Value) -> Result<serde_json::Value, Rejection> {
+    let Some(data) = value
+        .get("message")
+        .and_then(|m| m.get("data"))
+        .and_then(|d| d.as_str())
+    else {
+        return Ok(value);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.as_bytes())
+        .map_err(|e| Rejection::unparseable(format!("Pub/Sub message.data is not base64: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Rejection::unparseable(format!("Pub/Sub message.data is not a Device JSON: {e}"))
+    })
+}
+
+fn amapi(
+    record: &RawRecord<'_>,
+    value: serde_json::Value,
+    ingest_time: EpochMillis,
+) -> Result<DeviceContext, Rejection> {
+    let device: AmapiDevice = serde_json::from_value(unwrap_pubsub(value)?).map_err(|e| {
+        Rejection::unparseable(format!("not an Android Management API Device: {e}"))
+    })?;
+    let enrollment = device
+        .name
+        .as_deref()
+        .and_then(|n| n.rsplit('/').next())
+        .filter(|id| !id.is_empty());
+    let device_id = check_device_id(outside_device(record).or(enrollment))?;
+    let time_text = text(device.last_status_report_time)
+        .or(text(device.last_policy_sync_time))
+        .or(text(device.enrollment_time))
+        .ok_or_else(|| {
+            Rejection::unparseable(
+                "Device without lastStatusReportTime, lastPolicySyncTime or enrollmentTime",
+            )
+        })?;
+    let event_time = time_from_text(&time_text)
+        .ok_or_else(|| Rejection::unparseable(format!("{time_text:?} is not an RFC 3339 time")))?;
+    check_time("lastStatusReportTime", event_time, ingest_time)?;
+    let apps = device
+        .application_reports
+        .into_iter()
+        .filter(|r| r.state.as_deref() != Some("REMOVED"))
+        .filter_map(|report| {
+            let status = [
+                report.state.as_deref(),
+                report.application_source.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            Some(ManagedApp {
+                app_id: text(report.package_name)?,
+                name: text(report.display_name),
+                version: text(report.version_name),
+                // Application reports cover the apps in the managed scope (the work profile,
+                // or the whole fully managed device).
+                managed: true,
+                approved: None,
+                status: (!status.is_empty()).then_some(status),
+                management_flags: None,
+                category: None,
+                service_class: None,
+            })
+        })
+        .collect();
+    Ok(DeviceContext {
+        device_id,
+        platform: Platform::Android,
+        supervised: device
+            .management_mode
+            .as_deref()
+            .map(|mode| mode == "DEVICE_OWNER"),
+        device_group: None,
+        device_role: None,
+        serial_number: device.hardware_info.and_then(|h| text(h.serial_number)),
+        udid: enrollment.map(str::to_string),
+        os_version: device.software_info.and_then(|s| text(s.android_version)),
+        apps,
+        // Reports list every app in scope; apps missing from one are gone.
+        inventory_complete: true,
+        event_time,
+        ingest_time,
+        source_format: SourceFormat::AndroidManagementApi,
+        source_ref: record.source_ref(),
+    })
+}
+
+/// The normalizer of the raw MDM topic.
+#[derive(Debug, Clone, Default)]
+pub struct MdmNormalizer {
+    /// Input bounds.
+    pub limits: Limits,
+}
+
+impl MdmNormalizer {
+    /// A normalizer within `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self { limits }
+    }
+}
+
+impl Normalizer for MdmNormalizer {
+    fn normalize(
+        &mut self,
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
+        let bytes = value_of(record, &self.limits)?;
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            Rejection::new(
+                crate::model::DeadLetterReason::UnknownFormat,
+                format!("not JSON (MDM reports are MicroMDM webhook, Android Management API or offport JSON): {e}"),
+            )
+        })?;
+        let is = |key: &str| value.get(key).is_some();
+        let context = if is("acknowledge_event") || is("checkin_event") {
+            webhook(record, value, ingest_time)?
+        } else if is("managementMode")
+            || is("applicationReports")
+            || value
+                .get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| n.starts_with("enterprises/"))
+            || value.get("message").and_then(|m| m.get("data")).is_some()
+        {
+            Some(amapi(record, value, ingest_time)?)
+        } else if value.is_object() {
+            Some(offport_json(record, value, ingest_time)?)
+        } else {
+            return Err(Rejection::new(
+                crate::model::DeadLetterReason::UnknownFormat,
+                "not a JSON object",
+            ));
+        };
+        Ok(context.map(Normalized::Context).into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DeadLetterReason;
+
+    const NOW: EpochMillis = 1_795_168_800_000;
+
+    fn record(value: &[u8]) -> RawRecord<'_> {
+        RawRecord {
+            topic: "offport.raw.mdm",
+            partition: 0,
+            offset: 3,
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: None,
+        }
+    }
+
+    fn contexts(json: &str) -> Result<Vec<DeviceContext>, Rejection> {
+        Ok(MdmNormalizer::default()
+            .normalize(&record(json.as_bytes()), NOW)?
+            .into_iter()
+            .filter_map(|n| match n {
+                Normalized::Context(c) => Some(c),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn plist_b64(value: &plist::Value) -> String {
+        let mut bytes = Vec::new();
+        value.to_writer_xml(&mut bytes).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn ack(payload: &str) -> String {
+        format!(
+            r#"{{"topic":"mdm.Connect","event_id":"e1","created_at":"2026-11-20T10:00:00Z",
+            "acknowledge_event":{{"udid":"00008110-001A2C3E0E01801E","status":"Acknowledged",
+            "command_uuid":"c1","raw_payload":"{payload}"}}}}"#
+        )
+    }
+
+    #[test]
+    fn micromdm_managed_and_installed_lists_and_device_information() {
+        let mut managed = plist::Dictionary::new();
+        let mut entry = plist::Dictionary::new();
+        entry.insert("Status".into(), "Managed".into());
+        entry.insert("ManagementFlags".into(), plist::Value::Integer(1.into()));
+        managed.insert("com.example.mail".into(), entry.into());
+        let mut user = plist::Dictionary::new();
+        user.insert("Status".into(), "UserInstalledApp".into());
+        managed.insert("com.example.game".into(), user.into());
+        let mut answer = plist::Dictionary::new();
+        answer.insert("ManagedApplicationList".into(), managed.into());
+        answer.insert("Status".into(), "Acknowledged".into());
+        let c = &contexts(&ack(&plist_b64(&answer.into()))).unwrap()[0];
+        assert_eq!(c.device_id, "00008110-001A2C3E0E01801E");
+        assert!(c.inventory_complete);
+        assert_eq!(c.event_time, 1_795_168_800_000);
+        let mail = c
+            .apps
+            .iter()
+            .find(|a| a.app_id == "com.example.mail")
+            .unwrap();
+        assert!(mail.managed);
+        assert_eq!(mail.management_flags, Some(1));
+        let game = c
+            .apps
+            .iter()
+            .find(|a| a.app_id == "com.example.game")
+            .unwrap();
+        assert!(!game.managed);
+
+        let mut app = plist::Dictionary::new();
+        app.insert("Identifier".into(), "com.example.weather".into());
+        app.insert("Name".into(), "Ökotest Wetter ☀".into());
+        app.insert("ShortVersion".into(), "2.1".into());
+        let mut answer = plist::Dictionary::new();
+        answer.insert(
+            "InstalledApplicationList".into(),
+            plist::Value::Array(vec![app.into()]),
+        );
+        let c = &contexts(&ack(&plist_b64(&answer.into()))).unwrap()[0];
+        assert!(!c.inventory_complete);
+        assert_eq!(c.apps[0].status.as_deref(), Some(INSTALLED_ONLY));
+        assert_eq!(c.apps[0].name.as_deref(), Some("Ökotest Wetter ☀"));
+
+        let mut info = plist::Dictionary::new();
+        info.insert("IsSupervised".into(), true.into());
+        info.insert("SerialNumber".into(), "F2LXK0QJN72Q".into());
+        info.insert("OSVersion".into(), "18.1".into());
+        let mut answer = plist::Dictionary::new();
+        answer.insert("QueryResponses".into(), info.into());
+        let c = &contexts(&ack(&plist_b64(&answer.into()))).unwrap()[0];
+        assert_eq!(c.supervised, Some(true));
+        assert_eq!(c.serial_number.as_deref(), Some("F2LXK0QJN72Q"));
+        assert!(c.apps.is_empty());
+    }
+
+    #[test]
+    fn check_ins_idle_answers_and_other_commands_produce_nothing() {
+        let checkin = r#"{"topic":"mdm.Authenticate","event_id":"e2","created_at":"2026-11-20T10:00:00Z",
+            "checkin_event":{"udid":"U","url_params":null,"raw_payload":"AAAA"}}"#;
+        assert!(contexts(checkin).unwrap().is_empty());
+        let idle = r#"{"topic":"mdm.Connect","event_id":"e3","created_at":"2026-11-20T10:00:00Z",
+            "acknowledge_event":{"udid":"U","status":"Idle","raw_payload":""}}"#;
+        assert!(contexts(idle).unwrap().is_empty());
+        let mut answer = plist::Dictionary::new();
+        answer.insert("Status".into(), "Acknowledged".into());
+        assert!(contexts(&ack(&plist_b64(&answer.into())))
+            .unwrap()
+            .is_empty());
+        let bad = ack("%%%not base64%%%");
+        let err = contexts(&bad).unwrap_err();
+        assert!(
+            err.message.contains("raw_payload is not base64"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn amapi_devices_bare_and_in_a_pubsub_envelope() {
+        let device = r#"{"name":"enterprises/LC01abcd/devices/3a1b2c3d4e5f","managementMode":"PROFILE_OWNER",
+            "state":"ACTIVE","lastStatusReportTime":"2026-11-20T10:00:00.000Z",
+            "hardwareInfo":{"serialNumber":"R58N12345"},"softwareInfo":{"androidVersion":"15"},
+            "applicationReports":[{"packageName":"com.example.mail","versionName":"5.0","state":"INSTALLED",
+            "applicationSource":"INSTALLED_FROM_PLAY_STORE","displayName":"Mail"},
+            {"packageName":"com.old","state":"REMOVED"}]}"#;
+        let c = &contexts(device).unwrap()[0];
+        assert_eq!(c.device_id, "3a1b2c3d4e5f");
+        assert_eq!(c.supervised, Some(false));
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(
+            c.apps[0].status.as_deref(),
+            Some("INSTALLED INSTALLED_FROM_PLAY_STORE")
+        );
+        assert_eq!(c.os_version.as_deref(), Some("15"));
+        let envelope = format!(
+            r#"{{"message":{{"data":"{}","messageId":"1"}},"subscription":"projects/p/subscriptions/s"}}"#,
+            base64::engine::general_purpose::STANDARD.encode(device)
+        );
+        assert_eq!(&contexts(&envelope).unwrap()[0], c);
+    }
+
+    #[test]
+    fn offport_json_contexts_and_their_errors() {
+        let json = r#"{"device_id":"ios-91c2","platform":"ios","supervised":false,"device_group":"sales",
+            "event_time":1795168800,"inventory_complete":true,
+            "apps":[{"app_id":"com.example.mail","managed":true,"approved":true,"category":"email"}]}"#;
+        let c = &contexts(json).unwrap()[0];
+        assert_eq!(c.platform, Platform::Ios);
+        assert_eq!(c.apps[0].category.as_deref(), Some("email"));
+        let missing = r#"{"device_id":"d","event_time":1795168800,"apps":[{"app_id":"x"}]}"#;
+        let err = contexts(missing).unwrap_err();
+        assert!(
+            err.message.contains("apps[0] (x) has no managed flag"),
+            "{}",
+            err.message
+        );
+        let err = contexts("[1,2]").unwrap_err();
+        assert_eq!(err.reason, DeadLetterReason::UnknownFormat);
+        let err = contexts(r#"{"event_time":1795168800}"#).unwrap_err();
+        assert_eq!(err.reason, DeadLetterReason::MissingDeviceId);
+    }
+}
