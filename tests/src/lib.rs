@@ -65,3 +65,211 @@ async fn find_or_start() -> Result<Endpoints> {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// A raw record to produce: key, value and headers.
+#[derive(Debug, Clone, Default)]
+pub struct RawInput {
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Partition, when the test places the record itself.
+    pub partition: Option<i32>,
+}
+
+impl RawInput {
+    /// A record with only a value.
+    pub fn value(value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            value: value.into(),
+            ..Self::default()
+        }
+    }
+
+    /// This record with a header.
+    pub fn header(mut self, key: &str, value: &str) -> Self {
+        self.headers
+            .push((key.to_string(), value.as_bytes().to_vec()));
+        self
+    }
+
+    /// This record in `partition`.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Produces `inputs` to `topic` in order (all enqueued at once, then awaited); returns their
+/// (partition, offset).
+pub async fn produce(
+    kafka: &offport_kafka::settings::KafkaSettings,
+    topic: &str,
+    inputs: &[RawInput],
+) -> Result<Vec<(i32, i64)>> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .create()?;
+    let mut deliveries = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in &input.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record = FutureRecord::to(topic)
+            .payload(&input.value)
+            .headers(headers);
+        if let Some(key) = &input.key {
+            record = record.key(key);
+        }
+        if let Some(partition) = input.partition {
+            record = record.partition(partition);
+        }
+        deliveries.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow::anyhow!("enqueue: {e}"))?,
+        );
+    }
+    let mut placed = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let delivered = delivery
+            .await
+            .context("delivery future dropped")?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+        placed.push((delivered.partition, delivered.offset));
+    }
+    Ok(placed)
+}
+
+/// A record read back: key, partition, value and headers (as text).
+pub type Received = (
+    Option<Vec<u8>>,
+    i32,
+    Vec<u8>,
+    std::collections::BTreeMap<String, String>,
+);
+
+/// Reads exactly `count` records from `topic` with read_committed (failing after 60 s, or if
+/// one more arrives within 2 s).
+pub async fn read_committed(
+    kafka: &offport_kafka::settings::KafkaSettings,
+    topic: &str,
+    count: usize,
+) -> Result<Vec<Received>> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    use std::time::Duration;
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", unique("it-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < count {
+        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => message?,
+            Err(_) => anyhow::bail!("only {} of {count} records arrived on {topic}", out.len()),
+        };
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((
+            message.key().map(<[u8]>::to_vec),
+            message.partition(),
+            message.payload().unwrap_or_default().to_vec(),
+            headers,
+        ));
+    }
+    if let Ok(Ok(extra)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+        anyhow::bail!(
+            "unexpected extra record at offset {} on {topic}",
+            extra.offset()
+        );
+    }
+    Ok(out)
+}
+
+/// Kafka's Java `Utils.murmur2`, to check that partitions match what Java clients compute.
+pub fn murmur2(data: &[u8]) -> i32 {
+    let seed: u32 = 0x9747_b28c;
+    let m: u32 = 0x5bd1_e995;
+    let r = 24;
+    let length = data.len() as u32;
+    let mut h = seed ^ length;
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut word = [0_u8; 4];
+        word.copy_from_slice(chunk);
+        let mut k = u32::from_le_bytes(word);
+        k = k.wrapping_mul(m);
+        k ^= k >> r;
+        k = k.wrapping_mul(m);
+        h = h.wrapping_mul(m);
+        h ^= k;
+    }
+    match *tail {
+        [a, b, c] => {
+            h ^= u32::from(c) << 16;
+            h ^= u32::from(b) << 8;
+            h ^= u32::from(a);
+            h = h.wrapping_mul(m);
+        }
+        [a, b] => {
+            h ^= u32::from(b) << 8;
+            h ^= u32::from(a);
+            h = h.wrapping_mul(m);
+        }
+        [a] => {
+            h ^= u32::from(a);
+            h = h.wrapping_mul(m);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(m);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Java's default partitioner picks for `key`.
+pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+/// A fixture file of `tests/fixtures/raw` as text.
+pub fn raw_fixture(path: &str) -> String {
+    let full = format!("{}/fixtures/raw/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+/// The non-empty lines of a fixture.
+pub fn fixture_lines(path: &str) -> Vec<String> {
+    raw_fixture(path)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}

@@ -3,14 +3,14 @@
 //! as a Java client would; bad records in the dead-letter topic with their reason, original bytes
 //! and source position, and nothing after them lost.
 
-// Fixed-size test data and the hash's own chunking: indices are in range by construction.
+// Fixed-size test data: indices are in range by construction.
 #![allow(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use offport_core::model::{AppProtocol, DeadLetter, DeadLetterReason, NetworkSession};
 use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
 use offport_core::normalize::Limits;
@@ -20,55 +20,9 @@ use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::{Settings, TopicSettings};
 use offport_kafka::shutdown::Shutdown;
 use offport_kafka::topics::{ensure_topics, TopicRole};
-use offport_tests::{endpoints, unique};
+use offport_tests::{endpoints, java_partition, read_committed, unique};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-
-/// Kafka's Java `Utils.murmur2`, to check that partitions match what Java clients compute.
-fn murmur2(data: &[u8]) -> i32 {
-    let seed: u32 = 0x9747_b28c;
-    let m: u32 = 0x5bd1_e995;
-    let r = 24;
-    let length = data.len() as u32;
-    let mut h = seed ^ length;
-    let chunks = data.chunks_exact(4);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(m);
-        k ^= k >> r;
-        k = k.wrapping_mul(m);
-        h = h.wrapping_mul(m);
-        h ^= k;
-    }
-    match tail.len() {
-        3 => {
-            h ^= u32::from(tail[2]) << 16;
-            h ^= u32::from(tail[1]) << 8;
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(m);
-        }
-        2 => {
-            h ^= u32::from(tail[1]) << 8;
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(m);
-        }
-        1 => {
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(m);
-        }
-        _ => {}
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(m);
-    h ^= h >> 15;
-    h as i32
-}
-
-fn java_partition(key: &[u8], partitions: i32) -> i32 {
-    (murmur2(key) & 0x7fff_ffff) % partitions
-}
 
 fn session_json(device: &str, port: u16, ip: &str) -> String {
     format!(
@@ -153,8 +107,8 @@ async fn raw_json_sessions_come_out_as_avro_keyed_by_device_and_bad_ones_are_dea
         })
     };
 
-    let sessions = read_committed(&settings, &sessions_topic, 4).await?;
-    let letters = read_committed(&settings, &dead_topic, 2).await?;
+    let sessions = read_committed(&settings.kafka, &sessions_topic, 4).await?;
+    let letters = read_committed(&settings.kafka, &dead_topic, 2).await?;
     shutdown.trigger();
     task.await.context("pipeline task")??;
 
@@ -232,53 +186,4 @@ async fn raw_json_sessions_come_out_as_avro_keyed_by_device_and_bad_ones_are_dea
     assert_eq!(metrics.records_in.get(), raw.len() as u64);
     assert_eq!(metrics.records_out.get(), 4);
     Ok(())
-}
-
-type Received = (Option<Vec<u8>>, i32, Vec<u8>, BTreeMap<String, String>);
-
-/// Reads `count` records from `topic` with read_committed, failing after 60 s.
-async fn read_committed(settings: &Settings, topic: &str, count: usize) -> Result<Vec<Received>> {
-    let consumer: StreamConsumer = settings
-        .kafka
-        .client_config()
-        .set("group.id", unique("it-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    consumer.subscribe(&[topic])?;
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while out.len() < count {
-        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(message) => message?,
-            Err(_) => bail!("only {} of {count} records arrived on {topic}", out.len()),
-        };
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push((
-            message.key().map(<[u8]>::to_vec),
-            message.partition(),
-            message.payload().unwrap_or_default().to_vec(),
-            headers,
-        ));
-    }
-    // Nothing more than expected: wait briefly for an extra record.
-    if let Ok(Ok(extra)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
-        bail!(
-            "unexpected extra record at offset {} on {topic}",
-            extra.offset()
-        );
-    }
-    Ok(out)
 }

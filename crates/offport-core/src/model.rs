@@ -962,6 +962,23 @@ pub enum DeadLetterReason {
     Other,
 }
 
+impl DeadLetterReason {
+    /// The reason as its Avro symbol (`UNPARSEABLE`): the `offport.errors.reason` header and the
+    /// `reason` label of the dead-letter metric.
+    pub fn code(self) -> &'static str {
+        match self {
+            DeadLetterReason::Unparseable => "UNPARSEABLE",
+            DeadLetterReason::UnknownFormat => "UNKNOWN_FORMAT",
+            DeadLetterReason::MissingDeviceId => "MISSING_DEVICE_ID",
+            DeadLetterReason::ImpossibleValue => "IMPOSSIBLE_VALUE",
+            DeadLetterReason::Oversize => "OVERSIZE",
+            DeadLetterReason::SchemaMismatch => "SCHEMA_MISMATCH",
+            DeadLetterReason::InvalidBaseline => "INVALID_BASELINE",
+            DeadLetterReason::Other => "OTHER",
+        }
+    }
+}
+
 /// A Kafka record header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "dev.offport.v1")]

@@ -24,32 +24,24 @@ use prometheus_client::registry::Registry;
 
 use crate::shutdown::Shutdown;
 
-/// Dead-letter reason as a metric label.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(missing_docs)]
-pub enum Reason {
-    Unparseable,
-    UnknownFormat,
-    MissingDeviceId,
-    ImpossibleValue,
-    Oversize,
-    SchemaMismatch,
-    InvalidBaseline,
-    Other,
-}
+/// Dead-letter reason as a metric label: its Avro symbol (`UNPARSEABLE`), as in the
+/// dead-letter record and its `offport.errors.reason` header.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct Reason(pub DeadLetterReason);
 
 impl From<DeadLetterReason> for Reason {
     fn from(reason: DeadLetterReason) -> Self {
-        match reason {
-            DeadLetterReason::Unparseable => Reason::Unparseable,
-            DeadLetterReason::UnknownFormat => Reason::UnknownFormat,
-            DeadLetterReason::MissingDeviceId => Reason::MissingDeviceId,
-            DeadLetterReason::ImpossibleValue => Reason::ImpossibleValue,
-            DeadLetterReason::Oversize => Reason::Oversize,
-            DeadLetterReason::SchemaMismatch => Reason::SchemaMismatch,
-            DeadLetterReason::InvalidBaseline => Reason::InvalidBaseline,
-            DeadLetterReason::Other => Reason::Other,
-        }
+        Reason(reason)
+    }
+}
+
+impl EncodeLabelValue for Reason {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.0.code())
     }
 }
 

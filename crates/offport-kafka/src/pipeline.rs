@@ -535,7 +535,7 @@ async fn dead_letter(
         ),
         (
             "offport.errors.reason".to_string(),
-            format!("{:?}", rejection.reason).into_bytes(),
+            rejection.reason.code().as_bytes().to_vec(),
         ),
         (
             "offport.errors.message".to_string(),
