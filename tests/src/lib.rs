@@ -133,11 +133,24 @@ pub async fn produce(
         if let Some(partition) = input.partition {
             record = record.partition(partition);
         }
-        deliveries.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| anyhow::anyhow!("enqueue: {e}"))?,
-        );
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => anyhow::bail!("enqueue: {e}"),
+            }
+        }
     }
     let mut placed = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {

@@ -207,7 +207,8 @@ pub async fn run_normalizer<N: Normalizer>(
         .client_config()
         .set("transactional.id", &options.transactional_id)
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
+        // A batch is produced at once and then awaited: waiting to fill more buys nothing.
+        .set("linger.ms", "1")
         .set("compression.type", "lz4")
         .create()?;
     let txn_timeout = Duration::from_secs(30);
@@ -295,14 +296,21 @@ async fn process<N: Normalizer>(
         let mut outgoing = Vec::with_capacity(batch.len());
         let mut fresh = 0_u64;
         for message in &batch {
-            let key = (message.topic().to_string(), message.partition());
-            if !progress.contains_key(&key) {
-                let found = committed_progress(consumer, &key.0, key.1, message.offset())?;
-                progress.insert(key.clone(), found);
-            }
-            let replaying = progress
-                .get(&key)
-                .is_some_and(|p| message.offset() < p.processed);
+            let (topic, partition) = (message.topic(), message.partition());
+            // A handful of partitions: a scan beats allocating a key per record.
+            let known = progress
+                .iter()
+                .find(|((t, p), _)| *p == partition && t == topic)
+                .map(|(_, at)| *at);
+            let at = match known {
+                Some(at) => at,
+                None => {
+                    let found = committed_progress(consumer, topic, partition, message.offset())?;
+                    progress.insert((topic.to_string(), partition), found);
+                    found
+                }
+            };
+            let replaying = message.offset() < at.processed;
             if !replaying {
                 fresh += 1;
             }
@@ -625,10 +633,16 @@ async fn commit_batch<N: Normalizer>(
         .map(|(key, p)| (key.clone(), p.processed))
         .collect();
     for message in batch {
-        let entry = next
-            .entry((message.topic().to_string(), message.partition()))
-            .or_insert(message.offset());
-        *entry = (*entry).max(message.offset() + 1);
+        let (topic, partition) = (message.topic(), message.partition());
+        match next
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+        {
+            Some((_, processed)) => *processed = (*processed).max(message.offset() + 1),
+            None => {
+                next.insert((topic.to_string(), partition), message.offset() + 1);
+            }
+        }
     }
     let mut offsets = TopicPartitionList::new();
     let mut after = BTreeMap::new();
@@ -675,13 +689,18 @@ async fn commit_batch<N: Normalizer>(
             // Only a consumer without a group lacks metadata; the loop always has one.
             .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
         blocking(|| producer.send_offsets_to_transaction(&offsets, &metadata, timeout))?;
-        blocking(|| producer.commit_transaction(timeout))?;
+        // Wait for every delivery report before committing: a failed delivery aborts the
+        // transaction here, and commit_transaction's own flush then finds nothing outstanding.
+        // (rust-rdkafka's flush otherwise sleeps in 100 ms polls while the producer's
+        // background thread serves the reports, which capped throughput at ~10 commits/s.)
         for delivery in deliveries {
-            if let Ok(Err((error, _))) = delivery.await {
-                // Committed transactions have delivered everything; this is only logged.
-                tracing::warn!(%error, "delivery report after commit");
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(error),
+                Err(_) => return Err(KafkaError::Canceled),
             }
         }
+        blocking(|| producer.commit_transaction(timeout))?;
         Ok::<(), KafkaError>(())
     };
     match attempt.await {

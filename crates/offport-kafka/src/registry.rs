@@ -67,11 +67,25 @@ pub fn schema_id(payload: &[u8]) -> Result<u32, CodecError> {
     }
 }
 
+/// A schema registered for one subject, with a writer that serializes straight to Avro
+/// binary (no intermediate `Value`).
+struct Registered {
+    id: u32,
+    writer: apache_avro::writer::datum::GenericDatumWriter<'static>,
+}
+
 /// Encoder and decoder for offport's contracts, sharing one registry connection and cache.
+///
+/// The first value of a (topic, contract) goes through schema_registry_converter, which
+/// registers the schema and validates the value against it; later values are serialized
+/// directly with apache-avro's schema-aware serializer under the id the registry gave, which is
+/// several times faster. The parsed schema of each (topic, contract) is kept for the life of the
+/// process (a handful per service).
 pub struct RegistryCodec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     strategies: RwLock<HashMap<(String, bool, Contract), SubjectNameStrategy>>,
+    registered: RwLock<HashMap<(String, Contract), std::sync::Arc<Registered>>>,
 }
 
 impl RegistryCodec {
@@ -82,6 +96,7 @@ impl RegistryCodec {
             encoder: AvroEncoder::new(sr.clone()),
             decoder: AvroDecoder::new(sr),
             strategies: RwLock::new(HashMap::new()),
+            registered: RwLock::new(HashMap::new()),
         })
     }
 
@@ -118,8 +133,45 @@ impl RegistryCodec {
         contract: Contract,
         value: &T,
     ) -> Result<Vec<u8>, CodecError> {
+        let found = self
+            .registered
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(&(topic.to_string(), contract)).cloned());
+        if let Some(registered) = found {
+            let mut bytes = Vec::with_capacity(256);
+            bytes.push(0);
+            bytes.extend_from_slice(&registered.id.to_be_bytes());
+            registered
+                .writer
+                .write_ser(&mut bytes, value)
+                .map_err(|e| {
+                    CodecError::Registry(SRCError::non_retryable_with_cause(
+                        e,
+                        "value does not fit its Avro schema",
+                    ))
+                })?;
+            return Ok(bytes);
+        }
         let strategy = self.strategy(topic, false, contract)?;
-        Ok(self.encoder.encode_struct(value, &strategy).await?)
+        let bytes = self.encoder.encode_struct(value, &strategy).await?;
+        let id = schema_id(&bytes)?;
+        // Leaked once per (topic, contract): the writer borrows its schema for 'static.
+        let schema: &'static apache_avro::Schema = Box::leak(Box::new(contract.schema()?));
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .map_err(|e| {
+                CodecError::Registry(SRCError::non_retryable_with_cause(
+                    e,
+                    "could not build an Avro writer",
+                ))
+            })?;
+        if let Ok(mut cache) = self.registered.write() {
+            cache
+                .entry((topic.to_string(), contract))
+                .or_insert_with(|| std::sync::Arc::new(Registered { id, writer }));
+        }
+        Ok(bytes)
     }
 
     /// Decodes a Confluent wire-format payload, fetching the writer schema by id.

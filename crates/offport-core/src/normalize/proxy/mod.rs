@@ -791,13 +791,21 @@ impl Normalizer for ProxyNormalizer {
             ProxyFormat::Auto => {
                 let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
                 if first == Some(&b'{') {
-                    let value = Self::json_value(bytes, "JSON")?;
+                    // offport's own records are the common case and parse straight into their
+                    // struct; only a record that is not one is looked at as Zeek or EVE.
+                    let own = offport(record);
+                    let Err(rejection) = own else {
+                        return own;
+                    };
+                    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+                        return Err(rejection);
+                    };
                     if zeek::looks_like(&value) {
                         self.zeek(value, record, ingest_time)
                     } else if suricata::looks_like(&value) {
                         self.suricata(value, record, ingest_time)
                     } else {
-                        offport(record)
+                        Err(rejection)
                     }
                 } else if pcapdroid::looks_like(bytes) || pcapdroid_row(bytes) {
                     self.pcapdroid(bytes, record, ingest_time)

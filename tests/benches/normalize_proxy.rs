@@ -1,0 +1,213 @@
+//! normalize-proxy through the real broker and registry beside a plain rdkafka pass-through
+//! copy of the same input topic, in one run on this machine.
+//!
+//! `cargo bench -p offport-tests --bench normalize_proxy` (starts the local stack when none is
+//! configured). `OFFPORT_BENCH_RECORDS` sets the input size (default 200000).
+//!
+//! - pass-through: one consumer (its own group) reads the raw topic and one producer copies
+//!   every record, unchanged and keyed as read, to a copy topic; timed from the first record
+//!   consumed to the last delivery acknowledged.
+//! - normalize-proxy: the service's loop (`run_normalizer`: read_committed consumer, parse and
+//!   validate, Avro through the registry, transactions with the input offsets); timed from the
+//!   first record consumed to the last output committed.
+//!
+//! Both read the same topic from the start with the same client defaults; the ratio is the
+//! target of issue 4 (at least 70 %).
+
+// Modular indices into fixed arrays are in range by construction.
+#![allow(clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
+use offport_core::normalize::Limits;
+use offport_kafka::metrics::PipelineMetrics;
+use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
+use offport_kafka::registry::RegistryCodec;
+use offport_kafka::settings::{Settings, TopicSettings};
+use offport_kafka::shutdown::Shutdown;
+use offport_kafka::topics::{ensure_topics, TopicRole, TopicSpec};
+use offport_tests::{endpoints, produce, unique, RawInput};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn session(i: usize) -> String {
+    let device = format!("device-{:04}", i % 1000);
+    let apps = [
+        "com.example.weather",
+        "com.example.mail",
+        "com.google.android.gms",
+    ];
+    let app = apps[i % apps.len()];
+    let port = [443, 8443, 5228, 8080][i % 4];
+    format!(
+        r#"{{"device_id":"{device}","platform":"ANDROID","app_id":"{app}","transport":"TCP","src_ip":"10.8.{}.{}","src_port":{},"dst_ip":"203.0.113.{}","dst_port":{port},"sensor_protocol":"tls","sni":"api{}.example.com","ja3":"e7d705a3286e19ea42f587b344ee6865","bytes_out":{},"bytes_in":{},"packets_out":12,"packets_in":10,"start_time":{},"duration_ms":{}}}"#,
+        (i / 250) % 250,
+        i % 250,
+        30_000 + i % 30_000,
+        i % 250,
+        i % 97,
+        400 + i % 1500,
+        2_000 + i % 60_000,
+        1_795_168_800_000_i64 + i as i64 * 37,
+        100 + i % 5_000
+    )
+}
+
+async fn pass_through(
+    settings: &Settings,
+    input: &str,
+    output: &str,
+    records: usize,
+) -> Result<f64> {
+    let consumer: StreamConsumer = settings
+        .kafka
+        .client_config()
+        .set("group.id", unique("bench-copy"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .create()?;
+    let producer: FutureProducer = settings
+        .kafka
+        .client_config()
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?;
+    consumer.subscribe(&[input])?;
+    let mut deliveries = Vec::with_capacity(records);
+    let mut started = None;
+    while deliveries.len() < records {
+        let message = consumer.recv().await?;
+        started.get_or_insert_with(Instant::now);
+        let mut record = FutureRecord::to(output).payload(message.payload().unwrap_or_default());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .context("delivery dropped")?
+            .map_err(|(e, _)| e)?;
+    }
+    let elapsed = started.context("no record")?.elapsed().as_secs_f64();
+    Ok(records as f64 / elapsed)
+}
+
+async fn normalize(settings: &Settings, input: &str, records: usize) -> Result<f64> {
+    let codec = Arc::new(RegistryCodec::new(&settings.registry)?);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = PipelineMetrics::register(&mut registry);
+    let shutdown = Shutdown::new();
+    let options = PipelineOptions::for_stage("normalize-proxy", vec![input.to_string()], settings);
+    let task = {
+        let (settings, metrics, shutdown) =
+            (settings.clone(), Arc::clone(&metrics), shutdown.clone());
+        tokio::spawn(async move {
+            let normalizer = ProxyNormalizer::new(ProxyFormat::Auto, Limits::default());
+            run_normalizer(&settings, options, normalizer, codec, metrics, shutdown).await
+        })
+    };
+    // Timed from the first record read to the last output committed.
+    let mut started = None;
+    loop {
+        let read = metrics.records_in.get();
+        if read > 0 {
+            started.get_or_insert_with(Instant::now);
+        }
+        if metrics.records_out.get() as usize >= records && metrics.transactions.get() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.context("no record")?.elapsed().as_secs_f64();
+    shutdown.trigger();
+    task.await??;
+    Ok(records as f64 / elapsed)
+}
+
+fn main() -> Result<()> {
+    let records: usize = std::env::var("OFFPORT_BENCH_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let endpoints = endpoints().await?;
+        let mut settings = Settings {
+            kafka: endpoints.kafka(),
+            registry: endpoints.registry(),
+            topics: TopicSettings {
+                prefix: format!("{}.", unique("bench")),
+                partitions: 3,
+                replication_factor: 1,
+            },
+            ..Settings::default()
+        };
+        settings.pipeline.instance_id = Some(unique("bench"));
+        if let Some(batch) = std::env::var("OFFPORT_BENCH_BATCH").ok().and_then(|b| b.parse().ok()) {
+            settings.pipeline.batch_max_records = batch;
+        }
+        println!(
+            "normalize-proxy batch: up to {} records per transaction",
+            settings.pipeline.batch_max_records
+        );
+        let roles = [TopicRole::RawProxy, TopicRole::Sessions, TopicRole::DeadLetter];
+        let mut specs: Vec<TopicSpec> = roles.iter().map(|r| r.spec(&settings.topics)).collect();
+        let input = TopicRole::RawProxy.spec(&settings.topics).name;
+        let copy = format!("{}copy", settings.topics.prefix);
+        specs.push(TopicSpec {
+            name: copy.clone(),
+            ..TopicRole::Sessions.spec(&settings.topics)
+        });
+        ensure_topics(&settings.kafka.client_config(), &specs).await?;
+        let inputs: Vec<RawInput> = (0..records)
+            .map(|i| {
+                let mut input = RawInput::value(session(i));
+                input.key = Some(format!("device-{:04}", i % 1000).into_bytes());
+                input
+            })
+            .collect();
+        let bytes: usize = inputs.iter().map(|i| i.value.len()).sum();
+        let loading = Instant::now();
+        produce(&settings.kafka, &input, &inputs).await?;
+        println!(
+            "input: {records} offport JSON session records ({:.1} MB) on 3 partitions, loaded in {:.1} s",
+            bytes as f64 / 1e6,
+            loading.elapsed().as_secs_f64()
+        );
+        let copy_rate = pass_through(&settings, &input, &copy, records).await?;
+        println!("pass-through copy (rdkafka consume + produce):   {copy_rate:>10.0} records/s");
+        let normalize_rate = normalize(&settings, &input, records).await?;
+        println!("normalize-proxy (parse, Avro, transactions):     {normalize_rate:>10.0} records/s");
+        println!(
+            "normalize-proxy / pass-through: {:.0} % (target >= 70 %)",
+            100.0 * normalize_rate / copy_rate
+        );
+        Ok(())
+    })
+}
