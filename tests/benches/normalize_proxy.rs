@@ -29,7 +29,7 @@ use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::{Settings, TopicSettings};
 use offport_kafka::shutdown::Shutdown;
 use offport_kafka::topics::{ensure_topics, TopicRole, TopicSpec};
-use offport_tests::{endpoints, produce, unique, RawInput};
+use offport_tests::{endpoints, enqueue, produce, unique, RawInput};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -86,24 +86,7 @@ async fn pass_through(
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((error, _)) => return Err(error.into()),
-            }
-        }
+        deliveries.push(enqueue(&producer, record).await?);
     }
     for delivery in deliveries {
         delivery

@@ -133,24 +133,7 @@ pub async fn produce(
         if let Some(partition) = input.partition {
             record = record.partition(partition);
         }
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    record = back;
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => anyhow::bail!("enqueue: {e}"),
-            }
-        }
+        deliveries.push(enqueue(&producer, record).await?);
     }
     let mut placed = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
@@ -161,6 +144,33 @@ pub async fn produce(
         placed.push((delivered.partition, delivered.offset));
     }
     Ok(placed)
+}
+
+/// Enqueues `record`, waiting while librdkafka's queue is full (the producer's background
+/// thread drains it); returns the delivery future.
+pub async fn enqueue<'a, K, P>(
+    producer: &rdkafka::producer::FutureProducer,
+    mut record: rdkafka::producer::FutureRecord<'a, K, P>,
+) -> Result<rdkafka::producer::DeliveryFuture>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                record = back;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => anyhow::bail!("enqueue: {e}"),
+        }
+    }
 }
 
 /// A record read back: key, partition, value and headers (as text).
