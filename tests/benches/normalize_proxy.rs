@@ -26,10 +26,10 @@ use offport_core::normalize::Limits;
 use offport_kafka::metrics::PipelineMetrics;
 use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{Settings, TopicSettings};
+use offport_kafka::settings::Settings;
 use offport_kafka::shutdown::Shutdown;
 use offport_kafka::topics::{ensure_topics, TopicRole, TopicSpec};
-use offport_tests::{endpoints, enqueue, produce, unique, RawInput};
+use offport_tests::{enqueue, isolated_settings, produce, unique, RawInput};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -140,34 +140,20 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let endpoints = endpoints().await?;
-        let mut settings = Settings {
-            kafka: endpoints.kafka(),
-            registry: endpoints.registry(),
-            topics: TopicSettings {
-                prefix: format!("{}.", unique("bench")),
-                partitions: 3,
-                replication_factor: 1,
-            },
-            ..Settings::default()
-        };
-        settings.pipeline.instance_id = Some(unique("bench"));
-        if let Some(batch) = std::env::var("OFFPORT_BENCH_BATCH").ok().and_then(|b| b.parse().ok()) {
-            settings.pipeline.batch_max_records = batch;
-        }
-        println!(
-            "normalize-proxy batch: up to {} records per transaction",
-            settings.pipeline.batch_max_records
-        );
+        let batch = std::env::var("OFFPORT_BENCH_BATCH")
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(Settings::default().pipeline.batch_max_records);
+        println!("normalize-proxy batch: up to {batch} records per transaction");
         let roles = [TopicRole::RawProxy, TopicRole::Sessions, TopicRole::DeadLetter];
-        let mut specs: Vec<TopicSpec> = roles.iter().map(|r| r.spec(&settings.topics)).collect();
+        let settings = isolated_settings("bench", 3, batch, &roles).await?;
         let input = TopicRole::RawProxy.spec(&settings.topics).name;
         let copy = format!("{}copy", settings.topics.prefix);
-        specs.push(TopicSpec {
+        let copy_spec = TopicSpec {
             name: copy.clone(),
             ..TopicRole::Sessions.spec(&settings.topics)
-        });
-        ensure_topics(&settings.kafka.client_config(), &specs).await?;
+        };
+        ensure_topics(&settings.kafka.client_config(), &[copy_spec]).await?;
         let inputs: Vec<RawInput> = (0..records)
             .map(|i| {
                 let mut input = RawInput::value(session(i));

@@ -66,6 +66,50 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Settings for one test alone: a unique topic prefix and instance id, `partitions` per topic,
+/// at most `batch` records per transaction, and the topics of `roles` created.
+pub async fn isolated_settings(
+    prefix: &str,
+    partitions: i32,
+    batch: usize,
+    roles: &[offport_kafka::topics::TopicRole],
+) -> Result<offport_kafka::settings::Settings> {
+    use offport_kafka::settings::{Settings, TopicSettings};
+    let endpoints = endpoints().await?;
+    let mut settings = Settings {
+        kafka: endpoints.kafka(),
+        registry: endpoints.registry(),
+        topics: TopicSettings {
+            prefix: format!("{}.", unique(prefix)),
+            partitions,
+            replication_factor: 1,
+        },
+        ..Settings::default()
+    };
+    settings.pipeline.batch_max_records = batch;
+    settings.pipeline.instance_id = Some(unique("instance"));
+    let specs: Vec<_> = roles.iter().map(|r| r.spec(&settings.topics)).collect();
+    offport_kafka::topics::ensure_topics(&settings.kafka.client_config(), &specs).await?;
+    Ok(settings)
+}
+
+/// A consumer of `topic` from its start, in a group of its own, reading only committed
+/// records.
+pub fn committed_consumer(
+    kafka: &offport_kafka::settings::KafkaSettings,
+    topic: &str,
+) -> Result<rdkafka::consumer::StreamConsumer> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", unique("it-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
 /// A raw record to produce: key, value and headers.
 #[derive(Debug, Clone, Default)]
 pub struct RawInput {
@@ -188,16 +232,9 @@ pub async fn read_committed(
     topic: &str,
     count: usize,
 ) -> Result<Vec<Received>> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::{Headers, Message};
     use std::time::Duration;
-    let consumer: StreamConsumer = kafka
-        .client_config()
-        .set("group.id", unique("it-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    consumer.subscribe(&[topic])?;
+    let consumer = committed_consumer(kafka, topic)?;
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while out.len() < count {

@@ -20,15 +20,15 @@ use offport_core::normalize::edr::EdrNormalizer;
 use offport_core::normalize::mdm::MdmNormalizer;
 use offport_core::normalize::proxy::sources::SourceMapping;
 use offport_core::normalize::proxy::{ProxyNormalizer, DEVICE_HEADER};
-use offport_core::normalize::{Limits, Normalizer};
+use offport_core::normalize::{Limits, Normalizer, RawRecord};
 use offport_kafka::metrics::PipelineMetrics;
 use offport_kafka::pipeline::{run_normalizer, PipelineError, PipelineOptions};
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{Settings, TopicSettings};
+use offport_kafka::settings::Settings;
 use offport_kafka::shutdown::Shutdown;
-use offport_kafka::topics::{ensure_topics, TopicRole};
+use offport_kafka::topics::TopicRole;
 use offport_tests::{
-    endpoints, fixture_lines, java_partition, produce, raw_fixture, read_committed, unique,
+    fixture_lines, isolated_settings, java_partition, produce, raw_fixture, read_committed,
     RawInput, Received,
 };
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -36,19 +36,16 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 const PARTITIONS: i32 = 3;
 
 async fn settings(prefix: &str) -> Result<Settings> {
-    let endpoints = endpoints().await?;
-    let mut settings = Settings {
-        kafka: endpoints.kafka(),
-        registry: endpoints.registry(),
-        topics: TopicSettings {
-            prefix: format!("{}.", unique(prefix)),
-            partitions: PARTITIONS,
-            replication_factor: 1,
-        },
-        ..Settings::default()
-    };
-    settings.pipeline.batch_max_records = 7;
-    settings.pipeline.instance_id = Some(unique("instance"));
+    let roles = [
+        TopicRole::RawProxy,
+        TopicRole::RawEdr,
+        TopicRole::RawMdm,
+        TopicRole::Sessions,
+        TopicRole::DeviceEvents,
+        TopicRole::DeviceContexts,
+        TopicRole::DeadLetter,
+    ];
+    let mut settings = isolated_settings(prefix, PARTITIONS, 7, &roles).await?;
     let map = |network: &str, device: &str, platform: &str| SourceMapping {
         network: network.parse().expect("network"),
         device_id: device.to_string(),
@@ -60,18 +57,20 @@ async fn settings(prefix: &str) -> Result<Settings> {
         map("fd00:8::/64", "android-7f3a", "android"),
         map("10.8.0.13/32", "ios-91c2", "ios"),
     ];
-    let roles = [
-        TopicRole::RawProxy,
-        TopicRole::RawEdr,
-        TopicRole::RawMdm,
-        TopicRole::Sessions,
-        TopicRole::DeviceEvents,
-        TopicRole::DeviceContexts,
-        TopicRole::DeadLetter,
-    ];
-    let specs: Vec<_> = roles.iter().map(|r| r.spec(&settings.topics)).collect();
-    ensure_topics(&settings.kafka.client_config(), &specs).await?;
     Ok(settings)
+}
+
+/// How many records the pure normalizer makes of `inputs`: what the service must write.
+fn pure_outputs(normalizer: &mut impl Normalizer, inputs: &[RawInput]) -> usize {
+    inputs
+        .iter()
+        .map(|input| {
+            let record = RawRecord::new("t", 0, 0, &input.value);
+            normalizer
+                .normalize(&record, EpochMillis::MAX / 2)
+                .map_or(0, |v| v.len())
+        })
+        .sum()
 }
 
 fn topic(settings: &Settings, role: TopicRole) -> String {
@@ -359,22 +358,7 @@ async fn edr_records_become_device_events_and_the_metrics_endpoint_counts_dead_l
     )
     .await?;
 
-    let usage_rows = {
-        let mut normalizer = EdrNormalizer::new(Limits::default());
-        let record = offport_core::normalize::RawRecord {
-            topic: "t",
-            partition: 0,
-            offset: 0,
-            key: None,
-            value: Some(inputs[0].value.as_slice()),
-            headers: &[],
-            timestamp: None,
-        };
-        normalizer
-            .normalize(&record, EpochMillis::MAX / 2)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .len()
-    };
+    let usage_rows = pure_outputs(&mut EdrNormalizer::new(Limits::default()), &inputs[..1]);
     let expected = usage_rows + 2;
     let output = topic(&settings, TopicRole::DeviceEvents);
     let (received, letters) = tokio::try_join!(
@@ -389,6 +373,14 @@ async fn edr_records_become_device_events_and_the_metrics_endpoint_counts_dead_l
         2
     );
     assert_eq!(letters[0].0.source_offset, 2);
+    assert_eq!(
+        letters[0]
+            .1
+            .get("offport.errors.reason")
+            .map(String::as_str),
+        Some("UNPARSEABLE"),
+        "the header carries the Avro symbol"
+    );
     assert!(
         letters[0].0.message.contains("TELEPORTED"),
         "{}",
@@ -444,22 +436,7 @@ async fn mdm_reports_become_device_contexts() -> Result<()> {
     )
     .await?;
     // What the pure normalizer makes of the same records is what must arrive.
-    let mut expected = 0;
-    let mut normalizer = MdmNormalizer::new(Limits::default());
-    for input in &inputs {
-        let record = offport_core::normalize::RawRecord {
-            topic: "t",
-            partition: 0,
-            offset: 0,
-            key: None,
-            value: Some(input.value.as_slice()),
-            headers: &[],
-            timestamp: None,
-        };
-        expected += normalizer
-            .normalize(&record, EpochMillis::MAX / 2)
-            .map_or(0, |v| v.len());
-    }
+    let expected = pure_outputs(&mut MdmNormalizer::new(Limits::default()), &inputs);
     assert_eq!(expected, 3 + 2 + 3 + 1, "micromdm, nanomdm, amapi, offport");
     let running = Running::start(
         &settings,

@@ -17,10 +17,9 @@ use offport_core::normalize::Limits;
 use offport_kafka::metrics::PipelineMetrics;
 use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{Settings, TopicSettings};
 use offport_kafka::shutdown::Shutdown;
-use offport_kafka::topics::{ensure_topics, TopicRole};
-use offport_tests::{endpoints, java_partition, read_committed, unique};
+use offport_kafka::topics::TopicRole;
+use offport_tests::{isolated_settings, java_partition, read_committed};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -35,27 +34,13 @@ fn session_json(device: &str, port: u16, ip: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_json_sessions_come_out_as_avro_keyed_by_device_and_bad_ones_are_dead_lettered(
 ) -> Result<()> {
-    let endpoints = endpoints().await?;
     let partitions = 3;
-    let mut settings = Settings {
-        kafka: endpoints.kafka(),
-        registry: endpoints.registry(),
-        topics: TopicSettings {
-            prefix: format!("{}.", unique("it-normproxy")),
-            partitions,
-            replication_factor: 1,
-        },
-        ..Settings::default()
-    };
-    settings.pipeline.batch_max_records = 3;
-    settings.pipeline.instance_id = Some(unique("instance"));
     let roles = [
         TopicRole::RawProxy,
         TopicRole::Sessions,
         TopicRole::DeadLetter,
     ];
-    let specs: Vec<_> = roles.iter().map(|r| r.spec(&settings.topics)).collect();
-    ensure_topics(&settings.kafka.client_config(), &specs).await?;
+    let settings = isolated_settings("it-normproxy", partitions, 3, &roles).await?;
     let raw_topic = TopicRole::RawProxy.spec(&settings.topics).name;
     let sessions_topic = TopicRole::Sessions.spec(&settings.topics).name;
     let dead_topic = TopicRole::DeadLetter.spec(&settings.topics).name;

@@ -17,11 +17,11 @@ use offport_core::normalize::Limits;
 use offport_kafka::metrics::PipelineMetrics;
 use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{Settings, TopicSettings};
+use offport_kafka::settings::Settings;
 use offport_kafka::shutdown::Shutdown;
-use offport_kafka::topics::{ensure_topics, TopicRole};
-use offport_tests::{endpoints, unique};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use offport_kafka::topics::TopicRole;
+use offport_tests::{committed_consumer, isolated_settings};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -80,26 +80,12 @@ async fn a_normalizer_killed_mid_run_and_restarted_loses_and_duplicates_nothing(
     if std::env::var(CHILD_ENV).is_ok() {
         return Ok(());
     }
-    let endpoints = endpoints().await?;
-    let mut settings = Settings {
-        kafka: endpoints.kafka(),
-        registry: endpoints.registry(),
-        topics: TopicSettings {
-            prefix: format!("{}.", unique("it-restart")),
-            partitions: 2,
-            replication_factor: 1,
-        },
-        ..Settings::default()
-    };
-    settings.pipeline.batch_max_records = 50;
-    settings.pipeline.instance_id = Some(unique("instance"));
     let roles = [
         TopicRole::RawProxy,
         TopicRole::Sessions,
         TopicRole::DeadLetter,
     ];
-    let specs: Vec<_> = roles.iter().map(|r| r.spec(&settings.topics)).collect();
-    ensure_topics(&settings.kafka.client_config(), &specs).await?;
+    let settings = isolated_settings("it-restart", 2, 50, &roles).await?;
     let raw_topic = TopicRole::RawProxy.spec(&settings.topics).name;
     let sessions_topic = TopicRole::Sessions.spec(&settings.topics).name;
 
@@ -126,7 +112,7 @@ async fn a_normalizer_killed_mid_run_and_restarted_loses_and_duplicates_nothing(
     // First run: kill it once some output is committed but before it can be done.
     let started = std::time::Instant::now();
     let mut child = spawn_child(&settings)?;
-    let reader = committed_reader(&settings, &sessions_topic)?;
+    let reader = committed_consumer(&settings.kafka, &sessions_topic)?;
     let mut seen: Vec<String> = Vec::new();
     let codec = RegistryCodec::new(&settings.registry)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -182,18 +168,6 @@ async fn a_normalizer_killed_mid_run_and_restarted_loses_and_duplicates_nothing(
     );
     assert_eq!(unique_ids, expected, "gaps or strangers in the output");
     Ok(())
-}
-
-fn committed_reader(settings: &Settings, topic: &str) -> Result<StreamConsumer> {
-    let consumer: StreamConsumer = settings
-        .kafka
-        .client_config()
-        .set("group.id", unique("it-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    consumer.subscribe(&[topic])?;
-    Ok(consumer)
 }
 
 async fn read_some(

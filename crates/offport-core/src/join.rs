@@ -1048,6 +1048,42 @@ mod tests {
     }
 
     #[test]
+    fn an_installed_apps_list_never_replaces_a_management_answer() {
+        let mut joiner = Joiner::new(JoinConfig {
+            allowed_lateness_ms: 0,
+            ..JoinConfig::default()
+        });
+        let installed = |app: &str| ManagedApp {
+            status: Some(crate::model::INSTALLED_ONLY_STATUS.to_string()),
+            ..managed(app, false)
+        };
+        let out = run(
+            &mut joiner,
+            vec![
+                JoinInput::Context(context(T0 - 300, true, vec![managed("com.a", true)])),
+                JoinInput::Context(context(
+                    T0 - 200,
+                    false,
+                    vec![installed("com.a"), installed("com.z")],
+                )),
+                JoinInput::Session(session("a", Some("com.a"), T0, 0)),
+                JoinInput::Session(session("z", Some("com.z"), T0, 0)),
+                JoinInput::Event(event(DeviceEventKind::ScreenOn, None, T0 + 1)),
+            ],
+        );
+        let by_id: HashMap<&str, &EnrichedSession> = out
+            .iter()
+            .map(|e| (e.session.session_id.as_str(), e))
+            .collect();
+        assert_eq!(by_id["a"].mdm.as_ref().unwrap().managed, Some(true));
+        assert_eq!(
+            by_id["z"].mdm.as_ref().unwrap().managed,
+            Some(false),
+            "known only as installed: unmanaged"
+        );
+    }
+
+    #[test]
     fn state_older_than_the_time_window_is_dropped_but_as_of_state_kept() {
         let app = Some("com.x");
         let mut joiner = Joiner::new(JoinConfig {

@@ -12,8 +12,8 @@
 //!   `__connect.errors.*`. Nothing after it is held up.
 //! - A transient failure (registry unreachable, broker error) is retried with capped exponential
 //!   backoff; no offset moves past a record whose outputs are not committed. When a
-//!   transaction fails it is aborted and the consumer is rewound to the first record of the
-//!   batch on each partition it still owns, so the batch is processed again.
+//!   transaction fails it is aborted and the consumer is rewound to the committed offset of
+//!   each partition it still owns, so the batch is processed again.
 //! - A stateful normalizer (the Zeek/Suricata flow join) may hold records until the rest of
 //!   their flow arrives. The offset committed for a partition is then the first record still
 //!   held, and the commit's metadata (`offport:processed=<next>`) says how far the partition was
@@ -281,11 +281,18 @@ async fn process<N: Normalizer>(
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default();
         if !revoked.is_empty() {
-            for key in &revoked {
-                progress.remove(key);
+            let held = progress
+                .keys()
+                .any(|(topic, partition)| normalizer.held_from(topic, *partition).is_some());
+            for (topic, partition) in &revoked {
+                normalizer.forget(topic, *partition);
+                progress.remove(&(topic.clone(), *partition));
             }
-            // Held flows may mix partitions: rebuild them all from the committed offsets.
-            restart_partitions(consumer, normalizer, &mut progress);
+            // A held flow may mix partitions, and forgetting the revoked ones dropped whole
+            // flows: rebuild what the remaining partitions held from their committed offsets.
+            if held {
+                restart_partitions(consumer, normalizer, &mut progress);
+            }
         }
         let batch = collect_batch(consumer, options, shutdown).await?;
         if batch.is_empty() {
@@ -316,8 +323,8 @@ async fn process<N: Normalizer>(
             }
             let headers = owned_headers(message);
             let raw = RawRecord {
-                topic: message.topic(),
-                partition: message.partition(),
+                topic,
+                partition,
                 offset: message.offset(),
                 key: message.key(),
                 value: message.payload(),

@@ -84,8 +84,8 @@ struct Registered {
 pub struct RegistryCodec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    strategies: RwLock<HashMap<(String, bool, Contract), SubjectNameStrategy>>,
-    registered: RwLock<HashMap<(String, Contract), std::sync::Arc<Registered>>>,
+    /// By topic, then contract (looked up by `&str`, no allocation per value).
+    registered: RwLock<HashMap<String, HashMap<Contract, std::sync::Arc<Registered>>>>,
 }
 
 impl RegistryCodec {
@@ -95,34 +95,8 @@ impl RegistryCodec {
         Ok(Self {
             encoder: AvroEncoder::new(sr.clone()),
             decoder: AvroDecoder::new(sr),
-            strategies: RwLock::new(HashMap::new()),
             registered: RwLock::new(HashMap::new()),
         })
-    }
-
-    fn strategy(
-        &self,
-        topic: &str,
-        is_key: bool,
-        contract: Contract,
-    ) -> Result<SubjectNameStrategy, CodecError> {
-        let key = (topic.to_string(), is_key, contract);
-        if let Ok(cache) = self.strategies.read() {
-            if let Some(strategy) = cache.get(&key) {
-                return Ok(strategy.clone());
-            }
-        }
-        let supplied = SuppliedSchema::new(
-            Some(contract.full_name()),
-            SchemaType::Avro,
-            contract.schema_json()?,
-        );
-        let strategy =
-            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), is_key, supplied);
-        if let Ok(mut cache) = self.strategies.write() {
-            cache.insert(key, strategy.clone());
-        }
-        Ok(strategy)
     }
 
     /// Encodes `value` as the record value of `topic`, registering the contract's schema under
@@ -137,7 +111,7 @@ impl RegistryCodec {
             .registered
             .read()
             .ok()
-            .and_then(|cache| cache.get(&(topic.to_string(), contract)).cloned());
+            .and_then(|cache| cache.get(topic)?.get(&contract).cloned());
         if let Some(registered) = found {
             let mut bytes = Vec::with_capacity(256);
             bytes.push(0);
@@ -153,7 +127,14 @@ impl RegistryCodec {
                 })?;
             return Ok(bytes);
         }
-        let strategy = self.strategy(topic, false, contract)?;
+        // Only the first value of a subject comes here, so the strategy is not cached.
+        let supplied = SuppliedSchema::new(
+            Some(contract.full_name()),
+            SchemaType::Avro,
+            contract.schema_json()?,
+        );
+        let strategy =
+            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
         let bytes = self.encoder.encode_struct(value, &strategy).await?;
         let id = schema_id(&bytes)?;
         // Leaked once per (topic, contract): the writer borrows its schema for 'static.
@@ -168,7 +149,9 @@ impl RegistryCodec {
             })?;
         if let Ok(mut cache) = self.registered.write() {
             cache
-                .entry((topic.to_string(), contract))
+                .entry(topic.to_string())
+                .or_default()
+                .entry(contract)
                 .or_insert_with(|| std::sync::Arc::new(Registered { id, writer }));
         }
         Ok(bytes)

@@ -22,12 +22,11 @@ use serde::Deserialize;
 
 use super::{
     check_count, check_device_id, check_time, derived_id, platform_from, time_from_json,
-    time_from_text, value_of, Limits, Normalized, Normalizer, RawRecord, Rejection,
+    time_from_text, trimmed, value_of, Limits, Normalized, Normalizer, RawRecord, Rejection,
 };
 use crate::model::{
     DeviceEvent, DeviceEventKind, EpochMillis, NetworkApiUsage, Platform, SourceFormat,
 };
-use crate::normalize::proxy::DEVICE_HEADER;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,18 +74,6 @@ pub fn kind_from(name: &str) -> Option<DeviceEventKind> {
     })
 }
 
-fn text(value: Option<String>) -> Option<String> {
-    value
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-/// The device id a record supplies outside its body: the `offport.device_id` header, else the
-/// record key.
-fn outside_device<'a>(record: &'a RawRecord<'_>) -> Option<&'a str> {
-    record.header(DEVICE_HEADER).or_else(|| record.key_text())
-}
-
 /// Normalizer of offport's EDR JSON events.
 #[derive(Debug, Clone, Default)]
 pub struct EdrJson {
@@ -102,9 +89,12 @@ impl EdrJson {
     ) -> Result<DeviceEvent, Rejection> {
         let json: EventJson = serde_json::from_slice(bytes)
             .map_err(|e| Rejection::unparseable(format!("not an offport EDR event JSON: {e}")))?;
-        let device_id =
-            check_device_id(text(json.device_id).as_deref().or(outside_device(record)))?;
-        let kind_name = text(json.kind).ok_or_else(|| Rejection::unparseable("no kind"))?;
+        let device_id = check_device_id(
+            trimmed(json.device_id)
+                .as_deref()
+                .or(record.outside_device()),
+        )?;
+        let kind_name = trimmed(json.kind).ok_or_else(|| Rejection::unparseable("no kind"))?;
         let kind = kind_from(&kind_name).ok_or_else(|| {
             Rejection::unparseable(format!(
                 "kind={kind_name:?} is not an event kind offport knows (see the README)"
@@ -126,14 +116,14 @@ impl EdrJson {
                 ))
             }
             (_, Some(api)) => Some(NetworkApiUsage {
-                api: text(api.api).unwrap_or_else(|| "unspecified".to_string()),
+                api: trimmed(api.api).unwrap_or_else(|| "unspecified".to_string()),
                 call_count: check_count("network_api.call_count", api.call_count)?,
                 window_ms: check_count("network_api.window_ms", api.window_ms.unwrap_or(60_000))?,
             }),
             (_, None) => None,
         };
-        let app_id = text(json.app_id);
-        let event_id = text(json.event_id).unwrap_or_else(|| {
+        let app_id = trimmed(json.app_id);
+        let event_id = trimmed(json.event_id).unwrap_or_else(|| {
             derived_id(&[
                 &device_id,
                 app_id.as_deref().unwrap_or(""),
@@ -141,7 +131,8 @@ impl EdrJson {
                 &event_time.to_string(),
             ])
         });
-        let detail = text(json.detail).or(text(json.app_name).map(|n| format!("app_name={n}")));
+        let detail =
+            trimmed(json.detail).or(trimmed(json.app_name).map(|n| format!("app_name={n}")));
         Ok(DeviceEvent {
             event_id,
             device_id,
@@ -253,7 +244,7 @@ impl UsageStatsRows {
         let device_id = check_device_id(
             Some(device_id)
                 .filter(|d| !d.is_empty())
-                .or(outside_device(record)),
+                .or(record.outside_device()),
         )
         .map_err(|r| Rejection::new(r.reason, format!("line {line}: {}", r.message)))?;
         let time_text = field(columns.timestamp, "timestamp")?;
@@ -383,15 +374,7 @@ mod tests {
     const NOW: EpochMillis = 1_795_300_000_000;
 
     fn record(value: &[u8]) -> RawRecord<'_> {
-        RawRecord {
-            topic: "offport.raw.edr",
-            partition: 0,
-            offset: 7,
-            key: None,
-            value: Some(value),
-            headers: &[],
-            timestamp: None,
-        }
+        RawRecord::new("offport.raw.edr", 0, 7, value)
     }
 
     fn events(value: &str) -> Result<Vec<DeviceEvent>, Rejection> {

@@ -28,24 +28,13 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::{
-    check_device_id, check_time, platform_from, time_from_json, time_from_text, value_of, Limits,
-    Normalized, Normalizer, RawRecord, Rejection,
+    check_device_id, check_time, platform_from, time_from_json, time_from_text, trimmed, value_of,
+    Limits, Normalized, Normalizer, RawRecord, Rejection,
 };
 use crate::model::{DeviceContext, EpochMillis, ManagedApp, Platform, SourceFormat};
-use crate::normalize::proxy::DEVICE_HEADER;
 
 /// Status of an app known only from an installed-apps inventory (not a management answer).
 pub const INSTALLED_ONLY: &str = crate::model::INSTALLED_ONLY_STATUS;
-
-fn text(value: Option<String>) -> Option<String> {
-    value
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-}
-
-fn outside_device<'a>(record: &'a RawRecord<'_>) -> Option<&'a str> {
-    record.header(DEVICE_HEADER).or_else(|| record.key_text())
-}
 
 // ---- offport MDM JSON -------------------------------------------------------------------
 
@@ -88,7 +77,11 @@ fn offport_json(
 ) -> Result<DeviceContext, Rejection> {
     let json: ContextJson = serde_json::from_value(value)
         .map_err(|e| Rejection::unparseable(format!("not an offport MDM context JSON: {e}")))?;
-    let device_id = check_device_id(text(json.device_id).as_deref().or(outside_device(record)))?;
+    let device_id = check_device_id(
+        trimmed(json.device_id)
+            .as_deref()
+            .or(record.outside_device()),
+    )?;
     let event_time = match json.event_time.filter(|v| !v.is_null()) {
         Some(value) => time_from_json(&value).ok_or_else(|| {
             Rejection::unparseable(format!(
@@ -103,21 +96,21 @@ fn offport_json(
         .into_iter()
         .enumerate()
         .map(|(index, app)| {
-            let app_id = text(app.app_id)
+            let app_id = trimmed(app.app_id)
                 .ok_or_else(|| Rejection::unparseable(format!("apps[{index}] has no app_id")))?;
             let managed = app.managed.ok_or_else(|| {
                 Rejection::unparseable(format!("apps[{index}] ({app_id}) has no managed flag"))
             })?;
             Ok(ManagedApp {
                 app_id,
-                name: text(app.name),
-                version: text(app.version),
+                name: trimmed(app.name),
+                version: trimmed(app.version),
                 managed,
                 approved: app.approved,
-                status: text(app.status),
+                status: trimmed(app.status),
                 management_flags: app.management_flags,
-                category: text(app.category),
-                service_class: text(app.service_class),
+                category: trimmed(app.category),
+                service_class: trimmed(app.service_class),
             })
         })
         .collect::<Result<Vec<_>, Rejection>>()?;
@@ -125,11 +118,11 @@ fn offport_json(
         device_id,
         platform: platform_from(json.platform.as_deref()),
         supervised: json.supervised,
-        device_group: text(json.device_group),
-        device_role: text(json.device_role),
-        serial_number: text(json.serial_number),
-        udid: text(json.udid),
-        os_version: text(json.os_version),
+        device_group: trimmed(json.device_group),
+        device_role: trimmed(json.device_role),
+        serial_number: trimmed(json.serial_number),
+        udid: trimmed(json.udid),
+        os_version: trimmed(json.os_version),
         apps,
         inventory_complete: json.inventory_complete,
         event_time,
@@ -146,7 +139,6 @@ struct Webhook {
     topic: Option<String>,
     created_at: Option<String>,
     acknowledge_event: Option<Acknowledge>,
-    checkin_event: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,7 +154,6 @@ struct Acknowledge {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Answer {
-    status: Option<String>,
     #[serde(rename = "UDID")]
     udid: Option<String>,
     installed_application_list: Option<Vec<InstalledApp>>,
@@ -217,11 +208,10 @@ fn webhook(
         .map_err(|e| Rejection::unparseable(format!("not a MicroMDM webhook event: {e}")))?;
     let Some(ack) = hook.acknowledge_event else {
         // Check-ins (and topics offport does not read) carry no context.
-        let _ = hook.checkin_event;
         return Ok(None);
     };
     let topic = hook.topic.unwrap_or_default();
-    let created = text(hook.created_at)
+    let created = trimmed(hook.created_at)
         .ok_or_else(|| Rejection::unparseable(format!("{topic} event without created_at")))?;
     let event_time = time_from_text(&created)
         .ok_or_else(|| Rejection::unparseable(format!("created_at={created:?} is not RFC 3339")))?;
@@ -229,7 +219,7 @@ fn webhook(
     if ack.status.as_deref() != Some("Acknowledged") {
         return Ok(None);
     }
-    let Some(payload) = text(ack.raw_payload) else {
+    let Some(payload) = trimmed(ack.raw_payload) else {
         return Ok(None);
     };
     let plist_bytes = base64::engine::general_purpose::STANDARD
@@ -237,10 +227,11 @@ fn webhook(
         .map_err(|e| Rejection::unparseable(format!("raw_payload is not base64: {e}")))?;
     let answer: Answer = plist::from_bytes(&plist_bytes)
         .map_err(|e| Rejection::unparseable(format!("raw_payload is not a plist answer: {e}")))?;
-    let udid = text(ack.udid).or(text(answer.udid.clone()));
-    let enrollment = text(ack.enrollment_id);
+    let udid = trimmed(ack.udid).or(trimmed(answer.udid.clone()));
+    let enrollment = trimmed(ack.enrollment_id);
     let device_id = check_device_id(
-        outside_device(record)
+        record
+            .outside_device()
             .or(udid.as_deref())
             .or(enrollment.as_deref()),
     )?;
@@ -287,9 +278,9 @@ fn webhook(
             .into_iter()
             .filter_map(|app| {
                 Some(ManagedApp {
-                    app_id: text(app.identifier)?,
-                    name: text(app.name),
-                    version: text(app.short_version).or(text(app.version)),
+                    app_id: trimmed(app.identifier)?,
+                    name: trimmed(app.name),
+                    version: trimmed(app.short_version).or(trimmed(app.version)),
                     managed: false,
                     approved: None,
                     status: Some(INSTALLED_ONLY.to_string()),
@@ -301,12 +292,11 @@ fn webhook(
             .collect();
     } else if let Some(info) = answer.query_responses {
         context.supervised = info.is_supervised;
-        context.serial_number = text(info.serial_number);
-        context.os_version = text(info.os_version);
-        context.udid = context.udid.or(text(info.udid));
+        context.serial_number = trimmed(info.serial_number);
+        context.os_version = trimmed(info.os_version);
+        context.udid = context.udid.or(trimmed(info.udid));
     } else {
         // An answer to a command offport does not read.
-        let _ = answer.status;
         return Ok(None);
     }
     Ok(Some(context))
@@ -380,10 +370,10 @@ fn amapi(
         .as_deref()
         .and_then(|n| n.rsplit('/').next())
         .filter(|id| !id.is_empty());
-    let device_id = check_device_id(outside_device(record).or(enrollment))?;
-    let time_text = text(device.last_status_report_time)
-        .or(text(device.last_policy_sync_time))
-        .or(text(device.enrollment_time))
+    let device_id = check_device_id(record.outside_device().or(enrollment))?;
+    let time_text = trimmed(device.last_status_report_time)
+        .or(trimmed(device.last_policy_sync_time))
+        .or(trimmed(device.enrollment_time))
         .ok_or_else(|| {
             Rejection::unparseable(
                 "Device without lastStatusReportTime, lastPolicySyncTime or enrollmentTime",
@@ -406,9 +396,9 @@ fn amapi(
             .collect::<Vec<_>>()
             .join(" ");
             Some(ManagedApp {
-                app_id: text(report.package_name)?,
-                name: text(report.display_name),
-                version: text(report.version_name),
+                app_id: trimmed(report.package_name)?,
+                name: trimmed(report.display_name),
+                version: trimmed(report.version_name),
                 // Application reports cover the apps in the managed scope (the work profile,
                 // or the whole fully managed device).
                 managed: true,
@@ -429,9 +419,11 @@ fn amapi(
             .map(|mode| mode == "DEVICE_OWNER"),
         device_group: None,
         device_role: None,
-        serial_number: device.hardware_info.and_then(|h| text(h.serial_number)),
+        serial_number: device.hardware_info.and_then(|h| trimmed(h.serial_number)),
         udid: enrollment.map(str::to_string),
-        os_version: device.software_info.and_then(|s| text(s.android_version)),
+        os_version: device
+            .software_info
+            .and_then(|s| trimmed(s.android_version)),
         apps,
         // Reports list every app in scope; apps missing from one are gone.
         inventory_complete: true,
@@ -501,15 +493,7 @@ mod tests {
     const NOW: EpochMillis = 1_795_168_800_000;
 
     fn record(value: &[u8]) -> RawRecord<'_> {
-        RawRecord {
-            topic: "offport.raw.mdm",
-            partition: 0,
-            offset: 3,
-            key: None,
-            value: Some(value),
-            headers: &[],
-            timestamp: None,
-        }
+        RawRecord::new("offport.raw.mdm", 0, 3, value)
     }
 
     fn contexts(json: &str) -> Result<Vec<DeviceContext>, Rejection> {
@@ -614,6 +598,23 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_nanomdm_user_channel_answer_is_keyed_by_its_enrollment_id() {
+        let mut info = plist::Dictionary::new();
+        info.insert("IsSupervised".into(), false.into());
+        let mut answer = plist::Dictionary::new();
+        answer.insert("QueryResponses".into(), info.into());
+        let json = format!(
+            r#"{{"topic":"mdm.Connect","event_id":"","created_at":"2026-11-20T11:00:00+01:00",
+            "acknowledge_event":{{"enrollment_id":"user-enroll-42","status":"Acknowledged",
+            "raw_payload":"{}"}}}}"#,
+            plist_b64(&answer.into())
+        );
+        let c = &contexts(&json).unwrap()[0];
+        assert_eq!(c.device_id, "user-enroll-42");
+        assert_eq!(c.event_time, 1_795_168_800_000);
     }
 
     #[test]

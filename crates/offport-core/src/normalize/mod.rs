@@ -32,6 +32,9 @@ use crate::model::{
 };
 use crate::schema::Contract;
 
+/// Header that supplies the device id when a record does not carry one.
+pub const DEVICE_HEADER: &str = "offport.device_id";
+
 /// One raw record as the service consumed it.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {
@@ -51,14 +54,33 @@ pub struct RawRecord<'a> {
     pub timestamp: Option<EpochMillis>,
 }
 
-impl RawRecord<'_> {
+impl<'a> RawRecord<'a> {
+    /// A record with only a value (no key, headers or timestamp).
+    pub fn new(topic: &'a str, partition: i32, offset: i64, value: &'a [u8]) -> Self {
+        Self {
+            topic,
+            partition,
+            offset,
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: None,
+        }
+    }
+
+    /// The device id the record supplies outside its body: the [`DEVICE_HEADER`] header, else
+    /// the key.
+    pub fn outside_device(&self) -> Option<&'a str> {
+        self.header(DEVICE_HEADER).or_else(|| self.key_text())
+    }
+
     /// `topic/partition@offset`, the `source_ref` of what this record becomes.
     pub fn source_ref(&self) -> String {
         format!("{}/{}@{}", self.topic, self.partition, self.offset)
     }
 
     /// The last header named `name`, as UTF-8 text.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers
             .iter()
             .rev()
@@ -67,7 +89,7 @@ impl RawRecord<'_> {
     }
 
     /// The record key as UTF-8 text, when it is some.
-    pub fn key_text(&self) -> Option<&str> {
+    pub fn key_text(&self) -> Option<&'a str> {
         std::str::from_utf8(self.key?)
             .ok()
             .filter(|k| !k.is_empty())
@@ -177,6 +199,13 @@ pub trait Normalizer {
     /// Drops whatever is held from `topic/partition`: the partition was revoked, or the
     /// pipeline rewinds it and will read those records again.
     fn forget(&mut self, _topic: &str, _partition: i32) {}
+}
+
+/// Text trimmed, or `None` when nothing is left.
+pub fn trimmed(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// An id from the fields that identify a record (32 hex digits of SHA-256 over them): the same

@@ -21,7 +21,7 @@
 //! The pipeline commits the input offsets of held companions as not yet processed
 //! ([`FlowJoin::held_from`]), so a restart reads them again and no companion is lost in a crash.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -65,10 +65,15 @@ impl Default for FlowJoinLimits {
 }
 
 /// The join state of one normalizer instance.
+///
+/// Two indexes keep the per-record work logarithmic: held flows by (time, id), for expiry, and
+/// held offsets by partition, for [`FlowJoin::held_from`].
 #[derive(Debug, Default)]
 pub struct FlowJoin {
     limits: FlowJoinLimits,
     held: FxHashMap<String, Held>,
+    by_age: BTreeSet<(EpochMillis, String)>,
+    offsets: BTreeMap<(String, i32), BTreeSet<i64>>,
     emitted: FxHashSet<String>,
     emitted_order: VecDeque<String>,
     latest: EpochMillis,
@@ -103,29 +108,31 @@ impl FlowJoin {
         if self.emitted.contains(&id) {
             return self.expire();
         }
+        self.offsets
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .insert(offset);
         let origin = Origin {
             topic: topic.to_string(),
             partition,
             offset,
         };
-        match self.held.get_mut(&id) {
-            Some(held) => {
-                let base = std::mem::take(&mut held.draft);
-                held.draft = base.absorb(draft);
+        let held = match self.held.remove(&id) {
+            Some(mut held) => {
+                self.by_age.remove(&(held.time, id.clone()));
+                held.draft = std::mem::take(&mut held.draft).absorb(draft);
                 held.time = held.time.min(time);
                 held.origins.push(origin);
+                held
             }
-            None => {
-                self.held.insert(
-                    id,
-                    Held {
-                        draft,
-                        time,
-                        origins: vec![origin],
-                    },
-                );
-            }
-        }
+            None => Held {
+                draft,
+                time,
+                origins: vec![origin],
+            },
+        };
+        self.by_age.insert((held.time, id.clone()));
+        self.held.insert(id, held);
         self.expire()
     }
 
@@ -138,7 +145,7 @@ impl FlowJoin {
         time: EpochMillis,
     ) -> Vec<SessionDraft> {
         self.latest = self.latest.max(time);
-        let completed = match self.held.remove(&id) {
+        let completed = match self.release(&id) {
             Some(held) => draft.absorb(held.draft),
             None => draft,
         };
@@ -151,23 +158,43 @@ impl FlowJoin {
     /// The smallest offset of `topic/partition` still held: the pipeline must not commit past
     /// it.
     pub fn held_from(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.held
-            .values()
-            .flat_map(|held| held.origins.iter())
-            .filter(|o| o.partition == partition && o.topic == topic)
-            .map(|o| o.offset)
-            .min()
+        self.offsets
+            .get(&(topic.to_string(), partition))
+            .and_then(|offsets| offsets.first().copied())
     }
 
     /// Forgets the held flows read from `topic/partition` (the partition was revoked, or the
     /// pipeline rewinds it and will read them again).
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.held.retain(|_, held| {
-            !held
-                .origins
-                .iter()
-                .any(|o| o.partition == partition && o.topic == topic)
-        });
+        let ids: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, held)| {
+                held.origins
+                    .iter()
+                    .any(|o| o.partition == partition && o.topic == topic)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.release(&id);
+        }
+    }
+
+    /// Takes flow `id` out of the join and its indexes.
+    fn release(&mut self, id: &str) -> Option<Held> {
+        let held = self.held.remove(id)?;
+        self.by_age.remove(&(held.time, id.to_string()));
+        for origin in &held.origins {
+            let key = (origin.topic.clone(), origin.partition);
+            if let Some(offsets) = self.offsets.get_mut(&key) {
+                offsets.remove(&origin.offset);
+                if offsets.is_empty() {
+                    self.offsets.remove(&key);
+                }
+            }
+        }
+        Some(held)
     }
 
     fn remember(&mut self, id: String) {
@@ -188,25 +215,15 @@ impl FlowJoin {
     /// so the order is the same in every replay.
     fn expire(&mut self) -> Vec<SessionDraft> {
         let horizon = self.latest.saturating_sub(self.limits.wait_ms);
-        let over = self.held.len().saturating_sub(self.limits.max_held);
-        if over == 0 && !self.held.values().any(|h| h.time < horizon) {
-            return Vec::new();
-        }
-        let mut by_age: Vec<(EpochMillis, String)> = self
-            .held
-            .iter()
-            .map(|(id, held)| (held.time, id.clone()))
-            .collect();
-        by_age.sort();
         let mut out = Vec::new();
-        for (index, (time, id)) in by_age.into_iter().enumerate() {
-            if time >= horizon && index >= over {
+        while let Some((time, id)) = self.by_age.first().cloned() {
+            if time >= horizon && self.held.len() <= self.limits.max_held {
                 break;
             }
-            if let Some(held) = self.held.remove(&id) {
+            if let Some(held) = self.release(&id) {
                 out.push(held.draft);
-                self.remember(id);
             }
+            self.remember(id);
         }
         out
     }

@@ -29,8 +29,7 @@ use crate::model::{
 };
 use crate::protocol::{decode_payload_text, recognize, sensor_verdict, shannon_entropy};
 
-/// Header that supplies the device id when a record does not carry one.
-pub const DEVICE_HEADER: &str = "offport.device_id";
+pub use super::DEVICE_HEADER;
 
 /// What a format knows of a session, before the shared rules run.
 #[derive(Debug, Clone, Default)]
@@ -178,8 +177,7 @@ impl SessionDraft {
             non_empty(self.device_id)
                 .as_deref()
                 .or(fallback_device)
-                .or_else(|| record.header(DEVICE_HEADER))
-                .or_else(|| record.key_text()),
+                .or_else(|| record.outside_device()),
         )?;
         let dst_ip = non_empty(self.dst_ip)
             .ok_or_else(|| Rejection::unparseable("no destination address (dst_ip)"))?;
@@ -627,8 +625,22 @@ impl ProxyNormalizer {
             .config
             .default_device_id
             .clone()
-            .or_else(|| record.header(DEVICE_HEADER).map(str::to_string))
-            .or_else(|| record.key_text().map(str::to_string));
+            .or_else(|| record.outside_device().map(str::to_string));
+    }
+
+    fn offport(
+        &self,
+        bytes: &[u8],
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
+        let session = OffportJson::draft(bytes)?.finish(
+            record,
+            SourceFormat::OffportJson,
+            self.config.default_device_id.as_deref(),
+            ingest_time,
+        )?;
+        Ok(vec![Normalized::Session(session)])
     }
 
     fn pcapdroid(
@@ -637,12 +649,7 @@ impl ProxyNormalizer {
         record: &RawRecord<'_>,
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection> {
-        let fallback = self
-            .config
-            .default_device_id
-            .as_deref()
-            .or_else(|| record.header(DEVICE_HEADER))
-            .or_else(|| record.key_text());
+        let fallback = self.config.default_device_id.as_deref();
         Ok(pcapdroid::sessions(bytes, record, fallback, ingest_time)?
             .into_iter()
             .map(Normalized::Session)
@@ -767,18 +774,8 @@ impl Normalizer for ProxyNormalizer {
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection> {
         let bytes = value_of(record, &self.config.limits)?;
-        let fallback = self.config.default_device_id.clone();
-        let offport = |record: &RawRecord<'_>| -> Result<Vec<Normalized>, Rejection> {
-            let session = OffportJson::draft(bytes)?.finish(
-                record,
-                SourceFormat::OffportJson,
-                fallback.as_deref(),
-                ingest_time,
-            )?;
-            Ok(vec![Normalized::Session(session)])
-        };
         match self.config.format.unwrap_or(ProxyFormat::Auto) {
-            ProxyFormat::OffportJson => offport(record),
+            ProxyFormat::OffportJson => self.offport(bytes, record, ingest_time),
             ProxyFormat::PcapdroidCsv => self.pcapdroid(bytes, record, ingest_time),
             ProxyFormat::ZeekJson => {
                 let value = Self::json_value(bytes, "a Zeek JSON log line")?;
@@ -793,7 +790,7 @@ impl Normalizer for ProxyNormalizer {
                 if first == Some(&b'{') {
                     // offport's own records are the common case and parse straight into their
                     // struct; only a record that is not one is looked at as Zeek or EVE.
-                    let own = offport(record);
+                    let own = self.offport(bytes, record, ingest_time);
                     let Err(rejection) = own else {
                         return own;
                     };
@@ -837,15 +834,7 @@ mod tests {
     const NOW: EpochMillis = 1_763_640_000_000;
 
     fn record(value: &[u8]) -> RawRecord<'_> {
-        RawRecord {
-            topic: "offport.raw.proxy",
-            partition: 2,
-            offset: 41,
-            key: None,
-            value: Some(value),
-            headers: &[],
-            timestamp: None,
-        }
+        RawRecord::new("offport.raw.proxy", 2, 41, value)
     }
 
     fn normalize(json: &str) -> Result<NetworkSession, Rejection> {
