@@ -35,8 +35,12 @@
 use std::collections::BTreeMap;
 #[cfg(test)]
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+use crate::durable::{self, Durable, RestoreError, StateChange};
 
 use crate::model::{
     AppRunState, BackgroundExecution, DeviceContext, DeviceEvent, DeviceEventKind, EnrichedSession,
@@ -137,7 +141,8 @@ fn payload_of(key: u64) -> u64 {
 /// A sorted timeline of packed `(time, payload)` keys with an optional value each. Most
 /// timelines carry everything in the payload (a state's rank, a call count) and have `T = ()`:
 /// 8 bytes an entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
 struct Timeline<T> {
     entries: Vec<(u64, T)>,
 }
@@ -287,7 +292,7 @@ fn background_kind(rank: u64) -> DeviceEventKind {
         .unwrap_or(DeviceEventKind::Unknown)
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct AppState {
     /// Payload: [`lifecycle_rank`].
     lifecycle: Timeline<()>,
@@ -328,7 +333,7 @@ impl DeviceState {
 }
 
 /// The parts of a DeviceContext the join keeps.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct MdmRecord {
     supervised: Option<bool>,
     device_group: Option<String>,
@@ -343,7 +348,9 @@ pub struct Joiner {
     config: JoinConfig,
     devices: FxHashMap<String, DeviceState>,
     /// App ids seen, interned: one copy of each name however many devices run the app.
-    app_keys: FxHashMap<String, AppKey>,
+    app_keys: FxHashMap<Arc<str>, AppKey>,
+    /// The interned app ids by key.
+    app_names: Vec<Arc<str>>,
     /// Sessions waiting for the watermark, by (end time, session id). The id is moved into the
     /// key while the session waits and back when it is emitted.
     pending: BTreeMap<(EpochMillis, String), NetworkSession>,
@@ -351,8 +358,64 @@ pub struct Joiner {
     watermark: Option<EpochMillis>,
     /// Watermark at the last prune; pruning runs once per [`PRUNE_STEP_MS`] of event time.
     pruned_at: Option<EpochMillis>,
+    /// The highest cutoff pruning has applied: a restore prunes to it again.
+    cutoff: Option<EpochMillis>,
     stats: JoinStats,
+    /// What changed since the last drain, when journaling (see [`Durable`]).
+    journal: Option<Journal>,
 }
+
+/// Keys changed since the last [`Durable::drain_changes`].
+#[derive(Debug, Default)]
+struct Journal {
+    devices: FxHashSet<String>,
+    /// Pending sessions added (`true`) or emitted (`false`) since the last drain; a session
+    /// added and emitted between two drains leaves no trace.
+    sessions: FxHashMap<(EpochMillis, String), bool>,
+    meta: bool,
+}
+
+impl Journal {
+    fn device(&mut self, id: &str) {
+        if !self.devices.contains(id) {
+            self.devices.insert(id.to_string());
+        }
+    }
+
+    fn session_added(&mut self, key: &(EpochMillis, String)) {
+        self.sessions.insert(key.clone(), true);
+    }
+
+    fn session_emitted(&mut self, key: (EpochMillis, String)) {
+        if self.sessions.get(&key) == Some(&true) {
+            self.sessions.remove(&key);
+        } else {
+            self.sessions.insert(key, false);
+        }
+    }
+}
+
+/// The changelog form of a device's state: app keys replaced by app ids.
+#[derive(Debug, Serialize, Deserialize)]
+struct DeviceSnapshot {
+    lock: Timeline<()>,
+    interactions: Timeline<()>,
+    mdm: Timeline<MdmRecord>,
+    apps: Vec<(String, AppState)>,
+}
+
+/// The changelog form of the join's clocks.
+#[derive(Debug, Serialize, Deserialize)]
+struct JoinMeta {
+    max_event_time: Option<EpochMillis>,
+    watermark: Option<EpochMillis>,
+    pruned_at: Option<EpochMillis>,
+    cutoff: Option<EpochMillis>,
+}
+
+const DEVICE_PREFIX: &str = "device/";
+const SESSION_PREFIX: &str = "session/";
+const META_KEY: &str = "meta";
 
 /// Event time between two prunes: pruning walks every device, so it is amortised.
 const PRUNE_STEP_MS: i64 = 60_000;
@@ -445,7 +508,13 @@ impl Joiner {
         let interned: usize = self
             .app_keys
             .keys()
-            .map(|k| k.capacity() + std::mem::size_of::<(String, AppKey)>())
+            // The name with its Arc header, the map entry and the by-key slot.
+            .map(|k| {
+                k.len()
+                    + 16
+                    + std::mem::size_of::<(Arc<str>, AppKey)>()
+                    + std::mem::size_of::<Arc<str>>()
+            })
             .sum();
         devices + interned + self.pending.len() * (std::mem::size_of::<NetworkSession>() + 160)
     }
@@ -454,6 +523,10 @@ impl Joiner {
     pub fn push(&mut self, input: JoinInput) -> Vec<EnrichedSession> {
         let at = input.event_time();
         let late = self.watermark.is_some_and(|w| at < w);
+        if let Some(journal) = &mut self.journal {
+            journal.device(input.device_id());
+            journal.meta = true;
+        }
         match input {
             JoinInput::Session(session) => {
                 let end = session_end(&session);
@@ -472,7 +545,11 @@ impl Joiner {
                 }
                 let mut session = session;
                 let id = std::mem::take(&mut session.session_id);
-                self.pending.insert((end, id), session);
+                let key = (end, id);
+                if let Some(journal) = &mut self.journal {
+                    journal.session_added(&key);
+                }
+                self.pending.insert(key, session);
             }
             JoinInput::Event(event) => {
                 if late {
@@ -495,6 +572,9 @@ impl Joiner {
     /// service calls this with wall-clock-derived time when a partition is quiet.
     pub fn advance_watermark(&mut self, to: EpochMillis) -> Vec<EnrichedSession> {
         if self.watermark.is_none_or(|w| to > w) {
+            if let Some(journal) = &mut self.journal {
+                journal.meta = true;
+            }
             self.watermark = Some(to);
             self.max_event_time = Some(self.max_event_time.map_or(to, |m| m.max(to)));
             self.prune();
@@ -508,6 +588,9 @@ impl Joiner {
         pending
             .into_iter()
             .map(|((end, id), mut session)| {
+                if let Some(journal) = &mut self.journal {
+                    journal.session_emitted((end, id.clone()));
+                }
                 self.stats.emitted += 1;
                 session.session_id = id;
                 self.enrich(session, end)
@@ -535,6 +618,9 @@ impl Joiner {
                 break;
             }
             let ((end, id), mut session) = entry.remove_entry();
+            if let Some(journal) = &mut self.journal {
+                journal.session_emitted((end, id.clone()));
+            }
             self.stats.emitted += 1;
             session.session_id = id;
             out.push(self.enrich(session, end));
@@ -560,7 +646,16 @@ impl Joiner {
                 s.saturating_sub(self.config.time_window_ms)
             }),
         );
-        self.devices.retain(|_, device| {
+        self.cutoff = Some(self.cutoff.map_or(cutoff, |c| c.max(cutoff)));
+        self.prune_devices(cutoff);
+    }
+
+    /// Drops state older than `cutoff` (keeping the last state before it that as-of answers
+    /// need) and devices left empty. Pruning twice is pruning once at the higher cutoff, so a
+    /// restore that prunes to the highest cutoff applied rebuilds the pruned state exactly.
+    fn prune_devices(&mut self, cutoff: EpochMillis) {
+        let journal = &mut self.journal;
+        self.devices.retain(|id, device| {
             device.lock.prune(cutoff, true);
             device.interactions.prune(cutoff, false);
             device.mdm.prune(cutoff, true);
@@ -575,7 +670,17 @@ impl Joiner {
             });
             device.lock.shrink();
             device.interactions.shrink();
-            device.lock.len() + device.interactions.len() + device.mdm.len() + device.apps.len() > 0
+            let keep = device.lock.len()
+                + device.interactions.len()
+                + device.mdm.len()
+                + device.apps.len()
+                > 0;
+            if !keep {
+                if let Some(journal) = journal {
+                    journal.device(id);
+                }
+            }
+            keep
         });
     }
 
@@ -653,7 +758,9 @@ impl Joiner {
             return *key;
         }
         let key = AppKey::try_from(self.app_keys.len()).unwrap_or(AppKey::MAX);
-        self.app_keys.insert(app_id.to_string(), key);
+        let name: Arc<str> = Arc::from(app_id);
+        self.app_keys.insert(Arc::clone(&name), key);
+        self.app_names.push(name);
         key
     }
 
@@ -776,6 +883,134 @@ fn mdm_as_of(device: &DeviceState, app_id: Option<&str>, at: EpochMillis) -> Opt
         service_class: app.and_then(|a| a.service_class.clone()),
         as_of,
     })
+}
+
+impl Durable for Joiner {
+    fn journal_changes(&mut self) {
+        self.journal.get_or_insert_with(Journal::default);
+    }
+
+    fn drain_changes(&mut self) -> Vec<StateChange> {
+        let Some(journal) = self.journal.as_mut().map(std::mem::take) else {
+            return vec![];
+        };
+        let mut changes = Vec::with_capacity(journal.devices.len() + journal.sessions.len() + 1);
+        let mut devices: Vec<String> = journal.devices.into_iter().collect();
+        // A stable order: the changelog of a replay is the same record for record.
+        devices.sort_unstable();
+        for id in devices {
+            let key = format!("{DEVICE_PREFIX}{id}");
+            match self.devices.get(&id) {
+                Some(device) => changes.push(durable::put(key, &self.snapshot(device))),
+                None => changes.push(StateChange::Delete { key }),
+            }
+        }
+        let mut sessions: Vec<((EpochMillis, String), bool)> =
+            journal.sessions.into_iter().collect();
+        sessions.sort_unstable();
+        for (pending_key, added) in sessions {
+            let key = format!("{SESSION_PREFIX}{}", pending_key.1);
+            match self.pending.get(&pending_key).filter(|_| added) {
+                Some(session) => {
+                    let mut session = session.clone();
+                    session.session_id = pending_key.1;
+                    changes.push(durable::put(key, &session));
+                }
+                None => changes.push(StateChange::Delete { key }),
+            }
+        }
+        if journal.meta {
+            changes.push(durable::put(
+                META_KEY.to_string(),
+                &JoinMeta {
+                    max_event_time: self.max_event_time,
+                    watermark: self.watermark,
+                    pruned_at: self.pruned_at,
+                    cutoff: self.cutoff,
+                },
+            ));
+        }
+        changes
+    }
+
+    fn restore(&mut self, key: &str, value: &[u8]) -> Result<(), RestoreError> {
+        if key == META_KEY {
+            let meta: JoinMeta = durable::read(key, value)?;
+            self.max_event_time = meta.max_event_time;
+            self.watermark = meta.watermark;
+            self.pruned_at = meta.pruned_at;
+            self.cutoff = meta.cutoff;
+        } else if let Some(id) = key.strip_prefix(DEVICE_PREFIX) {
+            let snapshot: DeviceSnapshot = durable::read(key, value)?;
+            let apps = snapshot
+                .apps
+                .into_iter()
+                .map(|(app, state)| (self.intern(&app), state))
+                .collect();
+            self.devices.insert(
+                id.to_string(),
+                DeviceState {
+                    lock: snapshot.lock,
+                    interactions: snapshot.interactions,
+                    mdm: snapshot.mdm,
+                    apps,
+                },
+            );
+        } else if let Some(id) = key.strip_prefix(SESSION_PREFIX) {
+            let mut session: NetworkSession = durable::read(key, value)?;
+            if session.session_id != id {
+                return Err(RestoreError::new(key, "the session id differs from the key"));
+            }
+            let id = std::mem::take(&mut session.session_id);
+            self.pending.insert((session_end(&session), id), session);
+        } else {
+            return Err(RestoreError::new(key, "not a key the joiner writes"));
+        }
+        Ok(())
+    }
+
+    fn restored(&mut self) {
+        if let Some(cutoff) = self.cutoff {
+            self.prune_devices(cutoff);
+        }
+        if let Some(journal) = &mut self.journal {
+            // What was just read is what the changelog holds, apart from devices the prune
+            // above emptied (their tombstones are due).
+            journal.sessions.clear();
+            journal.meta = false;
+        }
+    }
+}
+
+impl Joiner {
+    fn snapshot(&self, device: &DeviceState) -> DeviceSnapshot {
+        DeviceSnapshot {
+            lock: device.lock.clone(),
+            interactions: device.interactions.clone(),
+            mdm: device.mdm.clone(),
+            apps: device
+                .apps
+                .iter()
+                .map(|(key, state)| {
+                    let name = usize::try_from(*key)
+                        .ok()
+                        .and_then(|k| self.app_names.get(k))
+                        .map_or_else(String::new, |n| n.to_string());
+                    (name, state.clone())
+                })
+                .collect(),
+        }
+    }
+
+    /// The highest event time seen, once any record has been seen.
+    pub fn max_event_time(&self) -> Option<EpochMillis> {
+        self.max_event_time
+    }
+
+    /// The allowed lateness in force.
+    pub fn allowed_lateness_ms(&self) -> i64 {
+        self.config.allowed_lateness_ms
+    }
 }
 
 #[cfg(test)]
@@ -1168,6 +1403,98 @@ mod tests {
             }
         }
         inputs
+    }
+
+    /// Applies drained changes to a changelog held as its compacted form (last value per key).
+    fn compact(changelog: &mut BTreeMap<String, Vec<u8>>, changes: Vec<StateChange>) {
+        for change in changes {
+            match change {
+                StateChange::Put { key, value } => {
+                    changelog.insert(key, value);
+                }
+                StateChange::Delete { key } => {
+                    changelog.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn restore_from(config: JoinConfig, changelog: &BTreeMap<String, Vec<u8>>) -> Joiner {
+        let mut joiner = Joiner::new(config);
+        joiner.journal_changes();
+        for (key, value) in changelog {
+            joiner.restore(key, value).unwrap();
+        }
+        joiner.restored();
+        joiner
+    }
+
+    #[test]
+    fn pruning_tombstones_emptied_devices_and_the_changelog_rejects_foreign_keys() {
+        let config = JoinConfig {
+            allowed_lateness_ms: 0,
+            time_window_ms: 60_000,
+            ..JoinConfig::default()
+        };
+        let mut joiner = Joiner::new(config.clone());
+        joiner.journal_changes();
+        let mut changelog = BTreeMap::new();
+        joiner.push(JoinInput::Event(event(DeviceEventKind::UserInteraction, None, T0)));
+        compact(&mut changelog, joiner.drain_changes());
+        assert!(changelog.contains_key("device/dev-1"), "{changelog:?}");
+        let mut other = event(DeviceEventKind::UserInteraction, None, T0 + 10 * 60_000);
+        other.device_id = "dev-2".to_string();
+        joiner.push(JoinInput::Event(other));
+        let changes = joiner.drain_changes();
+        assert!(changes.contains(&StateChange::Delete {
+            key: "device/dev-1".to_string()
+        }));
+        compact(&mut changelog, changes);
+        assert_eq!(
+            changelog.keys().collect::<Vec<_>>(),
+            vec!["device/dev-2", "meta"]
+        );
+        let mut fresh = Joiner::new(config);
+        let error = fresh.restore("bogus/1", b"{}").unwrap_err();
+        assert!(error.to_string().contains("bogus/1"), "{error}");
+        let error = fresh.restore("device/x", b"not json").unwrap_err();
+        assert!(error.to_string().contains("device/x"), "{error}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A joiner restored from its changelog at any batch boundary goes on exactly as the
+        /// uninterrupted one: same outputs, same order, including pruning and late records.
+        #[test]
+        fn a_joiner_restored_from_its_changelog_continues_identically(
+            batch in 1usize..12,
+            stop in 0usize..140,
+            window in prop_oneof![Just(30_000i64), Just(90_000), Just(6 * 3_600_000)],
+        ) {
+            let config = JoinConfig { allowed_lateness_ms: 5_000, time_window_ms: window, ..JoinConfig::default() };
+            let inputs = scenario();
+            let mut whole = Joiner::new(config.clone());
+            whole.journal_changes();
+            let mut expected = run(&mut whole, inputs.clone());
+            expected.extend(whole.flush());
+
+            let stop = (stop.min(inputs.len()) / batch) * batch;
+            let mut first = Joiner::new(config.clone());
+            first.journal_changes();
+            let mut changelog = BTreeMap::new();
+            let mut actual = Vec::new();
+            for chunk in inputs.get(..stop).unwrap_or_default().chunks(batch) {
+                actual.extend(run(&mut first, chunk.to_vec()));
+                compact(&mut changelog, first.drain_changes());
+            }
+            let mut second = restore_from(config, &changelog);
+            prop_assert_eq!(second.watermark(), first.watermark());
+            prop_assert_eq!(second.pending_sessions(), first.pending_sessions());
+            prop_assert_eq!(second.devices(), first.devices());
+            actual.extend(run(&mut second, inputs.get(stop..).unwrap_or_default().to_vec()));
+            actual.extend(second.flush());
+            prop_assert_eq!(expected, actual);
+        }
     }
 
     proptest! {

@@ -9,8 +9,10 @@
 //! - [`schema`]: the embedded Avro contracts, resolved for the schema registry.
 //! - [`examples`]: fully populated example records, for documentation and tests.
 //! - [`normalize`]: raw records in the formats users have, into the contracts.
+//! - [`durable`]: the changelog form of the stateful cores (joiner, scorer).
 
 pub mod baseline;
+pub mod durable;
 pub mod examples;
 pub mod join;
 pub mod model;

@@ -39,13 +39,15 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::baseline::{
     host_has_suffix, in_ranges, BaselineSet, Destination, EffectiveBaseline, ResolveCache,
     ScopeContext,
 };
+use crate::durable::{self, Durable, RestoreError, StateChange};
 use crate::model::{
     Analytic, AppProtocol, AppRunState, AttributionSource, EnrichedSession, EpochMillis, Evidence,
     EvidenceKind, Finding, FindingStatus, LockState, Platform, ProtocolEvidence,
@@ -105,7 +107,7 @@ pub struct ScoreStats {
 
 /// One session in a destination's history: 16 bytes, so a full history of 32 is 8 cache lines.
 /// Sizes saturate at 4 GiB, which only matters to the size statistics of sessions that large.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Sample {
     start: EpochMillis,
     bytes_out: u32,
@@ -116,7 +118,7 @@ fn saturating_u32(bytes: i64) -> u32 {
     u32::try_from(bytes.max(0)).unwrap_or(u32::MAX)
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct History {
     /// In start order, oldest first.
     samples: VecDeque<Sample>,
@@ -126,7 +128,7 @@ struct History {
     pushes: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct CachedSeries {
     intervals: Option<SeriesStats>,
     sizes_out: Option<SeriesStats>,
@@ -173,7 +175,7 @@ impl History {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpenFinding {
     finding: Finding,
     /// The evidence kinds the finding holds, as [`kind_bit`]s.
@@ -182,7 +184,7 @@ struct OpenFinding {
 }
 
 /// Robust dispersion statistics of a series (RITA-style).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SeriesStats {
     /// Median.
     pub median: f64,
@@ -449,6 +451,34 @@ pub struct Scorer {
     /// Reused buffer for series statistics.
     scratch: Vec<f64>,
     stats: ScoreStats,
+    /// Keys changed since the last drain, when journaling (see [`Durable`]).
+    journal: Option<ScoreJournal>,
+}
+
+#[derive(Debug, Default)]
+struct ScoreJournal {
+    histories: FxHashSet<u64>,
+    open: FxHashSet<u64>,
+    meta: bool,
+}
+
+/// The changelog form of the scorer's clocks.
+#[derive(Debug, Serialize, Deserialize)]
+struct ScoreMeta {
+    newest: EpochMillis,
+    since_expiry: usize,
+}
+
+const HISTORY_PREFIX: &str = "history/";
+const FINDING_PREFIX: &str = "finding/";
+const SCORE_META_KEY: &str = "meta";
+
+fn hex_key(prefix: &str, key: u64) -> String {
+    format!("{prefix}{key:016x}")
+}
+
+fn parse_hex_key(key: &str, hex: &str) -> Result<u64, RestoreError> {
+    u64::from_str_radix(hex, 16).map_err(|e| RestoreError::new(key, e))
 }
 
 /// Sessions between two expiry sweeps at least; the sweep walks all state, so it also waits for
@@ -533,6 +563,10 @@ impl Scorer {
         let app = session.app_id.as_deref().unwrap_or("");
         let destination = host.unwrap_or(&session.dst_ip);
         let key = flow_hash(&[&session.device_id, app, destination], session.dst_port);
+        if let Some(journal) = &mut self.journal {
+            journal.histories.insert(key);
+            journal.meta = true;
+        }
         let history = self.histories.entry(key).or_default();
         history.push(
             Sample {
@@ -635,13 +669,24 @@ impl Scorer {
         self.since_expiry = 0;
         let newest = self.newest;
         let window = self.config.suppression_window_ms;
-        self.open
-            .retain(|_, open| open.window_start + window > newest);
+        let journal = &mut self.journal;
+        self.open.retain(|key, open| {
+            let keep = open.window_start + window > newest;
+            if let (false, Some(journal)) = (keep, journal.as_mut()) {
+                journal.open.insert(*key);
+            }
+            keep
+        });
         // The longest TimeWindow any scope could set is unknown here; the suppression window
         // bounds history too, which is at least as long as the default TimeWindow.
         let horizon = window.max(24 * 3_600_000);
-        self.histories
-            .retain(|_, h| h.newest().is_some_and(|t| t + horizon > newest));
+        self.histories.retain(|key, h| {
+            let keep = h.newest().is_some_and(|t| t + horizon > newest);
+            if let (false, Some(journal)) = (keep, journal.as_mut()) {
+                journal.histories.insert(*key);
+            }
+            keep
+        });
     }
 
     fn context_evidence(
@@ -1213,6 +1258,9 @@ impl Scorer {
         let score = dry.score();
         let confidence = confidence(enriched);
         let window = self.config.suppression_window_ms;
+        if let Some(journal) = &mut self.journal {
+            journal.open.insert(key);
+        }
 
         let update = match self.open.get_mut(&key) {
             Some(open) if start >= open.window_start && start < open.window_start + window => {
@@ -1321,6 +1369,66 @@ impl Scorer {
         self.stats.new_findings += 1;
         Some(finding)
     }
+}
+
+impl Durable for Scorer {
+    fn journal_changes(&mut self) {
+        self.journal.get_or_insert_with(ScoreJournal::default);
+    }
+
+    fn drain_changes(&mut self) -> Vec<StateChange> {
+        let Some(journal) = self.journal.as_mut().map(std::mem::take) else {
+            return vec![];
+        };
+        let mut changes = Vec::with_capacity(journal.histories.len() + journal.open.len() + 1);
+        let mut histories: Vec<u64> = journal.histories.into_iter().collect();
+        histories.sort_unstable();
+        for key in histories {
+            let name = hex_key(HISTORY_PREFIX, key);
+            changes.push(match self.histories.get(&key) {
+                Some(history) => durable::put(name, history),
+                None => StateChange::Delete { key: name },
+            });
+        }
+        let mut open: Vec<u64> = journal.open.into_iter().collect();
+        open.sort_unstable();
+        for key in open {
+            let name = hex_key(FINDING_PREFIX, key);
+            changes.push(match self.open.get(&key) {
+                Some(finding) => durable::put(name, finding),
+                None => StateChange::Delete { key: name },
+            });
+        }
+        if journal.meta {
+            changes.push(durable::put(
+                SCORE_META_KEY.to_string(),
+                &ScoreMeta {
+                    newest: self.newest,
+                    since_expiry: self.since_expiry,
+                },
+            ));
+        }
+        changes
+    }
+
+    fn restore(&mut self, key: &str, value: &[u8]) -> Result<(), RestoreError> {
+        if key == SCORE_META_KEY {
+            let meta: ScoreMeta = durable::read(key, value)?;
+            self.newest = meta.newest;
+            self.since_expiry = meta.since_expiry;
+        } else if let Some(hex) = key.strip_prefix(HISTORY_PREFIX) {
+            let history: History = durable::read(key, value)?;
+            self.histories.insert(parse_hex_key(key, hex)?, history);
+        } else if let Some(hex) = key.strip_prefix(FINDING_PREFIX) {
+            let open: OpenFinding = durable::read(key, value)?;
+            self.open.insert(parse_hex_key(key, hex)?, open);
+        } else {
+            return Err(RestoreError::new(key, "not a key the scorer writes"));
+        }
+        Ok(())
+    }
+
+    fn restored(&mut self) {}
 }
 
 /// The analytic's name in finding ids (its Avro symbol), fixed so ids stay stable.

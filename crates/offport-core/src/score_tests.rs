@@ -710,3 +710,87 @@ fn sizes_saturate_instead_of_wrapping() {
     assert_eq!(saturating_u32(1_234), 1_234);
     assert_eq!(saturating_u32(i64::MAX), u32::MAX);
 }
+
+/// A mixed series for the changelog tests: DGA polling, a beaconing suspicious app, benign
+/// traffic, a suppression-window roll-over, across three destinations.
+fn durable_series() -> Vec<EnrichedSession> {
+    let mut series = Vec::new();
+    for i in 0..40i64 {
+        series.push(dga_poll(i));
+        if i % 3 == 0 {
+            series.push(at(suspicious(), T0 + i * 45_000 + 7));
+        }
+        if i % 4 == 0 {
+            series.push(at(benign(), T0 + i * 50_000 + 11));
+        }
+    }
+    series.push(at(suspicious(), T0 + 26 * 3_600_000));
+    series.push(at(suspicious(), T0 + 26 * 3_600_000 + 60_000));
+    series
+}
+
+fn compact_into(
+    changelog: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    changes: Vec<StateChange>,
+) {
+    for change in changes {
+        match change {
+            StateChange::Put { key, value } => {
+                changelog.insert(key, value);
+            }
+            StateChange::Delete { key } => {
+                changelog.remove(&key);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_scorer_restored_from_its_changelog_at_any_batch_boundary_continues_identically() {
+    let series = durable_series();
+    let expected = run(&mut scorer(), series.clone());
+    assert!(expected.len() > 3, "{}", expected.len());
+    for batch in [1usize, 4, 7] {
+        for stop in (0..=series.len()).step_by(batch * 5) {
+            let mut first = scorer();
+            first.journal_changes();
+            let mut changelog = std::collections::BTreeMap::new();
+            let mut actual = Vec::new();
+            for chunk in series[..stop].chunks(batch) {
+                actual.extend(run(&mut first, chunk.to_vec()));
+                compact_into(&mut changelog, first.drain_changes());
+            }
+            let mut second = scorer();
+            second.journal_changes();
+            for (key, value) in &changelog {
+                second.restore(key, value).unwrap();
+            }
+            second.restored();
+            assert_eq!(second.open_findings(), first.open_findings());
+            assert_eq!(second.tracked_destinations(), first.tracked_destinations());
+            actual.extend(run(&mut second, series[stop..].to_vec()));
+            assert_eq!(actual, expected, "batch {batch}, stop {stop}");
+        }
+    }
+}
+
+#[test]
+fn expiry_writes_tombstones_and_foreign_keys_are_refused() {
+    let mut s = scorer();
+    s.journal_changes();
+    s.score(&at(suspicious(), T0));
+    let first = s.drain_changes();
+    assert!(first.iter().any(|c| c.key().starts_with("finding/")), "{first:?}");
+    assert!(first.iter().any(|c| c.key().starts_with("history/")));
+    s.score(&at(benign(), T0 + 3 * 24 * 3_600_000));
+    s.expire();
+    let changes = s.drain_changes();
+    let deleted: Vec<&str> = changes
+        .iter()
+        .filter(|c| matches!(c, StateChange::Delete { .. }))
+        .map(StateChange::key)
+        .collect();
+    assert_eq!(deleted.len(), 2, "{changes:?}");
+    assert!(s.restore("device/x", b"{}").is_err());
+    assert!(s.restore("history/zz", b"{}").is_err());
+}
