@@ -17,6 +17,7 @@ pub mod examples;
 pub mod join;
 pub mod model;
 pub mod normalize;
+pub mod ocsf;
 pub mod protocol;
 pub mod schema;
 pub mod score;
