@@ -95,6 +95,33 @@ pub fn scope_label(scope: &BaselineScope) -> String {
     }
 }
 
+/// The scope a [`scope_label`] names: `global`, `platform:IOS`, `group:x`, `category:x`,
+/// `app:x`.
+pub fn parse_scope_label(label: &str) -> Result<BaselineScope, String> {
+    let (kind, value) = match label.split_once(':') {
+        Some((kind, value)) => (kind, Some(value.to_string())),
+        None => (label, None),
+    };
+    let kind = match kind {
+        "global" => ScopeKind::Global,
+        "platform" => ScopeKind::Platform,
+        "group" => ScopeKind::DeviceGroup,
+        "category" => ScopeKind::AppCategory,
+        "app" => ScopeKind::App,
+        other => {
+            return Err(format!(
+                "unknown scope kind {other:?} (global, platform, group, category or app)"
+            ))
+        }
+    };
+    match (kind, &value) {
+        (ScopeKind::Global, Some(_)) => Err("the global scope takes no value".to_string()),
+        (ScopeKind::Global, None) => Ok(BaselineScope { kind, value }),
+        (_, Some(v)) if !v.is_empty() => Ok(BaselineScope { kind, value }),
+        _ => Err(format!("scope {label:?} needs a value after ':'")),
+    }
+}
+
 /// Parses one document, or a YAML list of documents, and validates each.
 pub fn parse_documents(text: &str) -> Result<Vec<Baseline>, BaselineError> {
     let value: serde_yaml_ng::Value =
@@ -640,6 +667,28 @@ impl BaselineSet {
         self.insert(scope, at, None);
     }
 
+    /// Withdraws the version of `scope` that took effect at `at`, as if it had never been
+    /// published (a tombstone of that version's key on the baselines topic). Returns whether
+    /// there was one.
+    pub fn withdraw(&mut self, scope: &BaselineScope, at: EpochMillis) -> bool {
+        let value = scope.value.as_deref().unwrap_or("");
+        let Some(slot) = self
+            .kinds
+            .get_mut(kind_index(scope.kind))
+            .and_then(|kind| kind.get_mut(value))
+        else {
+            return false;
+        };
+        match slot.versions.binary_search_by_key(&at, |(t, _)| *t) {
+            Ok(index) => {
+                slot.versions.remove(index);
+                self.generation += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn insert(&mut self, scope: &BaselineScope, at: EpochMillis, entry: Option<Arc<Baseline>>) {
         let value = scope.value.clone().unwrap_or_default();
         let next_id = &mut self.next_id;
@@ -822,6 +871,33 @@ impl BaselineSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_labels_round_trip_and_bad_ones_say_why() {
+        for label in ["global", "platform:IOS", "group:sales", "category:messaging", "app:com.x"] {
+            assert_eq!(scope_label(&parse_scope_label(label).unwrap()), label);
+        }
+        assert!(parse_scope_label("galaxy:x").unwrap_err().contains("unknown scope kind"));
+        assert!(parse_scope_label("app:").unwrap_err().contains("needs a value"));
+        assert!(parse_scope_label("app").unwrap_err().contains("needs a value"));
+        assert!(parse_scope_label("global:x").unwrap_err().contains("no value"));
+    }
+
+    #[test]
+    fn a_withdrawn_version_gives_way_to_the_one_before() {
+        let mut set = BaselineSet::new();
+        let first = doc("scope: {kind: APP, value: com.x}\nversion: a\neffective_time: 1000\n");
+        let second = doc("scope: {kind: APP, value: com.x}\nversion: b\neffective_time: 2000\n");
+        let scope = first.scope.clone();
+        set.apply(first).unwrap();
+        set.apply(second).unwrap();
+        assert_eq!(set.in_force(&scope, 2500).unwrap().version, "b");
+        assert!(set.withdraw(&scope, 2000));
+        assert_eq!(set.in_force(&scope, 2500).unwrap().version, "a");
+        assert!(!set.withdraw(&scope, 2000));
+        assert!(set.withdraw(&scope, 1000));
+        assert!(set.in_force(&scope, 2500).is_none());
+    }
 
     fn doc(yaml: &str) -> Baseline {
         parse_documents(yaml).unwrap().remove(0)

@@ -1007,6 +1007,11 @@ impl Joiner {
         self.max_event_time
     }
 
+    /// The end time of the next pending session to be emitted.
+    pub fn next_due(&self) -> Option<EpochMillis> {
+        self.pending.keys().next().map(|(end, _)| *end)
+    }
+
     /// The allowed lateness in force.
     pub fn allowed_lateness_ms(&self) -> i64 {
         self.config.allowed_lateness_ms

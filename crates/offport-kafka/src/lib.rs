@@ -6,11 +6,14 @@
 //! and health endpoints ([`metrics`]), graceful shutdown ([`shutdown`]) and logging ([`telemetry`]).
 //! Detection logic does not live here; it lives in `offport-core`.
 
+pub mod baselines;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod settings;
 pub mod shutdown;
+pub mod stages;
+pub mod stateful;
 pub mod stage;
 pub mod telemetry;
 pub mod topics;

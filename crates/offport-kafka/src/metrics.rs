@@ -74,6 +74,21 @@ pub struct PipelineMetrics {
     pub batch_seconds: Histogram,
     /// Records behind the end of the assigned partitions (`offport_consumer_lag_records`).
     pub lag: Gauge<i64, AtomicI64>,
+    /// Keys of a stateful stage's state (`offport_state_keys`): joiner devices, scorer
+    /// destinations and open findings.
+    pub state_keys: Gauge<i64, AtomicI64>,
+    /// Approximate heap bytes of a stateful stage's state (`offport_state_bytes`).
+    pub state_bytes: Gauge<i64, AtomicI64>,
+    /// State tasks (partitions) restored from the changelog (`offport_state_restores_total`).
+    pub restores: Counter,
+    /// Changelog records read while restoring (`offport_state_restored_records_total`).
+    pub restored_records: Counter,
+    /// Changelog records written (`offport_changelog_records_total`).
+    pub changelog_records: Counter,
+    /// Baseline records rejected (`offport_baselines_rejected_total`).
+    pub baselines_rejected: Counter,
+    /// Baseline versions applied from the baselines topic (`offport_baselines_applied_total`).
+    pub baselines_applied: Counter,
     /// True once the stage processes records.
     pub ready: AtomicBool,
 }
@@ -91,6 +106,13 @@ impl PipelineMetrics {
             replayed: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             lag: Gauge::default(),
+            state_keys: Gauge::default(),
+            state_bytes: Gauge::default(),
+            restores: Counter::default(),
+            restored_records: Counter::default(),
+            changelog_records: Counter::default(),
+            baselines_rejected: Counter::default(),
+            baselines_applied: Counter::default(),
             ready: AtomicBool::new(false),
         };
         let offport = registry.sub_registry_with_prefix("offport");
@@ -139,6 +161,42 @@ impl PipelineMetrics {
             "consumer_lag_records",
             "Records behind the end of the assigned partitions",
             metrics.lag.clone(),
+        );
+        offport.register(
+            "state_keys",
+            "Keys of a stateful stage's state (joiner devices, scorer destinations and open findings)",
+            metrics.state_keys.clone(),
+        );
+        offport.register_with_unit(
+            "state",
+            "Approximate heap size of a stateful stage's state",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.state_bytes.clone(),
+        );
+        offport.register(
+            "state_restores",
+            "State tasks (partitions) restored from the changelog",
+            metrics.restores.clone(),
+        );
+        offport.register(
+            "state_restored_records",
+            "Changelog records read while restoring state",
+            metrics.restored_records.clone(),
+        );
+        offport.register(
+            "changelog_records",
+            "Changelog records written",
+            metrics.changelog_records.clone(),
+        );
+        offport.register(
+            "baselines_rejected",
+            "Baseline records rejected (invalid key, value or document)",
+            metrics.baselines_rejected.clone(),
+        );
+        offport.register(
+            "baselines_applied",
+            "Baseline versions and withdrawals applied from the baselines topic",
+            metrics.baselines_applied.clone(),
         );
         Arc::new(metrics)
     }

@@ -108,9 +108,21 @@ impl PipelineOptions {
 
 /// Consumer context: librdkafka's statistics into the lag gauge, revoked partitions noted for
 /// the loop.
-struct LagContext {
-    metrics: Arc<PipelineMetrics>,
-    revoked: Mutex<Vec<(String, i32)>>,
+pub(crate) struct LagContext {
+    pub(crate) metrics: Arc<PipelineMetrics>,
+    pub(crate) revoked: Mutex<Vec<(String, i32)>>,
+    /// Rebalances begun so far (each revocation or assignment counts).
+    pub(crate) rebalances: std::sync::atomic::AtomicU64,
+}
+
+impl LagContext {
+    pub(crate) fn new(metrics: Arc<PipelineMetrics>) -> Self {
+        Self {
+            metrics,
+            revoked: Mutex::new(Vec::new()),
+            rebalances: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
 }
 
 impl rdkafka::ClientContext for LagContext {
@@ -128,6 +140,15 @@ impl rdkafka::ClientContext for LagContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for LagContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        _rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        self.rebalances
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn post_rebalance(
         &self,
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -167,14 +188,17 @@ fn progress_from(committed: Option<i64>, metadata: &str, first_seen: i64) -> Pro
     Progress { resume, processed }
 }
 
-type LagConsumer = StreamConsumer<LagContext>;
+pub(crate) type LagConsumer = StreamConsumer<LagContext>;
 
 /// One encoded record ready to produce.
-struct Outgoing {
-    topic: String,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
+pub(crate) struct Outgoing {
+    pub(crate) topic: String,
+    /// An explicit partition (changelogs); otherwise the murmur2 partitioner picks by key.
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<Vec<u8>>,
+    /// `None` is a tombstone.
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Runs a normalizer until shutdown. Creates its own consumer and transactional producer.
@@ -198,10 +222,7 @@ pub async fn run_normalizer<N: Normalizer>(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .create_with_context(LagContext {
-            metrics: Arc::clone(&metrics),
-            revoked: Mutex::new(Vec::new()),
-        })?;
+        .create_with_context(LagContext::new(Arc::clone(&metrics)))?;
     let producer: FutureProducer = settings
         .kafka
         .client_config()
@@ -347,7 +368,8 @@ async fn process<N: Normalizer>(
                         outgoing.push(Outgoing {
                             key: Some(record.device_id().as_bytes().to_vec()),
                             topic,
-                            value,
+                            partition: None,
+                            value: Some(value),
                             headers: Vec::new(),
                         });
                         metrics.records_out.inc();
@@ -401,7 +423,7 @@ async fn process<N: Normalizer>(
 }
 
 /// Waits for the first record (or shutdown), then takes what arrives within the linger time.
-async fn collect_batch(
+pub(crate) async fn collect_batch(
     consumer: &LagConsumer,
     options: &PipelineOptions,
     shutdown: &Shutdown,
@@ -464,7 +486,7 @@ async fn encode_retrying(
 
 /// Retries `attempt` while its error is transient, with capped exponential backoff; gives up
 /// only on a permanent error or shutdown (returning the last error).
-async fn retrying<T, F, Fut>(
+pub(crate) async fn retrying<T, F, Fut>(
     options: &PipelineOptions,
     metrics: &PipelineMetrics,
     shutdown: &Shutdown,
@@ -497,7 +519,7 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn dead_letter(
+pub(crate) async fn dead_letter(
     codec: &RegistryCodec,
     topic: &str,
     raw: &RawRecord<'_>,
@@ -559,8 +581,9 @@ async fn dead_letter(
     ];
     Ok(Outgoing {
         topic: topic.to_string(),
+        partition: None,
         key: raw.key.map(<[u8]>::to_vec),
-        value,
+        value: Some(value),
         headers,
     })
 }
@@ -669,47 +692,7 @@ async fn commit_batch<N: Normalizer>(
             },
         );
     }
-    let attempt = async {
-        blocking(|| producer.begin_transaction())?;
-        let mut deliveries = Vec::with_capacity(outgoing.len());
-        for out in &outgoing {
-            let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
-            for (key, value) in &out.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            let mut record = FutureRecord::to(&out.topic)
-                .payload(&out.value)
-                .headers(headers);
-            if let Some(key) = &out.key {
-                record = record.key(key);
-            }
-            match producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((error, _)) => return Err(error),
-            }
-        }
-        let metadata = consumer
-            .group_metadata()
-            // Only a consumer without a group lacks metadata; the loop always has one.
-            .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
-        blocking(|| producer.send_offsets_to_transaction(&offsets, &metadata, timeout))?;
-        // Wait for every delivery report before committing: a failed delivery aborts the
-        // transaction here, and commit_transaction's own flush then finds nothing outstanding.
-        // (rust-rdkafka's flush otherwise sleeps in 100 ms polls while the producer's
-        // background thread serves the reports, which capped throughput at ~10 commits/s.)
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(error),
-                Err(_) => return Err(KafkaError::Canceled),
-            }
-        }
-        blocking(|| producer.commit_transaction(timeout))?;
-        Ok::<(), KafkaError>(())
-    };
+    let attempt = transact(consumer, producer, &outgoing, &offsets);
     match attempt.await {
         Ok(()) => {
             metrics.transactions.inc();
@@ -731,7 +714,64 @@ async fn commit_batch<N: Normalizer>(
     }
 }
 
-fn is_fatal(error: &KafkaError) -> bool {
+/// Produces `outgoing` and commits `offsets` (with the consumer's group metadata, KIP-447) in one
+/// transaction. On error the caller aborts.
+pub(crate) async fn transact(
+    consumer: &LagConsumer,
+    producer: &FutureProducer,
+    outgoing: &[Outgoing],
+    offsets: &TopicPartitionList,
+) -> Result<(), KafkaError> {
+    let timeout = Duration::from_secs(30);
+    blocking(|| producer.begin_transaction())?;
+    let mut deliveries = Vec::with_capacity(outgoing.len());
+    for out in outgoing {
+        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+        for (key, value) in &out.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+            FutureRecord::to(&out.topic).headers(headers);
+        if let Some(value) = &out.value {
+            record = record.payload(value);
+        }
+        if let Some(key) = &out.key {
+            record = record.key(key);
+        }
+        if let Some(partition) = out.partition {
+            record = record.partition(partition);
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => deliveries.push(delivery),
+            Err((error, _)) => return Err(error),
+        }
+    }
+    if offsets.count() > 0 {
+        let metadata = consumer
+            .group_metadata()
+            // Only a consumer without a group lacks metadata; the loops always have one.
+            .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
+        blocking(|| producer.send_offsets_to_transaction(offsets, &metadata, timeout))?;
+    }
+    // Wait for every delivery report before committing: a failed delivery aborts the
+    // transaction here, and commit_transaction's own flush then finds nothing outstanding.
+    // (rust-rdkafka's flush otherwise sleeps in 100 ms polls while the producer's background
+    // thread serves the reports, which capped throughput at ~10 commits/s.)
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(error),
+            Err(_) => return Err(KafkaError::Canceled),
+        }
+    }
+    blocking(|| producer.commit_transaction(timeout))?;
+    Ok(())
+}
+
+pub(crate) fn is_fatal(error: &KafkaError) -> bool {
     match error {
         KafkaError::Transaction(e) => e.is_fatal(),
         _ => false,
@@ -739,11 +779,11 @@ fn is_fatal(error: &KafkaError) -> bool {
 }
 
 /// Runs a blocking librdkafka call (transaction API) without stalling the runtime.
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(call: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(call)
 }
 
-fn owned_headers(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
+pub(crate) fn owned_headers(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
     message
         .headers()
         .map(|headers| {
@@ -755,7 +795,7 @@ fn owned_headers(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
         .unwrap_or_default()
 }
 
-fn wall_clock_millis() -> EpochMillis {
+pub(crate) fn wall_clock_millis() -> EpochMillis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| {

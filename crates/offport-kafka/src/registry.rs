@@ -157,6 +157,13 @@ impl RegistryCodec {
         Ok(bytes)
     }
 
+    /// Decodes a Confluent wire-format payload to an Avro value, fetching the writer schema by
+    /// id.
+    pub async fn decode_value(&self, payload: &[u8]) -> Result<apache_avro::types::Value, CodecError> {
+        schema_id(payload)?;
+        Ok(self.decoder.decode(Some(payload)).await?.value)
+    }
+
     /// Decodes a Confluent wire-format payload, fetching the writer schema by id.
     pub async fn decode<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, CodecError> {
         schema_id(payload)?;

@@ -178,6 +178,40 @@ impl Default for ObservabilitySettings {
     }
 }
 
+/// The stateful stages (joiner, scorer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    /// How late (behind the highest event time of its partition) a record may arrive and still
+    /// be joined as if on time.
+    pub allowed_lateness_ms: i64,
+    /// Wall time without a record after which a quiet partition's watermark moves on with the
+    /// clock (the idle-partition rule), so its last sessions do not wait forever.
+    pub idle_timeout_ms: u64,
+    /// End-of-input rule: stop once every assigned partition is read to its end, after emitting
+    /// everything still pending (a bounded replay).
+    pub stop_at_end: bool,
+    /// Cap on the entries of any one joiner timeline (per device or app).
+    pub max_timeline_entries: usize,
+    /// How long restoring one partition's state from its changelog may take.
+    pub restore_timeout_ms: u64,
+    /// How long a finding id stays open for updates.
+    pub suppression_window_ms: i64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            allowed_lateness_ms: 30_000,
+            idle_timeout_ms: 10_000,
+            stop_at_end: false,
+            max_timeline_entries: 256,
+            restore_timeout_ms: 300_000,
+            suppression_window_ms: 24 * 3_600_000,
+        }
+    }
+}
+
 /// Settings every offport service shares.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -196,6 +230,8 @@ pub struct Settings {
     pub observability: ObservabilitySettings,
     /// Input parsing of the normalizers.
     pub normalize: NormalizeSettings,
+    /// The stateful stages.
+    pub stream: StreamSettings,
 }
 
 /// How the normalizers read their raw topics.
@@ -324,6 +360,15 @@ impl Settings {
             .parse::<offport_core::normalize::proxy::ProxyFormat>()
         {
             return Err(invalid("normalize.proxy_format", &why));
+        }
+        if self.stream.allowed_lateness_ms < 0 {
+            return Err(invalid("stream.allowed_lateness_ms", "must not be negative"));
+        }
+        if self.stream.max_timeline_entries == 0 {
+            return Err(invalid("stream.max_timeline_entries", "must be at least 1"));
+        }
+        if self.stream.suppression_window_ms < 1 {
+            return Err(invalid("stream.suppression_window_ms", "must be at least 1"));
         }
         if self.normalize.flow_wait_ms < 0 {
             return Err(invalid("normalize.flow_wait_ms", "must not be negative"));

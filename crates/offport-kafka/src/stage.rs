@@ -1,9 +1,8 @@
 //! What each deployable stage reads and writes, and the common start-up of a stage binary.
 //!
 //! [`Stage`] is the wiring table of the topology; the service mains and the README's topic list
-//! agree with it. Normalizer binaries run [`run_normalizer`]. Until a stage's processing exists,
-//! its binary runs [`not_yet_built`]: it loads and validates the configuration a deployment would
-//! give it, says what it will do, and exits with status 2, rather than idle and look healthy.
+//! agree with it. Normalizer binaries run [`run_normalizer`]; the joiner and scorer run
+//! [`run_stateful`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,10 +11,11 @@ use std::sync::Arc;
 use offport_core::normalize::Normalizer;
 
 use crate::metrics::{self, PipelineMetrics};
-use crate::pipeline::{self, PipelineOptions};
+use crate::pipeline::{self, PipelineError, PipelineOptions};
 use crate::registry::RegistryCodec;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
+use crate::stateful::{self, StatefulStage};
 use crate::telemetry;
 use crate::topics::TopicRole;
 
@@ -55,79 +55,60 @@ pub fn config_path() -> Result<Option<PathBuf>, String> {
     Ok(std::env::var_os("OFFPORT_CONFIG").map(PathBuf::from))
 }
 
-/// Entry point of a normalizer stage: loads the configuration, starts the metrics and health
-/// endpoint, and runs the exactly-once loop with the normalizer `make` builds from the
-/// settings, until SIGTERM or Ctrl-C. Exit status 0 after a clean shutdown, 1 on a
-/// configuration or fatal error.
-pub async fn run_normalizer<N, F>(stage: Stage, make: F) -> ExitCode
-where
-    N: Normalizer,
-    F: FnOnce(&Settings) -> Result<N, String>,
-{
+/// What every stage binary sets up before its loop: settings, logging, the registry codec,
+/// shutdown on SIGTERM/Ctrl-C, and the metrics/health endpoint.
+struct Started {
+    settings: Settings,
+    codec: Arc<RegistryCodec>,
+    shutdown: Shutdown,
+    metrics: Arc<PipelineMetrics>,
+}
+
+async fn start(stage: Stage) -> Result<Started, ExitCode> {
     let settings = match config_path()
         .and_then(|path| Settings::load(path.as_deref()).map_err(|e| e.to_string()))
     {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("offport-{}: {error}", stage.name);
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     telemetry::init(&settings.log);
-    let normalizer = match make(&settings) {
-        Ok(normalizer) => normalizer,
-        Err(error) => {
-            tracing::error!(stage = stage.name, %error, "configuration");
-            return ExitCode::FAILURE;
-        }
-    };
     let codec = match RegistryCodec::new(&settings.registry) {
         Ok(codec) => Arc::new(codec),
         Err(error) => {
             tracing::error!(stage = stage.name, %error, "schema registry client");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     let shutdown = Shutdown::new();
     shutdown.listen();
     let mut registry = prometheus_client::registry::Registry::default();
-    let pipeline_metrics = PipelineMetrics::register(&mut registry);
+    let metrics = PipelineMetrics::register(&mut registry);
     let listen = match settings.observability.listen.parse() {
         Ok(listen) => listen,
         Err(error) => {
             tracing::error!(%error, "observability.listen");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
-    match metrics::serve(
-        listen,
-        registry,
-        Arc::clone(&pipeline_metrics),
-        shutdown.clone(),
-    )
-    .await
-    {
+    match metrics::serve(listen, registry, Arc::clone(&metrics), shutdown.clone()).await {
         Ok((bound, _)) => tracing::info!(%bound, "serving /metrics, /healthz, /readyz"),
         Err(error) => {
             tracing::error!(%error, listen = %settings.observability.listen, "cannot serve metrics");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     }
-    let inputs = stage
-        .reads
-        .iter()
-        .map(|role| role.spec(&settings.topics).name)
-        .collect();
-    let options = PipelineOptions::for_stage(stage.name, inputs, &settings);
-    let result = pipeline::run_normalizer(
-        &settings,
-        options,
-        normalizer,
+    Ok(Started {
+        settings,
         codec,
-        pipeline_metrics,
-        shutdown.clone(),
-    )
-    .await;
+        shutdown,
+        metrics,
+    })
+}
+
+fn finish(stage: Stage, shutdown: &Shutdown, result: Result<(), PipelineError>) -> ExitCode {
     shutdown.trigger();
     match result {
         Ok(()) => {
@@ -141,35 +122,64 @@ where
     }
 }
 
-/// Entry point of a stage whose processing is not built yet.
-pub fn not_yet_built(stage: Stage, issue: u32) -> ExitCode {
-    let settings = match config_path()
-        .and_then(|path| Settings::load(path.as_deref()).map_err(|e| e.to_string()))
-    {
-        Ok(settings) => settings,
+/// Entry point of a normalizer stage: loads the configuration, starts the metrics and health
+/// endpoint, and runs the exactly-once loop with the normalizer `make` builds from the
+/// settings, until SIGTERM or Ctrl-C. Exit status 0 after a clean shutdown, 1 on a
+/// configuration or fatal error.
+pub async fn run_normalizer<N, F>(stage: Stage, make: F) -> ExitCode
+where
+    N: Normalizer,
+    F: FnOnce(&Settings) -> Result<N, String>,
+{
+    let started = match start(stage).await {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
+    let settings = &started.settings;
+    let normalizer = match make(settings) {
+        Ok(normalizer) => normalizer,
         Err(error) => {
-            eprintln!("offport-{}: {error}", stage.name);
+            tracing::error!(stage = stage.name, %error, "configuration");
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(&settings.log);
-    let names = |roles: &[TopicRole]| -> Vec<String> {
-        roles
-            .iter()
-            .map(|r| r.spec(&settings.topics).name)
-            .collect()
+    let inputs = stage
+        .reads
+        .iter()
+        .map(|role| role.spec(&settings.topics).name)
+        .collect();
+    let options = PipelineOptions::for_stage(stage.name, inputs, settings);
+    let result = pipeline::run_normalizer(
+        settings,
+        options,
+        normalizer,
+        Arc::clone(&started.codec),
+        Arc::clone(&started.metrics),
+        started.shutdown.clone(),
+    )
+    .await;
+    finish(stage, &started.shutdown, result)
+}
+
+/// Entry point of a stateful stage (joiner, scorer): as [`run_normalizer`], with the stage
+/// `make` builds from the settings run by [`stateful::run_stateful`].
+pub async fn run_stateful<S, F>(stage: Stage, make: F) -> ExitCode
+where
+    S: StatefulStage,
+    F: FnOnce(&Settings) -> S,
+{
+    let started = match start(stage).await {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    tracing::info!(
-        stage = stage.name,
-        purpose = stage.purpose,
-        reads = ?names(stage.reads),
-        writes = ?names(stage.writes),
-        bootstrap = %settings.kafka.bootstrap_servers,
-        "configuration valid"
-    );
-    tracing::error!(
-        stage = stage.name,
-        "processing is not implemented yet (tracked in issue #{issue}); exiting"
-    );
-    ExitCode::from(2)
+    let logic = make(&started.settings);
+    let result = stateful::run_stateful(
+        &started.settings,
+        logic,
+        Arc::clone(&started.codec),
+        Arc::clone(&started.metrics),
+        started.shutdown.clone(),
+    )
+    .await;
+    finish(stage, &started.shutdown, result)
 }

@@ -40,11 +40,15 @@ pub enum TopicRole {
     Baselines,
     /// `DeadLetter` records from every stage.
     DeadLetter,
+    /// The joiner's state changelog (JSON, compacted), one partition per task.
+    JoinerChangelog,
+    /// The scorer's state changelog (JSON, compacted), one partition per task.
+    ScorerChangelog,
 }
 
 impl TopicRole {
     /// Every topic.
-    pub const ALL: [TopicRole; 11] = [
+    pub const ALL: [TopicRole; 13] = [
         TopicRole::RawProxy,
         TopicRole::RawEdr,
         TopicRole::RawMdm,
@@ -56,6 +60,8 @@ impl TopicRole {
         TopicRole::AlertsOcsf,
         TopicRole::Baselines,
         TopicRole::DeadLetter,
+        TopicRole::JoinerChangelog,
+        TopicRole::ScorerChangelog,
     ];
 
     /// Name without the configured prefix.
@@ -72,6 +78,8 @@ impl TopicRole {
             TopicRole::AlertsOcsf => "alerts.ocsf",
             TopicRole::Baselines => "baselines",
             TopicRole::DeadLetter => "dead-letter",
+            TopicRole::JoinerChangelog => "joiner.changelog",
+            TopicRole::ScorerChangelog => "scorer.changelog",
         }
     }
 
@@ -83,6 +91,8 @@ impl TopicRole {
                 | TopicRole::DeviceEvents
                 | TopicRole::DeviceContexts
                 | TopicRole::EnrichedSessions
+                | TopicRole::JoinerChangelog
+                | TopicRole::ScorerChangelog
         )
     }
 
@@ -95,6 +105,11 @@ impl TopicRole {
                 configs.push(("cleanup.policy", "compact"));
                 configs.push(("min.cleanable.dirty.ratio", "0.1"));
                 1
+            }
+            // A task's state lives in the changelog partition of the task's number.
+            TopicRole::JoinerChangelog | TopicRole::ScorerChangelog => {
+                configs.push(("cleanup.policy", "compact"));
+                settings.partitions
             }
             _ => settings.partitions,
         };

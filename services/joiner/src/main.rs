@@ -1,11 +1,10 @@
-//! offport-joiner: joins sessions, as of their start time, with EDR state and MDM context.
-//!
-//! Not built yet (issue #5). Until then this binary validates its configuration, logs the
-//! topics it will read and write, and exits with status 2.
+//! offport-joiner: joins sessions, as of their start time, with EDR state and MDM context, and
+//! writes enriched sessions. Stateful and exactly-once: see `offport_kafka::stateful`.
 
 use std::process::ExitCode;
 
-use offport_kafka::stage::{not_yet_built, Stage};
+use offport_kafka::stage::{run_stateful, Stage};
+use offport_kafka::stages::JoinerStage;
 use offport_kafka::topics::TopicRole;
 
 const STAGE: Stage = Stage {
@@ -17,9 +16,14 @@ const STAGE: Stage = Stage {
         TopicRole::DeviceContexts,
         TopicRole::Baselines,
     ],
-    writes: &[TopicRole::EnrichedSessions, TopicRole::DeadLetter],
+    writes: &[
+        TopicRole::EnrichedSessions,
+        TopicRole::JoinerChangelog,
+        TopicRole::DeadLetter,
+    ],
 };
 
-fn main() -> ExitCode {
-    not_yet_built(STAGE, 5)
+#[tokio::main]
+async fn main() -> ExitCode {
+    run_stateful(STAGE, JoinerStage::new).await
 }

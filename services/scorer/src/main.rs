@@ -1,11 +1,11 @@
-//! offport-scorer: scores enriched sessions against the baselines and emits findings.
-//!
-//! Not built yet (issue #5). Until then this binary validates its configuration, logs the
-//! topics it will read and write, and exits with status 2.
+//! offport-scorer: scores enriched sessions against the baselines in force and writes findings
+//! to the alerts topic (Avro) and the OCSF topic (Detection Finding JSON). Stateful and
+//! exactly-once: see `offport_kafka::stateful`.
 
 use std::process::ExitCode;
 
-use offport_kafka::stage::{not_yet_built, Stage};
+use offport_kafka::stage::{run_stateful, Stage};
+use offport_kafka::stages::ScorerStage;
 use offport_kafka::topics::TopicRole;
 
 const STAGE: Stage = Stage {
@@ -15,10 +15,12 @@ const STAGE: Stage = Stage {
     writes: &[
         TopicRole::Alerts,
         TopicRole::AlertsOcsf,
+        TopicRole::ScorerChangelog,
         TopicRole::DeadLetter,
     ],
 };
 
-fn main() -> ExitCode {
-    not_yet_built(STAGE, 5)
+#[tokio::main]
+async fn main() -> ExitCode {
+    run_stateful(STAGE, ScorerStage::new).await
 }

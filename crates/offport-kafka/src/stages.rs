@@ -1,0 +1,238 @@
+//! The joiner and the scorer as [`StatefulStage`]s: the pure cores of `offport-core` wired to
+//! their topics.
+
+use offport_core::baseline::{BaselineSet, Thresholds};
+use offport_core::join::{JoinConfig, JoinInput, Joiner};
+use offport_core::model::{DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession};
+use offport_core::ocsf;
+use offport_core::schema::Contract;
+use offport_core::score::{ScoreConfig, Scorer};
+use serde::Serialize;
+
+use crate::settings::Settings;
+use crate::stateful::{Emit, StatefulStage};
+use crate::topics::TopicRole;
+
+/// The longest TimeWindow any scope's latest version sets (or the built-in one): the joiner keeps
+/// state that long so no scope loses what it needs.
+pub fn longest_time_window(baselines: &BaselineSet) -> i64 {
+    baselines
+        .scopes()
+        .iter()
+        .filter_map(|scope| baselines.in_force(scope, i64::MAX))
+        .filter_map(|document| document.thresholds.time_window_ms)
+        .fold(Thresholds::default().time_window_ms, i64::max)
+}
+
+fn from_avro<T: serde::de::DeserializeOwned>(
+    value: &apache_avro::types::Value,
+) -> Result<T, String> {
+    apache_avro::from_value::<T>(value).map_err(|e| {
+        format!(
+            "the record does not fit {}: {e}",
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or_default()
+        )
+    })
+}
+
+/// The as-of join: sessions, EDR events and MDM context in; enriched sessions out.
+#[derive(Debug, Clone)]
+pub struct JoinerStage {
+    config: JoinConfig,
+    enriched_topic: String,
+}
+
+impl JoinerStage {
+    /// The joiner under `settings`.
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            config: JoinConfig {
+                allowed_lateness_ms: settings.stream.allowed_lateness_ms,
+                max_entries_per_timeline: settings.stream.max_timeline_entries,
+                ..JoinConfig::default()
+            },
+            enriched_topic: TopicRole::EnrichedSessions.spec(&settings.topics).name,
+        }
+    }
+
+    fn emit(&self, sessions: Vec<EnrichedSession>) -> Vec<Emit<EnrichedSession>> {
+        sessions
+            .into_iter()
+            .map(|value| Emit::Avro {
+                topic: self.enriched_topic.clone(),
+                key: value.session.device_id.clone(),
+                contract: Contract::EnrichedSession,
+                value,
+            })
+            .collect()
+    }
+}
+
+const JOINER_INPUTS: [TopicRole; 3] = [
+    TopicRole::Sessions,
+    TopicRole::DeviceEvents,
+    TopicRole::DeviceContexts,
+];
+
+impl StatefulStage for JoinerStage {
+    type Task = Joiner;
+    type Input = JoinInput;
+    type Output = EnrichedSession;
+
+    fn name(&self) -> &'static str {
+        "joiner"
+    }
+
+    fn inputs(&self) -> &[TopicRole] {
+        &JOINER_INPUTS
+    }
+
+    fn changelog(&self) -> TopicRole {
+        TopicRole::JoinerChangelog
+    }
+
+    fn new_task(&self, baselines: &BaselineSet) -> Joiner {
+        Joiner::new(JoinConfig {
+            time_window_ms: longest_time_window(baselines),
+            ..self.config.clone()
+        })
+    }
+
+    fn decode(&self, input: usize, value: &apache_avro::types::Value) -> Result<JoinInput, String> {
+        match input {
+            0 => from_avro::<NetworkSession>(value).map(JoinInput::Session),
+            1 => from_avro::<DeviceEvent>(value).map(JoinInput::Event),
+            _ => from_avro::<DeviceContext>(value).map(JoinInput::Context),
+        }
+    }
+
+    fn process(&self, task: &mut Joiner, input: JoinInput) -> Vec<Emit<EnrichedSession>> {
+        self.emit(task.push(input))
+    }
+
+    fn idle(&self, task: &mut Joiner, idle_ms: i64) -> Vec<Emit<EnrichedSession>> {
+        // Event time is taken to have moved on as much as wall time since the last record.
+        let (Some(max), Some(due)) = (task.max_event_time(), task.next_due()) else {
+            return vec![];
+        };
+        let to = max
+            .saturating_add(idle_ms)
+            .saturating_sub(task.allowed_lateness_ms());
+        if due > to {
+            return vec![];
+        }
+        self.emit(task.advance_watermark(to))
+    }
+
+    fn flush(&self, task: &mut Joiner) -> Vec<Emit<EnrichedSession>> {
+        self.emit(task.flush())
+    }
+
+    fn baselines_changed(&self, task: &mut Joiner, baselines: &BaselineSet) {
+        task.set_time_window(longest_time_window(baselines));
+    }
+
+    fn state_size(&self, task: &Joiner) -> (usize, usize) {
+        (task.devices() + task.pending_sessions(), task.state_bytes())
+    }
+}
+
+/// A finding on its way out: Avro to the alerts topic, OCSF JSON to the SIEM topic.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct FindingOut(pub Finding);
+
+/// The scorer: enriched sessions in, findings out on both alert topics.
+#[derive(Debug, Clone)]
+pub struct ScorerStage {
+    config: ScoreConfig,
+    alerts_topic: String,
+    ocsf_topic: String,
+}
+
+impl ScorerStage {
+    /// The scorer under `settings`.
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            config: ScoreConfig {
+                suppression_window_ms: settings.stream.suppression_window_ms,
+                ..ScoreConfig::default()
+            },
+            alerts_topic: TopicRole::Alerts.spec(&settings.topics).name,
+            ocsf_topic: TopicRole::AlertsOcsf.spec(&settings.topics).name,
+        }
+    }
+}
+
+const SCORER_INPUTS: [TopicRole; 1] = [TopicRole::EnrichedSessions];
+
+impl StatefulStage for ScorerStage {
+    type Task = Scorer;
+    type Input = EnrichedSession;
+    type Output = Finding;
+
+    fn name(&self) -> &'static str {
+        "scorer"
+    }
+
+    fn inputs(&self) -> &[TopicRole] {
+        &SCORER_INPUTS
+    }
+
+    fn changelog(&self) -> TopicRole {
+        TopicRole::ScorerChangelog
+    }
+
+    fn new_task(&self, baselines: &BaselineSet) -> Scorer {
+        Scorer::new(baselines.clone(), self.config.clone())
+    }
+
+    fn decode(
+        &self,
+        _input: usize,
+        value: &apache_avro::types::Value,
+    ) -> Result<EnrichedSession, String> {
+        from_avro::<EnrichedSession>(value)
+    }
+
+    fn process(&self, task: &mut Scorer, input: EnrichedSession) -> Vec<Emit<Finding>> {
+        let mut out = Vec::new();
+        for finding in task.score(&input) {
+            let detection = ocsf::detection_finding(&finding, env!("CARGO_PKG_VERSION"));
+            out.push(Emit::Bytes {
+                topic: self.ocsf_topic.clone(),
+                key: finding.device_id.clone(),
+                value: serde_json::to_vec(&detection).unwrap_or_default(),
+            });
+            out.push(Emit::Avro {
+                topic: self.alerts_topic.clone(),
+                key: finding.device_id.clone(),
+                contract: Contract::Finding,
+                value: finding,
+            });
+        }
+        out
+    }
+
+    fn idle(&self, _task: &mut Scorer, _idle_ms: i64) -> Vec<Emit<Finding>> {
+        vec![]
+    }
+
+    fn flush(&self, _task: &mut Scorer) -> Vec<Emit<Finding>> {
+        vec![]
+    }
+
+    fn baselines_changed(&self, task: &mut Scorer, baselines: &BaselineSet) {
+        *task.baselines_mut() = baselines.clone();
+    }
+
+    fn state_size(&self, task: &Scorer) -> (usize, usize) {
+        (
+            task.tracked_destinations() + task.open_findings(),
+            task.state_bytes(),
+        )
+    }
+}

@@ -1,0 +1,792 @@
+//! The exactly-once loop of the stateful stages (joiner, scorer), with state that survives
+//! crashes, restarts and partition reassignment.
+//!
+//! # Tasks
+//!
+//! The inputs are co-partitioned by device id, so partition *p* of every input topic belongs to
+//! one **task** *p*, which owns one instance of the stage's pure core (a `Joiner` or a
+//! `Scorer`) and nothing else: a device's records all meet in one task. The group uses the
+//! **range** assignor, which gives a member the same partition numbers of every topic with the
+//! same partition count, so a task is never split between instances. (Cooperative-sticky, the
+//! normalizers' assignor, balances topic partitions independently and can hand a device's
+//! sessions to one instance and its EDR events to another; Kafka Streams avoids that with its own
+//! assignor, which librdkafka cannot plug in.)
+//!
+//! # Changelog (Kafka Streams' model)
+//!
+//! After each batch the keys the batch changed in each task (see
+//! [`offport_core::durable`]) are written to partition *p* of the stage's compacted changelog
+//! topic **in the same transaction** as the outputs and the input offsets (KIP-447: the offsets
+//! go with the consumer's group metadata, so an instance of an older group generation is
+//! fenced). A transaction commits all three or none.
+//!
+//! When a task's first record arrives after start, a rebalance or an aborted transaction, the
+//! task is rebuilt from its changelog partition, read `read_committed` to its end, before the
+//! record is processed. The committed offsets the consumer resumed from were read with KIP-447's
+//! stable-offset fetch, so any transaction holding them has finished and its changelog records
+//! are visible: the restored state is exactly the state after the last committed input record.
+//!
+//! # Rebalances and aborts
+//!
+//! A rebalance can only happen while the loop polls. If one happens while a batch is being
+//! collected, the batch is dropped uncommitted, every task is dropped, and every partition still
+//! assigned is rewound to its committed offset; tasks are restored again on their next record.
+//! An aborted transaction is handled the same way. Output therefore only ever comes from state
+//! that matches the committed offsets: nothing is lost or written twice.
+//!
+//! # Watermarks, idle partitions, end of input
+//!
+//! Each task has its own watermark (the joiner's: the highest event time of the task minus
+//! `stream.allowed_lateness_ms`). **Idle rule**: when a task has had no record for
+//! `stream.idle_timeout_ms` of wall time, the stage may move its event time on with the clock
+//! (the joiner emits sessions that would be due if event time had advanced as much as wall time
+//! since the last record). **End-of-input rule** (`stream.stop_at_end`): once every assigned
+//! partition is read to its end, every task flushes what it still holds, the flush is committed,
+//! and the loop stops: a bounded replay finishes with all its output.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use offport_core::baseline::BaselineSet;
+use offport_core::durable::{Durable, StateChange};
+use offport_core::model::{DeadLetterReason, EpochMillis};
+use offport_core::normalize::{RawRecord, Rejection};
+use offport_core::schema::Contract;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::baselines::{BaselineFeed, FeedError, Rejected};
+use crate::metrics::PipelineMetrics;
+use crate::pipeline::{
+    blocking, collect_batch, dead_letter, is_fatal, owned_headers, retrying, transact,
+    wall_clock_millis, LagConsumer, LagContext, Outgoing, PipelineError, PipelineOptions,
+};
+use crate::registry::{CodecError, RegistryCodec};
+use crate::settings::Settings;
+use crate::shutdown::Shutdown;
+use crate::topics::TopicRole;
+
+/// A record a stage emits.
+#[derive(Debug, Clone)]
+pub enum Emit<T> {
+    /// `value` in Avro through the registry, as the contract's subject of `topic`.
+    Avro {
+        /// Output topic.
+        topic: String,
+        /// Record key (the device id).
+        key: String,
+        /// Contract of the value.
+        contract: Contract,
+        /// The value.
+        value: T,
+    },
+    /// Bytes as they are (JSON for SIEMs).
+    Bytes {
+        /// Output topic.
+        topic: String,
+        /// Record key (the device id).
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+}
+
+/// What a stateful stage does with its records; [`run_stateful`] does the rest.
+pub trait StatefulStage {
+    /// The pure core of one task.
+    type Task: Durable;
+    /// A decoded input record.
+    type Input;
+    /// An output value (Avro-encoded through the registry).
+    type Output: Serialize + Sync;
+
+    /// Stage name (`joiner`), for the group id, transactional id and dead letters.
+    fn name(&self) -> &'static str;
+    /// The topics consumed, co-partitioned.
+    fn inputs(&self) -> &[TopicRole];
+    /// The stage's changelog topic.
+    fn changelog(&self) -> TopicRole;
+    /// A fresh task judging against `baselines`.
+    fn new_task(&self, baselines: &BaselineSet) -> Self::Task;
+    /// The typed record of input `input` (an index into [`Self::inputs`]).
+    fn decode(
+        &self,
+        input: usize,
+        value: &apache_avro::types::Value,
+    ) -> Result<Self::Input, String>;
+    /// Processes one record.
+    fn process(&self, task: &mut Self::Task, input: Self::Input) -> Vec<Emit<Self::Output>>;
+    /// The task has had no record for `idle_ms` of wall time.
+    fn idle(&self, task: &mut Self::Task, idle_ms: i64) -> Vec<Emit<Self::Output>>;
+    /// End of input: emit everything still held.
+    fn flush(&self, task: &mut Self::Task) -> Vec<Emit<Self::Output>>;
+    /// The baselines changed.
+    fn baselines_changed(&self, task: &mut Self::Task, baselines: &BaselineSet);
+    /// Keys and approximate heap bytes of a task's state.
+    fn state_size(&self, task: &Self::Task) -> (usize, usize);
+}
+
+struct Slot<T> {
+    task: T,
+    last_record: Instant,
+}
+
+/// Runs a stateful stage until shutdown (or, with `stream.stop_at_end`, the end of its input).
+pub async fn run_stateful<S: StatefulStage>(
+    settings: &Settings,
+    stage: S,
+    codec: Arc<RegistryCodec>,
+    metrics: Arc<PipelineMetrics>,
+    shutdown: Shutdown,
+) -> Result<(), PipelineError> {
+    let inputs: Vec<String> = stage
+        .inputs()
+        .iter()
+        .map(|role| role.spec(&settings.topics).name)
+        .collect();
+    let options = PipelineOptions::for_stage(stage.name(), inputs, settings);
+    let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
+    let mut consumer_config = settings.kafka.client_config();
+    if let Some(instance) = &options.group_instance_id {
+        consumer_config.set("group.instance.id", instance);
+    }
+    let consumer: LagConsumer = consumer_config
+        .set("statistics.interval.ms", "5000")
+        .set("group.id", &options.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(LagContext::new(Arc::clone(&metrics)))?;
+    let restorer: BaseConsumer = settings
+        .kafka
+        .client_config()
+        .set("group.id", format!("{}-restore", options.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let producer: FutureProducer = settings
+        .kafka
+        .client_config()
+        .set("transactional.id", &options.transactional_id)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "1")
+        .set("compression.type", "lz4")
+        .create()?;
+    blocking(|| producer.init_transactions(Duration::from_secs(30)))?;
+    let topics: Vec<&str> = options.inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    metrics.ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        stage = options.stage,
+        group = %options.group_id,
+        transactional_id = %options.transactional_id,
+        inputs = ?options.inputs,
+        "consuming"
+    );
+    let mut runner = Runner {
+        settings,
+        stage: &stage,
+        options: &options,
+        codec: &codec,
+        metrics: &metrics,
+        shutdown: &shutdown,
+        consumer: &consumer,
+        producer: &producer,
+        restorer: &restorer,
+        changelog: stage.changelog().spec(&settings.topics).name,
+        dead_letter_topic: TopicRole::DeadLetter.spec(&settings.topics).name,
+        tasks: BTreeMap::new(),
+        positions: BTreeMap::new(),
+        rebalances: 0,
+        last_gauges: Instant::now(),
+    };
+    let result = runner.run(&mut feed).await;
+    tracing::info!(stage = options.stage, "stopping: leaving the consumer group");
+    consumer.unsubscribe();
+    match result {
+        Err(PipelineError::Interrupted(error)) => {
+            tracing::warn!(%error, "shut down during a retry; the uncommitted batch will be read again");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Reads the baselines topic to its end, retrying while the broker or registry is unreachable.
+async fn open_feed(
+    settings: &Settings,
+    codec: &RegistryCodec,
+    options: &PipelineOptions,
+    metrics: &PipelineMetrics,
+    shutdown: &Shutdown,
+) -> Result<BaselineFeed, PipelineError> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match BaselineFeed::open(settings, codec, Duration::from_secs(60)).await {
+            Ok((feed, rejected)) => {
+                metrics.baselines_applied.inc_by(feed.applied());
+                metrics.baselines_rejected.inc_by(rejected.len() as u64);
+                return Ok(feed);
+            }
+            Err(FeedError::Codec(error)) if error.is_transient() && !shutdown.is_triggered() => {
+                tracing::warn!(%error, "reading the baselines; retrying");
+            }
+            Err(FeedError::Timeout { topic, seconds }) if !shutdown.is_triggered() => {
+                tracing::warn!(%topic, seconds, "baselines topic not read to its end; retrying");
+            }
+            Err(FeedError::Codec(error)) => return Err(error.into()),
+            Err(FeedError::Kafka(error)) => return Err(error.into()),
+            Err(error) => {
+                return Err(PipelineError::Codec(CodecError::Registry(
+                    schema_registry_converter::error::SRCError::non_retryable_with_cause(
+                        error,
+                        "baselines",
+                    ),
+                )))
+            }
+        }
+        metrics.retries.inc();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(options.max_backoff);
+    }
+}
+
+struct Runner<'a, S: StatefulStage> {
+    settings: &'a Settings,
+    stage: &'a S,
+    options: &'a PipelineOptions,
+    codec: &'a RegistryCodec,
+    metrics: &'a PipelineMetrics,
+    shutdown: &'a Shutdown,
+    consumer: &'a LagConsumer,
+    producer: &'a FutureProducer,
+    restorer: &'a BaseConsumer,
+    changelog: String,
+    dead_letter_topic: String,
+    tasks: BTreeMap<i32, Slot<S::Task>>,
+    /// Next offset of every input partition read since its task was restored.
+    positions: BTreeMap<(String, i32), i64>,
+    rebalances: u64,
+    last_gauges: Instant,
+}
+
+impl<S: StatefulStage> Runner<'_, S> {
+    async fn run(&mut self, feed: &mut BaselineFeed) -> Result<(), PipelineError> {
+        let idle_after = Duration::from_millis(self.settings.stream.idle_timeout_ms);
+        let mut applied = feed.applied();
+        while !self.shutdown.is_triggered() {
+            let mut outgoing = Vec::new();
+            let (changed, rejected) = match feed.poll(self.codec).await {
+                Ok(polled) => polled,
+                Err(error) => {
+                    tracing::warn!(%error, "baselines update not read; retrying after the batch");
+                    (false, vec![])
+                }
+            };
+            if changed {
+                for slot in self.tasks.values_mut() {
+                    self.stage.baselines_changed(&mut slot.task, feed.set());
+                }
+            }
+            for rejection in rejected {
+                self.metrics.baselines_rejected.inc();
+                outgoing.push(self.baseline_dead_letter(&rejection).await?);
+            }
+            self.metrics
+                .baselines_applied
+                .inc_by(feed.applied().saturating_sub(applied));
+            applied = feed.applied();
+
+            let batch = collect_batch(self.consumer, self.options, self.shutdown).await?;
+            if self.rebalanced() {
+                tracing::info!(
+                    stage = self.options.stage,
+                    dropped = batch.len(),
+                    "rebalance: state dropped, partitions rewound to their committed offsets"
+                );
+                self.reset();
+                continue;
+            }
+            let now = Instant::now();
+            let mut touched: BTreeSet<i32> = BTreeSet::new();
+            let mut fresh = 0_u64;
+            for message in &batch {
+                let partition = message.partition();
+                if !self.tasks.contains_key(&partition) {
+                    let task = self.restore(partition, feed.set()).await?;
+                    self.tasks.insert(
+                        partition,
+                        Slot {
+                            task,
+                            last_record: now,
+                        },
+                    );
+                }
+                fresh += 1;
+                self.positions.insert(
+                    (message.topic().to_string(), partition),
+                    message.offset() + 1,
+                );
+                touched.insert(partition);
+                let emitted = match self.decode(message).await? {
+                    Ok(input) => match self.tasks.get_mut(&partition) {
+                        Some(slot) => {
+                            slot.last_record = now;
+                            self.stage.process(&mut slot.task, input)
+                        }
+                        None => vec![],
+                    },
+                    Err(rejection) => {
+                        outgoing.push(self.dead_letter(message, &rejection).await?);
+                        continue;
+                    }
+                };
+                for emit in emitted {
+                    outgoing.push(self.encode(emit).await?);
+                }
+            }
+            self.metrics.records_in.inc_by(fresh);
+
+            // The idle-partition rule.
+            let mut idle_emits = Vec::new();
+            for (partition, slot) in &mut self.tasks {
+                let quiet = now.saturating_duration_since(slot.last_record);
+                if quiet >= idle_after {
+                    let idle_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+                    let emitted = self.stage.idle(&mut slot.task, idle_ms);
+                    if !emitted.is_empty() {
+                        touched.insert(*partition);
+                        idle_emits.extend(emitted);
+                    }
+                }
+            }
+            for emit in idle_emits {
+                outgoing.push(self.encode(emit).await?);
+            }
+
+            // The end-of-input rule.
+            let finishing =
+                self.settings.stream.stop_at_end && batch.is_empty() && self.at_end()?;
+            if finishing {
+                // Tasks that saw no record in this run may still hold state from the last one.
+                let assigned = self.consumer.assignment()?;
+                let partitions: BTreeSet<i32> =
+                    assigned.elements().iter().map(|e| e.partition()).collect();
+                for partition in partitions {
+                    if !self.tasks.contains_key(&partition) {
+                        let task = self.restore(partition, feed.set()).await?;
+                        self.tasks.insert(
+                            partition,
+                            Slot {
+                                task,
+                                last_record: now,
+                            },
+                        );
+                    }
+                }
+                let mut flushed = Vec::new();
+                for (partition, slot) in &mut self.tasks {
+                    touched.insert(*partition);
+                    flushed.extend(self.stage.flush(&mut slot.task));
+                }
+                for emit in flushed {
+                    outgoing.push(self.encode(emit).await?);
+                }
+            }
+
+            if !outgoing.is_empty() || !touched.is_empty() {
+                let started = Instant::now();
+                let committed = self.commit(outgoing, &touched).await?;
+                self.metrics
+                    .batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if !committed {
+                    continue;
+                }
+            }
+            self.update_gauges(false);
+            if finishing {
+                tracing::info!(stage = self.options.stage, "end of input: everything emitted");
+                self.update_gauges(true);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn rebalanced(&mut self) -> bool {
+        let now = self.consumer.context().rebalances.load(Ordering::SeqCst);
+        let changed = now != self.rebalances;
+        self.rebalances = now;
+        changed
+    }
+
+    /// Drops all state and rewinds every assigned partition to its committed offset: what
+    /// follows is processed from state that matches the committed offsets.
+    fn reset(&mut self) {
+        self.tasks.clear();
+        self.positions.clear();
+        let assigned = self.consumer.assignment().unwrap_or_default();
+        if assigned.count() == 0 {
+            return;
+        }
+        let committed = match blocking(|| {
+            self.consumer
+                .committed_offsets(assigned.clone(), Duration::from_secs(30))
+        }) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(%error, "committed offsets unavailable; rewinding to the start");
+                assigned
+            }
+        };
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(offset) => Offset::Offset(offset),
+                _ => Offset::Beginning,
+            };
+            if let Err(error) = self.consumer.seek(
+                element.topic(),
+                element.partition(),
+                offset,
+                Duration::from_secs(10),
+            ) {
+                tracing::warn!(%error, topic = element.topic(), partition = element.partition(), "rewind failed");
+            }
+        }
+    }
+
+    /// Rebuilds task `partition` from its changelog partition, read to its end.
+    async fn restore(
+        &mut self,
+        partition: i32,
+        baselines: &BaselineSet,
+    ) -> Result<S::Task, PipelineError> {
+        let started = Instant::now();
+        let mut task = self.stage.new_task(baselines);
+        task.journal_changes();
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.changelog, partition, Offset::Beginning)?;
+        self.restorer.assign(&list)?;
+        let timeout = Duration::from_millis(self.settings.stream.restore_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        let mut read = 0_u64;
+        loop {
+            if Instant::now() > deadline {
+                self.restorer.unassign()?;
+                return Err(PipelineError::Kafka(KafkaError::Global(
+                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                )));
+            }
+            let polled = blocking(|| {
+                self.restorer
+                    .poll(Duration::from_millis(200))
+                    .map(|r| r.map(|m| m.detach()))
+            });
+            match polled {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, topic = %self.changelog, partition, "changelog read");
+                }
+                Some(Ok(record)) => {
+                    read += 1;
+                    let key = record
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default();
+                    latest.insert(key, record.payload().map(<[u8]>::to_vec));
+                }
+            }
+        }
+        self.restorer.unassign()?;
+        let mut keys = 0_usize;
+        for (key, value) in &latest {
+            if let Some(value) = value {
+                keys += 1;
+                if let Err(error) = task.restore(key, value) {
+                    // Not expected: the changelog is written by this code. The key's state is
+                    // lost, which is logged loudly rather than stopping the stage for good.
+                    tracing::error!(%error, topic = %self.changelog, partition, "changelog record not restored");
+                }
+            }
+        }
+        task.restored();
+        self.metrics.restores.inc();
+        self.metrics.restored_records.inc_by(read);
+        tracing::info!(
+            stage = self.options.stage,
+            partition,
+            records = read,
+            keys,
+            millis = started.elapsed().as_millis() as u64,
+            "task state restored from the changelog"
+        );
+        Ok(task)
+    }
+
+    /// The typed input, or why the record is dead-lettered. Transient registry failures are
+    /// retried; only shutdown interrupts them.
+    async fn decode(
+        &self,
+        message: &OwnedMessage,
+    ) -> Result<Result<S::Input, Rejection>, PipelineError> {
+        let Some(input) = self
+            .options
+            .inputs
+            .iter()
+            .position(|t| t == message.topic())
+        else {
+            return Ok(Err(Rejection::new(
+                DeadLetterReason::Other,
+                format!("topic {} is not an input of this stage", message.topic()),
+            )));
+        };
+        let Some(payload) = message.payload() else {
+            return Ok(Err(Rejection::new(
+                DeadLetterReason::Unparseable,
+                "the record has no value",
+            )));
+        };
+        let decoded = retrying(self.options, self.metrics, self.shutdown, "decode", || async {
+            match self.codec.decode_value(payload).await {
+                Ok(value) => Ok(Ok(value)),
+                Err(error) if error.is_transient() => Err(error),
+                Err(error) => Ok(Err(error)),
+            }
+        })
+        .await?;
+        let value = match decoded {
+            Ok(value) => value,
+            Err(error) => {
+                return Ok(Err(Rejection::new(
+                    DeadLetterReason::SchemaMismatch,
+                    format!("not a registry-encoded Avro record: {error}"),
+                )))
+            }
+        };
+        Ok(self
+            .stage
+            .decode(input, &value)
+            .map_err(|why| Rejection::new(DeadLetterReason::SchemaMismatch, why)))
+    }
+
+    async fn encode(&self, emit: Emit<S::Output>) -> Result<Outgoing, PipelineError> {
+        match emit {
+            Emit::Avro {
+                topic,
+                key,
+                contract,
+                value,
+            } => {
+                let bytes = retrying(self.options, self.metrics, self.shutdown, "encode", || {
+                    self.codec.encode_value(&topic, contract, &value)
+                })
+                .await?;
+                self.metrics.records_out.inc();
+                Ok(Outgoing {
+                    topic,
+                    partition: None,
+                    key: Some(key.into_bytes()),
+                    value: Some(bytes),
+                    headers: vec![],
+                })
+            }
+            Emit::Bytes { topic, key, value } => {
+                self.metrics.records_out.inc();
+                Ok(Outgoing {
+                    topic,
+                    partition: None,
+                    key: Some(key.into_bytes()),
+                    value: Some(value),
+                    headers: vec![],
+                })
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        rejection: &Rejection,
+    ) -> Result<Outgoing, PipelineError> {
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason = ?rejection.reason,
+            message = %rejection.message,
+            "record dead-lettered"
+        );
+        self.metrics.dead_letter(rejection.reason);
+        let headers = owned_headers(message);
+        let raw = RawRecord {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload(),
+            headers: &headers,
+            timestamp: message.timestamp().to_millis(),
+        };
+        dead_letter(
+            self.codec,
+            &self.dead_letter_topic,
+            &raw,
+            rejection,
+            self.options,
+            self.metrics,
+            self.shutdown,
+            wall_clock_millis(),
+        )
+        .await
+    }
+
+    async fn baseline_dead_letter(&self, rejected: &Rejected) -> Result<Outgoing, PipelineError> {
+        self.metrics.dead_letter(rejected.reason);
+        let rejection = Rejection::new(rejected.reason, rejected.message.clone());
+        let headers = owned_headers(&rejected.record);
+        let record = &rejected.record;
+        let raw = RawRecord {
+            topic: record.topic(),
+            partition: record.partition(),
+            offset: record.offset(),
+            key: record.key(),
+            value: record.payload(),
+            headers: &headers,
+            timestamp: record.timestamp().to_millis(),
+        };
+        dead_letter(
+            self.codec,
+            &self.dead_letter_topic,
+            &raw,
+            &rejection,
+            self.options,
+            self.metrics,
+            self.shutdown,
+            wall_clock_millis(),
+        )
+        .await
+    }
+
+    /// True when every assigned partition has been read to its end.
+    fn at_end(&self) -> Result<bool, PipelineError> {
+        let assigned = self.consumer.assignment()?;
+        if assigned.count() == 0 {
+            return Ok(false);
+        }
+        let positions = self.consumer.position()?;
+        for element in assigned.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            let (low, high) = blocking(|| {
+                self.consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            })?;
+            let position = positions
+                .find_partition(topic, partition)
+                .and_then(|p| match p.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .or_else(|| self.positions.get(&(topic.to_string(), partition)).copied());
+            let done = match position {
+                Some(position) => position >= high,
+                None => high <= low,
+            };
+            if !done {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Commits the outputs, the changelog of the touched tasks and their input offsets in one
+    /// transaction. Returns false when it was aborted (the state was reset).
+    async fn commit(
+        &mut self,
+        mut outgoing: Vec<Outgoing>,
+        touched: &BTreeSet<i32>,
+    ) -> Result<bool, PipelineError> {
+        for partition in touched {
+            let Some(slot) = self.tasks.get_mut(partition) else {
+                continue;
+            };
+            for change in slot.task.drain_changes() {
+                let (key, value) = match change {
+                    StateChange::Put { key, value } => (key, Some(value)),
+                    StateChange::Delete { key } => (key, None),
+                };
+                self.metrics.changelog_records.inc();
+                outgoing.push(Outgoing {
+                    topic: self.changelog.clone(),
+                    partition: Some(*partition),
+                    key: Some(key.into_bytes()),
+                    value,
+                    headers: vec![],
+                });
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.positions {
+            if touched.contains(partition) {
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+        }
+        match transact(self.consumer, self.producer, &outgoing, &offsets).await {
+            Ok(()) => {
+                self.metrics.transactions.inc();
+                Ok(true)
+            }
+            Err(error) if is_fatal(&error) => Err(error.into()),
+            Err(error) => {
+                self.metrics.aborts.inc();
+                tracing::warn!(%error, stage = self.options.stage, "transaction failed; aborting, dropping state and rewinding");
+                if let Err(abort) =
+                    blocking(|| self.producer.abort_transaction(Duration::from_secs(30)))
+                {
+                    if is_fatal(&abort) {
+                        return Err(abort.into());
+                    }
+                    tracing::warn!(error = %abort, "abort failed");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.reset();
+                Ok(false)
+            }
+        }
+    }
+
+    /// State gauges, at most every 5 s (measuring walks the state).
+    fn update_gauges(&mut self, now: bool) {
+        if !now && self.last_gauges.elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        self.last_gauges = Instant::now();
+        let (keys, bytes) = self
+            .tasks
+            .values()
+            .map(|slot| self.stage.state_size(&slot.task))
+            .fold((0, 0), |(k, b), (k2, b2)| (k + k2, b + b2));
+        self.metrics
+            .state_keys
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.metrics
+            .state_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// Wall-clock now in epoch milliseconds (for stages' idle rules).
+pub fn now_millis() -> EpochMillis {
+    wall_clock_millis()
+}
