@@ -13,6 +13,8 @@ use offport_devstack::stack::{self, StackOptions};
 use offport_kafka::settings::{KafkaSettings, RegistrySettings};
 use tokio::sync::OnceCell;
 
+pub mod scenario;
+
 /// A broker and registry to test against.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -332,4 +334,134 @@ pub fn fixture_lines(path: &str) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// A stage loop running in the background of a test.
+pub struct Background {
+    /// Triggers the stage's graceful shutdown.
+    pub shutdown: offport_kafka::shutdown::Shutdown,
+    /// The loop.
+    pub task: tokio::task::JoinHandle<Result<(), offport_kafka::pipeline::PipelineError>>,
+    /// Its metrics.
+    pub metrics: std::sync::Arc<offport_kafka::metrics::PipelineMetrics>,
+}
+
+impl Background {
+    /// A normalizer reading `input`.
+    pub fn normalizer<N>(
+        settings: &offport_kafka::settings::Settings,
+        stage: &'static str,
+        input: offport_kafka::topics::TopicRole,
+        normalizer: N,
+    ) -> Result<Self>
+    where
+        N: offport_core::normalize::Normalizer + Send + Sync + 'static,
+    {
+        use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
+        let codec = std::sync::Arc::new(offport_kafka::registry::RegistryCodec::new(
+            &settings.registry,
+        )?);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = offport_kafka::metrics::PipelineMetrics::register(&mut registry);
+        let shutdown = offport_kafka::shutdown::Shutdown::new();
+        let options =
+            PipelineOptions::for_stage(stage, vec![input.spec(&settings.topics).name], settings);
+        let (settings, task_metrics, task_shutdown) = (
+            settings.clone(),
+            std::sync::Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(async move {
+            run_normalizer(
+                &settings,
+                options,
+                normalizer,
+                codec,
+                task_metrics,
+                task_shutdown,
+            )
+            .await
+        });
+        Ok(Self {
+            shutdown,
+            task,
+            metrics,
+        })
+    }
+
+    /// A stateful stage (joiner, scorer).
+    pub fn stateful<S>(settings: &offport_kafka::settings::Settings, stage: S) -> Result<Self>
+    where
+        S: offport_kafka::stateful::StatefulStage + 'static,
+    {
+        let codec = std::sync::Arc::new(offport_kafka::registry::RegistryCodec::new(
+            &settings.registry,
+        )?);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = offport_kafka::metrics::PipelineMetrics::register(&mut registry);
+        let shutdown = offport_kafka::shutdown::Shutdown::new();
+        let (settings, task_metrics, task_shutdown) = (
+            settings.clone(),
+            std::sync::Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(async move {
+            offport_kafka::stateful::run_stateful(
+                &settings,
+                stage,
+                codec,
+                task_metrics,
+                task_shutdown,
+            )
+            .await
+        });
+        Ok(Self {
+            shutdown,
+            task,
+            metrics,
+        })
+    }
+
+    /// Stops the loop gracefully and returns its metrics.
+    pub async fn stop(self) -> Result<std::sync::Arc<offport_kafka::metrics::PipelineMetrics>> {
+        self.shutdown.trigger();
+        self.task.await.context("stage task")??;
+        Ok(self.metrics)
+    }
+}
+
+/// Reads `topic` (read_committed, from the start) until no record has arrived for `quiet`,
+/// at least `min` records have, or `limit` has passed (then fails).
+pub async fn read_until_quiet(
+    kafka: &offport_kafka::settings::KafkaSettings,
+    topic: &str,
+    min: usize,
+    quiet: std::time::Duration,
+    limit: std::time::Duration,
+) -> Result<Vec<Received>> {
+    use rdkafka::message::Message;
+    let consumer = committed_consumer(kafka, topic)?;
+    let mut out: Vec<Received> = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout(quiet, consumer.recv()).await {
+            Ok(message) => {
+                let message = message?;
+                out.push((
+                    message.key().map(<[u8]>::to_vec),
+                    message.partition(),
+                    message.payload().unwrap_or_default().to_vec(),
+                    Default::default(),
+                ));
+            }
+            Err(_) if out.len() >= min => return Ok(out),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{} of at least {min} records on {topic} in {limit:?}",
+                out.len()
+            );
+        }
+    }
 }

@@ -874,13 +874,27 @@ mod tests {
 
     #[test]
     fn scope_labels_round_trip_and_bad_ones_say_why() {
-        for label in ["global", "platform:IOS", "group:sales", "category:messaging", "app:com.x"] {
+        for label in [
+            "global",
+            "platform:IOS",
+            "group:sales",
+            "category:messaging",
+            "app:com.x",
+        ] {
             assert_eq!(scope_label(&parse_scope_label(label).unwrap()), label);
         }
-        assert!(parse_scope_label("galaxy:x").unwrap_err().contains("unknown scope kind"));
-        assert!(parse_scope_label("app:").unwrap_err().contains("needs a value"));
-        assert!(parse_scope_label("app").unwrap_err().contains("needs a value"));
-        assert!(parse_scope_label("global:x").unwrap_err().contains("no value"));
+        assert!(parse_scope_label("galaxy:x")
+            .unwrap_err()
+            .contains("unknown scope kind"));
+        assert!(parse_scope_label("app:")
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse_scope_label("app")
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse_scope_label("global:x")
+            .unwrap_err()
+            .contains("no value"));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub(crate) fn put<T: serde::Serialize>(key: String, value: &T) -> StateChange {
     StateChange::Put { key, value }
 }
 
-pub(crate) fn read<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, RestoreError> {
+pub(crate) fn read<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &[u8],
+) -> Result<T, RestoreError> {
     serde_json::from_slice(value).map_err(|e| RestoreError::new(key, e))
 }

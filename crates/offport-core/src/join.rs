@@ -959,7 +959,10 @@ impl Durable for Joiner {
         } else if let Some(id) = key.strip_prefix(SESSION_PREFIX) {
             let mut session: NetworkSession = durable::read(key, value)?;
             if session.session_id != id {
-                return Err(RestoreError::new(key, "the session id differs from the key"));
+                return Err(RestoreError::new(
+                    key,
+                    "the session id differs from the key",
+                ));
             }
             let id = std::mem::take(&mut session.session_id);
             self.pending.insert((session_end(&session), id), session);
@@ -1444,7 +1447,11 @@ mod tests {
         let mut joiner = Joiner::new(config.clone());
         joiner.journal_changes();
         let mut changelog = BTreeMap::new();
-        joiner.push(JoinInput::Event(event(DeviceEventKind::UserInteraction, None, T0)));
+        joiner.push(JoinInput::Event(event(
+            DeviceEventKind::UserInteraction,
+            None,
+            T0,
+        )));
         compact(&mut changelog, joiner.drain_changes());
         assert!(changelog.contains_key("device/dev-1"), "{changelog:?}");
         let mut other = event(DeviceEventKind::UserInteraction, None, T0 + 10 * 60_000);

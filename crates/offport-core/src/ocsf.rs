@@ -79,7 +79,9 @@ pub fn detection_finding(finding: &Finding, product_version: &str) -> Value {
     };
     let tactic = match finding.platform {
         // Enterprise and mobile ATT&CK number Command and Control differently.
-        Platform::Android | Platform::Ios => json!({"uid": "TA0037", "name": "Command and Control"}),
+        Platform::Android | Platform::Ios => {
+            json!({"uid": "TA0037", "name": "Command and Control"})
+        }
         _ => json!({"uid": "TA0011", "name": "Command and Control"}),
     };
     let items: Vec<Value> = finding

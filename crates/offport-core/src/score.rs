@@ -24,8 +24,9 @@
 //! of the start of its suppression window, so it is the same in every replay. Within the window
 //! ([`ScoreConfig::suppression_window_ms`] from the first session) later sessions update the
 //! finding: a new revision with the same id is emitted only when the score rises or a new evidence
-//! item appears; otherwise the session is counted and nothing is emitted. After the window a new
-//! finding id opens.
+//! item appears; otherwise the session is counted and nothing is emitted. A session that arrives
+//! out of order, up to one window before the finding's first session, also updates it (the id
+//! stays that of the first session to arrive). After the window a new finding id opens.
 //!
 //! # Beacon statistics
 //!
@@ -1263,7 +1264,13 @@ impl Scorer {
         }
 
         let update = match self.open.get_mut(&key) {
-            Some(open) if start >= open.window_start && start < open.window_start + window => {
+            // A session up to one window before the first (it arrived late, or the sessions of
+            // a device came out of order) belongs to the open finding too: a late arrival must
+            // not replace the finding with a new id.
+            Some(open)
+                if start > open.window_start.saturating_sub(window)
+                    && start < open.window_start + window =>
+            {
                 let finding = &mut open.finding;
                 finding.session_count += 1;
                 finding.last_seen = finding.last_seen.max(start);

@@ -780,7 +780,10 @@ fn expiry_writes_tombstones_and_foreign_keys_are_refused() {
     s.journal_changes();
     s.score(&at(suspicious(), T0));
     let first = s.drain_changes();
-    assert!(first.iter().any(|c| c.key().starts_with("finding/")), "{first:?}");
+    assert!(
+        first.iter().any(|c| c.key().starts_with("finding/")),
+        "{first:?}"
+    );
     assert!(first.iter().any(|c| c.key().starts_with("history/")));
     s.score(&at(benign(), T0 + 3 * 24 * 3_600_000));
     s.expire();
@@ -793,4 +796,19 @@ fn expiry_writes_tombstones_and_foreign_keys_are_refused() {
     assert_eq!(deleted.len(), 2, "{changes:?}");
     assert!(s.restore("device/x", b"{}").is_err());
     assert!(s.restore("history/zz", b"{}").is_err());
+}
+
+#[test]
+fn a_session_arriving_out_of_order_updates_the_open_finding_instead_of_replacing_it() {
+    let mut s = scorer();
+    let first = s.score(&at(suspicious(), T0 + 3_600_000));
+    assert_eq!(first.len(), 1);
+    let mut earlier = at(suspicious(), T0);
+    earlier.session.duration_ms = Some(2 * 3_600_000);
+    let update = s.score(&earlier);
+    assert_eq!(update.len(), 1);
+    assert_eq!(update[0].finding_id, first[0].finding_id);
+    assert_eq!(update[0].first_seen, T0);
+    assert_eq!(update[0].session_count, 2);
+    assert_eq!(s.open_findings(), 1);
 }

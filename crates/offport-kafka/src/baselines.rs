@@ -56,7 +56,10 @@ pub fn parse_version_key(key: &str) -> Result<(BaselineScope, EpochMillis), Stri
     let at: EpochMillis = at
         .parse()
         .map_err(|_| format!("key {key:?}: {at:?} is not an epoch-millisecond time"))?;
-    Ok((parse_scope_label(scope).map_err(|e| format!("key {key:?}: {e}"))?, at))
+    Ok((
+        parse_scope_label(scope).map_err(|e| format!("key {key:?}: {e}"))?,
+        at,
+    ))
 }
 
 /// A baselines record that was not applied.
@@ -121,7 +124,10 @@ impl BaselineFeed {
         let consumer: BaseConsumer = settings
             .kafka
             .client_config()
-            .set("group.id", format!("{}baselines-reader", settings.pipeline.group_prefix))
+            .set(
+                "group.id",
+                format!("{}baselines-reader", settings.pipeline.group_prefix),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
@@ -161,7 +167,9 @@ impl BaselineFeed {
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     at_end.insert(partition);
                 }
-                Some(Err(error)) => tracing::warn!(%error, topic = %feed.topic, "baselines consumer"),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, topic = %feed.topic, "baselines consumer")
+                }
                 Some(Ok(record)) => {
                     if let Some(rejection) = feed.apply(codec, record).await? {
                         rejected.push(rejection);
@@ -179,16 +187,15 @@ impl BaselineFeed {
     }
 
     fn next(&self, wait: Duration) -> Option<Result<OwnedMessage, KafkaError>> {
-        tokio::task::block_in_place(|| {
-            self.consumer
-                .poll(wait)
-                .map(|r| r.map(|m| m.detach()))
-        })
+        tokio::task::block_in_place(|| self.consumer.poll(wait).map(|r| r.map(|m| m.detach())))
     }
 
     /// Applies the records that arrived since the last call, without waiting. Returns whether
     /// anything changed and the records rejected.
-    pub async fn poll(&mut self, codec: &RegistryCodec) -> Result<(bool, Vec<Rejected>), FeedError> {
+    pub async fn poll(
+        &mut self,
+        codec: &RegistryCodec,
+    ) -> Result<(bool, Vec<Rejected>), FeedError> {
         let before = self.set.generation();
         let mut rejected = Vec::new();
         while let Some(next) = self.next(Duration::ZERO) {
@@ -313,8 +320,78 @@ mod tests {
         // An app id may itself contain '@': the time is after the last one.
         let (odd, _) = parse_version_key("app:we@ird@5").unwrap();
         assert_eq!(odd.value.as_deref(), Some("we@ird"));
-        assert!(parse_version_key("app:com.x").unwrap_err().contains("<scope>@"));
-        assert!(parse_version_key("app:com.x@soon").unwrap_err().contains("epoch"));
-        assert!(parse_version_key("planet:x@5").unwrap_err().contains("unknown scope kind"));
+        assert!(parse_version_key("app:com.x")
+            .unwrap_err()
+            .contains("<scope>@"));
+        assert!(parse_version_key("app:com.x@soon")
+            .unwrap_err()
+            .contains("epoch"));
+        assert!(parse_version_key("planet:x@5")
+            .unwrap_err()
+            .contains("unknown scope kind"));
     }
+}
+
+/// Errors publishing baselines.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The producer failed.
+    #[error("baselines topic: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The registry refused or was unreachable.
+    #[error("baselines topic: {0}")]
+    Codec(#[from] CodecError),
+    /// A document failed validation; nothing was published.
+    #[error("{key}: {why}")]
+    Invalid {
+        /// Version key of the document.
+        key: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Publishes baseline versions (`Some`) and withdrawals (`None`, a tombstone of the version
+/// key) to the baselines topic, in order, waiting for every acknowledgement. Every document is
+/// validated before anything is sent.
+pub async fn publish(
+    settings: &Settings,
+    codec: &RegistryCodec,
+    changes: &[(String, Option<Baseline>)],
+) -> Result<(), PublishError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    for (key, document) in changes {
+        if let Some(document) = document {
+            validate(document).map_err(|e| PublishError::Invalid {
+                key: key.clone(),
+                why: e.to_string(),
+            })?;
+        }
+    }
+    let topic = TopicRole::Baselines.spec(&settings.topics).name;
+    let producer: FutureProducer = settings
+        .kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    for (key, document) in changes {
+        let value = match document {
+            Some(document) => Some(
+                codec
+                    .encode_value(&topic, offport_core::schema::Contract::Baseline, document)
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut record: FutureRecord<'_, String, Vec<u8>> = FutureRecord::to(&topic).key(key);
+        if let Some(value) = &value {
+            record = record.payload(value);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(error, _)| error)?;
+    }
+    Ok(())
 }

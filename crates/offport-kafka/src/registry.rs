@@ -159,7 +159,10 @@ impl RegistryCodec {
 
     /// Decodes a Confluent wire-format payload to an Avro value, fetching the writer schema by
     /// id.
-    pub async fn decode_value(&self, payload: &[u8]) -> Result<apache_avro::types::Value, CodecError> {
+    pub async fn decode_value(
+        &self,
+        payload: &[u8],
+    ) -> Result<apache_avro::types::Value, CodecError> {
         schema_id(payload)?;
         Ok(self.decoder.decode(Some(payload)).await?.value)
     }

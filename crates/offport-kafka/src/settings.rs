@@ -362,13 +362,19 @@ impl Settings {
             return Err(invalid("normalize.proxy_format", &why));
         }
         if self.stream.allowed_lateness_ms < 0 {
-            return Err(invalid("stream.allowed_lateness_ms", "must not be negative"));
+            return Err(invalid(
+                "stream.allowed_lateness_ms",
+                "must not be negative",
+            ));
         }
         if self.stream.max_timeline_entries == 0 {
             return Err(invalid("stream.max_timeline_entries", "must be at least 1"));
         }
         if self.stream.suppression_window_ms < 1 {
-            return Err(invalid("stream.suppression_window_ms", "must be at least 1"));
+            return Err(invalid(
+                "stream.suppression_window_ms",
+                "must be at least 1",
+            ));
         }
         if self.normalize.flow_wait_ms < 0 {
             return Err(invalid("normalize.flow_wait_ms", "must not be negative"));

@@ -98,13 +98,13 @@ pub enum Emit<T> {
 }
 
 /// What a stateful stage does with its records; [`run_stateful`] does the rest.
-pub trait StatefulStage {
+pub trait StatefulStage: Send + Sync {
     /// The pure core of one task.
-    type Task: Durable;
+    type Task: Durable + Send + Sync;
     /// A decoded input record.
-    type Input;
+    type Input: Send;
     /// An output value (Avro-encoded through the registry).
-    type Output: Serialize + Sync;
+    type Output: Serialize + Send + Sync;
 
     /// Stage name (`joiner`), for the group id, transactional id and dead letters.
     fn name(&self) -> &'static str;
@@ -210,7 +210,10 @@ pub async fn run_stateful<S: StatefulStage>(
         last_gauges: Instant::now(),
     };
     let result = runner.run(&mut feed).await;
-    tracing::info!(stage = options.stage, "stopping: leaving the consumer group");
+    tracing::info!(
+        stage = options.stage,
+        "stopping: leaving the consumer group"
+    );
     consumer.unsubscribe();
     match result {
         Err(PipelineError::Interrupted(error)) => {
@@ -415,7 +418,10 @@ impl<S: StatefulStage> Runner<'_, S> {
             }
             self.update_gauges(false);
             if finishing {
-                tracing::info!(stage = self.options.stage, "end of input: everything emitted");
+                tracing::info!(
+                    stage = self.options.stage,
+                    "end of input: everything emitted"
+                );
                 self.update_gauges(true);
                 return Ok(());
             }
@@ -558,13 +564,19 @@ impl<S: StatefulStage> Runner<'_, S> {
                 "the record has no value",
             )));
         };
-        let decoded = retrying(self.options, self.metrics, self.shutdown, "decode", || async {
-            match self.codec.decode_value(payload).await {
-                Ok(value) => Ok(Ok(value)),
-                Err(error) if error.is_transient() => Err(error),
-                Err(error) => Ok(Err(error)),
-            }
-        })
+        let decoded = retrying(
+            self.options,
+            self.metrics,
+            self.shutdown,
+            "decode",
+            || async {
+                match self.codec.decode_value(payload).await {
+                    Ok(value) => Ok(Ok(value)),
+                    Err(error) if error.is_transient() => Err(error),
+                    Err(error) => Ok(Err(error)),
+                }
+            },
+        )
         .await?;
         let value = match decoded {
             Ok(value) => value,
