@@ -353,7 +353,7 @@ pub fn validate(document: &Baseline) -> Result<(), BaselineError> {
 }
 
 /// Thresholds with every value resolved.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Thresholds {
     /// TimeWindow, ms.
     pub time_window_ms: i64,

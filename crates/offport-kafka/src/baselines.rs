@@ -73,6 +73,13 @@ pub struct Rejected {
     pub message: String,
 }
 
+impl Rejected {
+    /// Offset of the rejected record.
+    pub fn record_offset(&self) -> i64 {
+        self.record.offset()
+    }
+}
+
 /// Errors reading the baselines topic.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -101,6 +108,8 @@ pub struct BaselineFeed {
     topic: String,
     set: BaselineSet,
     applied: u64,
+    /// Version keys live on the topic (applied and not withdrawn).
+    topic_keys: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for BaselineFeed {
@@ -151,6 +160,7 @@ impl BaselineFeed {
             topic: topic.clone(),
             set,
             applied: 0,
+            topic_keys: BTreeSet::new(),
         };
         let mut at_end: BTreeSet<i32> = BTreeSet::new();
         let mut rejected = Vec::new();
@@ -220,6 +230,11 @@ impl BaselineFeed {
         &self.set
     }
 
+    /// The version keys live on the topic (the shipped defaults are not among them).
+    pub fn topic_keys(&self) -> &BTreeSet<String> {
+        &self.topic_keys
+    }
+
     /// Versions applied from the topic so far.
     pub fn applied(&self) -> u64 {
         self.applied
@@ -260,6 +275,7 @@ impl BaselineFeed {
             if !self.set.withdraw(&scope, at) {
                 tracing::info!(%key, "tombstone for a version not in force; nothing to withdraw");
             }
+            self.topic_keys.remove(&key);
             self.applied += 1;
             return Ok(None);
         };
@@ -291,6 +307,7 @@ impl BaselineFeed {
         match self.set.apply(document) {
             Ok(()) => {
                 self.applied += 1;
+                self.topic_keys.insert(key.clone());
                 tracing::info!(%key, "baseline version applied");
                 Ok(None)
             }

@@ -1,14 +1,23 @@
 //! offportctl: the operator's command line for an offport deployment.
 //!
-//! `topics list` prints the topic layout a configuration implies; `topics create` creates the
-//! missing topics and checks the co-partitioning of the existing ones (the docker-compose init
-//! container and the Helm topic Job run it). It reads the same configuration as the services.
+//! - `topics list` prints the topic layout a configuration implies; `topics create` creates the
+//!   missing topics and checks the co-partitioning of the existing ones (the docker-compose init
+//!   container and the Helm topic Job run it).
+//! - `baselines validate|diff|apply|delete|show` manage the baselines topic from YAML files: check
+//!   documents, compare them with what the topic holds, publish them, withdraw a scope, and show
+//!   the merged baseline in force for a device/app at a time.
+//!
+//! It reads the same configuration as the services.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use offport_core::baseline::{parse_documents, parse_scope_label, scope_label, ScopeContext};
+use offport_core::model::{Baseline, EpochMillis, Platform};
+use offport_kafka::baselines::{publish, version_key, BaselineFeed};
+use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
 use offport_kafka::topics::{ensure_topics, TopicOutcome, TopicRole};
 
@@ -29,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
+    /// Baseline documents and the baselines topic.
+    Baselines {
+        #[command(subcommand)]
+        action: BaselinesAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -37,6 +51,60 @@ enum TopicsAction {
     List,
     /// Create missing topics; fail when an existing one breaks co-partitioning.
     Create,
+}
+
+#[derive(Subcommand)]
+enum BaselinesAction {
+    /// Check YAML/JSON baseline files (no broker needed); exit 1 on the first invalid one.
+    Validate {
+        /// Files, each one document or a list of documents.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Compare files with the versions on the topic: new, changed (with a diff) or unchanged.
+    Diff {
+        /// Files, each one document or a list of documents.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Validate the files and publish every document as a version on the topic.
+    Apply {
+        /// Files, each one document or a list of documents.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only say what would be published.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Withdraw every version of a scope (`app:com.example`, `platform:IOS`, `global`, ...).
+    Delete {
+        /// The scope label.
+        scope: String,
+    },
+    /// The merged baseline in force for a device/app at a time, as JSON.
+    Show {
+        /// Platform: android or ios.
+        #[arg(long, default_value = "android")]
+        platform: String,
+        /// App id (package or bundle id).
+        #[arg(long)]
+        app: Option<String>,
+        /// Device group (MDM).
+        #[arg(long)]
+        group: Option<String>,
+        /// Device role (MDM).
+        #[arg(long)]
+        role: Option<String>,
+        /// App category.
+        #[arg(long)]
+        category: Option<String>,
+        /// App service class.
+        #[arg(long)]
+        service_class: Option<String>,
+        /// RFC 3339 time or epoch milliseconds; default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,16 +117,38 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
 fn run(cli: Cli) -> Result<()> {
+    if let Command::Baselines {
+        action: BaselinesAction::Validate { files },
+    } = &cli.command
+    {
+        // Validation needs no configuration or broker.
+        for (file, document) in read_files(files)? {
+            println!("ok       {}  ({})", version_key(&document), file.display());
+        }
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Topics { action } => topics(&settings, action),
+        Command::Baselines { action } => runtime()?.block_on(baselines(&settings, action)),
+    }
+}
+
+fn topics(settings: &Settings, action: TopicsAction) -> Result<()> {
     let specs: Vec<_> = TopicRole::ALL
         .iter()
         .map(|role| role.spec(&settings.topics))
         .collect();
-    match cli.command {
-        Command::Topics {
-            action: TopicsAction::List,
-        } => {
+    match action {
+        TopicsAction::List => {
             for spec in &specs {
                 let configs: Vec<String> = spec
                     .configs
@@ -75,9 +165,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Topics {
-            action: TopicsAction::Create,
-        } => {
+        TopicsAction::Create => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -93,6 +181,188 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 println!("{what:<8} {name}");
             }
+            Ok(())
+        }
+    }
+}
+
+/// Every document of `files`, validated; the error names the file.
+fn read_files(files: &[PathBuf]) -> Result<Vec<(PathBuf, Baseline)>> {
+    let mut out = Vec::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let documents =
+            parse_documents(&text).with_context(|| format!("{} is invalid", file.display()))?;
+        out.extend(documents.into_iter().map(|d| (file.clone(), d)));
+    }
+    Ok(out)
+}
+
+fn yaml(document: &Baseline) -> String {
+    serde_yaml_ng::to_string(document).unwrap_or_else(|e| format!("<not printable: {e}>"))
+}
+
+fn parse_time(text: &str) -> Result<EpochMillis> {
+    if let Ok(ms) = text.parse::<EpochMillis>() {
+        return Ok(ms);
+    }
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("{text:?} is neither RFC 3339 nor epoch milliseconds"))?;
+    Ok(EpochMillis::try_from(
+        parsed.unix_timestamp_nanos() / 1_000_000,
+    )?)
+}
+
+async fn open_feed(settings: &Settings, codec: &RegistryCodec) -> Result<BaselineFeed> {
+    let (feed, rejected) = BaselineFeed::open(settings, codec, std::time::Duration::from_secs(60))
+        .await
+        .context("reading the baselines topic")?;
+    for rejection in rejected {
+        eprintln!(
+            "warning: topic record at offset {} is rejected by the services: {}",
+            rejection.record_offset(),
+            rejection.message
+        );
+    }
+    Ok(feed)
+}
+
+async fn baselines(settings: &Settings, action: BaselinesAction) -> Result<()> {
+    let codec = RegistryCodec::new(&settings.registry)?;
+    match action {
+        BaselinesAction::Validate { .. } => Ok(()),
+        BaselinesAction::Diff { files } => {
+            let documents = read_files(&files)?;
+            let feed = open_feed(settings, &codec).await?;
+            let mut changed = 0;
+            for (file, document) in &documents {
+                let key = version_key(document);
+                let on_topic = feed
+                    .topic_keys()
+                    .contains(&key)
+                    .then(|| {
+                        feed.set()
+                            .in_force(&document.scope, document.effective_time)
+                    })
+                    .flatten();
+                match on_topic {
+                    None => {
+                        changed += 1;
+                        println!("new       {key}  ({})", file.display());
+                    }
+                    Some(current) if current == document => println!("unchanged {key}"),
+                    Some(current) => {
+                        changed += 1;
+                        println!("changed   {key}  ({})", file.display());
+                        let (old, new) = (yaml(current), yaml(document));
+                        let diff = similar::TextDiff::from_lines(&old, &new);
+                        print!(
+                            "{}",
+                            diff.unified_diff()
+                                .context_radius(2)
+                                .header("topic", &file.display().to_string())
+                        );
+                    }
+                }
+            }
+            let in_files: std::collections::BTreeSet<String> =
+                documents.iter().map(|(_, d)| version_key(d)).collect();
+            for key in feed.topic_keys().difference(&in_files) {
+                println!("topic-only {key}");
+            }
+            println!(
+                "{changed} of {} documents differ from the topic",
+                documents.len()
+            );
+            Ok(())
+        }
+        BaselinesAction::Apply { files, dry_run } => {
+            let documents = read_files(&files)?;
+            let changes: Vec<(String, Option<Baseline>)> = documents
+                .into_iter()
+                .map(|(_, d)| (version_key(&d), Some(d)))
+                .collect();
+            for (key, _) in &changes {
+                println!(
+                    "{} {key}",
+                    if dry_run { "would publish" } else { "publish" }
+                );
+            }
+            if !dry_run {
+                publish(settings, &codec, &changes).await?;
+                println!(
+                    "{} versions published to {}",
+                    changes.len(),
+                    TopicRole::Baselines.spec(&settings.topics).name
+                );
+            }
+            Ok(())
+        }
+        BaselinesAction::Delete { scope } => {
+            let scope = parse_scope_label(&scope).map_err(anyhow::Error::msg)?;
+            let label = scope_label(&scope);
+            let feed = open_feed(settings, &codec).await?;
+            let prefix = format!("{label}@");
+            let keys: Vec<(String, Option<Baseline>)> = feed
+                .topic_keys()
+                .iter()
+                .filter(|k| k.starts_with(&prefix))
+                .map(|k| (k.clone(), None))
+                .collect();
+            if keys.is_empty() {
+                bail!("no version of {label} is on the topic");
+            }
+            for (key, _) in &keys {
+                println!("withdraw {key}");
+            }
+            publish(settings, &codec, &keys).await?;
+            Ok(())
+        }
+        BaselinesAction::Show {
+            platform,
+            app,
+            group,
+            role,
+            category,
+            service_class,
+            at,
+        } => {
+            let platform = match platform.to_ascii_lowercase().as_str() {
+                "android" => Platform::Android,
+                "ios" => Platform::Ios,
+                other => bail!("--platform {other:?}: android or ios"),
+            };
+            let at = match at {
+                Some(text) => parse_time(&text)?,
+                None => EpochMillis::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .as_millis(),
+                )?,
+            };
+            let feed = open_feed(settings, &codec).await?;
+            let context = ScopeContext {
+                platform,
+                device_group: group.as_deref(),
+                device_role: role.as_deref(),
+                app_category: category.as_deref(),
+                service_class: service_class.as_deref(),
+                app_id: app.as_deref(),
+            };
+            let merged = feed.set().resolve(&context, at);
+            let shown = serde_json::json!({
+                "at": at,
+                "sources": merged.sources,
+                "allowed_protocol_ports": merged.protocol_ports,
+                "allowed_apps": merged.allowed_apps,
+                "allowed_managed_apps": merged.allowed_managed_apps,
+                "allowed_service_classes": merged.allowed_service_classes,
+                "enterprise_exceptions": merged.exceptions,
+                "app_network_behavior": merged.behaviors,
+                "thresholds": merged.thresholds,
+            });
+            println!("{}", serde_json::to_string_pretty(&shown)?);
             Ok(())
         }
     }
