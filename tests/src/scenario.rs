@@ -203,3 +203,101 @@ impl Scenario {
             .unwrap_or_else(|| panic!("scenario baseline does not parse: {yaml}"))
     }
 }
+
+/// A fleet's normalized records for the replay tests: every device has a lock/background
+/// timeline, a WorkManager job before each session, and sessions every 5 minutes (with a few
+/// seconds of jitter); every third device beacons TLS to port 8443 while locked, the others
+/// talk TLS on 443. Deterministic for `devices` and `sessions`.
+pub fn replay_dataset(
+    t0: EpochMillis,
+    devices: usize,
+    sessions: usize,
+) -> (
+    Vec<offport_core::model::NetworkSession>,
+    Vec<offport_core::model::DeviceEvent>,
+    Vec<offport_core::model::DeviceContext>,
+) {
+    use offport_core::examples;
+    use offport_core::model::{DeviceEventKind, ManagedApp, Platform};
+    let mut out_sessions = Vec::new();
+    let mut events = Vec::new();
+    let mut contexts = Vec::new();
+    for d in 0..devices {
+        let device = format!("replay-{d:03}");
+        let app = format!("com.example.app{}", d % 7);
+        let beacon = d % 3 == 0;
+        let event = |kind: DeviceEventKind, at: EpochMillis, app: Option<&str>| {
+            offport_core::model::DeviceEvent {
+                event_id: format!("{device}-{kind:?}-{at}"),
+                device_id: device.clone(),
+                platform: Platform::Android,
+                app_id: app.map(str::to_string),
+                kind,
+                network_api: None,
+                detail: None,
+                event_time: at,
+                ingest_time: at,
+                ..examples::device_event()
+            }
+        };
+        events.push(event(
+            if beacon {
+                DeviceEventKind::DeviceLocked
+            } else {
+                DeviceEventKind::DeviceUnlocked
+            },
+            t0,
+            None,
+        ));
+        events.push(event(
+            if beacon {
+                DeviceEventKind::AppBackground
+            } else {
+                DeviceEventKind::AppForeground
+            },
+            t0 + 500,
+            Some(&app),
+        ));
+        contexts.push(offport_core::model::DeviceContext {
+            device_id: device.clone(),
+            platform: Platform::Android,
+            supervised: Some(false),
+            apps: vec![ManagedApp {
+                app_id: app.clone(),
+                managed: !beacon,
+                ..examples::device_context().apps.remove(0)
+            }],
+            inventory_complete: true,
+            event_time: t0 - MINUTE,
+            ..examples::device_context()
+        });
+        for s in 0..sessions {
+            let s = s as i64;
+            let jitter = ((d as i64 * 7_919 + s * 104_729) % 9) * 1_000;
+            let start = t0 + MINUTE + s * 5 * MINUTE + jitter;
+            events.push(event(
+                DeviceEventKind::WorkManager,
+                start - 3_000,
+                Some(&app),
+            ));
+            let mut session = examples::network_session();
+            session.session_id = format!("{device}-s{s}");
+            session.device_id = device.clone();
+            session.app_id = Some(app.clone());
+            session.start_time = start;
+            session.duration_ms = Some(1_500 + (s % 3) * 700);
+            session.dst_ip = if beacon {
+                "203.0.113.50"
+            } else {
+                "198.51.100.20"
+            }
+            .to_string();
+            session.dst_port = if beacon { 8443 } else { 443 };
+            session.bytes_out = if beacon { 512 } else { 900 + s * 37 };
+            session.bytes_in = if beacon { 1_024 } else { 20_000 + s * 311 };
+            session.http = None;
+            out_sessions.push(session);
+        }
+    }
+    (out_sessions, events, contexts)
+}

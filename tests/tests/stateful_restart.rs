@@ -1,0 +1,270 @@
+//! The joiner and the scorer killed with SIGKILL in the middle of a scripted replay and started
+//! again produce exactly what an uninterrupted run produces, record for record (read_committed):
+//! their state comes back from the changelog, and nothing is lost or written twice.
+//!
+//! The same dataset goes to two isolated topic sets. On the first, the joiner and then the
+//! scorer run once to the end of their input (`stream.stop_at_end`). On the second, each runs in
+//! a child process (this test binary run again with `OFFPORT_TEST_STATEFUL_CHILD` set) that is
+//! killed several times while it works, then left to finish. The enriched sessions and the
+//! alerts of the two must be identical, partition by partition, in order.
+//!
+//! The allowed lateness is longer than the dataset, so the joiner's output does not depend on how
+//! the three input topics interleave (which differs run to run): every session is held, with
+//! the changelog carrying it across the kills, until the end of input flushes it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use offport_core::model::{EnrichedSession, Finding};
+use offport_core::schema::Contract;
+use offport_kafka::metrics::PipelineMetrics;
+use offport_kafka::registry::RegistryCodec;
+use offport_kafka::settings::Settings;
+use offport_kafka::shutdown::Shutdown;
+use offport_kafka::stages::{JoinerStage, ScorerStage};
+use offport_kafka::stateful::run_stateful;
+use offport_kafka::topics::TopicRole;
+use offport_tests::scenario::replay_dataset;
+use offport_tests::{isolated_settings, produce, read_until_quiet, Background, RawInput};
+use serde::{Deserialize, Serialize};
+
+const CHILD_ENV: &str = "OFFPORT_TEST_STATEFUL_CHILD";
+
+#[derive(Serialize, Deserialize)]
+struct ChildSpec {
+    stage: String,
+    settings: Settings,
+}
+
+/// Not a test on its own: the child process's entry point (returns at once in a normal run).
+#[test]
+fn child_stage() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let spec: ChildSpec = serde_json::from_str(&spec).expect("spec from parent");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let codec = Arc::new(RegistryCodec::new(&spec.settings.registry).expect("codec"));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = PipelineMetrics::register(&mut registry);
+        let shutdown = Shutdown::new();
+        match spec.stage.as_str() {
+            "joiner" => run_stateful(
+                &spec.settings,
+                JoinerStage::new(&spec.settings),
+                codec,
+                metrics,
+                shutdown,
+            )
+            .await
+            .expect("joiner"),
+            _ => run_stateful(
+                &spec.settings,
+                ScorerStage::new(&spec.settings),
+                codec,
+                metrics,
+                shutdown,
+            )
+            .await
+            .expect("scorer"),
+        }
+    });
+}
+
+fn spawn_child(stage: &str, settings: &Settings) -> Result<Child> {
+    let spec = ChildSpec {
+        stage: stage.to_string(),
+        settings: settings.clone(),
+    };
+    Command::new(std::env::current_exe()?)
+        .args(["--exact", "child_stage", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, serde_json::to_string(&spec)?)
+        // The restore lines show what each restarted child took back from the changelog.
+        .env("RUST_LOG", "warn,offport_kafka::stateful=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the child stage")
+}
+
+/// Runs `stage` in a child process, killing it after each of `kills` (time after its start),
+/// then lets a last one run to the end of input. Returns how many kills hit a running child.
+async fn run_with_kills(stage: &str, settings: &Settings, kills: &[u64]) -> Result<usize> {
+    let mut hits = 0;
+    for delay in kills {
+        let mut child = spawn_child(stage, settings)?;
+        tokio::time::sleep(Duration::from_millis(*delay)).await;
+        if child.try_wait()?.is_none() {
+            hits += 1;
+            // SIGKILL on Unix: no shutdown path runs.
+            child.kill()?;
+        }
+        child.wait()?;
+    }
+    let mut child = spawn_child(stage, settings)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("the last {stage} run failed: {status}");
+            }
+            return Ok(hits);
+        }
+        if tokio::time::Instant::now() > deadline {
+            child.kill()?;
+            bail!("the last {stage} run did not reach the end of its input");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn replay_settings(prefix: &str) -> Result<Settings> {
+    let mut settings = isolated_settings(prefix, 3, 25, &TopicRole::ALL).await?;
+    settings.stream.allowed_lateness_ms = 30 * 24 * 3_600_000;
+    settings.stream.stop_at_end = true;
+    settings.stream.idle_timeout_ms = 3_600_000;
+    Ok(settings)
+}
+
+async fn produce_dataset(settings: &Settings, codec: &RegistryCodec, t0: i64) -> Result<usize> {
+    let (sessions, events, contexts) = replay_dataset(t0, 30, 16);
+    let topic = |role: TopicRole| role.spec(&settings.topics).name;
+    let mut inputs = Vec::new();
+    for context in &contexts {
+        let value = codec
+            .encode_value(
+                &topic(TopicRole::DeviceContexts),
+                Contract::DeviceContext,
+                context,
+            )
+            .await?;
+        inputs.push(RawInput {
+            key: Some(context.device_id.clone().into_bytes()),
+            ..RawInput::value(value)
+        });
+    }
+    produce(&settings.kafka, &topic(TopicRole::DeviceContexts), &inputs).await?;
+    let mut inputs = Vec::new();
+    for event in &events {
+        let value = codec
+            .encode_value(
+                &topic(TopicRole::DeviceEvents),
+                Contract::DeviceEvent,
+                event,
+            )
+            .await?;
+        inputs.push(RawInput {
+            key: Some(event.device_id.clone().into_bytes()),
+            ..RawInput::value(value)
+        });
+    }
+    produce(&settings.kafka, &topic(TopicRole::DeviceEvents), &inputs).await?;
+    let mut inputs = Vec::new();
+    for session in &sessions {
+        let value = codec
+            .encode_value(
+                &topic(TopicRole::Sessions),
+                Contract::NetworkSession,
+                session,
+            )
+            .await?;
+        inputs.push(RawInput {
+            key: Some(session.device_id.clone().into_bytes()),
+            ..RawInput::value(value)
+        });
+    }
+    produce(&settings.kafka, &topic(TopicRole::Sessions), &inputs).await?;
+    Ok(sessions.len())
+}
+
+/// Every record of `role`, decoded, by partition in offset order.
+async fn by_partition<T: serde::de::DeserializeOwned>(
+    settings: &Settings,
+    codec: &RegistryCodec,
+    role: TopicRole,
+    min: usize,
+) -> Result<BTreeMap<i32, Vec<T>>> {
+    let received = read_until_quiet(
+        &settings.kafka,
+        &role.spec(&settings.topics).name,
+        min,
+        Duration::from_secs(3),
+        Duration::from_secs(90),
+    )
+    .await?;
+    let mut out: BTreeMap<i32, Vec<T>> = BTreeMap::new();
+    for (_, partition, value, _) in received {
+        out.entry(partition)
+            .or_default()
+            .push(codec.decode(&value).await?);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_does() -> Result<()>
+{
+    if std::env::var(CHILD_ENV).is_ok() {
+        return Ok(());
+    }
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        - 4 * 3_600_000;
+    let reference = replay_settings("ref").await?;
+    let crashed = replay_settings("crash").await?;
+    let codec = RegistryCodec::new(&reference.registry)?;
+    let sessions = produce_dataset(&reference, &codec, t0).await?;
+    produce_dataset(&crashed, &codec, t0).await?;
+
+    // Uninterrupted: each stage runs to the end of its input.
+    let joiner = Background::stateful(&reference, JoinerStage::new(&reference))?;
+    tokio::time::timeout(Duration::from_secs(180), joiner.task).await???;
+    let scorer = Background::stateful(&reference, ScorerStage::new(&reference))?;
+    tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
+
+    // Killed several times while working, then left to finish.
+    let joiner_hits = run_with_kills("joiner", &crashed, &[4_500, 5_500, 7_000]).await?;
+    let scorer_hits = run_with_kills("scorer", &crashed, &[4_500, 6_000]).await?;
+    println!("kills that hit a running joiner: {joiner_hits}, scorer: {scorer_hits}");
+    assert!(
+        joiner_hits >= 2 && scorer_hits >= 1,
+        "the kills came too late to test anything"
+    );
+
+    let expected: BTreeMap<i32, Vec<EnrichedSession>> =
+        by_partition(&reference, &codec, TopicRole::EnrichedSessions, sessions).await?;
+    let actual: BTreeMap<i32, Vec<EnrichedSession>> =
+        by_partition(&crashed, &codec, TopicRole::EnrichedSessions, sessions).await?;
+    assert_eq!(
+        expected.values().map(Vec::len).sum::<usize>(),
+        sessions,
+        "the reference run lost sessions"
+    );
+    assert_eq!(expected, actual, "enriched sessions differ after the kills");
+
+    let expected: BTreeMap<i32, Vec<Finding>> =
+        by_partition(&reference, &codec, TopicRole::Alerts, 1).await?;
+    let actual: BTreeMap<i32, Vec<Finding>> =
+        by_partition(&crashed, &codec, TopicRole::Alerts, 1).await?;
+    let count: usize = expected.values().map(Vec::len).sum();
+    println!("findings (all revisions): {count}");
+    assert!(count >= 10, "the dataset should raise findings: {count}");
+    assert_eq!(expected, actual, "alerts differ after the kills");
+    Ok(())
+}
