@@ -148,9 +148,8 @@ impl Scenario {
             (&mut before, t0 + 10 * MINUTE),
             (&mut after, mid + 10 * MINUTE),
         ] {
-            for i in 0..3 {
-                let start = base + i * 10 * MINUTE + jitter[i as usize];
-                let (bytes_out, bytes_in) = sizes[i as usize];
+            for (i, (jitter, (bytes_out, bytes_in))) in jitter.iter().zip(sizes).enumerate() {
+                let start = base + i as i64 * 10 * MINUTE + jitter;
                 edr_records.push(edr("dev-http", None, "USER_INTERACTION", start - 1_000));
                 list.push(session(
                     "dev-http",
