@@ -5,8 +5,8 @@
 //! device-keyed topic, and a consumer group reads them back and decodes them. Then the detection
 //! core, in-process: a scripted scenario (EDR, MDM and session records) goes through the as-of
 //! join and the scorer against the shipped default baseline, and the findings are printed with
-//! their evidence. The Kafka normalizer, joiner and scorer services are not built yet, and the
-//! demo says so.
+//! their evidence. The demo does not start the five Kafka services yet (the end-to-end test
+//! does), and says so.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,8 +29,11 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
     println!();
     detection_in_process()?;
     println!();
-    println!("Not built yet: the Kafka services around the core (normalizers, joiner, scorer);");
-    println!("the findings above come from the core run in this process, not from the topics.");
+    println!("The five services (normalizers, joiner, scorer) exist but this demo does not start");
+    println!("them yet: the findings above come from the core run in this process, not from the");
+    println!(
+        "topics. `cargo xtask test` runs the same kind of scenario through all five services."
+    );
     println!("The stack is left running; `cargo xtask stack down` stops it.");
     Ok(ExitCode::SUCCESS)
 }

@@ -191,6 +191,7 @@ fn progress_from(committed: Option<i64>, metadata: &str, first_seen: i64) -> Pro
 pub(crate) type LagConsumer = StreamConsumer<LagContext>;
 
 /// One encoded record ready to produce.
+#[derive(Clone)]
 pub(crate) struct Outgoing {
     pub(crate) topic: String,
     /// An explicit partition (changelogs); otherwise the murmur2 partitioner picks by key.

@@ -20,9 +20,9 @@
 //! go with the consumer's group metadata, so an instance of an older group generation is
 //! fenced). A transaction commits all three or none.
 //!
-//! When a task's first record arrives after start, a rebalance or an aborted transaction, the
-//! task is rebuilt from its changelog partition, read `read_committed` to its end, before the
-//! record is processed. The committed offsets the consumer resumed from were read with KIP-447's
+//! When a task is assigned (after start, a rebalance or an aborted transaction), it is rebuilt
+//! from its changelog partition, read `read_committed` to its end, before any of its records is
+//! processed. The committed offsets the consumer resumed from were read with KIP-447's
 //! stable-offset fetch, so any transaction holding them has finished and its changelog records
 //! are visible: the restored state is exactly the state after the last committed input record.
 //!
@@ -208,6 +208,7 @@ pub async fn run_stateful<S: StatefulStage>(
         positions: BTreeMap::new(),
         rebalances: 0,
         last_gauges: Instant::now(),
+        carried: Vec::new(),
     };
     let result = runner.run(&mut feed).await;
     tracing::info!(
@@ -280,6 +281,9 @@ struct Runner<'a, S: StatefulStage> {
     positions: BTreeMap<(String, i32), i64>,
     rebalances: u64,
     last_gauges: Instant,
+    /// Records not tied to an input batch (dead letters of rejected baselines), kept until a
+    /// transaction carrying them commits.
+    carried: Vec<Outgoing>,
 }
 
 impl<S: StatefulStage> Runner<'_, S> {
@@ -302,7 +306,8 @@ impl<S: StatefulStage> Runner<'_, S> {
             }
             for rejection in rejected {
                 self.metrics.baselines_rejected.inc();
-                outgoing.push(self.baseline_dead_letter(&rejection).await?);
+                let letter = self.baseline_dead_letter(&rejection).await?;
+                self.carried.push(letter);
             }
             self.metrics
                 .baselines_applied
@@ -320,6 +325,21 @@ impl<S: StatefulStage> Runner<'_, S> {
                 continue;
             }
             let now = Instant::now();
+            // Every assigned task is restored at once, not only when a record comes: a task
+            // taken over from another instance may hold sessions that only the idle or
+            // end-of-input rule will release.
+            for partition in self.assigned_partitions()? {
+                if !self.tasks.contains_key(&partition) {
+                    let task = self.restore(partition, feed.set()).await?;
+                    self.tasks.insert(
+                        partition,
+                        Slot {
+                            task,
+                            last_record: now,
+                        },
+                    );
+                }
+            }
             let mut touched: BTreeSet<i32> = BTreeSet::new();
             let mut fresh = 0_u64;
             for message in &batch {
@@ -380,22 +400,6 @@ impl<S: StatefulStage> Runner<'_, S> {
             let finishing =
                 self.settings.stream.stop_at_end && batch.is_empty() && self.at_end()?;
             if finishing {
-                // Tasks that saw no record in this run may still hold state from the last one.
-                let assigned = self.consumer.assignment()?;
-                let partitions: BTreeSet<i32> =
-                    assigned.elements().iter().map(|e| e.partition()).collect();
-                for partition in partitions {
-                    if !self.tasks.contains_key(&partition) {
-                        let task = self.restore(partition, feed.set()).await?;
-                        self.tasks.insert(
-                            partition,
-                            Slot {
-                                task,
-                                last_record: now,
-                            },
-                        );
-                    }
-                }
                 let mut flushed = Vec::new();
                 for (partition, slot) in &mut self.tasks {
                     touched.insert(*partition);
@@ -406,6 +410,8 @@ impl<S: StatefulStage> Runner<'_, S> {
                 }
             }
 
+            // Dead letters of rejected baselines ride with the next transaction that commits.
+            outgoing.extend(self.carried.iter().map(Outgoing::clone));
             if !outgoing.is_empty() || !touched.is_empty() {
                 let started = Instant::now();
                 let committed = self.commit(outgoing, &touched).await?;
@@ -427,6 +433,17 @@ impl<S: StatefulStage> Runner<'_, S> {
             }
         }
         Ok(())
+    }
+
+    /// The partition numbers (tasks) assigned to this instance.
+    fn assigned_partitions(&self) -> Result<BTreeSet<i32>, PipelineError> {
+        Ok(self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect())
     }
 
     fn rebalanced(&mut self) -> bool {
@@ -757,6 +774,7 @@ impl<S: StatefulStage> Runner<'_, S> {
         match transact(self.consumer, self.producer, &outgoing, &offsets).await {
             Ok(()) => {
                 self.metrics.transactions.inc();
+                self.carried.clear();
                 Ok(true)
             }
             Err(error) if is_fatal(&error) => Err(error.into()),
