@@ -139,6 +139,7 @@ impl BaselineFeed {
             )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10")
             .set("isolation.level", "read_committed")
             .create()?;
         let metadata = tokio::task::block_in_place(|| {

@@ -171,6 +171,9 @@ pub async fn run_stateful<S: StatefulStage>(
         .set("group.id", format!("{}-restore", options.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // The end of a changelog partition is what a restore waits for: do not let the broker
+        // hold an empty fetch for the default 500 ms.
+        .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .create()?;
     let producer: FutureProducer = settings
@@ -715,19 +718,42 @@ impl<S: StatefulStage> Runner<'_, S> {
             return Ok(false);
         }
         let positions = self.consumer.position()?;
-        for element in assigned.elements() {
-            let (topic, partition) = (element.topic(), element.partition());
-            let (low, high) = blocking(|| {
-                self.consumer
-                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            })?;
+        let partitions: Vec<(String, i32)> = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        // One broker round trip per partition, all at once (each takes a few hundred ms).
+        let consumer = self.consumer;
+        let watermarks: Vec<Result<(i64, i64), KafkaError>> = blocking(|| {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = partitions
+                    .iter()
+                    .map(|(topic, partition)| {
+                        scope.spawn(move || {
+                            consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or(Err(KafkaError::Global(
+                            rdkafka::types::RDKafkaErrorCode::Fail,
+                        )))
+                    })
+                    .collect()
+            })
+        });
+        for ((topic, partition), found) in partitions.iter().zip(watermarks) {
+            let (low, high) = found?;
             let position = positions
-                .find_partition(topic, partition)
+                .find_partition(topic, *partition)
                 .and_then(|p| match p.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 })
-                .or_else(|| self.positions.get(&(topic.to_string(), partition)).copied());
+                .or_else(|| self.positions.get(&(topic.clone(), *partition)).copied());
             let done = match position {
                 Some(position) => position >= high,
                 None => high <= low,
