@@ -92,9 +92,10 @@ async fn two_joiners_one_leaving_mid_run_emit_every_session_exactly_once() -> Re
         own.pipeline.instance_id = Some(unique("joiner-b"));
         Background::stateful(&own, JoinerStage::new(&own))?
     };
-    // Both must own partitions before the sessions come.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while first.metrics.records_in.get() == 0 || second.metrics.records_in.get() == 0 {
+    // Both must own tasks before the sessions come. (Not "both consumed something": the first
+    // may have read every event before the second joined, leaving it nothing to read.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while first.metrics.tasks.get() == 0 || second.metrics.tasks.get() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "both joiners should get partitions"

@@ -79,6 +79,8 @@ pub struct PipelineMetrics {
     pub state_keys: Gauge<i64, AtomicI64>,
     /// Approximate heap bytes of a stateful stage's state (`offport_state_bytes`).
     pub state_bytes: Gauge<i64, AtomicI64>,
+    /// Tasks (partition numbers) a stateful stage owns now (`offport_tasks`).
+    pub tasks: Gauge<i64, AtomicI64>,
     /// State tasks (partitions) restored from the changelog (`offport_state_restores_total`).
     pub restores: Counter,
     /// Changelog records read while restoring (`offport_state_restored_records_total`).
@@ -108,6 +110,7 @@ impl PipelineMetrics {
             lag: Gauge::default(),
             state_keys: Gauge::default(),
             state_bytes: Gauge::default(),
+            tasks: Gauge::default(),
             restores: Counter::default(),
             restored_records: Counter::default(),
             changelog_records: Counter::default(),
@@ -172,6 +175,11 @@ impl PipelineMetrics {
             "Approximate heap size of a stateful stage's state",
             prometheus_client::registry::Unit::Bytes,
             metrics.state_bytes.clone(),
+        );
+        offport.register(
+            "tasks",
+            "Stateful tasks (partition numbers) this instance owns",
+            metrics.tasks.clone(),
         );
         offport.register(
             "state_restores",

@@ -343,6 +343,9 @@ impl<S: StatefulStage> Runner<'_, S> {
                     );
                 }
             }
+            self.metrics
+                .tasks
+                .set(i64::try_from(self.tasks.len()).unwrap_or(i64::MAX));
             let mut touched: BTreeSet<i32> = BTreeSet::new();
             let mut fresh = 0_u64;
             for message in &batch {
