@@ -755,6 +755,16 @@ impl BaselineSet {
         out
     }
 
+    /// The longest TimeWindow any scope's latest version sets (or the built-in one): a joiner
+    /// keeps state that long so no scope loses what it needs.
+    pub fn longest_time_window(&self) -> i64 {
+        self.scopes()
+            .iter()
+            .filter_map(|scope| self.in_force(scope, i64::MAX))
+            .filter_map(|document| document.thresholds.time_window_ms)
+            .fold(Thresholds::default().time_window_ms, i64::max)
+    }
+
     /// The (kind, value) candidates an event matches, in merge order.
     fn candidates<'c>(context: &ScopeContext<'c>) -> [(ScopeKind, Option<&'c str>); 7] {
         let platform = match context.platform {

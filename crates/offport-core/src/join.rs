@@ -104,7 +104,7 @@ impl JoinInput {
 }
 
 /// Counters of the join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct JoinStats {
     /// Sessions emitted.
     pub emitted: u64,

@@ -82,7 +82,7 @@ impl Default for ScoreConfig {
             suppression_window_ms: 24 * 3_600_000,
             history: 32,
             repeated_sessions: 3,
-            min_series: 6,
+            min_series: 8,
             preceding_execution_ms: 120_000,
             api_burst_calls: 30,
             uniform_size_dispersion: 0.05,
@@ -92,7 +92,7 @@ impl Default for ScoreConfig {
 }
 
 /// Counters of the scorer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct ScoreStats {
     /// Sessions scored.
     pub sessions: u64,
@@ -1085,7 +1085,10 @@ impl Scorer {
                 },
             );
         }
-        if let (Some(out), Some(inn)) = (recurrence.sizes_out, recurrence.sizes_in) {
+        // Not for DNS: the series of one query name is the same lookup again, the same size
+        // by nature (a tunnel's changing labels make a new name, and a new series, each time).
+        let sized = session.protocol != AppProtocol::Dns;
+        if let (Some(out), Some(inn), true) = (recurrence.sizes_out, recurrence.sizes_in, sized) {
             if out.dispersion() <= self.config.uniform_size_dispersion
                 && inn.dispersion() <= self.config.uniform_size_dispersion
             {
@@ -1520,6 +1523,9 @@ fn recurrence(
     recurrence
 }
 
+/// The name of the destination: SNI, else HTTP Host. A DNS session's destination is its
+/// resolver's address, not the query name: the name is what it asks, and a tunnel asks a new
+/// name every time (one finding per name would bury the analyst).
 fn destination_host(enriched: &EnrichedSession) -> Option<&str> {
     let session = &enriched.session;
     session
@@ -1527,7 +1533,6 @@ fn destination_host(enriched: &EnrichedSession) -> Option<&str> {
         .as_ref()
         .and_then(|t| t.sni.as_deref())
         .or_else(|| session.http.as_ref().and_then(|h| h.host.as_deref()))
-        .or_else(|| session.dns.as_ref().map(|d| d.qname.as_str()))
 }
 
 fn all_hosts(enriched: &EnrichedSession) -> impl Iterator<Item = &str> {

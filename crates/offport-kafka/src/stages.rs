@@ -1,7 +1,7 @@
 //! The joiner and the scorer as [`StatefulStage`]s: the pure cores of `offport-core` wired to
 //! their topics.
 
-use offport_core::baseline::{BaselineSet, Thresholds};
+use offport_core::baseline::BaselineSet;
 use offport_core::join::{JoinConfig, JoinInput, Joiner};
 use offport_core::model::{DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession};
 use offport_core::ocsf;
@@ -12,17 +12,6 @@ use serde::Serialize;
 use crate::settings::Settings;
 use crate::stateful::{Emit, StatefulStage};
 use crate::topics::TopicRole;
-
-/// The longest TimeWindow any scope's latest version sets (or the built-in one): the joiner keeps
-/// state that long so no scope loses what it needs.
-pub fn longest_time_window(baselines: &BaselineSet) -> i64 {
-    baselines
-        .scopes()
-        .iter()
-        .filter_map(|scope| baselines.in_force(scope, i64::MAX))
-        .filter_map(|document| document.thresholds.time_window_ms)
-        .fold(Thresholds::default().time_window_ms, i64::max)
-}
 
 fn from_avro<T: serde::de::DeserializeOwned>(
     value: &apache_avro::types::Value,
@@ -96,7 +85,7 @@ impl StatefulStage for JoinerStage {
 
     fn new_task(&self, baselines: &BaselineSet) -> Joiner {
         Joiner::new(JoinConfig {
-            time_window_ms: longest_time_window(baselines),
+            time_window_ms: baselines.longest_time_window(),
             ..self.config.clone()
         })
     }
@@ -132,7 +121,7 @@ impl StatefulStage for JoinerStage {
     }
 
     fn baselines_changed(&self, task: &mut Joiner, baselines: &BaselineSet) {
-        task.set_time_window(longest_time_window(baselines));
+        task.set_time_window(baselines.longest_time_window());
     }
 
     fn state_size(&self, task: &Joiner) -> (usize, usize) {

@@ -1,0 +1,313 @@
+//! The pipeline in one process: raw records through the normalizers, the as-of join and the
+//! scorer of `offport-core`, the same code the Kafka services run, with no broker.
+//!
+//! Records are taken in the order given (a simulated fleet is in event-time order; files
+//! written by `offportctl simulate` keep it). A record the normalizers reject is kept as a
+//! [`DeadLetter`] with its reason, as the services would send it to the dead-letter topic. At
+//! the end the joiner flushes every pending session (the end-of-input rule), so a bounded
+//! replay emits everything.
+
+use std::collections::BTreeMap;
+
+use offport_core::baseline::BaselineSet;
+use offport_core::join::{JoinConfig, JoinInput, JoinStats, Joiner};
+use offport_core::model::{DeadLetterReason, EnrichedSession, EpochMillis, Finding};
+use offport_core::normalize::edr::EdrNormalizer;
+use offport_core::normalize::mdm::MdmNormalizer;
+use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
+use offport_core::normalize::{Limits, Normalized, Normalizer, RawRecord};
+use offport_core::score::{ScoreConfig, ScoreStats, Scorer};
+use serde::Serialize;
+
+use crate::sim::Stream;
+
+/// How to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The baselines (with their versions and effective times).
+    pub baselines: BaselineSet,
+    /// Join settings; its TimeWindow is raised to the baselines' longest.
+    pub join: JoinConfig,
+    /// Scoring settings.
+    pub score: ScoreConfig,
+    /// The time the records count as read (normalizers refuse event times more than a day
+    /// after it).
+    pub ingest_time: EpochMillis,
+}
+
+/// A record the normalizers rejected.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    /// Stream of the record.
+    pub stream: Stream,
+    /// Its position in the stream (0-based).
+    pub offset: i64,
+    /// Why.
+    pub reason: DeadLetterReason,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+/// Counts of a replay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReplayCounts {
+    /// Raw records read, by stream.
+    pub records: BTreeMap<Stream, u64>,
+    /// Normalized sessions, events and contexts.
+    pub normalized: u64,
+    /// Enriched sessions out of the join.
+    pub enriched: u64,
+    /// Finding records out of the scorer (every revision).
+    pub finding_records: u64,
+    /// Records rejected.
+    pub dead_letters: u64,
+}
+
+/// The pipeline in one process.
+#[derive(Debug)]
+pub struct Replay {
+    proxy: ProxyNormalizer,
+    edr: EdrNormalizer,
+    mdm: MdmNormalizer,
+    joiner: Joiner,
+    scorer: Scorer,
+    ingest_time: EpochMillis,
+    offsets: BTreeMap<Stream, i64>,
+    counts: ReplayCounts,
+    findings: Vec<Finding>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// What a replay produced.
+#[derive(Debug, Clone)]
+pub struct ReplayOutcome {
+    /// Every finding record in emission order (new findings and their updates).
+    pub findings: Vec<Finding>,
+    /// Rejected records.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Counts.
+    pub counts: ReplayCounts,
+    /// The join's counters.
+    pub join: JoinStats,
+    /// The scorer's counters.
+    pub score: ScoreStats,
+}
+
+impl ReplayOutcome {
+    /// The latest revision of each finding, ordered by first seen, then id.
+    pub fn latest(&self) -> Vec<Finding> {
+        latest_revisions(&self.findings)
+    }
+}
+
+/// The latest revision of each finding id, ordered by first seen, then id.
+pub fn latest_revisions(findings: &[Finding]) -> Vec<Finding> {
+    let mut latest: BTreeMap<&str, &Finding> = BTreeMap::new();
+    for finding in findings {
+        let slot = latest.entry(&finding.finding_id).or_insert(finding);
+        if finding.revision >= slot.revision {
+            *slot = finding;
+        }
+    }
+    let mut out: Vec<Finding> = latest.into_values().cloned().collect();
+    out.sort_by(|a, b| (a.first_seen, &a.finding_id).cmp(&(b.first_seen, &b.finding_id)));
+    out
+}
+
+impl Replay {
+    /// A replay under `options`.
+    pub fn new(options: ReplayOptions) -> Self {
+        let limits = Limits::default();
+        let join = JoinConfig {
+            time_window_ms: options
+                .join
+                .time_window_ms
+                .max(options.baselines.longest_time_window()),
+            ..options.join
+        };
+        Self {
+            proxy: ProxyNormalizer::new(ProxyFormat::Auto, limits),
+            edr: EdrNormalizer::new(limits),
+            mdm: MdmNormalizer::new(limits),
+            joiner: Joiner::new(join),
+            scorer: Scorer::new(options.baselines, options.score),
+            ingest_time: options.ingest_time,
+            offsets: BTreeMap::new(),
+            counts: ReplayCounts::default(),
+            findings: Vec::new(),
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// Feeds one raw record of `stream`, keyed by `key` (the device id a producer would give
+    /// it, or none).
+    pub fn push(&mut self, stream: Stream, key: Option<&str>, value: &[u8]) {
+        let offset = {
+            let next = self.offsets.entry(stream).or_insert(0);
+            let offset = *next;
+            *next += 1;
+            offset
+        };
+        *self.counts.records.entry(stream).or_default() += 1;
+        let record = RawRecord {
+            key: key.map(str::as_bytes),
+            ..RawRecord::new(stream.file_name(), 0, offset, value)
+        };
+        let normalizer: &mut dyn Normalizer = match stream {
+            Stream::Proxy => &mut self.proxy,
+            Stream::Edr => &mut self.edr,
+            Stream::Mdm => &mut self.mdm,
+        };
+        match normalizer.normalize(&record, self.ingest_time) {
+            Ok(records) => {
+                for normalized in records {
+                    self.counts.normalized += 1;
+                    let input = match normalized {
+                        Normalized::Session(s) => JoinInput::Session(s),
+                        Normalized::Event(e) => JoinInput::Event(e),
+                        Normalized::Context(c) => JoinInput::Context(c),
+                    };
+                    let enriched = self.joiner.push(input);
+                    self.score(enriched);
+                }
+            }
+            Err(rejection) => {
+                self.counts.dead_letters += 1;
+                self.dead_letters.push(DeadLetter {
+                    stream,
+                    offset,
+                    reason: rejection.reason,
+                    message: rejection.message,
+                });
+            }
+        }
+    }
+
+    fn score(&mut self, enriched: Vec<EnrichedSession>) {
+        for session in enriched {
+            self.counts.enriched += 1;
+            let findings = self.scorer.score(&session);
+            self.counts.finding_records += findings.len() as u64;
+            self.findings.extend(findings);
+        }
+    }
+
+    /// Findings so far (every revision).
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// Counts so far.
+    pub fn counts(&self) -> &ReplayCounts {
+        &self.counts
+    }
+
+    /// Ends the replay: the joiner flushes what it holds, everything is scored.
+    pub fn finish(mut self) -> ReplayOutcome {
+        let rest = self.joiner.flush();
+        self.score(rest);
+        ReplayOutcome {
+            findings: self.findings,
+            dead_letters: self.dead_letters,
+            counts: self.counts,
+            join: self.joiner.stats(),
+            score: self.scorer.stats(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use crate::sim::{simulate, FleetConfig};
+
+    fn options(org: &str) -> ReplayOptions {
+        let mut baselines = BaselineSet::with_defaults().unwrap();
+        for doc in offport_core::baseline::parse_documents(org).unwrap() {
+            baselines.apply(doc).unwrap();
+        }
+        ReplayOptions {
+            baselines,
+            join: JoinConfig::default(),
+            score: ScoreConfig::default(),
+            ingest_time: 1_900_000_000_000,
+        }
+    }
+
+    fn run(config: &FleetConfig) -> ReplayOutcome {
+        let fleet = simulate(config).unwrap();
+        let mut replay = Replay::new(options(&fleet.baseline_yaml));
+        for record in &fleet.records {
+            replay.push(
+                record.stream,
+                Some(&record.device_id),
+                record.value.as_bytes(),
+            );
+        }
+        replay.finish()
+    }
+
+    #[test]
+    fn a_replay_twice_gives_identical_findings() {
+        let config = FleetConfig {
+            devices: 30,
+            hours: 6,
+            infected_share: 0.3,
+            ..FleetConfig::default()
+        };
+        let a = run(&config);
+        let b = run(&config);
+        assert!(!a.findings.is_empty());
+        assert_eq!(a.findings, b.findings);
+        assert_eq!(a.counts, b.counts);
+    }
+
+    #[test]
+    fn simulated_records_all_normalize_and_every_session_is_enriched() {
+        let config = FleetConfig {
+            devices: 20,
+            hours: 4,
+            ..FleetConfig::default()
+        };
+        let fleet = simulate(&config).unwrap();
+        let sessions = fleet.stream(Stream::Proxy).count() as u64;
+        let outcome = run(&config);
+        assert!(
+            outcome.dead_letters.is_empty(),
+            "{:?}",
+            &outcome.dead_letters[..outcome.dead_letters.len().min(5)]
+        );
+        assert_eq!(outcome.counts.enriched, sessions);
+    }
+
+    #[test]
+    fn a_bad_record_becomes_a_dead_letter_and_the_rest_goes_on() {
+        let config = FleetConfig {
+            devices: 2,
+            hours: 2,
+            ..FleetConfig::default()
+        };
+        let fleet = simulate(&config).unwrap();
+        let mut replay = Replay::new(options(&fleet.baseline_yaml));
+        replay.push(Stream::Proxy, None, b"{\"dst_port\": 99999");
+        for record in &fleet.records {
+            replay.push(
+                record.stream,
+                Some(&record.device_id),
+                record.value.as_bytes(),
+            );
+        }
+        let outcome = replay.finish();
+        assert_eq!(outcome.dead_letters.len(), 1);
+        assert_eq!(
+            outcome.dead_letters[0].reason,
+            DeadLetterReason::Unparseable
+        );
+        assert_eq!(outcome.dead_letters[0].offset, 0);
+        assert_eq!(
+            outcome.counts.enriched,
+            fleet.stream(Stream::Proxy).count() as u64
+        );
+    }
+}

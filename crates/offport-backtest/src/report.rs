@@ -1,0 +1,667 @@
+//! The backtest report: what a replay raised, judged against the ground truth, and what two
+//! baselines raise differently. A [`Report`] serializes to JSON for machines and renders to a
+//! self-contained HTML page (inline SVG charts, no scripts) for people.
+//!
+//! **Matching rule.** A finding (its latest revision) is a true finding when it names the
+//! device, the app and the destination port of a planted behaviour; a planted behaviour is
+//! detected when at least one finding matches it. Every other finding is a false finding. The
+//! false-finding rate is per 1,000 benign device-days (device-days of devices with nothing
+//! planted), as the issue's target states it; false findings on infected devices count too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use offport_core::model::{EpochMillis, Finding};
+use serde::Serialize;
+
+use crate::sim::{Behaviour, Planted, Truth};
+
+/// A finding, shortened for a report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingSummary {
+    /// Finding id.
+    pub finding_id: String,
+    /// Latest revision.
+    pub revision: i32,
+    /// Analytic (`NON_STANDARD_PORT_ANDROID`, ...).
+    pub analytic: String,
+    /// Device.
+    pub device_id: String,
+    /// App.
+    pub app_id: Option<String>,
+    /// Destination host or address.
+    pub destination: String,
+    /// Destination port.
+    pub dst_port: i32,
+    /// Protocol.
+    pub protocol: String,
+    /// Score 0-100.
+    pub score: i32,
+    /// Severity.
+    pub severity: String,
+    /// First session.
+    pub first_seen: EpochMillis,
+    /// Sessions counted.
+    pub session_count: i64,
+    /// Evidence kinds.
+    pub evidence: Vec<String>,
+}
+
+fn name_of<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl From<&Finding> for FindingSummary {
+    fn from(f: &Finding) -> Self {
+        Self {
+            finding_id: f.finding_id.clone(),
+            revision: f.revision,
+            analytic: name_of(&f.analytic),
+            device_id: f.device_id.clone(),
+            app_id: f.app_id.clone(),
+            destination: f.dst_host.clone().unwrap_or_else(|| f.dst_ip.clone()),
+            dst_port: f.dst_port,
+            protocol: f.protocol.name().to_string(),
+            score: f.score,
+            severity: name_of(&f.severity),
+            first_seen: f.first_seen,
+            session_count: f.session_count,
+            evidence: f.evidence.iter().map(|e| name_of(&e.kind)).collect(),
+        }
+    }
+}
+
+/// Recall per planted behaviour.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BehaviourRecall {
+    /// Planted.
+    pub planted: usize,
+    /// Detected.
+    pub detected: usize,
+    /// Findings that match these plants.
+    pub findings: usize,
+}
+
+/// The findings judged against the ground truth.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// Planted behaviours.
+    pub planted: usize,
+    /// Planted behaviours with at least one matching finding.
+    pub detected: usize,
+    /// detected / planted (1 when nothing was planted).
+    pub recall: f64,
+    /// Findings that match a planted behaviour.
+    pub true_findings: usize,
+    /// Findings that match none.
+    pub false_findings: usize,
+    /// true / all findings (1 when there are none).
+    pub precision: f64,
+    /// Device-days of devices with nothing planted.
+    pub benign_device_days: f64,
+    /// False findings per 1,000 benign device-days.
+    pub false_per_1000_benign_device_days: f64,
+    /// Recall by behaviour.
+    pub by_behaviour: BTreeMap<Behaviour, BehaviourRecall>,
+    /// Planted behaviours no finding matched.
+    pub missed: Vec<Planted>,
+    /// Findings no planted behaviour explains.
+    pub false_cases: Vec<FindingSummary>,
+}
+
+/// What two baselines raise differently over the same records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// Label of the first baseline.
+    pub a: String,
+    /// Label of the second.
+    pub b: String,
+    /// Findings (by device, app, analytic, destination, port) only the first raises.
+    pub only_a: Vec<FindingSummary>,
+    /// Findings only the second raises.
+    pub only_b: Vec<FindingSummary>,
+    /// Raised by both.
+    pub both: usize,
+}
+
+/// The backtest report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Title.
+    pub title: String,
+    /// Findings (latest revisions).
+    pub findings: usize,
+    /// Finding records including updates.
+    pub finding_records: usize,
+    /// Findings by analytic.
+    pub by_analytic: BTreeMap<String, usize>,
+    /// Findings carrying each evidence kind.
+    pub by_evidence: BTreeMap<String, usize>,
+    /// Findings by app (`-` without one).
+    pub by_app: BTreeMap<String, usize>,
+    /// Findings by severity.
+    pub by_severity: BTreeMap<String, usize>,
+    /// Findings by the hour of their first session (epoch ms of the hour, count).
+    pub over_time: Vec<(EpochMillis, usize)>,
+    /// Findings per score decile (0-9, 10-19, ..., 90-100).
+    pub score_histogram: [usize; 10],
+    /// Against the ground truth, when there is one.
+    pub evaluation: Option<Evaluation>,
+    /// Against a second baseline, when there is one.
+    pub comparison: Option<Comparison>,
+    /// Every finding.
+    pub list: Vec<FindingSummary>,
+}
+
+/// Whether `finding` is explained by `planted`.
+pub fn matches(finding: &Finding, planted: &Planted) -> bool {
+    finding.device_id == planted.device_id
+        && finding.app_id.as_deref() == Some(planted.app_id.as_str())
+        && finding.dst_port == planted.dst_port
+}
+
+/// The findings judged against `truth`.
+pub fn evaluate(latest: &[Finding], truth: &Truth) -> Evaluation {
+    let mut by_behaviour: BTreeMap<Behaviour, BehaviourRecall> = BTreeMap::new();
+    let mut missed = Vec::new();
+    let mut detected = 0;
+    for planted in &truth.planted {
+        let hits = latest.iter().filter(|f| matches(f, planted)).count();
+        let entry = by_behaviour.entry(planted.behaviour).or_default();
+        entry.planted += 1;
+        entry.findings += hits;
+        if hits > 0 {
+            entry.detected += 1;
+            detected += 1;
+        } else {
+            missed.push(planted.clone());
+        }
+    }
+    let false_cases: Vec<FindingSummary> = latest
+        .iter()
+        .filter(|f| !truth.planted.iter().any(|p| matches(f, p)))
+        .map(FindingSummary::from)
+        .collect();
+    let false_findings = false_cases.len();
+    let true_findings = latest.len() - false_findings;
+    let ratio = |num: usize, den: usize| {
+        if den == 0 {
+            1.0
+        } else {
+            num as f64 / den as f64
+        }
+    };
+    Evaluation {
+        planted: truth.planted.len(),
+        detected,
+        recall: ratio(detected, truth.planted.len()),
+        true_findings,
+        false_findings,
+        precision: ratio(true_findings, latest.len()),
+        benign_device_days: truth.benign_device_days,
+        false_per_1000_benign_device_days: if truth.benign_device_days > 0.0 {
+            false_findings as f64 * 1_000.0 / truth.benign_device_days
+        } else {
+            0.0
+        },
+        by_behaviour,
+        missed,
+        false_cases,
+    }
+}
+
+type FindingKey = (String, Option<String>, String, String, i32);
+
+fn key_of(f: &Finding) -> FindingKey {
+    (
+        f.device_id.clone(),
+        f.app_id.clone(),
+        name_of(&f.analytic),
+        f.dst_host.clone().unwrap_or_else(|| f.dst_ip.clone()),
+        f.dst_port,
+    )
+}
+
+/// What `a` raises that `b` does not and the reverse, keyed by device, app, analytic,
+/// destination and port (finding ids differ between baselines only through their window).
+pub fn compare(a_label: &str, a: &[Finding], b_label: &str, b: &[Finding]) -> Comparison {
+    let keys_a: BTreeSet<FindingKey> = a.iter().map(key_of).collect();
+    let keys_b: BTreeSet<FindingKey> = b.iter().map(key_of).collect();
+    let only = |from: &[Finding], other: &BTreeSet<FindingKey>| {
+        let mut seen = BTreeSet::new();
+        from.iter()
+            .filter(|f| !other.contains(&key_of(f)) && seen.insert(key_of(f)))
+            .map(FindingSummary::from)
+            .collect::<Vec<_>>()
+    };
+    Comparison {
+        a: a_label.to_string(),
+        b: b_label.to_string(),
+        only_a: only(a, &keys_b),
+        only_b: only(b, &keys_a),
+        both: keys_a.intersection(&keys_b).count(),
+    }
+}
+
+impl Report {
+    /// The report of `latest` (latest revisions) out of `records` finding records.
+    pub fn new(title: &str, latest: &[Finding], records: usize, truth: Option<&Truth>) -> Self {
+        let mut by_analytic = BTreeMap::new();
+        let mut by_evidence = BTreeMap::new();
+        let mut by_app = BTreeMap::new();
+        let mut by_severity = BTreeMap::new();
+        let mut hours: BTreeMap<EpochMillis, usize> = BTreeMap::new();
+        let mut score_histogram = [0usize; 10];
+        for f in latest {
+            *by_analytic.entry(name_of(&f.analytic)).or_default() += 1;
+            let kinds: BTreeSet<String> = f.evidence.iter().map(|e| name_of(&e.kind)).collect();
+            for kind in kinds {
+                *by_evidence.entry(kind).or_default() += 1;
+            }
+            *by_app
+                .entry(f.app_id.clone().unwrap_or_else(|| "-".to_string()))
+                .or_default() += 1;
+            *by_severity.entry(name_of(&f.severity)).or_default() += 1;
+            *hours
+                .entry(f.first_seen - f.first_seen.rem_euclid(3_600_000))
+                .or_default() += 1;
+            let decile = usize::try_from(f.score.clamp(0, 99) / 10).unwrap_or(0);
+            if let Some(slot) = score_histogram.get_mut(decile) {
+                *slot += 1;
+            }
+        }
+        Self {
+            title: title.to_string(),
+            findings: latest.len(),
+            finding_records: records,
+            by_analytic,
+            by_evidence,
+            by_app,
+            by_severity,
+            over_time: hours.into_iter().collect(),
+            score_histogram,
+            evaluation: truth.map(|t| evaluate(latest, t)),
+            comparison: None,
+            list: latest.iter().map(FindingSummary::from).collect(),
+        }
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// A short text summary for a terminal.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} findings ({} records with updates)",
+            self.findings, self.finding_records
+        );
+        for (analytic, n) in &self.by_analytic {
+            let _ = writeln!(out, "  {analytic:<28} {n}");
+        }
+        if let Some(e) = &self.evaluation {
+            let _ = writeln!(
+                out,
+                "ground truth: {}/{} planted behaviours detected (recall {:.3}); precision {:.3} ({} true, {} false); {:.2} false findings per 1,000 benign device-days ({:.1} benign device-days)",
+                e.detected,
+                e.planted,
+                e.recall,
+                e.precision,
+                e.true_findings,
+                e.false_findings,
+                e.false_per_1000_benign_device_days,
+                e.benign_device_days
+            );
+            for (behaviour, r) in &e.by_behaviour {
+                let _ = writeln!(
+                    out,
+                    "  {:<28} {}/{} detected, {} findings",
+                    format!("{behaviour:?}"),
+                    r.detected,
+                    r.planted,
+                    r.findings
+                );
+            }
+            for m in &e.missed {
+                let _ = writeln!(
+                    out,
+                    "  missed: {:?} on {} ({} -> {}:{}, {} sessions)",
+                    m.behaviour, m.device_id, m.app_id, m.dst_ip, m.dst_port, m.sessions
+                );
+            }
+            for f in &e.false_cases {
+                let _ = writeln!(
+                    out,
+                    "  false: {} {} {} -> {}:{} score {} [{}]",
+                    f.analytic,
+                    f.device_id,
+                    f.app_id.as_deref().unwrap_or("-"),
+                    f.destination,
+                    f.dst_port,
+                    f.score,
+                    f.evidence.join(", ")
+                );
+            }
+        }
+        if let Some(c) = &self.comparison {
+            let _ = writeln!(
+                out,
+                "baselines: {} raised by both, {} only under {}, {} only under {}",
+                c.both,
+                c.only_a.len(),
+                c.a,
+                c.only_b.len(),
+                c.b
+            );
+        }
+        out
+    }
+
+    /// The report as one self-contained HTML page.
+    pub fn to_html(&self) -> String {
+        let mut h = String::new();
+        let _ = write!(
+            h,
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>\
+body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}}\
+table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}\
+th{{background:#f4f4f4}}.num{{text-align:right}}svg{{margin:0.5em 0 1.5em}}</style></head><body><h1>{title}</h1>",
+            title = escape(&self.title)
+        );
+        let _ = write!(
+            h,
+            "<p>{} findings, {} finding records with updates.</p>",
+            self.findings, self.finding_records
+        );
+        if let Some(e) = &self.evaluation {
+            let _ = write!(
+                h,
+                "<h2>Against the ground truth</h2><table><tr><th>recall</th><td class=num>{:.3} ({}/{})</td></tr>\
+<tr><th>precision</th><td class=num>{:.3} ({} true, {} false)</td></tr>\
+<tr><th>false findings per 1,000 benign device-days</th><td class=num>{:.2} ({:.1} benign device-days)</td></tr></table>",
+                e.recall, e.detected, e.planted, e.precision, e.true_findings, e.false_findings,
+                e.false_per_1000_benign_device_days, e.benign_device_days
+            );
+            h.push_str(
+                "<table><tr><th>planted behaviour</th><th>planted</th><th>detected</th></tr>",
+            );
+            for (b, r) in &e.by_behaviour {
+                let _ = write!(
+                    h,
+                    "<tr><td>{b:?}</td><td class=num>{}</td><td class=num>{}</td></tr>",
+                    r.planted, r.detected
+                );
+            }
+            h.push_str("</table>");
+            if !e.missed.is_empty() {
+                h.push_str("<h3>Missed</h3><table><tr><th>behaviour</th><th>device</th><th>app</th><th>destination</th><th>sessions</th></tr>");
+                for m in &e.missed {
+                    let _ = write!(
+                        h,
+                        "<tr><td>{:?}</td><td>{}</td><td>{}</td><td>{}:{}</td><td class=num>{}</td></tr>",
+                        m.behaviour,
+                        escape(&m.device_id),
+                        escape(&m.app_id),
+                        escape(&m.dst_ip),
+                        m.dst_port,
+                        m.sessions
+                    );
+                }
+                h.push_str("</table>");
+            }
+            if !e.false_cases.is_empty() {
+                h.push_str("<h3>False findings</h3>");
+                findings_table(&mut h, &e.false_cases);
+            }
+        }
+        if let Some(c) = &self.comparison {
+            let _ = write!(
+                h,
+                "<h2>Baselines compared</h2><p>{} raised under both; {} only under <b>{}</b>; {} only under <b>{}</b>.</p>",
+                c.both,
+                c.only_a.len(),
+                escape(&c.a),
+                c.only_b.len(),
+                escape(&c.b)
+            );
+            if !c.only_a.is_empty() {
+                let _ = write!(h, "<h3>Only under {}</h3>", escape(&c.a));
+                findings_table(&mut h, &c.only_a);
+            }
+            if !c.only_b.is_empty() {
+                let _ = write!(h, "<h3>Only under {}</h3>", escape(&c.b));
+                findings_table(&mut h, &c.only_b);
+            }
+        }
+        h.push_str("<h2>Findings over time (by hour of first session)</h2>");
+        let over_time: Vec<(String, usize)> = self
+            .over_time
+            .iter()
+            .map(|(hour, n)| (hour_label(*hour), *n))
+            .collect();
+        bar_chart(&mut h, &over_time);
+        h.push_str("<h2>Score distribution</h2>");
+        let deciles: Vec<(String, usize)> = self
+            .score_histogram
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("{}-{}", i * 10, i * 10 + 9), *n))
+            .collect();
+        bar_chart(&mut h, &deciles);
+        h.push_str("<h2>Findings per app</h2>");
+        let mut apps: Vec<(String, usize)> =
+            self.by_app.iter().map(|(a, n)| (a.clone(), *n)).collect();
+        apps.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        apps.truncate(25);
+        bar_chart(&mut h, &apps);
+        for (title, map) in [
+            ("By analytic", &self.by_analytic),
+            ("By evidence item", &self.by_evidence),
+            ("By severity", &self.by_severity),
+        ] {
+            let _ = write!(h, "<h2>{title}</h2><table>");
+            for (k, n) in map {
+                let _ = write!(h, "<tr><td>{}</td><td class=num>{n}</td></tr>", escape(k));
+            }
+            h.push_str("</table>");
+        }
+        h.push_str("<h2>All findings</h2>");
+        findings_table(&mut h, &self.list);
+        h.push_str("</body></html>\n");
+        h
+    }
+}
+
+fn hour_label(hour: EpochMillis) -> String {
+    let secs = hour / 1_000;
+    let day = secs.div_euclid(86_400);
+    let hh = secs.rem_euclid(86_400) / 3_600;
+    format!("d{day} {hh:02}h")
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn findings_table(h: &mut String, list: &[FindingSummary]) {
+    h.push_str("<table><tr><th>analytic</th><th>device</th><th>app</th><th>destination</th><th>protocol</th><th>score</th><th>severity</th><th>sessions</th><th>evidence</th></tr>");
+    for f in list {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}:{}</td><td>{}</td><td class=num>{}</td><td>{}</td><td class=num>{}</td><td>{}</td></tr>",
+            escape(&f.analytic),
+            escape(&f.device_id),
+            escape(f.app_id.as_deref().unwrap_or("-")),
+            escape(&f.destination),
+            f.dst_port,
+            escape(&f.protocol),
+            f.score,
+            escape(&f.severity),
+            f.session_count,
+            escape(&f.evidence.join(", "))
+        );
+    }
+    h.push_str("</table>");
+}
+
+/// A horizontal bar chart as inline SVG.
+fn bar_chart(h: &mut String, bars: &[(String, usize)]) {
+    if bars.is_empty() {
+        h.push_str("<p>(none)</p>");
+        return;
+    }
+    let max = bars.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
+    let row = 18;
+    let height = bars.len() * row + 4;
+    let _ = write!(
+        h,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-size=\"12\">"
+    );
+    for (i, (label, n)) in bars.iter().enumerate() {
+        let y = i * row + 2;
+        let width = 460 * n / max;
+        let _ = write!(
+            h,
+            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"240\" y=\"{y}\" width=\"{width}\" height=\"{}\" fill=\"#4a78b0\"/><text x=\"{}\" y=\"{}\">{n}</text>",
+            y + 13,
+            escape(label),
+            row - 4,
+            244 + width,
+            y + 13
+        );
+    }
+    h.push_str("</svg>");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use crate::sim::FleetConfig;
+    use offport_core::examples;
+    use offport_core::model::Analytic;
+
+    fn finding(id: &str, device: &str, app: &str, port: i32, score: i32) -> Finding {
+        let mut f = examples::finding();
+        f.finding_id = id.to_string();
+        f.device_id = device.to_string();
+        f.app_id = Some(app.to_string());
+        f.dst_port = port;
+        f.score = score;
+        f
+    }
+
+    fn planted(device: &str, app: &str, port: i32, behaviour: Behaviour) -> Planted {
+        Planted {
+            id: format!("{device}-{behaviour:?}"),
+            behaviour,
+            device_id: device.to_string(),
+            platform: "ANDROID".into(),
+            app_id: app.to_string(),
+            dst_ip: "203.0.113.1".into(),
+            dst_port: port,
+            first: 0,
+            last: 0,
+            sessions: 3,
+            interval_ms: 0,
+            jitter: 0.0,
+        }
+    }
+
+    /// A hand-checked case: 4 planted, 3 detected (one by two findings), 2 false findings on
+    /// 10 devices over one day (2 infected... so 8 benign device-days... see the numbers).
+    #[test]
+    fn the_numbers_of_a_hand_checked_case() {
+        let truth = Truth {
+            config: FleetConfig {
+                devices: 10,
+                ..FleetConfig::default()
+            },
+            device_days: 10.0,
+            benign_device_days: 6.0,
+            planted: vec![
+                planted("d1", "evil", 8443, Behaviour::TlsC2UncommonPort),
+                planted("d2", "evil", 5300, Behaviour::DnsNonStandardPort),
+                planted("d3", "evil", 4444, Behaviour::PersistentSession4444),
+                planted("d4", "evil", 8081, Behaviour::WebsocketUnmanaged8081),
+            ],
+        };
+        let mut c2 = finding("f2", "d1", "evil", 8443, 80);
+        c2.analytic = Analytic::AppLayerC2;
+        let latest = vec![
+            finding("f1", "d1", "evil", 8443, 55),  // true (d1)
+            c2,                                     // true (d1 again)
+            finding("f3", "d2", "evil", 5300, 45),  // true (d2)
+            finding("f4", "d3", "evil", 4444, 91),  // true (d3)
+            finding("f5", "d4", "good", 8081, 35),  // false: other app on d4 (d4 missed)
+            finding("f6", "d9", "chrome", 443, 12), // false
+        ];
+        let report = Report::new("t", &latest, 9, Some(&truth));
+        let e = report.evaluation.as_ref().unwrap();
+        assert_eq!((e.planted, e.detected), (4, 3));
+        assert!((e.recall - 0.75).abs() < 1e-12);
+        assert_eq!((e.true_findings, e.false_findings), (4, 2));
+        assert!((e.precision - 4.0 / 6.0).abs() < 1e-12);
+        assert!((e.false_per_1000_benign_device_days - 2.0 * 1000.0 / 6.0).abs() < 1e-9);
+        assert_eq!(e.missed.len(), 1);
+        assert_eq!(e.missed[0].device_id, "d4");
+        assert_eq!(
+            e.false_cases
+                .iter()
+                .map(|f| f.finding_id.as_str())
+                .collect::<Vec<_>>(),
+            ["f5", "f6"]
+        );
+        assert_eq!(e.by_behaviour[&Behaviour::TlsC2UncommonPort].detected, 1);
+        assert_eq!(
+            e.by_behaviour[&Behaviour::WebsocketUnmanaged8081].detected,
+            0
+        );
+        assert_eq!(report.findings, 6);
+        assert_eq!(report.finding_records, 9);
+        assert_eq!(report.by_analytic["APP_LAYER_C2"], 1);
+        // Scores 55, 80, 45, 91, 35, 12 by decile.
+        assert_eq!(report.score_histogram, [0, 1, 0, 1, 1, 1, 0, 0, 1, 1]);
+        assert_eq!(report.by_app["evil"], 4);
+        let html = report.to_html();
+        assert!(html.contains("<svg"));
+        assert!(html.contains("0.750 (3/4)"));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["evaluation"]["detected"], 3);
+    }
+
+    #[test]
+    fn two_baselines_are_compared_by_what_they_raise() {
+        let a = vec![
+            finding("a1", "d1", "x", 8080, 50),
+            finding("a2", "d2", "y", 8443, 50),
+        ];
+        let b = vec![
+            finding("b1", "d2", "y", 8443, 60),
+            finding("b2", "d3", "z", 4444, 60),
+        ];
+        let c = compare("old", &a, "new", &b);
+        assert_eq!(c.both, 1);
+        assert_eq!(c.only_a.len(), 1);
+        assert_eq!(c.only_a[0].device_id, "d1");
+        assert_eq!(c.only_b.len(), 1);
+        assert_eq!(c.only_b[0].device_id, "d3");
+    }
+
+    #[test]
+    fn html_escapes_what_it_shows() {
+        let f = finding("f", "<script>", "a&b", 1, 1);
+        let html = Report::new("x", &[f], 1, None).to_html();
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;script&gt;"));
+    }
+}
