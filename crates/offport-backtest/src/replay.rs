@@ -140,7 +140,7 @@ impl Replay {
     }
 
     /// Feeds one raw record of `stream`, keyed by `key` (the device id a producer would give
-    /// it, or none).
+    /// it, or none). Its offset is its position in the stream so far.
     pub fn push(&mut self, stream: Stream, key: Option<&str>, value: &[u8]) {
         let offset = {
             let next = self.offsets.entry(stream).or_insert(0);
@@ -148,39 +148,66 @@ impl Replay {
             *next += 1;
             offset
         };
-        *self.counts.records.entry(stream).or_default() += 1;
         let record = RawRecord {
             key: key.map(str::as_bytes),
             ..RawRecord::new(stream.file_name(), 0, offset, value)
         };
+        for normalized in self.normalize(stream, &record) {
+            self.feed(normalized);
+        }
+    }
+
+    /// Normalizes one raw record of `stream` (counted); a rejected one is kept as a dead
+    /// letter and gives nothing. Split from [`Self::feed`] so a caller can order normalized
+    /// records (a merge of Kafka partitions by event time) before they are joined.
+    pub fn normalize(&mut self, stream: Stream, record: &RawRecord<'_>) -> Vec<Normalized> {
+        *self.counts.records.entry(stream).or_default() += 1;
         let normalizer: &mut dyn Normalizer = match stream {
             Stream::Proxy => &mut self.proxy,
             Stream::Edr => &mut self.edr,
             Stream::Mdm => &mut self.mdm,
         };
-        match normalizer.normalize(&record, self.ingest_time) {
-            Ok(records) => {
-                for normalized in records {
-                    self.counts.normalized += 1;
-                    let input = match normalized {
-                        Normalized::Session(s) => JoinInput::Session(s),
-                        Normalized::Event(e) => JoinInput::Event(e),
-                        Normalized::Context(c) => JoinInput::Context(c),
-                    };
-                    let enriched = self.joiner.push(input);
-                    self.score(enriched);
-                }
-            }
+        match normalizer.normalize(record, self.ingest_time) {
+            Ok(records) => records,
             Err(rejection) => {
-                self.counts.dead_letters += 1;
-                self.dead_letters.push(DeadLetter {
-                    stream,
-                    offset,
-                    reason: rejection.reason,
-                    message: rejection.message,
-                });
+                self.reject(stream, record.offset, rejection.reason, rejection.message);
+                vec![]
             }
         }
+    }
+
+    /// Keeps a dead letter for a record of `stream` at `offset`.
+    pub fn reject(
+        &mut self,
+        stream: Stream,
+        offset: i64,
+        reason: DeadLetterReason,
+        message: String,
+    ) {
+        self.counts.dead_letters += 1;
+        self.dead_letters.push(DeadLetter {
+            stream,
+            offset,
+            reason,
+            message,
+        });
+    }
+
+    /// Joins and scores one normalized record.
+    pub fn feed(&mut self, normalized: Normalized) {
+        self.counts.normalized += 1;
+        let input = match normalized {
+            Normalized::Session(s) => JoinInput::Session(s),
+            Normalized::Event(e) => JoinInput::Event(e),
+            Normalized::Context(c) => JoinInput::Context(c),
+        };
+        let enriched = self.joiner.push(input);
+        self.score(enriched);
+    }
+
+    /// Counts a record of `stream` that arrives already normalized (it is then [`Self::feed`]).
+    pub fn count(&mut self, stream: Stream) {
+        *self.counts.records.entry(stream).or_default() += 1;
     }
 
     fn score(&mut self, enriched: Vec<EnrichedSession>) {

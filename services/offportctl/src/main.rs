@@ -7,7 +7,14 @@
 //!   documents, compare them with what the topic holds, publish them, withdraw a scope, and show
 //!   the merged baseline in force for a device/app at a time.
 //!
+//! - `simulate` generates a fleet's raw proxy/VPN, EDR and MDM records with ground truth, to
+//!   files and/or the raw topics; `replay` runs the pipeline over such files in this process or
+//!   over the cluster's topics for a time range, and reports against the truth and between two
+//!   baselines.
+//!
 //! It reads the same configuration as the services.
+
+mod backtest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +50,10 @@ enum Command {
         #[command(subcommand)]
         action: BaselinesAction,
     },
+    /// Generate a simulated fleet's raw records with ground truth.
+    Simulate(backtest::SimulateArgs),
+    /// Backtest: run the pipeline over recorded or simulated data and report.
+    Replay(backtest::ReplayArgs),
 }
 
 #[derive(Subcommand)]
@@ -139,6 +150,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Topics { action } => topics(&settings, action),
         Command::Baselines { action } => runtime()?.block_on(baselines(&settings, action)),
+        Command::Simulate(args) => backtest::simulate(Some(&settings), args),
+        Command::Replay(args) => backtest::replay(Some(&settings), args),
     }
 }
 

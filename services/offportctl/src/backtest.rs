@@ -1,0 +1,433 @@
+//! `offportctl simulate` and `offportctl replay`: the fleet simulator and the backtest replay.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use offport_backtest::replay::{latest_revisions, Replay, ReplayOptions, ReplayOutcome};
+use offport_backtest::report::{compare, Report};
+use offport_backtest::sim::{self, FleetConfig, Stream, Truth};
+use offport_core::baseline::{parse_documents, BaselineSet};
+use offport_core::model::EpochMillis;
+use offport_kafka::backtest::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
+use offport_kafka::registry::RegistryCodec;
+use offport_kafka::settings::Settings;
+
+/// `offportctl simulate`.
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Devices in the fleet.
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// Days to simulate (fractions allowed); overrides --hours.
+    #[arg(long)]
+    days: Option<f64>,
+    /// Hours to simulate.
+    #[arg(long, default_value_t = 24)]
+    hours: u32,
+    /// Random seed: the same seed and settings give the same records.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Start (RFC 3339 or epoch ms); default: the period ends at the current hour.
+    #[arg(long)]
+    start: Option<String>,
+    /// Share of iOS devices.
+    #[arg(long, default_value_t = 0.4)]
+    ios_share: f64,
+    /// Share of supervised devices.
+    #[arg(long, default_value_t = 0.8)]
+    supervised_share: f64,
+    /// Share of developer devices.
+    #[arg(long, default_value_t = 0.03)]
+    developer_share: f64,
+    /// Share of devices with a planted malicious behaviour.
+    #[arg(long, default_value_t = 0.02)]
+    infected_share: f64,
+    /// Apps per device besides the platform's own.
+    #[arg(long, default_value_t = 8)]
+    apps_per_device: usize,
+    /// Directory to write proxy.raw, edr.raw, mdm.raw, truth.json and baseline.yaml to.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also produce the records to the raw topics (timestamps = event times).
+    #[arg(long)]
+    to_kafka: bool,
+}
+
+/// Which topics `replay --kafka` reads.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SourceArg {
+    /// The raw topics (normalized on the way).
+    Raw,
+    /// The normalized topics.
+    Normalized,
+}
+
+/// `offportctl replay`.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// A fleet directory (as `simulate --out` writes) replayed in this process, no broker.
+    #[arg(long, conflicts_with = "kafka")]
+    input: Option<PathBuf>,
+    /// Replay the topics of the configured cluster instead.
+    #[arg(long)]
+    kafka: bool,
+    /// Topics a Kafka replay reads.
+    #[arg(long, value_enum, default_value = "raw")]
+    source: SourceArg,
+    /// First record time of a Kafka replay (RFC 3339 or epoch ms); default the beginning.
+    #[arg(long)]
+    from: Option<String>,
+    /// End of a Kafka replay's range (exclusive); default the current end.
+    #[arg(long)]
+    to: Option<String>,
+    /// Topic for the findings of a Kafka replay; default `<prefix>replay.findings`.
+    #[arg(long)]
+    output_topic: Option<String>,
+    /// Baseline files on top of the shipped default; default the input's baseline.yaml.
+    #[arg(long)]
+    baseline: Vec<PathBuf>,
+    /// Use the baselines topic (every version, as the services do) instead of files.
+    #[arg(long, conflicts_with = "baseline")]
+    baselines_topic: bool,
+    /// Replay again under these baseline files and report what each raises that the other
+    /// does not.
+    #[arg(long)]
+    compare: Vec<PathBuf>,
+    /// Ground truth (truth.json); default the input's truth.json when present.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Directory for report.json, report.html and findings.jsonl.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn now_millis() -> EpochMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| EpochMillis::try_from(d.as_millis()).unwrap_or(EpochMillis::MAX))
+        .unwrap_or(0)
+}
+
+fn bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{bar:40}}] {{human_pos}}/{{human_len}} {{per_sec}} ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Runs `simulate`.
+pub fn simulate(settings: Option<&Settings>, args: SimulateArgs) -> Result<()> {
+    let hours = match args.days {
+        Some(days) if days > 0.0 => (days * 24.0).round() as u32,
+        Some(days) => bail!("--days {days}: must be more than 0"),
+        None => args.hours,
+    };
+    let start = match &args.start {
+        Some(text) => crate::parse_time(text)?,
+        None => {
+            let now = now_millis();
+            now - now.rem_euclid(sim::HOUR) - i64::from(hours) * sim::HOUR
+        }
+    };
+    let config = FleetConfig {
+        devices: args.devices,
+        hours,
+        start,
+        seed: args.seed,
+        ios_share: args.ios_share,
+        supervised_share: args.supervised_share,
+        developer_share: args.developer_share,
+        infected_share: args.infected_share,
+        apps_per_device: args.apps_per_device,
+    };
+    if args.out.is_none() && !args.to_kafka {
+        bail!("nowhere to write: give --out DIR and/or --to-kafka");
+    }
+    let started = std::time::Instant::now();
+    let fleet = sim::simulate(&config).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "simulated {} devices x {} h (seed {}): {} raw records, {} planted behaviours, in {:.1} s",
+        config.devices,
+        config.hours,
+        config.seed,
+        fleet.records.len(),
+        fleet.truth.planted.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(dir) = &args.out {
+        write_fleet(dir, &fleet)?;
+        eprintln!("wrote {}", dir.display());
+    }
+    if args.to_kafka {
+        let settings = settings.context("--to-kafka needs a configuration")?;
+        let progress = bar(fleet.records.len() as u64, false, "producing");
+        crate::runtime()?.block_on(produce_raw(settings, &fleet.records, &mut |n| {
+            progress.set_position(n)
+        }))?;
+        progress.finish();
+        eprintln!(
+            "produced {} records to the raw topics ({}raw.*)",
+            fleet.records.len(),
+            settings.topics.prefix
+        );
+    }
+    Ok(())
+}
+
+/// Writes a fleet directory.
+pub fn write_fleet(dir: &Path, fleet: &sim::Fleet) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for stream in Stream::ALL {
+        let path = dir.join(stream.file_name());
+        let mut file = BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        sim::write_lines(&mut file, fleet.stream(stream))?;
+        file.flush()?;
+    }
+    std::fs::write(
+        dir.join("truth.json"),
+        serde_json::to_string_pretty(&fleet.truth)?,
+    )?;
+    std::fs::write(dir.join("baseline.yaml"), &fleet.baseline_yaml)?;
+    Ok(())
+}
+
+/// Reads a fleet directory's records back in event-time order: the three files merged by
+/// event time (each file is in order), ties by stream and device as the simulator orders them.
+fn read_fleet(dir: &Path) -> Result<Vec<(Stream, Option<String>, String, EpochMillis)>> {
+    let mut all = Vec::new();
+    for stream in Stream::ALL {
+        let path = dir.join(stream.file_name());
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let time = line_time(&line).unwrap_or(EpochMillis::MIN);
+            all.push((stream, sim::device_of_line(&line), line, time));
+        }
+    }
+    all.sort_by(|a, b| (a.3, a.0, &a.1).cmp(&(b.3, b.0, &b.1)));
+    Ok(all)
+}
+
+/// The event time of a raw line: `start_time`/`event_time` of JSON, the second column of a
+/// UsageStats row. Only for ordering; the normalizers read it properly.
+fn line_time(line: &str) -> Option<EpochMillis> {
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let field = value.get("start_time").or_else(|| value.get("event_time"))?;
+        return offport_core::normalize::time_from_json(field);
+    }
+    offport_core::normalize::time_from_text(line.split(',').nth(1)?)
+}
+
+fn baseline_set(files: &[PathBuf]) -> Result<BaselineSet> {
+    let mut set = BaselineSet::with_defaults()?;
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        for document in
+            parse_documents(&text).with_context(|| format!("{} is invalid", file.display()))?
+        {
+            set.apply(document)?;
+        }
+    }
+    Ok(set)
+}
+
+fn options(baselines: BaselineSet, settings: Option<&Settings>) -> ReplayOptions {
+    let mut join = offport_core::join::JoinConfig::default();
+    let mut score = offport_core::score::ScoreConfig::default();
+    if let Some(settings) = settings {
+        join.allowed_lateness_ms = settings.stream.allowed_lateness_ms;
+        join.max_entries_per_timeline = settings.stream.max_timeline_entries;
+        score.suppression_window_ms = settings.stream.suppression_window_ms;
+    }
+    ReplayOptions {
+        baselines,
+        join,
+        score,
+        ingest_time: now_millis(),
+    }
+}
+
+fn in_process(
+    records: &[(Stream, Option<String>, String, EpochMillis)],
+    options: ReplayOptions,
+    quiet: bool,
+) -> ReplayOutcome {
+    let progress = bar(records.len() as u64, quiet, "replaying");
+    let mut replay = Replay::new(options);
+    for (i, (stream, key, line, _)) in records.iter().enumerate() {
+        replay.push(*stream, key.as_deref(), line.as_bytes());
+        if i % 10_000 == 0 {
+            progress.set_position(i as u64);
+        }
+    }
+    progress.finish_and_clear();
+    replay.finish()
+}
+
+/// Runs `replay`.
+pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
+    let mut baseline_files = args.baseline.clone();
+    if baseline_files.is_empty() && !args.baselines_topic {
+        if let Some(default) = args
+            .input
+            .as_ref()
+            .map(|d| d.join("baseline.yaml"))
+            .filter(|p| p.exists())
+        {
+            baseline_files.push(default);
+        }
+    }
+    let truth_path = args.truth.clone().or_else(|| {
+        args.input
+            .as_ref()
+            .map(|d| d.join("truth.json"))
+            .filter(|p| p.exists())
+    });
+    let truth: Option<Truth> = match &truth_path {
+        Some(path) => Some(
+            serde_json::from_str(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("{} is not a truth file", path.display()))?,
+        ),
+        None => None,
+    };
+    let started = std::time::Instant::now();
+    let (outcome, compared, records) = if let Some(dir) = &args.input {
+        let records = read_fleet(dir)?;
+        let outcome = in_process(&records, options(baseline_set(&baseline_files)?, settings), args.quiet);
+        let compared = if args.compare.is_empty() {
+            None
+        } else {
+            Some(in_process(&records, options(baseline_set(&args.compare)?, settings), args.quiet))
+        };
+        (outcome, compared, records.len())
+    } else if args.kafka {
+        let settings = settings.context("--kafka needs a configuration")?;
+        let runtime = crate::runtime()?;
+        let codec = RegistryCodec::new(&settings.registry)?;
+        let baselines = if args.baselines_topic {
+            let feed = runtime.block_on(crate::open_feed(settings, &codec))?;
+            feed.set().clone()
+        } else {
+            baseline_set(&baseline_files)?
+        };
+        let range = KafkaReplay {
+            source: match args.source {
+                SourceArg::Raw => ReplaySource::Raw,
+                SourceArg::Normalized => ReplaySource::Normalized,
+            },
+            from: args.from.as_deref().map(crate::parse_time).transpose()?,
+            to: args.to.as_deref().map(crate::parse_time).transpose()?,
+            output_topic: Some(
+                args.output_topic
+                    .clone()
+                    .unwrap_or_else(|| format!("{}replay.findings", settings.topics.prefix)),
+            ),
+        };
+        let run = |baselines: BaselineSet, range: &KafkaReplay| -> Result<ReplayOutcome> {
+            let progress = bar(0, args.quiet, "replaying");
+            let outcome = runtime.block_on(replay_topics(
+                settings,
+                &codec,
+                options(baselines, Some(settings)),
+                range,
+                &mut |done, total| {
+                    progress.set_length(total);
+                    progress.set_position(done);
+                },
+            ))?;
+            progress.finish_and_clear();
+            Ok(outcome)
+        };
+        let outcome = run(baselines, &range)?;
+        let compared = if args.compare.is_empty() {
+            None
+        } else {
+            let other = KafkaReplay {
+                output_topic: None,
+                ..range.clone()
+            };
+            Some(run(baseline_set(&args.compare)?, &other)?)
+        };
+        if let Some(topic) = &range.output_topic {
+            eprintln!("findings written to {topic}");
+        }
+        let records = outcome.counts.records.values().sum::<u64>() as usize;
+        (outcome, compared, records)
+    } else {
+        bail!("nothing to replay: give --input DIR or --kafka");
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let latest = outcome.latest();
+    let mut report = Report::new("offport backtest", &latest, outcome.findings.len(), truth.as_ref());
+    if let Some(other) = &compared {
+        let label_a = if baseline_files.is_empty() {
+            "default".to_string()
+        } else {
+            names(&baseline_files)
+        };
+        report.comparison = Some(compare(&label_a, &latest, &names(&args.compare), &latest_revisions(&other.findings)));
+    }
+    eprintln!(
+        "replayed {records} records in {elapsed:.1} s ({:.0} records/s): {} sessions joined, {} dead letters",
+        records as f64 / elapsed.max(1e-9),
+        outcome.counts.enriched,
+        outcome.dead_letters.len()
+    );
+    for letter in outcome.dead_letters.iter().take(5) {
+        eprintln!(
+            "  dead letter: {:?} @{} {:?}: {}",
+            letter.stream, letter.offset, letter.reason, letter.message
+        );
+    }
+    print!("{}", report.summary());
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.json"), report.to_json())?;
+        std::fs::write(dir.join("report.html"), report.to_html())?;
+        let mut findings = BufWriter::new(std::fs::File::create(dir.join("findings.jsonl"))?);
+        for finding in &outcome.findings {
+            serde_json::to_writer(&mut findings, finding)?;
+            findings.write_all(b"\n")?;
+        }
+        findings.flush()?;
+        eprintln!(
+            "report: {} and {}; every finding record in {}",
+            dir.join("report.html").display(),
+            dir.join("report.json").display(),
+            dir.join("findings.jsonl").display()
+        );
+    }
+    Ok(())
+}
+
+fn names(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
