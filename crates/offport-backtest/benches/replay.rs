@@ -43,7 +43,11 @@ fn main() {
     let started = Instant::now();
     let mut replay = Replay::new(options);
     for record in &fleet.records {
-        replay.push(record.stream, Some(&record.device_id), record.value.as_bytes());
+        replay.push(
+            record.stream,
+            Some(&record.device_id),
+            record.value.as_bytes(),
+        );
     }
     let outcome = replay.finish();
     let replayed = started.elapsed();

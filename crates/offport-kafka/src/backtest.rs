@@ -95,7 +95,12 @@ pub async fn produce_raw(
         .create()?;
     let names: BTreeMap<Stream, String> = Stream::ALL
         .iter()
-        .map(|s| (*s, role_of(*s, ReplaySource::Raw).spec(&settings.topics).name))
+        .map(|s| {
+            (
+                *s,
+                role_of(*s, ReplaySource::Raw).spec(&settings.topics).name,
+            )
+        })
         .collect();
     let mut delivered = 0u64;
     for chunk in records.chunks(20_000) {
@@ -112,9 +117,12 @@ pub async fn produce_raw(
                         pending.push(delivery);
                         break;
                     }
-                    Err((rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ), back)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        back,
+                    )) => {
                         future = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
@@ -287,6 +295,19 @@ pub async fn replay_topics(
             }
         }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            // Nothing came: the consumer's position may have moved past records a
+            // read_committed reader never sees (transaction markers, aborted records).
+            let positions = consumer.position()?;
+            for element in positions.elements() {
+                if let (Offset::Offset(next), Some(lane)) = (
+                    element.offset(),
+                    index
+                        .get(&(element.topic().to_string(), element.partition()))
+                        .and_then(|&i| lanes.get_mut(i)),
+                ) {
+                    lane.position = lane.position.max(next);
+                }
+            }
             continue;
         };
         let message = message?;
@@ -367,7 +388,9 @@ pub async fn replay_topics(
                 lane.queue.push_back(Pending {
                     time: record_time(&record),
                     stream,
-                    device: key.map(str::to_string).unwrap_or_else(|| record.device_id().to_string()),
+                    device: key
+                        .map(str::to_string)
+                        .unwrap_or_else(|| record.device_id().to_string()),
                     record,
                 });
             }

@@ -232,7 +232,9 @@ fn read_fleet(dir: &Path) -> Result<Vec<(Stream, Option<String>, String, EpochMi
 fn line_time(line: &str) -> Option<EpochMillis> {
     if line.starts_with('{') {
         let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        let field = value.get("start_time").or_else(|| value.get("event_time"))?;
+        let field = value
+            .get("start_time")
+            .or_else(|| value.get("event_time"))?;
         return offport_core::normalize::time_from_json(field);
     }
     offport_core::normalize::time_from_text(line.split(',').nth(1)?)
@@ -317,11 +319,19 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let (outcome, compared, records) = if let Some(dir) = &args.input {
         let records = read_fleet(dir)?;
-        let outcome = in_process(&records, options(baseline_set(&baseline_files)?, settings), args.quiet);
+        let outcome = in_process(
+            &records,
+            options(baseline_set(&baseline_files)?, settings),
+            args.quiet,
+        );
         let compared = if args.compare.is_empty() {
             None
         } else {
-            Some(in_process(&records, options(baseline_set(&args.compare)?, settings), args.quiet))
+            Some(in_process(
+                &records,
+                options(baseline_set(&args.compare)?, settings),
+                args.quiet,
+            ))
         };
         (outcome, compared, records.len())
     } else if args.kafka {
@@ -382,14 +392,24 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
     };
     let elapsed = started.elapsed().as_secs_f64();
     let latest = outcome.latest();
-    let mut report = Report::new("offport backtest", &latest, outcome.findings.len(), truth.as_ref());
+    let mut report = Report::new(
+        "offport backtest",
+        &latest,
+        outcome.findings.len(),
+        truth.as_ref(),
+    );
     if let Some(other) = &compared {
         let label_a = if baseline_files.is_empty() {
             "default".to_string()
         } else {
             names(&baseline_files)
         };
-        report.comparison = Some(compare(&label_a, &latest, &names(&args.compare), &latest_revisions(&other.findings)));
+        report.comparison = Some(compare(
+            &label_a,
+            &latest,
+            &names(&args.compare),
+            &latest_revisions(&other.findings),
+        ));
     }
     eprintln!(
         "replayed {records} records in {elapsed:.1} s ({:.0} records/s): {} sessions joined, {} dead letters",
