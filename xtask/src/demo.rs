@@ -1,338 +1,356 @@
-//! `cargo xtask demo`: the main job, as far as it exists today.
+//! `cargo xtask demo`: the main job, end to end, on the local stack.
 //!
-//! Today that is two parts. First the data plane's foundation: the local stack comes up, one
-//! example record of each normalized contract goes through the real schema registry onto its
-//! device-keyed topic, and a consumer group reads them back and decodes them. Then the detection
-//! core, in-process: a scripted scenario (EDR, MDM and session records) goes through the as-of
-//! join and the scorer against the shipped default baseline, and the findings are printed with
-//! their evidence. The demo does not start the five Kafka services yet (the end-to-end test
-//! does), and says so.
+//! 1. Brings the local broker and registry up when none answers.
+//! 2. Builds the five services and starts them as processes on a fresh topic prefix
+//!    (`demo-<time>.`), after publishing the simulated organisation's baseline to its
+//!    baselines topic. Topics of earlier demo runs are deleted first.
+//! 3. Simulates a small fleet (60 devices, the last 6 hours, every fifth device with one planted
+//!    malicious behaviour) and produces its raw proxy/VPN, EDR and MDM records to the raw
+//!    topics.
+//! 4. Prints each finding as it arrives on the alerts topic, with its evidence.
+//! 5. Ends with a summary against the simulator's ground truth, beside an in-process replay of
+//!    the same records, and stops the services (SIGTERM).
 
-use std::process::ExitCode;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use offport_core::examples;
-use offport_core::model::{DeviceContext, DeviceEvent, NetworkSession};
-use offport_core::schema::Contract;
+use anyhow::{bail, Context, Result};
+use offport_backtest::replay::{latest_revisions, Replay, ReplayOptions};
+use offport_backtest::report::{matches, Report};
+use offport_backtest::sim::{simulate, FleetConfig, HOUR};
+use offport_core::baseline::{parse_documents, BaselineSet};
+use offport_core::model::Finding;
 use offport_devstack::stack::StackOptions;
-use offport_kafka::registry::{schema_id, RegistryCodec};
-use offport_kafka::settings::{KafkaSettings, RegistrySettings, TopicSettings};
-use offport_kafka::topics::TopicRole;
+use offport_kafka::baselines::{publish, version_key};
+use offport_kafka::registry::RegistryCodec;
+use offport_kafka::settings::{KafkaSettings, RegistrySettings, Settings, TopicSettings};
+use offport_kafka::topics::{ensure_topics, TopicRole};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const SERVICES: [(&str, &str); 5] = [
+    ("normalize-proxy", "offport-normalize-proxy"),
+    ("normalize-edr", "offport-normalize-edr"),
+    ("normalize-mdm", "offport-normalize-mdm"),
+    ("joiner", "offport-joiner"),
+    ("scorer", "offport-scorer"),
+];
+const FIRST_PORT: u16 = 19_464;
 
 pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
     let (bootstrap, registry, _) = crate::ensure_stack(options)?;
-    crate::runtime()?.block_on(contracts_round_trip(options, bootstrap, registry))?;
-    println!();
-    detection_in_process()?;
-    println!();
-    println!("The five services (normalizers, joiner, scorer) exist but this demo does not start");
-    println!("them yet: the findings above come from the core run in this process, not from the");
-    println!(
-        "topics. `cargo xtask test` runs the same kind of scenario through all five services."
-    );
-    println!("The stack is left running; `cargo xtask stack down` stops it.");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn contracts_round_trip(
-    options: &StackOptions,
-    bootstrap: String,
-    registry: String,
-) -> Result<()> {
-    let kafka = KafkaSettings {
-        bootstrap_servers: bootstrap,
-        ..KafkaSettings::default()
-    };
-    let codec = RegistryCodec::new(&RegistrySettings {
-        url: registry,
-        ..RegistrySettings::default()
-    })?;
-    let topics = TopicSettings {
-        partitions: options.partitions,
-        ..TopicSettings::default()
-    };
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("partitioner", "murmur2_random")
-        .create()?;
-
-    let session = examples::network_session();
-    let event = examples::device_event();
-    let context = examples::device_context();
-    let sends = [
-        (
-            TopicRole::Sessions,
-            Contract::NetworkSession,
-            session.device_id.clone(),
-            codec
-                .encode_value(
-                    &TopicRole::Sessions.spec(&topics).name,
-                    Contract::NetworkSession,
-                    &session,
-                )
-                .await?,
-        ),
-        (
-            TopicRole::DeviceEvents,
-            Contract::DeviceEvent,
-            event.device_id.clone(),
-            codec
-                .encode_value(
-                    &TopicRole::DeviceEvents.spec(&topics).name,
-                    Contract::DeviceEvent,
-                    &event,
-                )
-                .await?,
-        ),
-        (
-            TopicRole::DeviceContexts,
-            Contract::DeviceContext,
-            context.device_id.clone(),
-            codec
-                .encode_value(
-                    &TopicRole::DeviceContexts.spec(&topics).name,
-                    Contract::DeviceContext,
-                    &context,
-                )
-                .await?,
-        ),
-    ];
-    let mut produced = Vec::new();
-    for (role, contract, key, payload) in &sends {
-        let topic = role.spec(&topics).name;
-        let id = schema_id(payload)?;
-        let delivery = producer
-            .send(
-                FutureRecord::to(&topic).key(key).payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .with_context(|| format!("producing to {topic}"))?;
-        println!(
-            "produced {:<15} key {:<13} -> {topic} [{}] @{}, schema id {id}, {} bytes",
-            contract.name(),
-            key,
-            delivery.partition,
-            delivery.offset,
-            payload.len()
-        );
-        produced.push((topic, delivery.partition, delivery.offset));
+    println!("building the five services...");
+    let status = crate::cargo()
+        .args(["build", "--quiet"])
+        .args(SERVICES.iter().flat_map(|(package, _)| ["-p", package]))
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build of the services failed");
     }
-    // A fresh consumer group reads from the beginning and picks out the offsets just produced,
-    // so earlier demo runs on the same stack do not confuse it.
-    let group = format!("offport-demo-{}", uuid::Uuid::new_v4());
-    let consumer: StreamConsumer = kafka
-        .client_config()
-        .set("group.id", &group)
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let names: Vec<String> = sends
-        .iter()
-        .map(|(role, ..)| role.spec(&topics).name)
-        .collect();
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    consumer.subscribe(&name_refs)?;
-    let mut pending = produced;
-    while !pending.is_empty() {
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .with_context(|| {
-                format!("{} record(s) did not come back within 30s", pending.len())
-            })??;
-        let here = (
-            message.topic().to_string(),
-            message.partition(),
-            message.offset(),
-        );
-        if !pending.contains(&here) {
-            continue;
-        }
-        pending.retain(|p| *p != here);
-        let payload = message.payload().context("record without a value")?;
-        let topic = message.topic();
-        let summary = if topic == TopicRole::Sessions.spec(&topics).name {
-            let s: NetworkSession = codec.decode(payload).await?;
-            format!(
-                "{} {}/{:?} -> {}:{} {:?}",
-                s.device_id,
-                s.app_id.unwrap_or_default(),
-                s.transport,
-                s.dst_ip,
-                s.dst_port,
-                s.protocol
-            )
-        } else if topic == TopicRole::DeviceEvents.spec(&topics).name {
-            let e: DeviceEvent = codec.decode(payload).await?;
-            format!(
-                "{} {} {:?}",
-                e.device_id,
-                e.app_id.unwrap_or_default(),
-                e.kind
-            )
-        } else {
-            let c: DeviceContext = codec.decode(payload).await?;
-            format!(
-                "{} supervised={:?} apps={}",
-                c.device_id,
-                c.supervised,
-                c.apps.len()
-            )
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(PathBuf::from)
+        .context("no directory of the xtask binary")?;
+    let prefix = format!(
+        "demo-{}.",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let settings = Settings {
+        kafka: KafkaSettings {
+            bootstrap_servers: bootstrap.clone(),
+            ..KafkaSettings::default()
+        },
+        registry: RegistrySettings {
+            url: registry.clone(),
+            ..RegistrySettings::default()
+        },
+        topics: TopicSettings {
+            prefix: prefix.clone(),
+            partitions: options.partitions,
+            replication_factor: 1,
+        },
+        ..Settings::default()
+    };
+    let runtime = crate::runtime()?;
+    let log_dir = options.run_dir.join("demo");
+    std::fs::create_dir_all(&log_dir)?;
+    let mut services = Services(Vec::new());
+    let result = runtime.block_on(async {
+        prepare(&settings).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        let config = FleetConfig {
+            devices: 60,
+            hours: 6,
+            start: now - now.rem_euclid(HOUR) - 6 * HOUR,
+            seed: 42,
+            infected_share: 0.2,
+            ..FleetConfig::default()
         };
+        let fleet = simulate(&config).map_err(anyhow::Error::msg)?;
+        let codec = RegistryCodec::new(&settings.registry)?;
+        let baseline: Vec<(String, Option<_>)> = parse_documents(&fleet.baseline_yaml)?
+            .into_iter()
+            .map(|d| (version_key(&d), Some(d)))
+            .collect();
+        publish(&settings, &codec, &baseline).await?;
         println!(
-            "consumed {topic} [{}] @{}: {summary}",
-            message.partition(),
-            message.offset()
+            "published the simulated organisation's baseline ({} versions: corporate proxy and VPN relay exceptions, developer tooling ports)",
+            baseline.len()
         );
+
+        for (i, (package, binary)) in SERVICES.iter().enumerate() {
+            let port = FIRST_PORT + u16::try_from(i)?;
+            let log = log_dir.join(format!("{package}.log"));
+            let child = Command::new(bin_dir.join(binary))
+                .env("OFFPORT__KAFKA__BOOTSTRAP_SERVERS", &bootstrap)
+                .env("OFFPORT__REGISTRY__URL", &registry)
+                .env("OFFPORT__TOPICS__PREFIX", &prefix)
+                .env("OFFPORT__TOPICS__PARTITIONS", options.partitions.to_string())
+                .env("OFFPORT__OBSERVABILITY__LISTEN", format!("127.0.0.1:{port}"))
+                .env("OFFPORT__STREAM__IDLE_TIMEOUT_MS", "3000")
+                .env("OFFPORT__LOG__FILTER", "info")
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log)?)
+                .stderr(std::fs::File::create(log.with_extension("err.log"))?)
+                .spawn()
+                .with_context(|| format!("starting {}", bin_dir.join(binary).display()))?;
+            services.0.push((package, port, child));
+        }
+        wait_ready(&mut services).await?;
+        println!(
+            "five services running on topics {prefix}* (logs in {}; metrics on 127.0.0.1:{FIRST_PORT}-{})",
+            log_dir.display(),
+            FIRST_PORT + 4
+        );
+
+        // Read the alerts topic from its start before anything is produced.
+        let alerts_topic = TopicRole::Alerts.spec(&settings.topics).name;
+        let consumer: StreamConsumer = settings
+            .kafka
+            .client_config()
+            .set("group.id", format!("{prefix}demo-reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()?;
+        consumer.subscribe(&[&alerts_topic])?;
+
+        println!(
+            "simulated fleet: {} devices over the last {} h, {} raw records, {} planted malicious behaviours; producing to the raw topics...",
+            config.devices,
+            config.hours,
+            fleet.records.len(),
+            fleet.truth.planted.len()
+        );
+        offport_kafka::backtest::produce_raw(&settings, &fleet.records, &mut |_| {}).await?;
+        println!("produced; findings as they arrive on {alerts_topic}:\n");
+
+        let started = Instant::now();
+        let mut findings: Vec<Finding> = Vec::new();
+        let mut last = Instant::now();
+        loop {
+            let detected = fleet
+                .truth
+                .planted
+                .iter()
+                .filter(|p| findings.iter().any(|f| matches(f, p)))
+                .count();
+            let quiet_for = if detected == fleet.truth.planted.len() {
+                Duration::from_secs(8)
+            } else {
+                Duration::from_secs(25)
+            };
+            if last.elapsed() > quiet_for || started.elapsed() > Duration::from_secs(300) {
+                break;
+            }
+            let message = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+                Ok(message) => message?,
+                Err(_) => continue,
+            };
+            last = Instant::now();
+            let Some(payload) = message.payload() else {
+                continue;
+            };
+            let finding: Finding = codec.decode(payload).await?;
+            print_finding(&finding, fleet.truth.planted.iter().any(|p| matches(&finding, p)));
+            findings.push(finding);
+        }
+
+        // The same records in this process, for comparison.
+        let mut baselines = BaselineSet::with_defaults()?;
+        for document in parse_documents(&fleet.baseline_yaml)? {
+            baselines.apply(document)?;
+        }
+        let mut replay = Replay::new(ReplayOptions {
+            baselines,
+            join: Default::default(),
+            score: Default::default(),
+            ingest_time: now,
+        });
+        for record in &fleet.records {
+            replay.push(record.stream, Some(&record.device_id), record.value.as_bytes());
+        }
+        let local = replay.finish().latest();
+        let latest = latest_revisions(&findings);
+        let report = Report::new("demo", &latest, findings.len(), Some(&fleet.truth));
+        println!("\nSummary against the simulator's ground truth:");
+        print!("{}", report.summary());
+        let ids = |list: &[Finding]| -> std::collections::BTreeSet<String> {
+            list.iter().map(|f| f.finding_id.clone()).collect()
+        };
+        let (topic_ids, local_ids) = (ids(&latest), ids(&local));
+        println!(
+            "the same records replayed in-process (`offportctl replay`): {} findings, {} of them with the same ids as the services'",
+            local.len(),
+            topic_ids.intersection(&local_ids).count()
+        );
+        let evaluation = report.evaluation.as_ref();
+        anyhow::Ok(evaluation.is_some_and(|e| e.recall >= 0.95))
+    });
+    services.stop();
+    let good = result?;
+    println!(
+        "\nservices stopped; the stack is left running (`cargo xtask stack down` stops it). Next: `offportctl simulate --out DIR` and `offportctl replay --input DIR --report DIR` for a larger fleet."
+    );
+    Ok(if good {
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "recall below 0.95: see the missed behaviours above and the logs in {}",
+            log_dir.display()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+/// Deletes the topics of earlier demo runs and creates this run's.
+async fn prepare(settings: &Settings) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = settings.kafka.client_config().create()?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .context("listing topics")?;
+    let old: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|name| name.starts_with("demo-") && !name.starts_with(&settings.topics.prefix))
+        .collect();
+    if !old.is_empty() {
+        let refs: Vec<&str> = old.iter().map(String::as_str).collect();
+        admin
+            .delete_topics(&refs, &AdminOptions::new())
+            .await
+            .context("deleting topics of earlier demo runs")?;
+        println!("deleted {} topics of earlier demo runs", old.len());
+    }
+    let specs: Vec<_> = TopicRole::ALL
+        .iter()
+        .map(|role| role.spec(&settings.topics))
+        .collect();
+    ensure_topics(&settings.kafka.client_config(), &specs).await?;
+    Ok(())
+}
+
+struct Services(Vec<(&'static str, u16, Child)>);
+
+impl Services {
+    fn stop(&mut self) {
+        for (_, _, child) in &mut self.0 {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (name, _, child) in &mut self.0 {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    _ => {
+                        eprintln!("{name} did not stop on SIGTERM; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn wait_ready(services: &mut Services) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let agent = ureq::Agent::new_with_defaults();
+    for (name, port, child) in &mut services.0 {
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited at start ({status}); see its log");
+            }
+            let url = format!("http://127.0.0.1:{port}/readyz");
+            if agent.get(&url).call().is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{name} not ready within 120 s ({url})");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
     Ok(())
 }
 
-/// The scripted scenario through the join and the scorer, in this process.
-fn detection_in_process() -> Result<()> {
-    use offport_core::baseline::BaselineSet;
-    use offport_core::join::{JoinConfig, JoinInput, Joiner};
-    use offport_core::model::{
-        AppProtocol, DeviceEventKind, DnsInfo, HttpInfo, TlsInfo, Transport,
-    };
-    use offport_core::score::{ScoreConfig, Scorer};
-
-    println!("Detection core, in-process, on a scripted scenario (default baseline):");
-    let t0 = examples::EXAMPLE_TIME;
-    let device = "android-0042";
-    let event = |kind: DeviceEventKind, app: Option<&str>, at: i64| {
-        let mut e = examples::device_event();
-        e.event_id = format!("{kind:?}-{at}");
-        e.kind = kind;
-        e.app_id = app.map(str::to_string);
-        e.network_api = None;
-        e.event_time = at;
-        JoinInput::Event(e)
-    };
-    let session = |id: &str, app: &str, port: i32, at: i64| {
-        let mut s = examples::network_session();
-        s.session_id = id.to_string();
-        s.device_id = device.to_string();
-        s.app_id = Some(app.to_string());
-        s.dst_port = port;
-        s.start_time = at;
-        s.duration_ms = Some(1_200);
-        s.http = None;
-        s.dns = None;
-        s
-    };
-    let mut context = examples::device_context();
-    context.device_id = device.to_string();
-    context.platform = offport_core::model::Platform::Android;
-    context.event_time = t0 - 3_600_000;
-    let mut inputs = vec![
-        JoinInput::Context(context),
-        event(DeviceEventKind::UserInteraction, None, t0 - 3_000_000),
-        event(
-            DeviceEventKind::AppBackground,
-            Some("com.example.weather"),
-            t0 - 2_900_000,
-        ),
-        event(DeviceEventKind::DeviceLocked, None, t0 - 2_800_000),
-    ];
-    // A background app beaconing TLS to 8443 every ~5 minutes while the device is locked, each
-    // beacon right after a WorkManager start.
-    for i in 0..6i64 {
-        let at = t0 + i * 300_000 + (i % 3) * 4_000;
-        inputs.push(event(
-            DeviceEventKind::WorkManager,
-            Some("com.example.weather"),
-            at - 2_000,
-        ));
-        inputs.push(JoinInput::Session(session(
-            &format!("beacon-{i}"),
-            "com.example.weather",
-            8443,
-            at,
-        )));
-    }
-    // Benign: Firebase Cloud Messaging on 5228.
-    let mut fcm = session("fcm", "com.google.android.gms", 5228, t0 + 10_000);
-    fcm.tls = Some(TlsInfo {
-        sni: Some("mtalk.google.com".into()),
-        ..TlsInfo::default()
-    });
-    inputs.push(JoinInput::Session(fcm));
-    // An unmanaged app speaking HTTP on 8080.
-    let mut http = session("http-8080", "com.unknown.tool", 8080, t0 + 20_000);
-    http.protocol = AppProtocol::Http;
-    http.tls = None;
-    http.http = Some(HttpInfo {
-        method: Some("POST".into()),
-        host: Some("198.51.100.7".into()),
-        ..HttpInfo::default()
-    });
-    inputs.push(JoinInput::Session(http));
-    // DNS to a resolver on a non-53 port.
-    let mut dns = session("dns-5300", "com.example.weather", 5300, t0 + 30_000);
-    dns.protocol = AppProtocol::Dns;
-    dns.transport = Transport::Udp;
-    dns.tls = None;
-    dns.dns = Some(DnsInfo {
-        qname: "c2.example.org".into(),
-        qtype: "TXT".into(),
-        rcode: None,
-    });
-    inputs.push(JoinInput::Session(dns));
-    inputs.sort_by_key(|input| input.event_time());
-
-    let mut joiner = Joiner::new(JoinConfig::default());
-    let mut scorer = Scorer::new(BaselineSet::with_defaults()?, ScoreConfig::default());
-    let mut enriched = Vec::new();
-    for input in inputs {
-        enriched.extend(joiner.push(input));
-    }
-    enriched.extend(joiner.flush());
-    let mut findings = Vec::new();
-    for session in &enriched {
-        findings.extend(scorer.score(session));
-    }
-    for f in &findings {
-        println!(
-            "  {} rev {} {:?} {} {} -> {}:{} {} score {} {:?} confidence {:.2}",
-            f.finding_id.get(..12).unwrap_or(&f.finding_id),
-            f.revision,
-            f.analytic,
-            f.analytic_id,
-            f.app_id.as_deref().unwrap_or("-"),
-            f.dst_host.as_deref().unwrap_or(&f.dst_ip),
-            f.dst_port,
-            f.protocol.name(),
-            f.score,
-            f.severity,
-            f.confidence
-        );
+fn print_finding(f: &Finding, planted: bool) {
+    let kind = if f.revision == 0 { "NEW   " } else { "UPDATE" };
+    println!(
+        "{kind} {:<9} {:>3}  {:<26} {} {} -> {}:{} {} ({} sessions){}",
+        format!("{:?}", f.severity),
+        f.score,
+        format!("{:?}", f.analytic),
+        f.device_id,
+        f.app_id.as_deref().unwrap_or("-"),
+        f.dst_host.as_deref().unwrap_or(&f.dst_ip),
+        f.dst_port,
+        f.protocol.name(),
+        f.session_count,
+        if planted { "" } else { "  [not planted]" }
+    );
+    if f.revision == 0 {
+        let mut shown = BTreeMap::new();
         for e in &f.evidence {
-            println!(
-                "      {:<32} {}{}",
-                format!("{:?}", e.kind),
-                e.observed,
-                e.baseline
-                    .as_ref()
-                    .map(|b| format!("  [{b}]"))
-                    .unwrap_or_default()
-            );
+            shown.entry(format!("{:?}", e.kind)).or_insert_with(|| {
+                format!(
+                    "{}{}",
+                    e.observed,
+                    e.baseline
+                        .as_ref()
+                        .map(|b| format!("  [{b}]"))
+                        .unwrap_or_default()
+                )
+            });
+        }
+        for (kind, text) in shown {
+            println!("         {kind:<32} {text}");
         }
     }
-    let stats = scorer.stats();
-    println!(
-        "  {} sessions joined and scored: {} new findings, {} updates, {} suppressed, {} covered by enterprise exceptions",
-        enriched.len(),
-        stats.new_findings,
-        stats.updates,
-        stats.suppressed,
-        stats.excepted
-    );
-    Ok(())
 }

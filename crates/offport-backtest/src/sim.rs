@@ -144,7 +144,9 @@ pub struct RawLine {
     pub stream: Stream,
     /// Device id (the record key).
     pub device_id: String,
-    /// Event time, for ordering.
+    /// When the source reports it, for ordering: a session's end (sensors report sessions
+    /// when they end; one still open at the end of the run is reported then, as
+    /// `still_open`), an event's or context's time.
     pub time: EpochMillis,
     /// The record value: one line of JSON or one CSV row.
     pub value: String,
@@ -230,8 +232,8 @@ pub struct Truth {
 /// A simulated fleet: raw records in event-time order, the organisation baseline, the truth.
 #[derive(Debug, Clone)]
 pub struct Fleet {
-    /// Raw records of every stream, ordered by event time (ties by stream, device, generation
-    /// order).
+    /// Raw records of every stream, ordered by report time (a session's end, an event's
+    /// time; ties by stream, device, generation order).
     pub records: Vec<RawLine>,
     /// The organisation's baseline (YAML): the enterprise proxy and VPN relay exceptions and
     /// the developer device group's tooling ports, on top of the shipped default.
@@ -273,6 +275,9 @@ pub fn simulate(config: &FleetConfig) -> Result<Fleet, String> {
         }
         records.append(&mut device.out);
     }
+    // Nothing is reported after the run ends.
+    let end = config.end();
+    records.retain(|r| r.time <= end);
     // Stable: ties keep generation order within a device.
     records.sort_by(|a, b| (a.time, a.stream, &a.device_id).cmp(&(b.time, b.stream, &b.device_id)));
     let days = f64::from(config.hours) / 24.0;
@@ -641,6 +646,13 @@ impl<'a> Device<'a> {
         bytes: (i64, i64),
         extra: Value,
     ) {
+        let run_end = self.config.end();
+        if at >= run_end {
+            return;
+        }
+        // A session still open when the run ends is reported then, as open.
+        let still_open = at + duration_ms > run_end;
+        let duration_ms = duration_ms.min(run_end - at);
         self.sessions += 1;
         let transport = if matches!(label, "dns" | "Zoom" | "stun" | "quic") {
             "UDP"
@@ -669,8 +681,12 @@ impl<'a> Device<'a> {
             if let Value::Object(extra) = extra {
                 map.extend(extra);
             }
+            if still_open {
+                map.insert("still_open".into(), json!(true));
+            }
         }
-        self.push(Stream::Proxy, at, record.to_string());
+        // A sensor reports a session when it ends.
+        self.push(Stream::Proxy, at + duration_ms, record.to_string());
     }
 
     fn vary(&self, base: f64, relative: f64) -> i64 {
@@ -1258,7 +1274,9 @@ impl<'a> Device<'a> {
                 (ip, 8081, 0, 0.0)
             }
             Behaviour::PersistentSession4444 => {
-                let length = budget.min(self.range(2..5) * HOUR);
+                let length = (budget - 10 * MINUTE)
+                    .max(MINUTE)
+                    .min(self.range(2..5) * HOUR);
                 let bytes = (self.vary(300_000.0, 0.5), self.vary(80_000.0, 0.5));
                 self.session(app, first, length, &ip, 4444, "tls", bytes, json!({}));
                 starts.push(first);

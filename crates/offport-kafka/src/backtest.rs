@@ -4,8 +4,8 @@
 //!
 //! The replay assigns every partition of the source topics from the first offset at or after
 //! `from` (`offsets_for_times`) up to the first at or after `to` (or the end), normalizes (raw)
-//! or decodes (normalized) each record, and merges the partitions by event time (ties by stream
-//! and device, then by partition order) before the join: the order an in-process replay of the
+//! or decodes (normalized) each record, and merges the partitions by report time (a session's
+//! end, an event's time; ties by stream and device, then by partition order) before the join: the order an in-process replay of the
 //! same records in event-time order sees, so both give the same findings. It ends at the end of
 //! the range, flushes the join and writes every finding record to the output topic (Avro through
 //! the registry, keyed by device) in one transaction-free idempotent batch.
@@ -78,7 +78,7 @@ fn role_of(stream: Stream, source: ReplaySource) -> TopicRole {
 }
 
 /// Produces raw records to the raw topics, keyed by device id (murmur2, as Java clients
-/// partition) with the record's event time as the Kafka timestamp, so a replay can select a
+/// partition) with the record's report time as the Kafka timestamp, so a replay can select a
 /// time range. `progress` is told how many are delivered.
 pub async fn produce_raw(
     settings: &Settings,
@@ -168,9 +168,12 @@ impl Lane {
 
 const LANE_HIGH: usize = 20_000;
 
+/// When a source reports a record: a session's end (start plus duration), an event's or
+/// context's time. The merge orders by it, as the simulator and `offportctl replay` order
+/// files.
 fn record_time(record: &Normalized) -> EpochMillis {
     match record {
-        Normalized::Session(s) => s.start_time,
+        Normalized::Session(s) => s.start_time.saturating_add(s.duration_ms.unwrap_or(0)),
         Normalized::Event(e) => e.event_time,
         Normalized::Context(c) => c.event_time,
     }

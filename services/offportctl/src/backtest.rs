@@ -206,8 +206,8 @@ pub fn write_fleet(dir: &Path, fleet: &sim::Fleet) -> Result<()> {
     Ok(())
 }
 
-/// Reads a fleet directory's records back in event-time order: the three files merged by
-/// event time (each file is in order), ties by stream and device as the simulator orders them.
+/// Reads a fleet directory's records back in report-time order (see [`line_time`]), ties by
+/// stream and device as the simulator orders them.
 fn read_fleet(dir: &Path) -> Result<Vec<(Stream, Option<String>, String, EpochMillis)>> {
     let mut all = Vec::new();
     for stream in Stream::ALL {
@@ -227,15 +227,24 @@ fn read_fleet(dir: &Path) -> Result<Vec<(Stream, Option<String>, String, EpochMi
     Ok(all)
 }
 
-/// The event time of a raw line: `start_time`/`event_time` of JSON, the second column of a
-/// UsageStats row. Only for ordering; the normalizers read it properly.
+/// The report time of a raw line: a session's end (`end_time`, or `start_time` plus
+/// `duration_ms`), an event's `event_time`, the second column of a UsageStats row. Only for
+/// ordering; the normalizers read the records properly.
 fn line_time(line: &str) -> Option<EpochMillis> {
+    use offport_core::normalize::time_from_json;
     if line.starts_with('{') {
         let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        let field = value
-            .get("start_time")
-            .or_else(|| value.get("event_time"))?;
-        return offport_core::normalize::time_from_json(field);
+        if let Some(end) = value.get("end_time").and_then(time_from_json) {
+            return Some(end);
+        }
+        if let Some(start) = value.get("start_time").and_then(time_from_json) {
+            let duration = value
+                .get("duration_ms")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0);
+            return Some(start.saturating_add(duration));
+        }
+        return value.get("event_time").and_then(time_from_json);
     }
     offport_core::normalize::time_from_text(line.split(',').nth(1)?)
 }
