@@ -5,7 +5,7 @@
 //! - `stack up | down | status | logs`: the local stack (real broker and registry, no Docker).
 //! - `test`: runs every test against the local stack (or the one named by
 //!   `OFFPORT_BOOTSTRAP_SERVERS` / `OFFPORT_REGISTRY_URL`).
-//! - `demo`: runs the main job as far as it exists today.
+//! - `demo`: the main job end to end: the five services on a simulated fleet (see `demo.rs`).
 //!
 //! It is tooling, not product: the services never depend on it.
 

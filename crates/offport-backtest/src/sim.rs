@@ -1289,7 +1289,11 @@ impl<'a> Device<'a> {
                     let i = self.range(0..CONSONANTS.len());
                     sni.push(char::from(CONSONANTS.get(i).copied().unwrap_or(b'x')));
                 }
-                sni.push_str(if self.index % 2 == 0 { ".top" } else { ".xyz" });
+                sni.push_str(if self.index.is_multiple_of(2) {
+                    ".top"
+                } else {
+                    ".xyz"
+                });
                 let interval = self.range(60_000..120_000);
                 let jitter = self.range(0.05..0.15);
                 let ip = address_of(&sni);

@@ -206,9 +206,12 @@ pub fn write_fleet(dir: &Path, fleet: &sim::Fleet) -> Result<()> {
     Ok(())
 }
 
+/// One raw record of a fleet directory: stream, device, the line, its report time.
+type Line = (Stream, Option<String>, String, EpochMillis);
+
 /// Reads a fleet directory's records back in report-time order (see [`line_time`]), ties by
 /// stream and device as the simulator orders them.
-fn read_fleet(dir: &Path) -> Result<Vec<(Stream, Option<String>, String, EpochMillis)>> {
+fn read_fleet(dir: &Path) -> Result<Vec<Line>> {
     let mut all = Vec::new();
     for stream in Stream::ALL {
         let path = dir.join(stream.file_name());
@@ -279,11 +282,7 @@ fn options(baselines: BaselineSet, settings: Option<&Settings>) -> ReplayOptions
     }
 }
 
-fn in_process(
-    records: &[(Stream, Option<String>, String, EpochMillis)],
-    options: ReplayOptions,
-    quiet: bool,
-) -> ReplayOutcome {
+fn in_process(records: &[Line], options: ReplayOptions, quiet: bool) -> ReplayOutcome {
     let progress = bar(records.len() as u64, quiet, "replaying");
     let mut replay = Replay::new(options);
     for (i, (stream, key, line, _)) in records.iter().enumerate() {
