@@ -248,3 +248,46 @@ async fn kafka_replay_equals_in_process_replay_and_is_deterministic() -> Result<
     assert_eq!(ids(&normalized.findings), ids(&local.findings));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baselines_topic_as_of_a_time_holds_only_what_was_published_by_then() -> Result<()> {
+    use offport_core::model::{BaselineScope, ScopeKind};
+    use offport_kafka::baselines::{publish, version_key, BaselineFeed};
+    let settings = isolated_settings("baselines-as-of", 1, 100, &[TopicRole::Baselines]).await?;
+    let codec = RegistryCodec::new(&settings.registry)?;
+    let doc = |version: &str| {
+        parse_documents(&format!(
+            "scope: {{kind: APP, value: com.example.vendor}}\nversion: {version}\neffective_time: 2026-01-01T00:00:00Z\nallowed_protocol_ports:\n  - {{protocol: MQTT, transport: TCP, ports: [{{first: 8884, last: 8884}}]}}\n"
+        ))
+        .unwrap()
+        .remove(0)
+    };
+    let first = doc("v1");
+    publish(&settings, &codec, &[(version_key(&first), Some(first))]).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cutoff = options("[]").ingest_time;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Published later: a withdrawal of the scope's only version.
+    let withdrawn = doc("v1");
+    publish(&settings, &codec, &[(version_key(&withdrawn), None)]).await?;
+
+    let scope = BaselineScope {
+        kind: ScopeKind::App,
+        value: Some("com.example.vendor".into()),
+    };
+    let timeout = Duration::from_secs(30);
+    let (then, _) = BaselineFeed::open_as_of(&settings, &codec, timeout, Some(cutoff)).await?;
+    assert_eq!(
+        then.set()
+            .in_force(&scope, i64::MAX)
+            .map(|b| b.version.as_str()),
+        Some("v1"),
+        "as of the cutoff the version was in force"
+    );
+    let (now, _) = BaselineFeed::open(&settings, &codec, timeout).await?;
+    assert!(
+        now.set().in_force(&scope, i64::MAX).is_none(),
+        "now it is withdrawn"
+    );
+    Ok(())
+}

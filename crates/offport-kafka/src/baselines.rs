@@ -129,6 +129,18 @@ impl BaselineFeed {
         codec: &RegistryCodec,
         timeout: Duration,
     ) -> Result<(Self, Vec<Rejected>), FeedError> {
+        Self::open_as_of(settings, codec, timeout, None).await
+    }
+
+    /// As [`Self::open`], but with only the records published at or before `as_of` (their
+    /// Kafka timestamps): the topic as it stood then, for a backtest of what was in force.
+    /// `None` reads everything.
+    pub async fn open_as_of(
+        settings: &Settings,
+        codec: &RegistryCodec,
+        timeout: Duration,
+        as_of: Option<i64>,
+    ) -> Result<(Self, Vec<Rejected>), FeedError> {
         let topic = TopicRole::Baselines.spec(&settings.topics).name;
         let consumer: BaseConsumer = settings
             .kafka
@@ -182,6 +194,12 @@ impl BaselineFeed {
                     tracing::warn!(%error, topic = %feed.topic, "baselines consumer")
                 }
                 Some(Ok(record)) => {
+                    let later = as_of.is_some_and(|cutoff| {
+                        record.timestamp().to_millis().is_some_and(|t| t > cutoff)
+                    });
+                    if later {
+                        continue;
+                    }
                     if let Some(rejection) = feed.apply(codec, record).await? {
                         rejected.push(rejection);
                     }

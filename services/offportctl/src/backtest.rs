@@ -92,6 +92,10 @@ pub struct ReplayArgs {
     /// Use the baselines topic (every version, as the services do) instead of files.
     #[arg(long, conflicts_with = "baseline")]
     baselines_topic: bool,
+    /// With --baselines-topic: only what was published by this time (RFC 3339 or epoch ms),
+    /// the topic as it stood then.
+    #[arg(long, requires = "baselines_topic")]
+    baselines_as_of: Option<String>,
     /// Replay again under these baseline files and report what each raises that the other
     /// does not.
     #[arg(long)]
@@ -347,7 +351,26 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         let runtime = crate::runtime()?;
         let codec = RegistryCodec::new(&settings.registry)?;
         let baselines = if args.baselines_topic {
-            let feed = runtime.block_on(crate::open_feed(settings, &codec))?;
+            let as_of = args
+                .baselines_as_of
+                .as_deref()
+                .map(crate::parse_time)
+                .transpose()?;
+            let (feed, rejected) = runtime
+                .block_on(offport_kafka::baselines::BaselineFeed::open_as_of(
+                    settings,
+                    &codec,
+                    std::time::Duration::from_secs(60),
+                    as_of,
+                ))
+                .context("reading the baselines topic")?;
+            for rejection in rejected {
+                eprintln!(
+                    "warning: baselines record at offset {} rejected: {}",
+                    rejection.record_offset(),
+                    rejection.message
+                );
+            }
             feed.set().clone()
         } else {
             baseline_set(&baseline_files)?
