@@ -114,6 +114,8 @@ pub struct JoinStats {
     pub late_sessions: u64,
     /// Timeline entries dropped by the per-timeline cap.
     pub capped: u64,
+    /// Devices evicted whole by the memory cap ([`Joiner::evict_to`]).
+    pub evicted: u64,
 }
 
 /// Bits of a timeline key below the time: the payload (a rank or a small value).
@@ -332,6 +334,52 @@ impl DeviceState {
     }
 }
 
+/// Approximate heap bytes of one device's state, its key included.
+fn device_bytes(id: &str, d: &DeviceState) -> usize {
+    let apps: usize = d.apps.capacity() * std::mem::size_of::<(AppKey, AppState)>()
+        + d.apps
+            .iter()
+            .map(|(_, a)| {
+                a.lifecycle.heap_bytes() + a.background.heap_bytes() + a.api_calls.heap_bytes()
+            })
+            .sum::<usize>();
+    let mdm: usize = d
+        .mdm
+        .entries
+        .iter()
+        .map(|(_, r)| {
+            r.apps.capacity() * std::mem::size_of::<ManagedApp>()
+                + r.apps
+                    .iter()
+                    .map(|a| a.app_id.capacity() + a.name.as_ref().map_or(0, String::capacity))
+                    .sum::<usize>()
+        })
+        .sum();
+    id.len()
+        + std::mem::size_of::<(String, DeviceState)>()
+        + d.lock.heap_bytes()
+        + d.interactions.heap_bytes()
+        + d.mdm.heap_bytes()
+        + mdm
+        + apps
+}
+
+/// The newest timeline entry of a device (a packed key: time, then payload), for eviction
+/// order.
+fn device_last_key(d: &DeviceState) -> u64 {
+    let last = |entries: Option<u64>| entries.unwrap_or(0);
+    let mut newest = last(d.lock.entries.last().map(|e| e.0))
+        .max(last(d.interactions.entries.last().map(|e| e.0)))
+        .max(last(d.mdm.entries.last().map(|e| e.0)));
+    for (_, app) in &d.apps {
+        newest = newest
+            .max(last(app.lifecycle.entries.last().map(|e| e.0)))
+            .max(last(app.background.entries.last().map(|e| e.0)))
+            .max(last(app.api_calls.entries.last().map(|e| e.0)));
+    }
+    newest
+}
+
 /// The parts of a DeviceContext the join keeps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MdmRecord {
@@ -468,43 +516,7 @@ impl Joiner {
     /// Approximate heap bytes of the join state (timelines, keys, interned app ids, pending
     /// sessions).
     pub fn state_bytes(&self) -> usize {
-        let devices: usize = self
-            .devices
-            .iter()
-            .map(|(id, d)| {
-                let apps: usize = d.apps.capacity() * std::mem::size_of::<(AppKey, AppState)>()
-                    + d.apps
-                        .iter()
-                        .map(|(_, a)| {
-                            a.lifecycle.heap_bytes()
-                                + a.background.heap_bytes()
-                                + a.api_calls.heap_bytes()
-                        })
-                        .sum::<usize>();
-                let mdm: usize = d
-                    .mdm
-                    .entries
-                    .iter()
-                    .map(|(_, r)| {
-                        r.apps.capacity() * std::mem::size_of::<ManagedApp>()
-                            + r.apps
-                                .iter()
-                                .map(|a| {
-                                    a.app_id.capacity()
-                                        + a.name.as_ref().map_or(0, String::capacity)
-                                })
-                                .sum::<usize>()
-                    })
-                    .sum();
-                id.capacity()
-                    + std::mem::size_of::<(String, DeviceState)>()
-                    + d.lock.heap_bytes()
-                    + d.interactions.heap_bytes()
-                    + d.mdm.heap_bytes()
-                    + mdm
-                    + apps
-            })
-            .sum();
+        let devices: usize = self.devices.iter().map(|(id, d)| device_bytes(id, d)).sum();
         let interned: usize = self
             .app_keys
             .keys()
@@ -648,6 +660,49 @@ impl Joiner {
         );
         self.cutoff = Some(self.cutoff.map_or(cutoff, |c| c.max(cutoff)));
         self.prune_devices(cutoff);
+    }
+
+    /// Holds the state to at most `max_bytes` (see [`Self::state_bytes`]): evicts whole
+    /// devices, the least recently active first (by their newest timeline entry; ties by id),
+    /// until it fits. Devices with a session waiting for the watermark are kept, since the
+    /// session still needs them; so a cap smaller than the pending sessions' own state is
+    /// exceeded rather than loses output. Returns the devices evicted; evictions are journaled
+    /// as deletes like any other change. A session of an evicted device that comes later is
+    /// joined with what is left (no lock state, no app history), as a late session is.
+    pub fn evict_to(&mut self, max_bytes: usize) -> usize {
+        let total = self.state_bytes();
+        if total <= max_bytes {
+            return 0;
+        }
+        let waiting: FxHashSet<&str> = self
+            .pending
+            .values()
+            .map(|s| s.device_id.as_str())
+            .collect();
+        let mut candidates: Vec<(u64, &String, usize)> = self
+            .devices
+            .iter()
+            .filter(|(id, _)| !waiting.contains(id.as_str()))
+            .map(|(id, d)| (device_last_key(d), id, device_bytes(id, d)))
+            .collect();
+        candidates.sort_unstable();
+        let mut excess = total - max_bytes;
+        let mut evict = Vec::new();
+        for (_, id, bytes) in candidates {
+            if excess == 0 {
+                break;
+            }
+            excess = excess.saturating_sub(bytes);
+            evict.push(id.clone());
+        }
+        for id in &evict {
+            self.devices.remove(id);
+            if let Some(journal) = &mut self.journal {
+                journal.device(id);
+            }
+        }
+        self.stats.evicted += evict.len() as u64;
+        evict.len()
     }
 
     /// Drops state older than `cutoff` (keeping the last state before it that as-of answers
@@ -1069,6 +1124,57 @@ mod tests {
             event_time: at,
             ..examples::device_context()
         }
+    }
+
+    #[test]
+    fn the_memory_cap_evicts_the_least_recently_active_devices_but_not_those_with_waiting_sessions()
+    {
+        let mut joiner = Joiner::new(JoinConfig::default());
+        joiner.journal_changes();
+        // Device k last active at T0 + k seconds.
+        for k in 0..20 {
+            let mut e = event(DeviceEventKind::DeviceLocked, None, T0 + k * 1_000);
+            e.device_id = format!("dev-{k:02}");
+            joiner.push(JoinInput::Event(e));
+        }
+        // The oldest device has a session waiting for the watermark.
+        let mut waiting = session("s-old", None, T0 + 30_000, 600_000);
+        waiting.device_id = "dev-00".to_string();
+        assert!(joiner.push(JoinInput::Session(waiting)).is_empty());
+        joiner.drain_changes();
+        let before = joiner.state_bytes();
+        let per_device = before / 21;
+        // Room for about half the devices.
+        let cap = before - 10 * per_device;
+        let evicted = joiner.evict_to(cap);
+        assert!(evicted >= 9, "evicted {evicted}");
+        assert!(
+            joiner.state_bytes() <= cap,
+            "{} > {cap}",
+            joiner.state_bytes()
+        );
+        assert_eq!(joiner.stats().evicted, evicted as u64);
+        assert!(
+            joiner.devices.contains_key("dev-00"),
+            "a device with a waiting session was evicted"
+        );
+        // The least recently active went first: dev-01.. in order, the newest stay.
+        assert!(!joiner.devices.contains_key("dev-01"));
+        assert!(joiner.devices.contains_key("dev-19"));
+        // Evictions go to the changelog as deletes.
+        let deletes: Vec<String> = joiner
+            .drain_changes()
+            .into_iter()
+            .filter_map(|c| match c {
+                StateChange::Delete { key } => Some(key),
+                StateChange::Put { .. } => None,
+            })
+            .collect();
+        assert_eq!(deletes.len(), evicted);
+        assert!(deletes.contains(&format!("{DEVICE_PREFIX}dev-01")));
+        // Under the cap nothing happens; the waiting session is still emitted.
+        assert_eq!(joiner.evict_to(usize::MAX), 0);
+        assert_eq!(joiner.flush().len(), 1);
     }
 
     fn managed(app: &str, managed: bool) -> ManagedApp {

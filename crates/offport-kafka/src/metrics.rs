@@ -79,6 +79,8 @@ pub struct PipelineMetrics {
     pub state_keys: Gauge<i64, AtomicI64>,
     /// Approximate heap bytes of a stateful stage's state (`offport_state_bytes`).
     pub state_bytes: Gauge<i64, AtomicI64>,
+    /// Keys evicted by the state memory cap (`offport_state_evictions_total`).
+    pub evictions: Counter,
     /// Tasks (partition numbers) a stateful stage owns now (`offport_tasks`).
     pub tasks: Gauge<i64, AtomicI64>,
     /// State tasks (partitions) restored from the changelog (`offport_state_restores_total`).
@@ -110,6 +112,7 @@ impl PipelineMetrics {
             lag: Gauge::default(),
             state_keys: Gauge::default(),
             state_bytes: Gauge::default(),
+            evictions: Counter::default(),
             tasks: Gauge::default(),
             restores: Counter::default(),
             restored_records: Counter::default(),
@@ -175,6 +178,11 @@ impl PipelineMetrics {
             "Approximate heap size of a stateful stage's state",
             prometheus_client::registry::Unit::Bytes,
             metrics.state_bytes.clone(),
+        );
+        offport.register(
+            "state_evictions",
+            "Keys evicted by the state memory cap (stream.max_state_bytes)",
+            metrics.evictions.clone(),
         );
         offport.register(
             "tasks",

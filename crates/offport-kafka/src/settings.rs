@@ -197,6 +197,9 @@ pub struct StreamSettings {
     pub restore_timeout_ms: u64,
     /// How long a finding id stays open for updates.
     pub suppression_window_ms: i64,
+    /// Joiner: hard cap on the approximate heap bytes of one instance's join state, shared
+    /// evenly by its tasks; least recently active devices are evicted above it (0: no cap).
+    pub max_state_bytes: u64,
 }
 
 impl Default for StreamSettings {
@@ -208,6 +211,7 @@ impl Default for StreamSettings {
             max_timeline_entries: 256,
             restore_timeout_ms: 300_000,
             suppression_window_ms: 24 * 3_600_000,
+            max_state_bytes: 1 << 30,
         }
     }
 }

@@ -127,6 +127,10 @@ impl StatefulStage for JoinerStage {
     fn state_size(&self, task: &Joiner) -> (usize, usize) {
         (task.devices() + task.pending_sessions(), task.state_bytes())
     }
+
+    fn enforce_cap(&self, task: &mut Joiner, max_bytes: usize) -> usize {
+        task.evict_to(max_bytes)
+    }
 }
 
 /// A finding on its way out: Avro to the alerts topic, OCSF JSON to the SIEM topic.

@@ -130,6 +130,12 @@ pub trait StatefulStage: Send + Sync {
     fn baselines_changed(&self, task: &mut Self::Task, baselines: &BaselineSet);
     /// Keys and approximate heap bytes of a task's state.
     fn state_size(&self, task: &Self::Task) -> (usize, usize);
+
+    /// Holds a task's state to at most `max_bytes`, evicting what matters least; returns how
+    /// many keys were evicted. Stages without a cap keep everything.
+    fn enforce_cap(&self, _task: &mut Self::Task, _max_bytes: usize) -> usize {
+        0
+    }
 }
 
 struct Slot<T> {
@@ -831,6 +837,23 @@ impl<S: StatefulStage> Runner<'_, S> {
             return;
         }
         self.last_gauges = Instant::now();
+        let cap = usize::try_from(self.settings.stream.max_state_bytes).unwrap_or(usize::MAX);
+        if cap > 0 && !self.tasks.is_empty() {
+            let per_task = cap / self.tasks.len();
+            let mut evicted = 0;
+            for slot in self.tasks.values_mut() {
+                evicted += self.stage.enforce_cap(&mut slot.task, per_task);
+            }
+            if evicted > 0 {
+                self.metrics.evictions.inc_by(evicted as u64);
+                tracing::warn!(
+                    stage = self.options.stage,
+                    evicted,
+                    cap,
+                    "state over stream.max_state_bytes: least recently active keys evicted"
+                );
+            }
+        }
         let (keys, bytes) = self
             .tasks
             .values()
