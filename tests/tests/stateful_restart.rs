@@ -1,4 +1,5 @@
-//! The joiner and the scorer killed with SIGKILL in the middle of a scripted replay and started
+//! The joiner and the scorer killed with SIGKILL (or stopped with SIGTERM, which must end them
+//! cleanly within 15 s) in the middle of a scripted replay and started
 //! again produce exactly what an uninterrupted run produces, record for record (read_committed):
 //! their state comes back from the changelog, and nothing is lost or written twice.
 //!
@@ -63,6 +64,8 @@ fn child_stage() {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = PipelineMetrics::register(&mut registry);
         let shutdown = Shutdown::new();
+        // SIGTERM (and Ctrl-C) stop the stage gracefully, as in the service binaries.
+        shutdown.listen();
         match spec.stage.as_str() {
             "joiner" => run_stateful(
                 &spec.settings,
@@ -102,19 +105,57 @@ fn spawn_child(stage: &str, settings: &Settings) -> Result<Child> {
         .context("starting the child stage")
 }
 
-/// Runs `stage` in a child process, killing it after each of `kills` (time after its start),
-/// then lets a last one run to the end of input. Returns how many kills hit a running child.
-async fn run_with_kills(stage: &str, settings: &Settings, kills: &[u64]) -> Result<usize> {
+/// How a child is stopped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    /// SIGKILL: no shutdown path runs.
+    Kill,
+    /// SIGTERM: the graceful shutdown (finish or abort the open transaction, leave the group)
+    /// must end the process, successfully, within 15 s.
+    Term,
+}
+
+/// Runs `stage` in a child process, stopping it after each of `delays` (time after its start),
+/// then lets a last one run to the end of input. Returns how many stops hit a running child.
+async fn run_with_stops(
+    stage: &str,
+    settings: &Settings,
+    delays: &[u64],
+    stop: Stop,
+) -> Result<usize> {
     let mut hits = 0;
-    for delay in kills {
+    for delay in delays {
         let mut child = spawn_child(stage, settings)?;
         tokio::time::sleep(Duration::from_millis(*delay)).await;
         if child.try_wait()?.is_none() {
             hits += 1;
-            // SIGKILL on Unix: no shutdown path runs.
-            child.kill()?;
+            match stop {
+                Stop::Kill => {
+                    child.kill()?;
+                    child.wait()?;
+                }
+                Stop::Term => {
+                    let sent = Command::new("kill")
+                        .args(["-TERM", &child.id().to_string()])
+                        .status()?;
+                    assert!(sent.success(), "kill -TERM failed");
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+                    let status = loop {
+                        if let Some(status) = child.try_wait()? {
+                            break status;
+                        }
+                        if tokio::time::Instant::now() > deadline {
+                            child.kill()?;
+                            bail!("{stage} did not stop within 15 s of SIGTERM");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    };
+                    assert!(status.success(), "{stage} exited with {status} on SIGTERM");
+                }
+            }
+        } else {
+            child.wait()?;
         }
-        child.wait()?;
     }
     let mut child = spawn_child(stage, settings)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
@@ -239,8 +280,9 @@ async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_d
     tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
 
     // Killed several times while working, then left to finish.
-    let joiner_hits = run_with_kills("joiner", &crashed, &[4_500, 5_500, 7_000]).await?;
-    let scorer_hits = run_with_kills("scorer", &crashed, &[4_500, 6_000]).await?;
+    let joiner_hits =
+        run_with_stops("joiner", &crashed, &[4_500, 5_500, 7_000], Stop::Kill).await?;
+    let scorer_hits = run_with_stops("scorer", &crashed, &[4_500, 6_000], Stop::Kill).await?;
     println!("kills that hit a running joiner: {joiner_hits}, scorer: {scorer_hits}");
     assert!(
         joiner_hits >= 2 && scorer_hits >= 1,
@@ -266,5 +308,46 @@ async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_d
     println!("findings (all revisions): {count}");
     assert!(count >= 10, "the dataset should raise findings: {count}");
     assert_eq!(expected, actual, "alerts differ after the kills");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_and_scorer_stopped_with_sigterm_mid_replay_lose_and_duplicate_nothing() -> Result<()>
+{
+    if std::env::var(CHILD_ENV).is_ok() {
+        return Ok(());
+    }
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        - 4 * 3_600_000;
+    let reference = replay_settings("ref-term").await?;
+    let stopped = replay_settings("term").await?;
+    let codec = RegistryCodec::new(&reference.registry)?;
+    let sessions = produce_dataset(&reference, &codec, t0).await?;
+    produce_dataset(&stopped, &codec, t0).await?;
+
+    let joiner = Background::stateful(&reference, JoinerStage::new(&reference))?;
+    tokio::time::timeout(Duration::from_secs(180), joiner.task).await???;
+    let scorer = Background::stateful(&reference, ScorerStage::new(&reference))?;
+    tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
+
+    let joiner_hits = run_with_stops("joiner", &stopped, &[4_500, 6_000], Stop::Term).await?;
+    let scorer_hits = run_with_stops("scorer", &stopped, &[4_500], Stop::Term).await?;
+    println!("SIGTERMs that hit a running joiner: {joiner_hits}, scorer: {scorer_hits}");
+    assert!(
+        joiner_hits >= 1 && scorer_hits >= 1,
+        "the signals came too late to test anything"
+    );
+    let expected: BTreeMap<i32, Vec<EnrichedSession>> =
+        by_partition(&reference, &codec, TopicRole::EnrichedSessions, sessions).await?;
+    let actual: BTreeMap<i32, Vec<EnrichedSession>> =
+        by_partition(&stopped, &codec, TopicRole::EnrichedSessions, sessions).await?;
+    assert_eq!(expected, actual, "enriched sessions differ after SIGTERM");
+    let expected: BTreeMap<i32, Vec<Finding>> =
+        by_partition(&reference, &codec, TopicRole::Alerts, 1).await?;
+    let actual: BTreeMap<i32, Vec<Finding>> =
+        by_partition(&stopped, &codec, TopicRole::Alerts, 1).await?;
+    assert_eq!(expected, actual, "alerts differ after SIGTERM");
     Ok(())
 }
