@@ -9,7 +9,8 @@
 //!    topics.
 //! 4. Prints each finding as it arrives on the alerts topic, with its evidence.
 //! 5. Ends with a summary against the simulator's ground truth, beside an in-process replay of
-//!    the same records, and stops the services (SIGTERM).
+//!    the same records, scrapes every service's `/metrics` for the documented series, and stops
+//!    the services (SIGTERM). Exits non-zero when recall is below 0.95 or a series is missing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -212,8 +213,9 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
             local.len(),
             topic_ids.intersection(&local_ids).count()
         );
+        let scraped = scrape_metrics(&services)?;
         let evaluation = report.evaluation.as_ref();
-        anyhow::Ok(evaluation.is_some_and(|e| e.recall >= 0.95))
+        anyhow::Ok(scraped && evaluation.is_some_and(|e| e.recall >= 0.95))
     });
     services.stop();
     let good = result?;
@@ -224,7 +226,7 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         println!(
-            "recall below 0.95: see the missed behaviours above and the logs in {}",
+            "demo failed: recall below 0.95 or a metrics series missing (see above); service logs in {}",
             log_dir.display()
         );
         ExitCode::FAILURE
@@ -297,6 +299,69 @@ impl Drop for Services {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Series every service must expose (README, "Operating a service"), and those of the two
+/// stateful ones.
+const SERIES: [&str; 7] = [
+    "offport_records_in_total",
+    "offport_records_out_total",
+    "offport_dead_letters_total",
+    "offport_transactions_total",
+    "offport_transaction_aborts_total",
+    "offport_batch_duration_seconds_bucket",
+    "offport_consumer_lag_records",
+];
+const STATEFUL_SERIES: [&str; 6] = [
+    "offport_state_keys",
+    "offport_state_bytes",
+    "offport_tasks",
+    "offport_state_restores_total",
+    "offport_changelog_records_total",
+    "offport_state_evictions_total",
+];
+
+/// Scrapes every service's `/metrics` and checks the documented series are there and that it
+/// counted records. Prints one line per service; false when one falls short.
+fn scrape_metrics(services: &Services) -> Result<bool> {
+    let agent = ureq::Agent::new_with_defaults();
+    let mut good = true;
+    println!();
+    for (name, port, _) in &services.0 {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let text = agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("scraping {url}"))?
+            .body_mut()
+            .read_to_string()?;
+        let stateful = matches!(*name, "joiner" | "scorer");
+        let missing: Vec<&str> = SERIES
+            .iter()
+            .chain(if stateful {
+                STATEFUL_SERIES.iter()
+            } else {
+                [].iter()
+            })
+            .filter(|series| !text.lines().any(|l| l.starts_with(*series)))
+            .copied()
+            .collect();
+        let records_in = text
+            .lines()
+            .find_map(|l| l.strip_prefix("offport_records_in_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if missing.is_empty() && records_in > 0.0 {
+            println!(
+                "metrics {name:<16} {url}: {} series, {records_in} records in",
+                text.lines().filter(|l| !l.starts_with('#')).count()
+            );
+        } else {
+            good = false;
+            println!("metrics {name:<16} {url}: MISSING {missing:?}, {records_in} records in");
+        }
+    }
+    Ok(good)
 }
 
 async fn wait_ready(services: &mut Services) -> Result<()> {
