@@ -41,6 +41,10 @@ use serde::{Deserialize, Serialize};
 
 const CHILD_ENV: &str = "OFFPORT_TEST_STATEFUL_CHILD";
 
+/// The kill and SIGTERM tests run one after the other: each times its signals against child
+/// processes, and two at once on a 2-core machine skew those timings.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Serialize, Deserialize)]
 struct ChildSpec {
     stage: String,
@@ -54,6 +58,7 @@ fn child_stage() {
         return;
     };
     let spec: ChildSpec = serde_json::from_str(&spec).expect("spec from parent");
+    offport_kafka::telemetry::init(&spec.settings.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -263,6 +268,7 @@ async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_d
     if std::env::var(CHILD_ENV).is_ok() {
         return Ok(());
     }
+    let _serial = SERIAL.lock().await;
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64
@@ -317,6 +323,7 @@ async fn joiner_and_scorer_stopped_with_sigterm_mid_replay_lose_and_duplicate_no
     if std::env::var(CHILD_ENV).is_ok() {
         return Ok(());
     }
+    let _serial = SERIAL.lock().await;
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64
@@ -332,11 +339,15 @@ async fn joiner_and_scorer_stopped_with_sigterm_mid_replay_lose_and_duplicate_no
     let scorer = Background::stateful(&reference, ScorerStage::new(&reference))?;
     tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
 
-    let joiner_hits = run_with_stops("joiner", &stopped, &[4_500, 6_000], Stop::Term).await?;
-    let scorer_hits = run_with_stops("scorer", &stopped, &[4_500], Stop::Term).await?;
+    // Early and late signals: at start-up and restore, and while processing (how long a child
+    // takes varies with what else the machine runs; the first ones always find it running).
+    let joiner_hits =
+        run_with_stops("joiner", &stopped, &[1_500, 3_000, 5_000], Stop::Term).await?;
+    let scorer_hits =
+        run_with_stops("scorer", &stopped, &[1_500, 3_000, 4_500], Stop::Term).await?;
     println!("SIGTERMs that hit a running joiner: {joiner_hits}, scorer: {scorer_hits}");
     assert!(
-        joiner_hits >= 1 && scorer_hits >= 1,
+        joiner_hits >= 2 && scorer_hits >= 1,
         "the signals came too late to test anything"
     );
     let expected: BTreeMap<i32, Vec<EnrichedSession>> =
