@@ -288,7 +288,8 @@ async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_d
     // Killed several times while working, then left to finish.
     let joiner_hits =
         run_with_stops("joiner", &crashed, &[4_500, 5_500, 7_000], Stop::Kill).await?;
-    let scorer_hits = run_with_stops("scorer", &crashed, &[4_500, 6_000], Stop::Kill).await?;
+    let scorer_hits =
+        run_with_stops("scorer", &crashed, &[1_500, 3_000, 4_500], Stop::Kill).await?;
     println!("kills that hit a running joiner: {joiner_hits}, scorer: {scorer_hits}");
     assert!(
         joiner_hits >= 2 && scorer_hits >= 1,
