@@ -13,7 +13,6 @@ use std::time::Instant;
 use anyhow::Result;
 use offport_backtest::replay::{Replay, ReplayOptions};
 use offport_backtest::sim::{simulate, FleetConfig, HOUR};
-use offport_core::baseline::{parse_documents, BaselineSet};
 use offport_kafka::backtest::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::topics::TopicRole;
@@ -27,16 +26,7 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn options(yaml: &str, now: i64) -> ReplayOptions {
-    let mut baselines = BaselineSet::with_defaults().unwrap();
-    for doc in parse_documents(yaml).unwrap() {
-        baselines.apply(doc).unwrap();
-    }
-    ReplayOptions {
-        baselines,
-        join: Default::default(),
-        score: Default::default(),
-        ingest_time: now,
-    }
+    ReplayOptions::with_baseline_yaml(yaml, now).unwrap()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

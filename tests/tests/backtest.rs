@@ -16,7 +16,7 @@ use anyhow::Result;
 use offport_backtest::replay::{Replay, ReplayOptions};
 use offport_backtest::report::Report;
 use offport_backtest::sim::{simulate, FleetConfig, Stream, HOUR};
-use offport_core::baseline::{parse_documents, BaselineSet};
+use offport_core::baseline::parse_documents;
 use offport_core::model::Finding;
 use offport_core::normalize::edr::EdrNormalizer;
 use offport_core::normalize::mdm::MdmNormalizer;
@@ -28,19 +28,11 @@ use offport_kafka::topics::TopicRole;
 use offport_tests::{isolated_settings, read_until_quiet, Background};
 
 fn options(baseline_yaml: &str) -> ReplayOptions {
-    let mut baselines = BaselineSet::with_defaults().unwrap();
-    for doc in parse_documents(baseline_yaml).unwrap() {
-        baselines.apply(doc).unwrap();
-    }
-    ReplayOptions {
-        baselines,
-        join: Default::default(),
-        score: Default::default(),
-        ingest_time: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64,
-    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    ReplayOptions::with_baseline_yaml(baseline_yaml, now).unwrap()
 }
 
 fn ids(findings: &[Finding]) -> Vec<(String, i32)> {

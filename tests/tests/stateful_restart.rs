@@ -262,6 +262,61 @@ async fn by_partition<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// What one stop test saw: the reference run's and the stopped run's outputs.
+struct Compared {
+    joiner_hits: usize,
+    scorer_hits: usize,
+    sessions: usize,
+    enriched: (
+        BTreeMap<i32, Vec<EnrichedSession>>,
+        BTreeMap<i32, Vec<EnrichedSession>>,
+    ),
+    alerts: (BTreeMap<i32, Vec<Finding>>, BTreeMap<i32, Vec<Finding>>),
+}
+
+/// The dataset on two isolated topic sets: on the first the joiner and then the scorer run
+/// uninterrupted to the end of their input; on the second each runs in child processes stopped
+/// with `stop` after each of its delays, then left to finish.
+async fn reference_and_stopped(
+    name: &str,
+    stop: Stop,
+    joiner_delays: &[u64],
+    scorer_delays: &[u64],
+) -> Result<Compared> {
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        - 4 * 3_600_000;
+    let reference = replay_settings(&format!("ref-{name}")).await?;
+    let stopped = replay_settings(name).await?;
+    let codec = RegistryCodec::new(&reference.registry)?;
+    let sessions = produce_dataset(&reference, &codec, t0).await?;
+    produce_dataset(&stopped, &codec, t0).await?;
+
+    let joiner = Background::stateful(&reference, JoinerStage::new(&reference))?;
+    tokio::time::timeout(Duration::from_secs(180), joiner.task).await???;
+    let scorer = Background::stateful(&reference, ScorerStage::new(&reference))?;
+    tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
+
+    let joiner_hits = run_with_stops("joiner", &stopped, joiner_delays, stop).await?;
+    let scorer_hits = run_with_stops("scorer", &stopped, scorer_delays, stop).await?;
+    let enriched = (
+        by_partition(&reference, &codec, TopicRole::EnrichedSessions, sessions).await?,
+        by_partition(&stopped, &codec, TopicRole::EnrichedSessions, sessions).await?,
+    );
+    let alerts = (
+        by_partition(&reference, &codec, TopicRole::Alerts, 1).await?,
+        by_partition(&stopped, &codec, TopicRole::Alerts, 1).await?,
+    );
+    Ok(Compared {
+        joiner_hits,
+        scorer_hits,
+        sessions,
+        enriched,
+        alerts,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_does() -> Result<()>
 {
@@ -269,48 +324,30 @@ async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_d
         return Ok(());
     }
     let _serial = SERIAL.lock().await;
-    let t0 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64
-        - 4 * 3_600_000;
-    let reference = replay_settings("ref").await?;
-    let crashed = replay_settings("crash").await?;
-    let codec = RegistryCodec::new(&reference.registry)?;
-    let sessions = produce_dataset(&reference, &codec, t0).await?;
-    produce_dataset(&crashed, &codec, t0).await?;
-
-    // Uninterrupted: each stage runs to the end of its input.
-    let joiner = Background::stateful(&reference, JoinerStage::new(&reference))?;
-    tokio::time::timeout(Duration::from_secs(180), joiner.task).await???;
-    let scorer = Background::stateful(&reference, ScorerStage::new(&reference))?;
-    tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
-
     // Killed several times while working, then left to finish.
-    let joiner_hits =
-        run_with_stops("joiner", &crashed, &[4_500, 5_500, 7_000], Stop::Kill).await?;
-    let scorer_hits =
-        run_with_stops("scorer", &crashed, &[1_500, 3_000, 4_500], Stop::Kill).await?;
-    println!("kills that hit a running joiner: {joiner_hits}, scorer: {scorer_hits}");
+    let run = reference_and_stopped(
+        "crash",
+        Stop::Kill,
+        &[4_500, 5_500, 7_000],
+        &[1_500, 3_000, 4_500],
+    )
+    .await?;
+    println!(
+        "kills that hit a running joiner: {}, scorer: {}",
+        run.joiner_hits, run.scorer_hits
+    );
     assert!(
-        joiner_hits >= 2 && scorer_hits >= 1,
+        run.joiner_hits >= 2 && run.scorer_hits >= 1,
         "the kills came too late to test anything"
     );
-
-    let expected: BTreeMap<i32, Vec<EnrichedSession>> =
-        by_partition(&reference, &codec, TopicRole::EnrichedSessions, sessions).await?;
-    let actual: BTreeMap<i32, Vec<EnrichedSession>> =
-        by_partition(&crashed, &codec, TopicRole::EnrichedSessions, sessions).await?;
+    let (expected, actual) = &run.enriched;
     assert_eq!(
         expected.values().map(Vec::len).sum::<usize>(),
-        sessions,
+        run.sessions,
         "the reference run lost sessions"
     );
     assert_eq!(expected, actual, "enriched sessions differ after the kills");
-
-    let expected: BTreeMap<i32, Vec<Finding>> =
-        by_partition(&reference, &codec, TopicRole::Alerts, 1).await?;
-    let actual: BTreeMap<i32, Vec<Finding>> =
-        by_partition(&crashed, &codec, TopicRole::Alerts, 1).await?;
+    let (expected, actual) = &run.alerts;
     let count: usize = expected.values().map(Vec::len).sum();
     println!("findings (all revisions): {count}");
     assert!(count >= 10, "the dataset should raise findings: {count}");
@@ -325,41 +362,27 @@ async fn joiner_and_scorer_stopped_with_sigterm_mid_replay_lose_and_duplicate_no
         return Ok(());
     }
     let _serial = SERIAL.lock().await;
-    let t0 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64
-        - 4 * 3_600_000;
-    let reference = replay_settings("ref-term").await?;
-    let stopped = replay_settings("term").await?;
-    let codec = RegistryCodec::new(&reference.registry)?;
-    let sessions = produce_dataset(&reference, &codec, t0).await?;
-    produce_dataset(&stopped, &codec, t0).await?;
-
-    let joiner = Background::stateful(&reference, JoinerStage::new(&reference))?;
-    tokio::time::timeout(Duration::from_secs(180), joiner.task).await???;
-    let scorer = Background::stateful(&reference, ScorerStage::new(&reference))?;
-    tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
-
     // Early and late signals: at start-up and restore, and while processing (how long a child
     // takes varies with what else the machine runs; the first ones always find it running).
-    let joiner_hits =
-        run_with_stops("joiner", &stopped, &[1_500, 3_000, 5_000], Stop::Term).await?;
-    let scorer_hits =
-        run_with_stops("scorer", &stopped, &[1_500, 3_000, 4_500], Stop::Term).await?;
-    println!("SIGTERMs that hit a running joiner: {joiner_hits}, scorer: {scorer_hits}");
+    let run = reference_and_stopped(
+        "term",
+        Stop::Term,
+        &[1_500, 3_000, 5_000],
+        &[1_500, 3_000, 4_500],
+    )
+    .await?;
+    println!(
+        "SIGTERMs that hit a running joiner: {}, scorer: {}",
+        run.joiner_hits, run.scorer_hits
+    );
     assert!(
-        joiner_hits >= 2 && scorer_hits >= 1,
+        run.joiner_hits >= 2 && run.scorer_hits >= 1,
         "the signals came too late to test anything"
     );
-    let expected: BTreeMap<i32, Vec<EnrichedSession>> =
-        by_partition(&reference, &codec, TopicRole::EnrichedSessions, sessions).await?;
-    let actual: BTreeMap<i32, Vec<EnrichedSession>> =
-        by_partition(&stopped, &codec, TopicRole::EnrichedSessions, sessions).await?;
-    assert_eq!(expected, actual, "enriched sessions differ after SIGTERM");
-    let expected: BTreeMap<i32, Vec<Finding>> =
-        by_partition(&reference, &codec, TopicRole::Alerts, 1).await?;
-    let actual: BTreeMap<i32, Vec<Finding>> =
-        by_partition(&stopped, &codec, TopicRole::Alerts, 1).await?;
-    assert_eq!(expected, actual, "alerts differ after SIGTERM");
+    assert_eq!(
+        run.enriched.0, run.enriched.1,
+        "enriched sessions differ after SIGTERM"
+    );
+    assert_eq!(run.alerts.0, run.alerts.1, "alerts differ after SIGTERM");
     Ok(())
 }

@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use offport_backtest::replay::{latest_revisions, Replay, ReplayOptions};
 use offport_backtest::report::{matches, Report};
 use offport_backtest::sim::{simulate, FleetConfig, HOUR};
-use offport_core::baseline::{parse_documents, BaselineSet};
+use offport_core::baseline::parse_documents;
 use offport_core::model::Finding;
 use offport_devstack::stack::StackOptions;
 use offport_kafka::baselines::{publish, version_key};
@@ -186,16 +186,7 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
         }
 
         // The same records in this process, for comparison.
-        let mut baselines = BaselineSet::with_defaults()?;
-        for document in parse_documents(&fleet.baseline_yaml)? {
-            baselines.apply(document)?;
-        }
-        let mut replay = Replay::new(ReplayOptions {
-            baselines,
-            join: Default::default(),
-            score: Default::default(),
-            ingest_time: now,
-        });
+        let mut replay = Replay::new(ReplayOptions::with_baseline_yaml(&fleet.baseline_yaml, now)?);
         for record in &fleet.records {
             replay.push(record.stream, Some(&record.device_id), record.value.as_bytes());
         }

@@ -11,7 +11,6 @@ use std::time::Instant;
 use offport_backtest::replay::{Replay, ReplayOptions};
 use offport_backtest::report::Report;
 use offport_backtest::sim::{simulate, FleetConfig};
-use offport_core::baseline::{parse_documents, BaselineSet};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -30,16 +29,8 @@ fn main() {
     let started = Instant::now();
     let fleet = simulate(&config).unwrap();
     let simulated = started.elapsed();
-    let mut baselines = BaselineSet::with_defaults().unwrap();
-    for doc in parse_documents(&fleet.baseline_yaml).unwrap() {
-        baselines.apply(doc).unwrap();
-    }
-    let options = ReplayOptions {
-        baselines,
-        join: Default::default(),
-        score: Default::default(),
-        ingest_time: config.end() + 3_600_000,
-    };
+    let options =
+        ReplayOptions::with_baseline_yaml(&fleet.baseline_yaml, config.end() + 3_600_000).unwrap();
     let started = Instant::now();
     let mut replay = Replay::new(options);
     for record in &fleet.records {

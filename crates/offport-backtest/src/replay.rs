@@ -35,6 +35,26 @@ pub struct ReplayOptions {
     pub ingest_time: EpochMillis,
 }
 
+impl ReplayOptions {
+    /// The shipped default baseline plus the documents of `yaml` (an organisation baseline
+    /// such as [`crate::sim::Fleet::baseline_yaml`]), default join and scoring settings.
+    pub fn with_baseline_yaml(
+        yaml: &str,
+        ingest_time: EpochMillis,
+    ) -> Result<Self, offport_core::baseline::BaselineError> {
+        let mut baselines = BaselineSet::with_defaults()?;
+        for document in offport_core::baseline::parse_documents(yaml)? {
+            baselines.apply(document)?;
+        }
+        Ok(Self {
+            baselines,
+            join: JoinConfig::default(),
+            score: ScoreConfig::default(),
+            ingest_time,
+        })
+    }
+}
+
 /// A record the normalizers rejected.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
@@ -250,16 +270,7 @@ mod tests {
     use crate::sim::{simulate, FleetConfig};
 
     fn options(org: &str) -> ReplayOptions {
-        let mut baselines = BaselineSet::with_defaults().unwrap();
-        for doc in offport_core::baseline::parse_documents(org).unwrap() {
-            baselines.apply(doc).unwrap();
-        }
-        ReplayOptions {
-            baselines,
-            join: JoinConfig::default(),
-            score: ScoreConfig::default(),
-            ingest_time: 1_900_000_000_000,
-        }
+        ReplayOptions::with_baseline_yaml(org, 1_900_000_000_000).unwrap()
     }
 
     fn run(config: &FleetConfig) -> ReplayOutcome {
