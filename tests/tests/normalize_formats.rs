@@ -403,6 +403,11 @@ async fn edr_records_become_device_events_and_the_metrics_endpoint_counts_dead_l
         "{scrape}"
     );
     assert!(scrape.contains("offport_transactions_total"), "{scrape}");
+    // Every consumed record's latency, the dead-lettered one too.
+    assert!(
+        scrape.contains("offport_end_to_end_latency_seconds_count 4"),
+        "{scrape}"
+    );
     running.stop().await?;
     server.await?;
     Ok(())

@@ -145,6 +145,7 @@ async fn an_unreachable_registry_is_a_transient_error() -> Result<()> {
     let codec = RegistryCodec::new(&RegistrySettings {
         url: format!("http://127.0.0.1:{port}"),
         timeout_ms: 2_000,
+        ..RegistrySettings::default()
     })?;
     let error = codec
         .encode_value(

@@ -294,13 +294,14 @@ impl Drop for Services {
 
 /// Series every service must expose (README, "Operating a service"), and those of the two
 /// stateful ones.
-const SERIES: [&str; 7] = [
+const SERIES: [&str; 8] = [
     "offport_records_in_total",
     "offport_records_out_total",
     "offport_dead_letters_total",
     "offport_transactions_total",
     "offport_transaction_aborts_total",
     "offport_batch_duration_seconds_bucket",
+    "offport_end_to_end_latency_seconds_bucket",
     "offport_consumer_lag_records",
 ];
 const STATEFUL_SERIES: [&str; 6] = [

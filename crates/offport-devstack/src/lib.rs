@@ -11,6 +11,7 @@
 
 pub mod fetch;
 pub mod java;
+pub mod secure;
 pub mod stack;
 
 pub use stack::{StackOptions, StackState};

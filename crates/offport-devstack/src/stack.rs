@@ -239,7 +239,7 @@ pub fn read_state(options: &StackOptions) -> Option<StackState> {
 }
 
 /// True when `pid` is a live (not zombie) process whose command line mentions `needle`.
-fn process_matches(pid: i32, needle: &str) -> bool {
+pub(crate) fn process_matches(pid: i32, needle: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -256,7 +256,7 @@ fn process_matches(pid: i32, needle: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn kafka_answers(bootstrap: &str, timeout: Duration) -> Result<usize> {
+pub(crate) fn kafka_answers(bootstrap: &str, timeout: Duration) -> Result<usize> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("log_level", "3")
@@ -343,11 +343,11 @@ pub fn attach(options: &StackOptions) -> Option<StackState> {
         .then_some(state)
 }
 
-fn port_free(port: u16) -> bool {
+pub(crate) fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-fn spawn_logged(mut command: Command, log: &Path) -> Result<i32> {
+pub(crate) fn spawn_logged(mut command: Command, log: &Path) -> Result<i32> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
     let child = command
@@ -362,7 +362,7 @@ fn spawn_logged(mut command: Command, log: &Path) -> Result<i32> {
     i32::try_from(child.id()).context("pid out of range")
 }
 
-fn log_tail(log: &Path) -> String {
+pub(crate) fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines
@@ -371,42 +371,55 @@ fn log_tail(log: &Path) -> String {
         .join("\n")
 }
 
-fn write_kafka_config(
-    options: &StackOptions,
-    dir: &Path,
+/// The listeners of a broker: `listeners`, `advertised.listeners`, the protocol map, and any
+/// further properties (security).
+pub(crate) struct Listeners {
+    pub(crate) listeners: String,
+    pub(crate) advertised: String,
+    pub(crate) protocol_map: String,
+    pub(crate) extra: String,
+}
+
+/// `server.properties` of a single-node KRaft broker+controller on loopback.
+pub(crate) fn kafka_properties(
+    controller: u16,
+    listeners: &Listeners,
     data: &Path,
-) -> Result<(PathBuf, PathBuf)> {
-    let properties = dir.join("server.properties");
-    std::fs::write(
-        &properties,
-        format!(
-            "# Written by offport's devstack: single-node KRaft broker+controller on loopback.\n\
-             process.roles=broker,controller\n\
-             node.id=1\n\
-             controller.quorum.voters=1@127.0.0.1:{controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{broker}\n\
-             controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-             inter.broker.listener.name=PLAINTEXT\n\
-             log.dirs={data}\n\
-             num.partitions={partitions}\n\
-             auto.create.topics.enable=false\n\
-             offsets.topic.replication.factor=1\n\
-             offsets.topic.num.partitions=10\n\
-             transaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\n\
-             transaction.state.log.num.partitions=10\n\
-             share.coordinator.state.topic.replication.factor=1\n\
-             share.coordinator.state.topic.min.isr=1\n\
-             group.initial.rebalance.delay.ms=0\n\
-             log.cleaner.backoff.ms=1000\n",
-            controller = options.controller_port,
-            broker = options.kafka_port,
-            data = data.display(),
-            partitions = options.partitions,
-        ),
-    )?;
+    partitions: i32,
+) -> String {
+    format!(
+        "# Written by offport's devstack: single-node KRaft broker+controller on loopback.\n\
+         process.roles=broker,controller\n\
+         node.id=1\n\
+         controller.quorum.voters=1@127.0.0.1:{controller}\n\
+         listeners={listeners},CONTROLLER://127.0.0.1:{controller}\n\
+         advertised.listeners={advertised}\n\
+         controller.listener.names=CONTROLLER\n\
+         listener.security.protocol.map={protocol_map},CONTROLLER:PLAINTEXT\n\
+         inter.broker.listener.name=PLAINTEXT\n\
+         log.dirs={data}\n\
+         num.partitions={partitions}\n\
+         auto.create.topics.enable=false\n\
+         offsets.topic.replication.factor=1\n\
+         offsets.topic.num.partitions=10\n\
+         transaction.state.log.replication.factor=1\n\
+         transaction.state.log.min.isr=1\n\
+         transaction.state.log.num.partitions=10\n\
+         share.coordinator.state.topic.replication.factor=1\n\
+         share.coordinator.state.topic.min.isr=1\n\
+         group.initial.rebalance.delay.ms=0\n\
+         log.cleaner.backoff.ms=1000\n\
+         {extra}",
+        listeners = listeners.listeners,
+        advertised = listeners.advertised,
+        protocol_map = listeners.protocol_map,
+        extra = listeners.extra,
+        data = data.display(),
+    )
+}
+
+/// Writes the broker's log4j configuration (console, INFO, the cleaner quieter) into `dir`.
+pub(crate) fn write_log4j(dir: &Path) -> Result<PathBuf> {
     let log4j = dir.join("log4j2.properties");
     std::fs::write(
         &log4j,
@@ -420,10 +433,95 @@ fn write_kafka_config(
          logger.cleaner.name = kafka.log.LogCleaner\n\
          logger.cleaner.level = WARN\n",
     )?;
-    Ok((properties, log4j))
+    Ok(log4j)
 }
 
-fn wait_until<F: FnMut() -> Result<()>>(
+fn write_kafka_config(
+    options: &StackOptions,
+    dir: &Path,
+    data: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let properties = dir.join("server.properties");
+    let broker = options.kafka_port;
+    let listeners = Listeners {
+        listeners: format!("PLAINTEXT://127.0.0.1:{broker}"),
+        advertised: format!("PLAINTEXT://127.0.0.1:{broker}"),
+        protocol_map: "PLAINTEXT:PLAINTEXT".to_string(),
+        extra: String::new(),
+    };
+    std::fs::write(
+        &properties,
+        kafka_properties(
+            options.controller_port,
+            &listeners,
+            data,
+            options.partitions,
+        ),
+    )?;
+    Ok((properties, write_log4j(dir)?))
+}
+
+/// Formats fresh KRaft storage for the broker of `properties` (`extra` arguments such as
+/// `--add-scram` go to Kafka's StorageTool).
+pub(crate) fn format_storage(
+    java: &Path,
+    kafka_libs: &Path,
+    log4j: &Path,
+    properties: &Path,
+    extra: &[String],
+) -> Result<()> {
+    let cluster_id = uuid::Uuid::new_v4();
+    // Kafka cluster ids are a UUID in URL-safe base64 without padding (22 characters).
+    let cluster_id = URL_SAFE_NO_PAD.encode(cluster_id.as_bytes());
+    let format = Command::new(java)
+        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+        .arg("-cp")
+        .arg(format!("{}/*", kafka_libs.display()))
+        .args(["kafka.tools.StorageTool", "format", "-t"])
+        .arg(&cluster_id)
+        .arg("-c")
+        .arg(properties)
+        .args(extra)
+        .output()
+        .context("formatting KRaft storage")?;
+    if !format.status.success() {
+        bail!(
+            "formatting KRaft storage failed:\n{}{}",
+            String::from_utf8_lossy(&format.stdout),
+            String::from_utf8_lossy(&format.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Starts the broker of `properties` in its own process group, output in `log`; returns its
+/// pid.
+pub(crate) fn spawn_kafka(
+    java: &Path,
+    kafka_libs: &Path,
+    log4j: &Path,
+    properties: &Path,
+    run: &Path,
+    log: &Path,
+) -> Result<i32> {
+    let mut kafka = Command::new(java);
+    kafka
+        .args([
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+        ])
+        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+        .arg("-cp")
+        .arg(format!("{}/*", kafka_libs.display()))
+        .arg("kafka.Kafka")
+        .arg(properties)
+        .current_dir(run);
+    spawn_logged(kafka, log)
+}
+
+pub(crate) fn wait_until<F: FnMut() -> Result<()>>(
     what: &str,
     deadline: Instant,
     pid: i32,
@@ -507,48 +605,22 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
     }
     std::fs::create_dir_all(&data)?;
     let (properties, log4j) = write_kafka_config(options, &run, &data)?;
-    let classpath = format!("{}/*", artifacts.kafka_libs.display());
-    let log4j_flag = format!("-Dlog4j2.configurationFile={}", log4j.display());
-
-    let cluster_id = uuid::Uuid::new_v4();
-    // Kafka cluster ids are a UUID in URL-safe base64 without padding (22 characters).
-    let cluster_id = URL_SAFE_NO_PAD.encode(cluster_id.as_bytes());
-    let format = Command::new(&kafka_java.path)
-        .args([
-            &log4j_flag,
-            "-cp",
-            &classpath,
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-        ])
-        .arg(&cluster_id)
-        .arg("-c")
-        .arg(&properties)
-        .output()
-        .context("formatting KRaft storage")?;
-    if !format.status.success() {
-        bail!(
-            "formatting KRaft storage failed:\n{}{}",
-            String::from_utf8_lossy(&format.stdout),
-            String::from_utf8_lossy(&format.stderr)
-        );
-    }
-
+    format_storage(
+        &kafka_java.path,
+        &artifacts.kafka_libs,
+        &log4j,
+        &properties,
+        &[],
+    )?;
     let kafka_log = run.join("kafka.log");
-    let mut kafka = Command::new(&kafka_java.path);
-    kafka
-        .args([
-            "-Xms256m",
-            "-Xmx1g",
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            &log4j_flag,
-        ])
-        .args(["-cp", &classpath, "kafka.Kafka"])
-        .arg(&properties)
-        .current_dir(&run);
-    let kafka_pid = spawn_logged(kafka, &kafka_log)?;
+    let kafka_pid = spawn_kafka(
+        &kafka_java.path,
+        &artifacts.kafka_libs,
+        &log4j,
+        &properties,
+        &run,
+        &kafka_log,
+    )?;
 
     let registry_log = run.join("registry.log");
     let mut registry = Command::new(&registry_java.path);
@@ -644,7 +716,7 @@ fn write_state(options: &StackOptions, state: &StackState) -> Result<()> {
 
 /// Stops one process group: SIGTERM, then SIGKILL after `grace`. Returns true when it was
 /// running.
-fn stop_group(pid: i32, needle: &str, grace: Duration) -> Result<bool> {
+pub(crate) fn stop_group(pid: i32, needle: &str, grace: Duration) -> Result<bool> {
     if !process_matches(pid, needle) {
         return Ok(false);
     }

@@ -8,6 +8,7 @@
 
 pub mod backtest;
 pub mod baselines;
+pub mod connect;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;

@@ -72,6 +72,9 @@ pub struct PipelineMetrics {
     pub replayed: Counter,
     /// Time to process and commit one batch (`offport_batch_duration_seconds`).
     pub batch_seconds: Histogram,
+    /// Seconds from a record's Kafka timestamp to the commit of the transaction that consumed
+    /// it (`offport_end_to_end_latency_seconds`).
+    pub end_to_end_seconds: Histogram,
     /// Records behind the end of the assigned partitions (`offport_consumer_lag_records`).
     pub lag: Gauge<i64, AtomicI64>,
     /// Keys of a stateful stage's state (`offport_state_keys`): joiner devices, scorer
@@ -109,6 +112,8 @@ impl PipelineMetrics {
             retries: Counter::default(),
             replayed: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            // 5 ms to about 45 minutes.
+            end_to_end_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 20)),
             lag: Gauge::default(),
             state_keys: Gauge::default(),
             state_bytes: Gauge::default(),
@@ -162,6 +167,12 @@ impl PipelineMetrics {
             "Time to process and commit one batch",
             prometheus_client::registry::Unit::Seconds,
             metrics.batch_seconds.clone(),
+        );
+        offport.register_with_unit(
+            "end_to_end_latency",
+            "Time from a record's Kafka timestamp to the commit of the transaction that consumed it",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.end_to_end_seconds.clone(),
         );
         offport.register(
             "consumer_lag_records",
@@ -231,6 +242,22 @@ impl PipelineMetrics {
             });
         }
         Arc::new(metrics)
+    }
+
+    /// Records the end-to-end latency of records with these Kafka timestamps (epoch
+    /// milliseconds), committed just now. Records without a timestamp are skipped.
+    pub fn committed(&self, timestamps: &[i64]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        for &timestamp in timestamps {
+            if timestamp > 0 {
+                // Milliseconds as f64: exact far beyond any real latency.
+                #[allow(clippy::cast_precision_loss)]
+                let seconds = now.saturating_sub(timestamp).max(0) as f64 / 1_000.0;
+                self.end_to_end_seconds.observe(seconds);
+            }
+        }
     }
 
     /// Counts a dead-lettered record.
@@ -306,5 +333,80 @@ async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The `offport_*` series named in the first column of README's metrics table.
+    fn documented() -> Vec<String> {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        readme
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `offport_"))
+            .map(|rest| {
+                let name = rest.split(['`', '{']).next().unwrap_or_default();
+                format!("offport_{name}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_scrape_shows_exactly_the_series_the_readme_documents() {
+        let mut registry = Registry::default();
+        let metrics = PipelineMetrics::register(&mut registry);
+        metrics.committed(&[1]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let documented = documented();
+        assert!(
+            documented.len() >= 15,
+            "README table not found: {documented:?}"
+        );
+        for series in &documented {
+            // A histogram shows as _bucket/_sum/_count lines, a counter with _total.
+            let shown = text.lines().any(|line| {
+                line.strip_prefix(series.as_str())
+                    .is_some_and(|rest| rest.starts_with([' ', '{', '_']))
+            });
+            assert!(shown, "{series} is documented but not exposed:\n{text}");
+        }
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(
+                documented.iter().any(|d| d.starts_with(name)),
+                "{name} is exposed but not in README's table"
+            );
+        }
+    }
+
+    #[test]
+    fn end_to_end_latency_counts_records_with_a_timestamp() {
+        let mut registry = Registry::default();
+        let metrics = PipelineMetrics::register(&mut registry);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let two_seconds_ago = i64::try_from(now).unwrap() - 2_000;
+        metrics.committed(&[two_seconds_ago, -1, two_seconds_ago]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("offport_end_to_end_latency_seconds_count 2"),
+            "{text}"
+        );
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("offport_end_to_end_latency_seconds_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((4.0..5.0).contains(&sum), "{sum}");
     }
 }

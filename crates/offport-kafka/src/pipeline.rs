@@ -49,6 +49,10 @@ pub enum PipelineError {
     /// A Kafka client could not be created or a fatal error occurred (e.g. fenced).
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The start-up check failed: the broker rejected this client (credentials, TLS), or shutdown
+    /// came while waiting for an unreachable cluster.
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
     /// A codec error that is not transient and not the record's fault (a build defect).
     #[error("encoding: {0}")]
     Codec(#[from] CodecError),
@@ -211,6 +215,7 @@ pub async fn run_normalizer<N: Normalizer>(
     metrics: Arc<PipelineMetrics>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
+    crate::connect::wait_for_kafka(&settings.kafka, options.max_backoff, &shutdown).await?;
     let mut consumer_config = settings.kafka.client_config();
     if let Some(instance) = &options.group_instance_id {
         consumer_config.set("group.instance.id", instance);
@@ -324,6 +329,7 @@ async fn process<N: Normalizer>(
         let now = wall_clock_millis();
         let mut outgoing = Vec::with_capacity(batch.len());
         let mut fresh = 0_u64;
+        let mut timestamps = Vec::with_capacity(batch.len());
         for message in &batch {
             let (topic, partition) = (message.topic(), message.partition());
             // A handful of partitions: a scan beats allocating a key per record.
@@ -342,6 +348,7 @@ async fn process<N: Normalizer>(
             let replaying = message.offset() < at.processed;
             if !replaying {
                 fresh += 1;
+                timestamps.extend(message.timestamp().to_millis());
             }
             let headers = owned_headers(message);
             let raw = RawRecord {
@@ -408,7 +415,10 @@ async fn process<N: Normalizer>(
         )
         .await?;
         match committed {
-            Some(now_committed) => progress.extend(now_committed),
+            Some(now_committed) => {
+                metrics.committed(&timestamps);
+                progress.extend(now_committed);
+            }
             None => restart_partitions(consumer, normalizer, &mut progress),
         }
         metrics

@@ -178,12 +178,47 @@ impl RegistryCodec {
     }
 }
 
+/// Registry client settings: timeout, basic authentication, and the HTTP client's TLS (extra
+/// trusted authorities, a client certificate for mutual TLS).
 fn sr_settings(settings: &RegistrySettings) -> Result<SrSettings, CodecError> {
-    Ok(
-        SrSettings::new_builder(settings.url.trim_end_matches('/').to_string())
-            .set_timeout(Duration::from_millis(settings.timeout_ms))
-            .build()?,
-    )
+    let mut builder = SrSettings::new_builder(settings.url.trim_end_matches('/').to_string());
+    builder.set_timeout(Duration::from_millis(settings.timeout_ms));
+    if let Some(username) = &settings.username {
+        builder.set_basic_authorization(username, settings.password.as_ref().map(|p| p.expose()));
+    }
+    let mut client = reqwest::Client::builder();
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            CodecError::Registry(SRCError::non_retryable_with_cause(
+                e,
+                &format!("registry.{what}: cannot read {}", path.display()),
+            ))
+        })
+    };
+    let tls_error = |what: &str, e: reqwest::Error| {
+        CodecError::Registry(SRCError::non_retryable_with_cause(
+            e,
+            &format!("registry.{what}: not usable PEM"),
+        ))
+    };
+    if let Some(ca) = &settings.ca_location {
+        let pem = read("ca_location", ca)?;
+        for certificate in
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls_error("ca_location", e))?
+        {
+            client = client.add_root_certificate(certificate);
+        }
+    }
+    if let (Some(certificate), Some(key)) = (&settings.certificate_location, &settings.key_location)
+    {
+        let identity = reqwest::Identity::from_pkcs8_pem(
+            &read("certificate_location", certificate)?,
+            &read("key_location", key)?,
+        )
+        .map_err(|e| tls_error("certificate_location", e))?;
+        client = client.identity(identity);
+    }
+    Ok(builder.build_with(client)?)
 }
 
 #[cfg(test)]

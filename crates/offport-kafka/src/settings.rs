@@ -7,7 +7,7 @@
 //! loads and validates; it does not connect to anything.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,14 +27,163 @@ pub enum SettingsError {
     },
 }
 
-/// Connection to the Kafka cluster.
+/// A secret value (password, key passphrase): kept in memory as given, but never shown. Its
+/// `Debug` and `Serialize` print `***`, so a logged or dumped configuration carries no secret.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for handing to the client that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a redacted secret shows.
+pub const REDACTED: &str = "***";
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({REDACTED:?})")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// How the services reach the brokers: `security.protocol` and its companions in librdkafka's
+/// terms, as named keys. Passwords may come from files (Kubernetes Secrets mounted as volumes)
+/// or environment variables (`OFFPORT__KAFKA__SECURITY__SASL_PASSWORD`); a `*_file` is read
+/// when the configuration is loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: SecurityProtocol,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (SASL protocols only).
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name.
+    pub sasl_username: Option<String>,
+    /// SASL password.
+    pub sasl_password: Option<Secret>,
+    /// File whose content (trailing newline trimmed) is the SASL password.
+    pub sasl_password_file: Option<PathBuf>,
+    /// PEM file of the certificate authorities to trust for the brokers' certificates; the
+    /// system's trust store when unset.
+    pub ca_location: Option<PathBuf>,
+    /// PEM file of this client's certificate (mutual TLS).
+    pub certificate_location: Option<PathBuf>,
+    /// PEM file of this client's private key (mutual TLS).
+    pub key_location: Option<PathBuf>,
+    /// Passphrase of an encrypted private key.
+    pub key_password: Option<Secret>,
+    /// File whose content is that passphrase.
+    pub key_password_file: Option<PathBuf>,
+    /// Check that a broker's certificate names the host connected to (librdkafka's
+    /// `ssl.endpoint.identification.algorithm=https`). Turn off only for test brokers.
+    pub endpoint_identification: bool,
+}
+
+impl Default for KafkaSecurity {
+    fn default() -> Self {
+        Self {
+            protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            sasl_password_file: None,
+            ca_location: None,
+            certificate_location: None,
+            key_location: None,
+            key_password: None,
+            key_password_file: None,
+            endpoint_identification: true,
+        }
+    }
+}
+
+/// librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// No encryption, no authentication.
+    Plaintext,
+    /// TLS (with a client certificate: mutual TLS).
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The name librdkafka (and this configuration) uses.
+    pub fn rdkafka(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// librdkafka's `sasl.mechanism`, of those offport supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    /// User name and password in the clear (use over TLS only).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// Salted challenge-response with SHA-256 (RFC 7677).
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// Salted challenge-response with SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name librdkafka (and this configuration) uses.
+    pub fn rdkafka(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// Connection to the Kafka cluster. `Debug` and `Serialize` redact secret properties.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list.
     pub bootstrap_servers: String,
-    /// Extra librdkafka properties passed verbatim (e.g. `security.protocol`), for settings the
-    /// shell has no dedicated key for.
+    /// Encryption and authentication.
+    pub security: KafkaSecurity,
+    /// Extra librdkafka properties passed verbatim, for settings the shell has no dedicated key
+    /// for. They win over the named keys.
+    #[serde(serialize_with = "redacted_properties")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -42,16 +191,101 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
             bootstrap_servers: "127.0.0.1:9092".to_string(),
+            security: KafkaSecurity::default(),
             properties: BTreeMap::new(),
         }
     }
 }
 
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("security", &self.security)
+            .field("properties", &redacted(&self.properties))
+            .finish()
+    }
+}
+
+/// True for a librdkafka property whose value is a secret (`sasl.password`,
+/// `ssl.key.password`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...).
+pub fn is_secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "ssl.key.pem",
+        "sasl.oauthbearer.config",
+        "keystore",
+    ]
+    .iter()
+    .any(|needle| name.contains(needle))
+}
+
+/// The properties with every secret value replaced by `***`.
+fn redacted(properties: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    properties
+        .iter()
+        .map(|(name, value)| {
+            let shown = if is_secret_property(name) {
+                REDACTED
+            } else {
+                value.as_str()
+            };
+            (name.as_str(), shown)
+        })
+        .collect()
+}
+
+fn redacted_properties<S: serde::Serializer>(
+    properties: &BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    redacted(properties).serialize(serializer)
+}
+
 impl KafkaSettings {
-    /// A librdkafka client configuration with the bootstrap servers and extra properties set.
+    /// A librdkafka client configuration with the bootstrap servers, the security settings and
+    /// the extra properties set.
     pub fn client_config(&self) -> rdkafka::ClientConfig {
         let mut config = rdkafka::ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
+        let security = &self.security;
+        config.set("security.protocol", security.protocol.rdkafka());
+        if security.protocol.sasl() {
+            if let Some(mechanism) = security.sasl_mechanism {
+                config.set("sasl.mechanism", mechanism.rdkafka());
+            }
+            if let Some(username) = &security.sasl_username {
+                config.set("sasl.username", username);
+            }
+            if let Some(password) = &security.sasl_password {
+                config.set("sasl.password", password.expose());
+            }
+        }
+        if security.protocol.tls() {
+            let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+            if let Some(ca) = &security.ca_location {
+                config.set("ssl.ca.location", path(ca));
+            }
+            if let Some(certificate) = &security.certificate_location {
+                config.set("ssl.certificate.location", path(certificate));
+            }
+            if let Some(key) = &security.key_location {
+                config.set("ssl.key.location", path(key));
+            }
+            if let Some(password) = &security.key_password {
+                config.set("ssl.key.password", password.expose());
+            }
+            config.set(
+                "ssl.endpoint.identification.algorithm",
+                if security.endpoint_identification {
+                    "https"
+                } else {
+                    "none"
+                },
+            );
+        }
         for (key, value) in &self.properties {
             config.set(key, value);
         }
@@ -68,6 +302,18 @@ pub struct RegistrySettings {
     pub url: String,
     /// Request timeout in milliseconds.
     pub timeout_ms: u64,
+    /// User name for HTTP basic authentication (Confluent Cloud: the API key).
+    pub username: Option<String>,
+    /// Password for basic authentication (Confluent Cloud: the API secret).
+    pub password: Option<Secret>,
+    /// File whose content (trailing newline trimmed) is that password.
+    pub password_file: Option<PathBuf>,
+    /// PEM file of extra certificate authorities to trust for an `https://` registry.
+    pub ca_location: Option<PathBuf>,
+    /// PEM file of this client's certificate (mutual TLS).
+    pub certificate_location: Option<PathBuf>,
+    /// PEM file of this client's PKCS#8 private key (mutual TLS).
+    pub key_location: Option<PathBuf>,
 }
 
 impl Default for RegistrySettings {
@@ -75,6 +321,12 @@ impl Default for RegistrySettings {
         Self {
             url: "http://127.0.0.1:8081/apis/ccompat/v7".to_string(),
             timeout_ms: 10_000,
+            username: None,
+            password: None,
+            password_file: None,
+            ca_location: None,
+            certificate_location: None,
+            key_location: None,
         }
     }
 }
@@ -318,9 +570,36 @@ impl Settings {
                 .separator("__")
                 .source(Some(env)),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.resolve_secret_files()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Reads each `*_password_file` into its secret. Setting both the secret and its file is an
+    /// error: which one wins would be a guess.
+    fn resolve_secret_files(&mut self) -> Result<(), SettingsError> {
+        let security = &mut self.kafka.security;
+        resolve_secret_file(
+            "kafka.security.sasl_password",
+            &mut security.sasl_password,
+            security.sasl_password_file.as_deref(),
+        )?;
+        resolve_secret_file(
+            "kafka.security.key_password",
+            &mut security.key_password,
+            security.key_password_file.as_deref(),
+        )?;
+        resolve_secret_file(
+            "registry.password",
+            &mut self.registry.password,
+            self.registry.password_file.as_deref(),
+        )
+    }
+
+    /// The configuration as YAML with every secret shown as `***` (`offportctl config show`).
+    pub fn redacted_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|error| format!("# cannot show: {error}\n"))
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -331,6 +610,8 @@ impl Settings {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
         }
+        validate_kafka_security(&self.kafka.security)?;
+        validate_registry_security(&self.registry)?;
         if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://"))
         {
             return Err(invalid(
@@ -401,6 +682,152 @@ impl Settings {
     }
 }
 
+fn resolve_secret_file(
+    key: &str,
+    secret: &mut Option<Secret>,
+    file: Option<&Path>,
+) -> Result<(), SettingsError> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    if secret.is_some() {
+        return Err(SettingsError::Invalid {
+            key: format!("{key}_file"),
+            why: format!("set together with {key}; set one of them"),
+        });
+    }
+    let text = std::fs::read_to_string(file).map_err(|error| SettingsError::Invalid {
+        key: format!("{key}_file"),
+        why: format!("cannot read {}: {error}", file.display()),
+    })?;
+    *secret = Some(Secret::new(text.trim_end_matches(['\r', '\n'])));
+    Ok(())
+}
+
+/// A PEM file named by a setting must be readable now, not at the first TLS handshake.
+fn check_readable(key: &str, file: Option<&Path>) -> Result<(), SettingsError> {
+    match file {
+        Some(file) => std::fs::File::open(file)
+            .map(drop)
+            .map_err(|error| SettingsError::Invalid {
+                key: key.to_string(),
+                why: format!("cannot read {}: {error}", file.display()),
+            }),
+        None => Ok(()),
+    }
+}
+
+fn validate_kafka_security(security: &KafkaSecurity) -> Result<(), SettingsError> {
+    let invalid = |key: &str, why: String| SettingsError::Invalid {
+        key: format!("kafka.security.{key}"),
+        why,
+    };
+    let protocol = security.protocol;
+    if protocol.sasl() {
+        if security.sasl_mechanism.is_none() {
+            return Err(invalid(
+                "sasl_mechanism",
+                format!(
+                    "required with protocol {}: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                    protocol.rdkafka()
+                ),
+            ));
+        }
+        if security
+            .sasl_username
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+        {
+            return Err(invalid(
+                "sasl_username",
+                format!("required with protocol {}", protocol.rdkafka()),
+            ));
+        }
+        if security.sasl_password.is_none() {
+            return Err(invalid(
+                "sasl_password",
+                format!(
+                    "required with protocol {} (or sasl_password_file, or the environment variable OFFPORT__KAFKA__SECURITY__SASL_PASSWORD)",
+                    protocol.rdkafka()
+                ),
+            ));
+        }
+    } else if security.sasl_mechanism.is_some()
+        || security.sasl_username.is_some()
+        || security.sasl_password.is_some()
+    {
+        return Err(invalid(
+            "protocol",
+            format!(
+                "is {} but SASL credentials are set; use sasl_ssl (or sasl_plaintext)",
+                protocol.rdkafka()
+            ),
+        ));
+    }
+    let tls_files = [
+        ("ca_location", security.ca_location.as_deref()),
+        (
+            "certificate_location",
+            security.certificate_location.as_deref(),
+        ),
+        ("key_location", security.key_location.as_deref()),
+    ];
+    if !protocol.tls() {
+        if let Some((key, _)) = tls_files.iter().find(|(_, file)| file.is_some()) {
+            return Err(invalid(
+                key,
+                format!(
+                    "is set but protocol is {}; TLS files need ssl or sasl_ssl",
+                    protocol.rdkafka()
+                ),
+            ));
+        }
+    }
+    if security.certificate_location.is_some() != security.key_location.is_some() {
+        return Err(invalid(
+            "key_location",
+            "a client certificate needs its key and a key its certificate (set both for mutual TLS)".to_string(),
+        ));
+    }
+    for (key, file) in tls_files {
+        check_readable(&format!("kafka.security.{key}"), file)?;
+    }
+    Ok(())
+}
+
+fn validate_registry_security(registry: &RegistrySettings) -> Result<(), SettingsError> {
+    let invalid = |key: &str, why: &str| SettingsError::Invalid {
+        key: format!("registry.{key}"),
+        why: why.to_string(),
+    };
+    if registry.password.is_some() && registry.username.is_none() {
+        return Err(invalid("username", "required when a password is set"));
+    }
+    if registry.certificate_location.is_some() != registry.key_location.is_some() {
+        return Err(invalid(
+            "key_location",
+            "a client certificate needs its key and a key its certificate (set both for mutual TLS)",
+        ));
+    }
+    let tls_files = [
+        ("ca_location", registry.ca_location.as_deref()),
+        (
+            "certificate_location",
+            registry.certificate_location.as_deref(),
+        ),
+        ("key_location", registry.key_location.as_deref()),
+    ];
+    if !registry.url.starts_with("https://") {
+        if let Some((key, _)) = tls_files.iter().find(|(_, file)| file.is_some()) {
+            return Err(invalid(key, "is set but registry.url is not https://"));
+        }
+    }
+    for (key, file) in tls_files {
+        check_readable(&format!("registry.{key}"), file)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -461,5 +888,235 @@ mod tests {
         std::fs::write(&file, "kafka:\n  bootstrap_server: typo:9092\n").unwrap();
         let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
         assert!(err.to_string().contains("bootstrap_server"), "{err}");
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("offport-settings-s-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    fn sasl_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut pairs = vec![
+            ("OFFPORT__KAFKA__SECURITY__PROTOCOL", "sasl_ssl"),
+            ("OFFPORT__KAFKA__SECURITY__SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("OFFPORT__KAFKA__SECURITY__SASL_USERNAME", "svc-offport"),
+        ];
+        pairs.extend_from_slice(extra);
+        env(&pairs)
+    }
+
+    fn property(config: &rdkafka::ClientConfig, name: &str) -> Option<String> {
+        config.get(name).map(str::to_string)
+    }
+
+    #[test]
+    fn sasl_ssl_from_the_environment_reaches_librdkafka() {
+        let ca = temp_file("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+        let s = Settings::load_from(
+            None,
+            sasl_env(&[
+                ("OFFPORT__KAFKA__SECURITY__SASL_PASSWORD", "s3cr3t-from-env"),
+                (
+                    "OFFPORT__KAFKA__SECURITY__CA_LOCATION",
+                    ca.to_str().unwrap(),
+                ),
+            ]),
+        )
+        .unwrap();
+        let config = s.kafka.client_config();
+        assert_eq!(
+            property(&config, "security.protocol").as_deref(),
+            Some("sasl_ssl")
+        );
+        assert_eq!(
+            property(&config, "sasl.mechanism").as_deref(),
+            Some("SCRAM-SHA-512")
+        );
+        assert_eq!(
+            property(&config, "sasl.username").as_deref(),
+            Some("svc-offport")
+        );
+        assert_eq!(
+            property(&config, "sasl.password").as_deref(),
+            Some("s3cr3t-from-env")
+        );
+        assert_eq!(
+            property(&config, "ssl.ca.location"),
+            Some(ca.display().to_string())
+        );
+        assert_eq!(
+            property(&config, "ssl.endpoint.identification.algorithm").as_deref(),
+            Some("https")
+        );
+    }
+
+    #[test]
+    fn a_password_file_is_read_and_trimmed() {
+        let file = temp_file("sasl-password", "from-a-mounted-secret\n");
+        let s = Settings::load_from(
+            None,
+            sasl_env(&[(
+                "OFFPORT__KAFKA__SECURITY__SASL_PASSWORD_FILE",
+                file.to_str().unwrap(),
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.kafka.security.sasl_password.as_ref().map(Secret::expose),
+            Some("from-a-mounted-secret")
+        );
+        let missing = Settings::load_from(
+            None,
+            sasl_env(&[(
+                "OFFPORT__KAFKA__SECURITY__SASL_PASSWORD_FILE",
+                "/nonexistent/pw",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.starts_with(
+                "configuration: kafka.security.sasl_password_file: cannot read /nonexistent/pw"
+            ),
+            "{missing}"
+        );
+        let both = Settings::load_from(
+            None,
+            sasl_env(&[
+                ("OFFPORT__KAFKA__SECURITY__SASL_PASSWORD", "x"),
+                (
+                    "OFFPORT__KAFKA__SECURITY__SASL_PASSWORD_FILE",
+                    file.to_str().unwrap(),
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            both.contains("set together with kafka.security.sasl_password"),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn inconsistent_security_settings_name_the_key() {
+        let cases: [(Vec<(String, String)>, &str); 6] = [
+            (
+                sasl_env(&[]),
+                "configuration: kafka.security.sasl_password: required with protocol sasl_ssl",
+            ),
+            (
+                env(&[
+                    ("OFFPORT__KAFKA__SECURITY__PROTOCOL", "sasl_ssl"),
+                    ("OFFPORT__KAFKA__SECURITY__SASL_USERNAME", "u"),
+                ]),
+                "configuration: kafka.security.sasl_mechanism: required with protocol sasl_ssl",
+            ),
+            (
+                env(&[("OFFPORT__KAFKA__SECURITY__SASL_USERNAME", "u")]),
+                "configuration: kafka.security.protocol: is plaintext but SASL credentials are set",
+            ),
+            (
+                env(&[("OFFPORT__KAFKA__SECURITY__CA_LOCATION", "/etc/ca.pem")]),
+                "configuration: kafka.security.ca_location: is set but protocol is plaintext",
+            ),
+            (
+                env(&[
+                    ("OFFPORT__KAFKA__SECURITY__PROTOCOL", "ssl"),
+                    (
+                        "OFFPORT__KAFKA__SECURITY__CERTIFICATE_LOCATION",
+                        "/etc/client.pem",
+                    ),
+                ]),
+                "configuration: kafka.security.key_location: a client certificate needs its key",
+            ),
+            (
+                env(&[("OFFPORT__REGISTRY__PASSWORD", "p")]),
+                "configuration: registry.username: required when a password is set",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let error = Settings::load_from(None, pairs).unwrap_err().to_string();
+            assert!(
+                error.starts_with(expected),
+                "{error}\n  expected: {expected}"
+            );
+        }
+        let error = Settings::load_from(
+            None,
+            env(&[("OFFPORT__KAFKA__SECURITY__PROTOCOL", "sasl_tls")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("sasl_tls"), "{error}");
+        let error = Settings::load_from(
+            None,
+            env(&[
+                ("OFFPORT__KAFKA__SECURITY__PROTOCOL", "ssl"),
+                (
+                    "OFFPORT__KAFKA__SECURITY__CA_LOCATION",
+                    "/nonexistent/ca.pem",
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with(
+                "configuration: kafka.security.ca_location: cannot read /nonexistent/ca.pem"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_the_dump() {
+        let key_password = temp_file("key-password", "key-pass-value");
+        let mut s = Settings::load_from(
+            None,
+            sasl_env(&[
+                ("OFFPORT__KAFKA__SECURITY__SASL_PASSWORD", "sasl-pass-value"),
+                ("OFFPORT__REGISTRY__URL", "https://registry.example.com"),
+                ("OFFPORT__REGISTRY__USERNAME", "api-key"),
+                ("OFFPORT__REGISTRY__PASSWORD", "registry-pass-value"),
+            ]),
+        )
+        .unwrap();
+        s.kafka.security.key_password_file = Some(key_password);
+        s.resolve_secret_files().unwrap();
+        s.kafka.properties.insert(
+            "sasl.oauthbearer.client.secret".into(),
+            "oauth-secret-value".into(),
+        );
+        s.kafka
+            .properties
+            .insert("socket.keepalive.enable".into(), "true".into());
+        let debug = format!("{s:?}");
+        let dump = s.redacted_yaml();
+        for shown in [&debug, &dump] {
+            for secret in [
+                "sasl-pass-value",
+                "registry-pass-value",
+                "key-pass-value",
+                "oauth-secret-value",
+            ] {
+                assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
+            }
+        }
+        assert!(dump.contains("sasl_username: svc-offport"), "{dump}");
+        assert!(dump.contains("sasl_password: '***'"), "{dump}");
+        assert!(dump.contains("socket.keepalive.enable: 'true'"), "{dump}");
+        assert!(
+            dump.contains("sasl.oauthbearer.client.secret: '***'"),
+            "{dump}"
+        );
+        // The secrets themselves are still there for the clients.
+        assert_eq!(
+            property(&s.kafka.client_config(), "ssl.key.password").as_deref(),
+            Some("key-pass-value")
+        );
     }
 }

@@ -157,6 +157,7 @@ pub async fn run_stateful<S: StatefulStage>(
         .map(|role| role.spec(&settings.topics).name)
         .collect();
     let options = PipelineOptions::for_stage(stage.name(), inputs, settings);
+    crate::connect::wait_for_kafka(&settings.kafka, options.max_backoff, &shutdown).await?;
     let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
     let mut consumer_config = settings.kafka.client_config();
     if let Some(instance) = &options.group_instance_id {
@@ -354,6 +355,7 @@ impl<S: StatefulStage> Runner<'_, S> {
                 .set(i64::try_from(self.tasks.len()).unwrap_or(i64::MAX));
             let mut touched: BTreeSet<i32> = BTreeSet::new();
             let mut fresh = 0_u64;
+            let mut timestamps = Vec::with_capacity(batch.len());
             for message in &batch {
                 let partition = message.partition();
                 if !self.tasks.contains_key(&partition) {
@@ -367,6 +369,7 @@ impl<S: StatefulStage> Runner<'_, S> {
                     );
                 }
                 fresh += 1;
+                timestamps.extend(message.timestamp().to_millis());
                 self.positions.insert(
                     (message.topic().to_string(), partition),
                     message.offset() + 1,
@@ -433,6 +436,7 @@ impl<S: StatefulStage> Runner<'_, S> {
                 if !committed {
                     continue;
                 }
+                self.metrics.committed(&timestamps);
             }
             self.update_gauges(false);
             if finishing {

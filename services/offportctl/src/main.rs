@@ -54,6 +54,18 @@ enum Command {
     Simulate(backtest::SimulateArgs),
     /// Backtest: run the pipeline over recorded or simulated data and report.
     Replay(backtest::ReplayArgs),
+    /// The configuration in force.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Load and validate the configuration (file and `OFFPORT__*` environment) and print it as
+    /// YAML, every secret shown as `***`.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -81,8 +93,12 @@ enum BaselinesAction {
     /// Validate the files and publish every document as a version on the topic.
     Apply {
         /// Files, each one document or a list of documents.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "default")]
         files: Vec<PathBuf>,
+        /// Also publish the default baseline built into offport (standard ports and the
+        /// well-known mobile exceptions), before the files.
+        #[arg(long)]
+        default: bool,
         /// Only say what would be published.
         #[arg(long)]
         dry_run: bool,
@@ -152,6 +168,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Baselines { action } => runtime()?.block_on(baselines(&settings, action)),
         Command::Simulate(args) => backtest::simulate(Some(&settings), args),
         Command::Replay(args) => backtest::replay(Some(&settings), args),
+        Command::Config {
+            action: ConfigAction::Show,
+        } => {
+            print!("{}", settings.redacted_yaml());
+            Ok(())
+        }
     }
 }
 
@@ -290,8 +312,24 @@ async fn baselines(settings: &Settings, action: BaselinesAction) -> Result<()> {
             );
             Ok(())
         }
-        BaselinesAction::Apply { files, dry_run } => {
-            let documents = read_files(&files)?;
+        BaselinesAction::Apply {
+            files,
+            default,
+            dry_run,
+        } => {
+            let mut documents = Vec::new();
+            if default {
+                let built_in = offport_core::baseline::parse_documents(
+                    offport_core::baseline::DEFAULT_BASELINE_YAML,
+                )
+                .context("the built-in default baseline is invalid")?;
+                documents.extend(
+                    built_in
+                        .into_iter()
+                        .map(|d| (PathBuf::from("(default)"), d)),
+                );
+            }
+            documents.extend(read_files(&files)?);
             let changes: Vec<(String, Option<Baseline>)> = documents
                 .into_iter()
                 .map(|(_, d)| (version_key(&d), Some(d)))

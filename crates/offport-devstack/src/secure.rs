@@ -1,0 +1,160 @@
+//! A throwaway broker with TLS and SASL listeners, for the security tests. It runs beside the
+//! local stack (same Kafka jars, own ports, own data directory) and stops when dropped.
+//!
+//! Listeners, all on loopback:
+//! - `PLAINTEXT`: inter-broker and set-up only;
+//! - `SASL_SSL`: SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN over TLS;
+//! - `SSL`: mutual TLS (`ssl.client.auth=required`), client certificates signed by the CA.
+//!
+//! The caller supplies the certificates (PEM): the broker's private key followed by its
+//! certificate chain, and the CA that signs broker and client certificates.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::stack::{
+    format_storage, kafka_answers, kafka_properties, spawn_kafka, stop_group, wait_until,
+    write_log4j, Listeners, StackOptions,
+};
+use crate::{fetch, java};
+
+/// What the secure broker needs.
+#[derive(Debug, Clone)]
+pub struct SecureBrokerSpec {
+    /// Directory for its configuration, data and log (created; emptied first).
+    pub dir: PathBuf,
+    /// PEM: the broker's PKCS#8 private key (unencrypted) followed by its certificate chain.
+    pub keystore_pem: PathBuf,
+    /// PEM: the CA certificate trusted for client certificates on the `SSL` listener.
+    pub ca_pem: PathBuf,
+    /// SCRAM users (name, password; letters, digits and dashes), created for SCRAM-SHA-256 and
+    /// SCRAM-SHA-512.
+    pub scram_users: Vec<(String, String)>,
+    /// PLAIN users (name, password).
+    pub plain_users: Vec<(String, String)>,
+}
+
+/// A running secure broker; stopped on drop.
+#[derive(Debug)]
+pub struct SecureBroker {
+    /// `127.0.0.1:<port>` of the PLAINTEXT listener.
+    pub plaintext: String,
+    /// `127.0.0.1:<port>` of the SASL_SSL listener.
+    pub sasl_ssl: String,
+    /// `127.0.0.1:<port>` of the mutual-TLS listener.
+    pub ssl: String,
+    /// The broker's log file.
+    pub log: PathBuf,
+    pid: i32,
+    needle: String,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A JAAS option value in double quotes (Kafka's JAAS parser takes `\"` and `\\`).
+fn jaas_quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl SecureBroker {
+    /// Formats storage with the SCRAM users and starts the broker; returns once its PLAINTEXT
+    /// listener answers.
+    pub fn start(options: &StackOptions, spec: &SecureBrokerSpec) -> Result<Self> {
+        let libs = fetch::kafka(&options.cache_dir, &options.kafka_version)?;
+        let java = java::find(17, "Apache Kafka 4")?;
+        if spec.dir.exists() {
+            std::fs::remove_dir_all(&spec.dir)
+                .with_context(|| format!("clearing {}", spec.dir.display()))?;
+        }
+        let data = spec.dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        let (plain, sasl, mtls, controller) =
+            (free_port()?, free_port()?, free_port()?, free_port()?);
+        let plain_users: String = spec
+            .plain_users
+            .iter()
+            .map(|(user, password)| format!(" user_{user}={}", jaas_quote(password)))
+            .collect();
+        let extra = format!(
+            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN\n\
+             listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+             listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+             listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required{plain_users};\n\
+             ssl.keystore.type=PEM\n\
+             ssl.keystore.location={keystore}\n\
+             ssl.truststore.type=PEM\n\
+             ssl.truststore.location={ca}\n\
+             listener.name.ssl.ssl.client.auth=required\n",
+            keystore = spec.keystore_pem.display(),
+            ca = spec.ca_pem.display(),
+        );
+        let listeners = Listeners {
+            listeners: format!(
+                "PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{sasl},SSL://127.0.0.1:{mtls}"
+            ),
+            advertised: format!(
+                "PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{sasl},SSL://127.0.0.1:{mtls}"
+            ),
+            protocol_map: "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL".to_string(),
+            extra,
+        };
+        let properties = spec.dir.join("server.properties");
+        std::fs::write(
+            &properties,
+            kafka_properties(controller, &listeners, &data, 3),
+        )?;
+        let log4j = write_log4j(&spec.dir)?;
+        let mut scram = Vec::new();
+        for (user, password) in &spec.scram_users {
+            for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+                scram.push("--add-scram".to_string());
+                scram.push(format!("{mechanism}=[name={user},password={password}]"));
+            }
+        }
+        format_storage(&java.path, &libs, &log4j, &properties, &scram)?;
+        let log = spec.dir.join("kafka.log");
+        let pid = spawn_kafka(&java.path, &libs, &log4j, &properties, &spec.dir, &log)?;
+        let broker = Self {
+            plaintext: format!("127.0.0.1:{plain}"),
+            sasl_ssl: format!("127.0.0.1:{sasl}"),
+            ssl: format!("127.0.0.1:{mtls}"),
+            log,
+            pid,
+            // The properties path is on the JVM's command line.
+            needle: properties.to_string_lossy().into_owned(),
+        };
+        wait_until(
+            "the secure Kafka broker",
+            Instant::now() + options.start_timeout,
+            broker.pid,
+            &broker.needle,
+            &broker.log,
+            || kafka_answers(&broker.plaintext, Duration::from_secs(2)).map(|_| ()),
+        )?;
+        Ok(broker)
+    }
+
+    /// The last lines of the broker's log, for a failing test's message.
+    pub fn log_tail(&self) -> String {
+        crate::stack::log_tail(&self.log)
+    }
+
+    /// The broker's data directory, configuration and log.
+    pub fn dir(&self) -> &Path {
+        self.log.parent().unwrap_or(&self.log)
+    }
+}
+
+impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        if let Err(error) = stop_group(self.pid, &self.needle, Duration::from_secs(10)) {
+            eprintln!("stopping the secure broker (pid {}): {error}", self.pid);
+        }
+    }
+}
