@@ -8,6 +8,12 @@
 //!
 //! The caller supplies the certificates (PEM): the broker's private key followed by its
 //! certificate chain, and the CA that signs broker and client certificates.
+//!
+//! [`SecureRegistry`] is the same for Apicurio Registry: HTTPS only (Quarkus' TLS registry,
+//! `quarkus.tls.*`) and HTTP basic authentication against users embedded in its configuration
+//! (Quarkus' properties-file security, which Apicurio's distribution carries). Client
+//! certificates cannot be required: `quarkus.http.ssl.client-auth` is fixed when Apicurio is
+//! built.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::stack::{
-    format_storage, kafka_answers, kafka_properties, spawn_kafka, stop_group, wait_until,
-    write_log4j, Listeners, StackOptions,
+    format_storage, kafka_answers, kafka_properties, registry_command, spawn_kafka, spawn_logged,
+    stop_group, wait_until, write_log4j, Listeners, StackOptions,
 };
 use crate::{fetch, java};
 
@@ -155,6 +161,99 @@ impl Drop for SecureBroker {
     fn drop(&mut self) {
         if let Err(error) = stop_group(self.pid, &self.needle, Duration::from_secs(10)) {
             eprintln!("stopping the secure broker (pid {}): {error}", self.pid);
+        }
+    }
+}
+
+/// What the secure registry needs.
+#[derive(Debug, Clone)]
+pub struct SecureRegistrySpec {
+    /// Directory for its log (created).
+    pub dir: PathBuf,
+    /// PEM certificate (chain) of the registry.
+    pub certificate_pem: PathBuf,
+    /// PEM PKCS#8 private key of that certificate.
+    pub key_pem: PathBuf,
+    /// Basic-authentication users (name, password); every API request must name one.
+    pub users: Vec<(String, String)>,
+}
+
+/// A running Apicurio Registry on HTTPS with basic authentication; stopped on drop.
+#[derive(Debug)]
+pub struct SecureRegistry {
+    /// `https://127.0.0.1:<port>/apis/ccompat/v7`.
+    pub url: String,
+    /// The registry's log file.
+    pub log: PathBuf,
+    pid: i32,
+    needle: String,
+}
+
+impl SecureRegistry {
+    /// Starts the registry; returns once its HTTPS port accepts connections (Quarkus opens its
+    /// ports when start-up is complete).
+    pub fn start(options: &StackOptions, spec: &SecureRegistrySpec) -> Result<Self> {
+        let home = fetch::apicurio(&options.cache_dir, &options.apicurio_version)?;
+        let java = java::find(21, "Apicurio Registry 3")?;
+        std::fs::create_dir_all(&spec.dir)?;
+        let (http, https, management) = (free_port()?, free_port()?, free_port()?);
+        let needle = spec.dir.to_string_lossy().into_owned();
+        let mut extra = vec![
+            format!("-Dquarkus.http.ssl-port={https}"),
+            "-Dquarkus.http.insecure-requests=disabled".to_string(),
+            format!(
+                "-Dquarkus.tls.key-store.pem.0.cert={}",
+                spec.certificate_pem.display()
+            ),
+            format!(
+                "-Dquarkus.tls.key-store.pem.0.key={}",
+                spec.key_pem.display()
+            ),
+            "-Dquarkus.security.users.embedded.enabled=true".to_string(),
+            "-Dquarkus.security.users.embedded.plain-text=true".to_string(),
+            "-Dquarkus.http.auth.basic=true".to_string(),
+            "-Dquarkus.http.auth.permission.api.paths=/apis/*".to_string(),
+            "-Dquarkus.http.auth.permission.api.policy=authenticated".to_string(),
+        ];
+        for (user, password) in &spec.users {
+            extra.push(format!(
+                "-Dquarkus.security.users.embedded.users.{user}={password}"
+            ));
+        }
+        let command = registry_command(&java.path, &home, http, management, &needle, &extra);
+        let log = spec.dir.join("registry.log");
+        let pid = spawn_logged(command, &log)?;
+        let registry = Self {
+            url: format!("https://127.0.0.1:{https}/apis/ccompat/v7"),
+            log,
+            pid,
+            needle,
+        };
+        wait_until(
+            "the secure Apicurio Registry",
+            Instant::now() + options.start_timeout,
+            registry.pid,
+            &registry.needle,
+            &registry.log,
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", https))
+                    .map(drop)
+                    .context("HTTPS port closed")
+            },
+        )?;
+        Ok(registry)
+    }
+
+    /// The last lines of the registry's log.
+    pub fn log_tail(&self) -> String {
+        crate::stack::log_tail(&self.log)
+    }
+}
+
+impl Drop for SecureRegistry {
+    fn drop(&mut self) {
+        if let Err(error) = stop_group(self.pid, &self.needle, Duration::from_secs(10)) {
+            eprintln!("stopping the secure registry (pid {}): {error}", self.pid);
         }
     }
 }

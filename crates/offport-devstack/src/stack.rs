@@ -461,6 +461,35 @@ fn write_kafka_config(
     Ok((properties, write_log4j(dir)?))
 }
 
+/// The command that runs Apicurio Registry from `home` on loopback: in-memory H2 storage, HTTP
+/// on `http_port`, health and metrics on `management_port`; `marker` goes on the command line
+/// (`-Doffport.devstack=<marker>`) so the process can be told from a recycled pid; `extra`
+/// system properties (TLS) come before the jar.
+pub(crate) fn registry_command(
+    java: &Path,
+    home: &Path,
+    http_port: u16,
+    management_port: u16,
+    marker: &str,
+    extra: &[String],
+) -> Command {
+    let mut registry = Command::new(java);
+    registry
+        .args(["-Xms128m", "-Xmx512m", "-Dquarkus.http.host=127.0.0.1"])
+        .arg(format!("-Dquarkus.http.port={http_port}"))
+        // The management interface (health, metrics) would listen on 0.0.0.0:9000.
+        .arg("-Dquarkus.management.host=127.0.0.1")
+        .arg(format!("-Dquarkus.management.port={management_port}"))
+        .arg("-Dapicurio.storage.kind=sql")
+        .arg("-Dapicurio.storage.sql.kind=h2")
+        .arg("-Dapicurio.ccompat.max-subjects=100000")
+        .arg(format!("-Doffport.devstack={marker}"))
+        .args(extra)
+        .args(["-jar", "quarkus-run.jar"])
+        .current_dir(home);
+    registry
+}
+
 /// Formats fresh KRaft storage for the broker of `properties` (`extra` arguments such as
 /// `--add-scram` go to Kafka's StorageTool).
 pub(crate) fn format_storage(
@@ -623,23 +652,15 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
     )?;
 
     let registry_log = run.join("registry.log");
-    let mut registry = Command::new(&registry_java.path);
-    registry
-        .args(["-Xms128m", "-Xmx512m", "-Dquarkus.http.host=127.0.0.1"])
-        .arg(format!("-Dquarkus.http.port={}", options.registry_port))
-        // The management interface (health, metrics) would listen on 0.0.0.0:9000.
-        .arg("-Dquarkus.management.host=127.0.0.1")
-        .arg(format!(
-            "-Dquarkus.management.port={}",
-            options.registry_management_port
-        ))
-        .arg("-Dapicurio.storage.kind=sql")
-        .arg("-Dapicurio.storage.sql.kind=h2")
-        .arg("-Dapicurio.ccompat.max-subjects=100000")
+    let registry = registry_command(
+        &registry_java.path,
+        &artifacts.apicurio_home,
+        options.registry_port,
+        options.registry_management_port,
         // Marks the process so status/down can tell it from a recycled pid.
-        .arg(format!("-Doffport.devstack={}", options.run_dir.display()))
-        .args(["-jar", "quarkus-run.jar"])
-        .current_dir(&artifacts.apicurio_home);
+        &options.run_dir.to_string_lossy(),
+        &[],
+    );
     let registry_pid = spawn_logged(registry, &registry_log)?;
 
     let state = StackState {

@@ -1,9 +1,11 @@
-//! The start-up check of the Kafka connection: before a stage creates its consumer and
-//! transactional producer, it asks the cluster for its metadata with the configured security
-//! settings. A broker that rejects the credentials or the TLS handshake stops the stage at once
+//! The start-up checks of the Kafka and registry connections: before a stage creates its
+//! consumer and transactional producer, it asks the cluster for its metadata with the
+//! configured security settings, and the registry for its subjects. A broker that rejects the credentials or the TLS handshake stops the stage at once
 //! with an error that says so (librdkafka on its own would retry such a connection forever and
 //! the transactional producer would only time out); a cluster that is merely unreachable is
-//! waited for with backoff, as a broker outage is later on.
+//! waited for with backoff, as a broker outage is later on. The registry likewise: refused
+//! credentials (HTTP 401/403) or a failed TLS handshake stop the stage, an unreachable registry
+//! is waited for.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::settings::KafkaSettings;
+use crate::settings::{KafkaSettings, RegistrySettings, Secret};
 use crate::shutdown::Shutdown;
 
 /// Why the cluster could not be used.
@@ -40,12 +42,33 @@ pub enum ConnectError {
         /// librdkafka's reason, or the timeout.
         detail: String,
     },
+    /// The registry refused this client: credentials (HTTP 401/403) or TLS.
+    #[error("schema registry at {url} rejected the connection{user}: {detail}")]
+    RegistryRejected {
+        /// Registry URL.
+        url: String,
+        /// ` as user "<name>"` when basic authentication is configured.
+        user: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The registry did not answer.
+    #[error("schema registry at {url} did not answer: {detail}")]
+    RegistryUnreachable {
+        /// Registry URL.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl ConnectError {
     /// True when waiting may help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ConnectError::Unreachable { .. })
+        matches!(
+            self,
+            ConnectError::Unreachable { .. } | ConnectError::RegistryUnreachable { .. }
+        )
     }
 }
 
@@ -181,36 +204,115 @@ pub fn check(settings: &KafkaSettings, timeout: Duration) -> Result<usize, Conne
     }
 }
 
-/// Checks the connection until it works, the broker rejects this client, or shutdown. An
-/// unreachable cluster is retried with backoff up to `max_backoff` between attempts.
-pub async fn wait_for_kafka(
-    settings: &KafkaSettings,
+/// Asks the registry for its subjects once with the configured authentication and TLS.
+pub async fn check_registry(settings: &RegistrySettings) -> Result<(), ConnectError> {
+    let url = settings.url.trim_end_matches('/').to_string();
+    let user = settings
+        .username
+        .as_ref()
+        .map(|u| format!(" as user {u:?}"))
+        .unwrap_or_default();
+    let rejected = |detail: String| ConnectError::RegistryRejected {
+        url: url.clone(),
+        user: user.clone(),
+        detail,
+    };
+    let client = crate::registry::http_client(settings)
+        .map_err(|e| rejected(e.to_string()))?
+        .timeout(Duration::from_millis(settings.timeout_ms))
+        .build()
+        .map_err(|e| rejected(format!("HTTP client: {e}")))?;
+    let mut request = client.get(format!("{url}/subjects"));
+    if let Some(username) = &settings.username {
+        request = request.basic_auth(username, settings.password.as_ref().map(Secret::expose));
+    }
+    match request.send().await {
+        Ok(response) => match response.status().as_u16() {
+            200..=299 => Ok(()),
+            status @ (401 | 403) => Err(rejected(format!(
+                "HTTP {status}: {}",
+                if settings.username.is_some() {
+                    "credentials refused (registry.username, registry.password)"
+                } else {
+                    "authentication required (set registry.username and registry.password)"
+                }
+            ))),
+            // Anything else (a 5xx while the registry starts, a proxy's 404) may pass.
+            status => Err(ConnectError::RegistryUnreachable {
+                url: url.clone(),
+                detail: format!("GET /subjects answered HTTP {status}"),
+            }),
+        },
+        Err(error) => {
+            let chain = error_chain(&error);
+            if ["certificate", "SSL routines", "handshake"]
+                .iter()
+                .any(|needle| chain.contains(needle))
+            {
+                Err(rejected(chain))
+            } else {
+                Err(ConnectError::RegistryUnreachable {
+                    url: url.clone(),
+                    detail: chain,
+                })
+            }
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated (reqwest keeps the TLS reason in a source).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Layers often repeat their source's message.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Checks both connections until they work, one rejects this client, or shutdown. An
+/// unreachable cluster or registry is retried with backoff up to `max_backoff` between
+/// attempts.
+pub async fn wait_for_connections(
+    kafka: &KafkaSettings,
+    registry: &RegistrySettings,
     max_backoff: Duration,
     shutdown: &Shutdown,
 ) -> Result<(), ConnectError> {
     let mut backoff = Duration::from_millis(500);
     loop {
-        let attempt = settings.clone();
+        let attempt = kafka.clone();
         let outcome = tokio::task::spawn_blocking(move || check(&attempt, Duration::from_secs(10)))
             .await
             .unwrap_or_else(|join| {
                 Err(ConnectError::Unreachable {
-                    servers: settings.bootstrap_servers.clone(),
-                    security: describe_security(settings),
+                    servers: kafka.bootstrap_servers.clone(),
+                    security: describe_security(kafka),
                     detail: format!("connection check did not finish: {join}"),
                 })
             });
+        let outcome = match outcome {
+            Ok(brokers) => check_registry(registry).await.map(|()| brokers),
+            Err(error) => Err(error),
+        };
         match outcome {
             Ok(brokers) => {
                 tracing::info!(
                     brokers,
-                    security = %describe_security(settings),
-                    "connected to Kafka"
+                    security = %describe_security(kafka),
+                    registry = %registry.url,
+                    "connected to Kafka and the schema registry"
                 );
                 return Ok(());
             }
             Err(error) if error.is_transient() && !shutdown.is_triggered() => {
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "waiting for Kafka");
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "waiting for Kafka and the registry");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = shutdown.cancelled() => return Err(error),

@@ -215,7 +215,13 @@ pub async fn run_normalizer<N: Normalizer>(
     metrics: Arc<PipelineMetrics>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
-    crate::connect::wait_for_kafka(&settings.kafka, options.max_backoff, &shutdown).await?;
+    crate::connect::wait_for_connections(
+        &settings.kafka,
+        &settings.registry,
+        options.max_backoff,
+        &shutdown,
+    )
+    .await?;
     let mut consumer_config = settings.kafka.client_config();
     if let Some(instance) = &options.group_instance_id {
         consumer_config.set("group.instance.id", instance);

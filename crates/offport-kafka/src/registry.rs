@@ -186,6 +186,14 @@ fn sr_settings(settings: &RegistrySettings) -> Result<SrSettings, CodecError> {
     if let Some(username) = &settings.username {
         builder.set_basic_authorization(username, settings.password.as_ref().map(|p| p.expose()));
     }
+    Ok(builder.build_with(http_client(settings)?)?)
+}
+
+/// The HTTP client of the registry settings: extra trusted authorities and a client
+/// certificate for mutual TLS.
+pub(crate) fn http_client(
+    settings: &RegistrySettings,
+) -> Result<reqwest::ClientBuilder, CodecError> {
     let mut client = reqwest::Client::builder();
     let read = |what: &str, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| {
@@ -218,7 +226,7 @@ fn sr_settings(settings: &RegistrySettings) -> Result<SrSettings, CodecError> {
         .map_err(|e| tls_error("certificate_location", e))?;
         client = client.identity(identity);
     }
-    Ok(builder.build_with(client)?)
+    Ok(client)
 }
 
 #[cfg(test)]

@@ -157,7 +157,13 @@ pub async fn run_stateful<S: StatefulStage>(
         .map(|role| role.spec(&settings.topics).name)
         .collect();
     let options = PipelineOptions::for_stage(stage.name(), inputs, settings);
-    crate::connect::wait_for_kafka(&settings.kafka, options.max_backoff, &shutdown).await?;
+    crate::connect::wait_for_connections(
+        &settings.kafka,
+        &settings.registry,
+        options.max_backoff,
+        &shutdown,
+    )
+    .await?;
     let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
     let mut consumer_config = settings.kafka.client_config();
     if let Some(instance) = &options.group_instance_id {
