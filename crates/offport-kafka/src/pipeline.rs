@@ -79,9 +79,9 @@ pub struct PipelineOptions {
     pub group_id: String,
     /// Transactional id of this instance: unique per instance, stable across its restarts.
     pub transactional_id: String,
-    /// Static group membership (`group.instance.id`) when the instance id is configured: a
-    /// restarted instance takes its partitions back at once instead of waiting for the group
-    /// to expire its previous incarnation (session timeout).
+    /// Static group membership (`group.instance.id`, `pipeline.static_membership`): a restarted
+    /// instance takes its partitions back at once instead of waiting for the group to expire
+    /// its previous incarnation (session timeout).
     pub group_instance_id: Option<String>,
 }
 
@@ -90,6 +90,10 @@ impl PipelineOptions {
     /// `offport-<stage>-<instance id>`.
     pub fn for_stage(stage: &'static str, inputs: Vec<String>, settings: &Settings) -> Self {
         let pipeline = &settings.pipeline;
+        let instance = format!("{}{stage}-{}", pipeline.group_prefix, pipeline.instance_id());
+        let static_membership = pipeline
+            .static_membership
+            .unwrap_or(pipeline.instance_id.is_some());
         Self {
             stage,
             inputs,
@@ -97,15 +101,8 @@ impl PipelineOptions {
             batch_linger: Duration::from_millis(pipeline.batch_linger_ms),
             max_backoff: Duration::from_millis(pipeline.max_backoff_ms.max(1)),
             group_id: format!("{}{stage}", pipeline.group_prefix),
-            transactional_id: format!(
-                "{}{stage}-{}",
-                pipeline.group_prefix,
-                pipeline.instance_id()
-            ),
-            group_instance_id: pipeline
-                .instance_id
-                .as_ref()
-                .map(|id| format!("{}{stage}-{id}", pipeline.group_prefix)),
+            group_instance_id: static_membership.then(|| instance.clone()),
+            transactional_id: instance,
         }
     }
 }

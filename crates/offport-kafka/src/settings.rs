@@ -389,6 +389,11 @@ pub struct PipelineSettings {
     /// This instance's id in its transactional id: unique per running instance and stable across
     /// its restarts. Defaults to `$HOSTNAME` (the pod name on Kubernetes), else `local`.
     pub instance_id: Option<String>,
+    /// Static group membership (`group.instance.id` from the instance id): a restarted instance
+    /// takes its partitions back at once, but a stopped one keeps them until the session
+    /// timeout. Right for stable names (StatefulSet pods), wrong for Deployment pods, whose
+    /// names change on every rollout. Default: on when `instance_id` is set explicitly.
+    pub static_membership: Option<bool>,
 }
 
 impl Default for PipelineSettings {
@@ -399,6 +404,7 @@ impl Default for PipelineSettings {
             max_backoff_ms: 10_000,
             group_prefix: "offport-".to_string(),
             instance_id: None,
+            static_membership: None,
         }
     }
 }
