@@ -5,7 +5,8 @@
 //! `cargo bench -p offport-tests --bench stateful` (starts the local stack when none is
 //! configured). `OFFPORT_BENCH_DEVICES` (default 1000) and `OFFPORT_BENCH_SESSIONS` per device
 //! (default 50) set the input: per session one WorkManager event, plus two lifecycle events and
-//! one MDM record per device (the replay dataset of the tests).
+//! one MDM record per device (the replay dataset of the tests). `OFFPORT_BENCH_BATCH` sets the
+//! records per transaction (default: the services' default).
 //!
 //! - pass-through: one consumer (its own group) reads the stage's input topics and one producer
 //!   copies every record, unchanged, to a copy topic; timed from the first record consumed to the
@@ -145,9 +146,14 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut settings = isolated_settings("bench-stateful", 3, 2_000, &TopicRole::ALL).await?;
+        let batch = env(
+            "OFFPORT_BENCH_BATCH",
+            offport_kafka::settings::Settings::default()
+                .pipeline
+                .batch_max_records,
+        );
+        let mut settings = isolated_settings("bench-stateful", 3, batch, &TopicRole::ALL).await?;
         settings.stream.stop_at_end = true;
-        let batch = settings.pipeline.batch_max_records;
         let copy = format!("{}copy", settings.topics.prefix);
         let copy_spec = TopicSpec {
             name: copy.clone(),

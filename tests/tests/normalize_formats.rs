@@ -121,7 +121,7 @@ impl Running {
 
 /// Decodes received records, checking each is keyed by its device and sits in the partition
 /// Java's partitioner picks for that key.
-async fn decode<T: serde::de::DeserializeOwned>(
+async fn decode<T: serde::de::DeserializeOwned + apache_avro::AvroSchema + 'static>(
     settings: &Settings,
     received: &[Received],
     device_of: impl Fn(&T) -> &str,

@@ -239,7 +239,7 @@ async fn produce_dataset(settings: &Settings, codec: &RegistryCodec, t0: i64) ->
 }
 
 /// Every record of `role`, decoded, by partition in offset order.
-async fn by_partition<T: serde::de::DeserializeOwned>(
+async fn by_partition<T: serde::de::DeserializeOwned + apache_avro::AvroSchema + 'static>(
     settings: &Settings,
     codec: &RegistryCodec,
     role: TopicRole,

@@ -90,7 +90,11 @@ impl PipelineOptions {
     /// `offport-<stage>-<instance id>`.
     pub fn for_stage(stage: &'static str, inputs: Vec<String>, settings: &Settings) -> Self {
         let pipeline = &settings.pipeline;
-        let instance = format!("{}{stage}-{}", pipeline.group_prefix, pipeline.instance_id());
+        let instance = format!(
+            "{}{stage}-{}",
+            pipeline.group_prefix,
+            pipeline.instance_id()
+        );
         let static_membership = pipeline
             .static_membership
             .unwrap_or(pipeline.instance_id.is_some());
@@ -203,6 +207,27 @@ pub(crate) struct Outgoing {
     pub(crate) headers: Vec<(String, Vec<u8>)>,
 }
 
+/// The transactional producer of a stage: murmur2 partitioning (as Java clients), lz4.
+pub(crate) fn transactional_producer(
+    settings: &Settings,
+    transactional_id: &str,
+) -> Result<FutureProducer, KafkaError> {
+    settings
+        .kafka
+        .client_config()
+        .set("transactional.id", transactional_id)
+        .set("partitioner", "murmur2_random")
+        // A batch is produced at once and then awaited: waiting to fill more buys nothing.
+        .set("linger.ms", "1")
+        .set("compression.type", "lz4")
+        // The first AddPartitionsToTxn after a commit is often refused with
+        // CONCURRENT_TRANSACTIONS while the broker writes the previous markers; librdkafka
+        // retries after retry.backoff.ms, whose default of 100 ms stalled about one
+        // transaction in eight. Backoff still grows exponentially to retry.backoff.max.ms.
+        .set("retry.backoff.ms", "10")
+        .create()
+}
+
 /// Runs a normalizer until shutdown. Creates its own consumer and transactional producer.
 pub async fn run_normalizer<N: Normalizer>(
     settings: &Settings,
@@ -232,15 +257,7 @@ pub async fn run_normalizer<N: Normalizer>(
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .create_with_context(LagContext::new(Arc::clone(&metrics)))?;
-    let producer: FutureProducer = settings
-        .kafka
-        .client_config()
-        .set("transactional.id", &options.transactional_id)
-        .set("partitioner", "murmur2_random")
-        // A batch is produced at once and then awaited: waiting to fill more buys nothing.
-        .set("linger.ms", "1")
-        .set("compression.type", "lz4")
-        .create()?;
+    let producer = transactional_producer(settings, &options.transactional_id)?;
     let txn_timeout = Duration::from_secs(30);
     blocking(|| producer.init_transactions(txn_timeout))?;
     let inputs: Vec<&str> = options.inputs.iter().map(String::as_str).collect();
@@ -294,13 +311,16 @@ async fn process<N: Normalizer>(
     settings: &Settings,
 ) -> Result<(), PipelineError> {
     let dead_letter_topic = TopicRole::DeadLetter.spec(&settings.topics).name;
-    let topic_of = |normalized: &Normalized| {
-        let role = match normalized {
-            Normalized::Session(_) => TopicRole::Sessions,
-            Normalized::Event(_) => TopicRole::DeviceEvents,
-            Normalized::Context(_) => TopicRole::DeviceContexts,
-        };
-        role.spec(&settings.topics).name
+    let [sessions_topic, events_topic, contexts_topic] = [
+        TopicRole::Sessions,
+        TopicRole::DeviceEvents,
+        TopicRole::DeviceContexts,
+    ]
+    .map(|role| role.spec(&settings.topics).name);
+    let topic_of = |normalized: &Normalized| match normalized {
+        Normalized::Session(_) => sessions_topic.clone(),
+        Normalized::Event(_) => events_topic.clone(),
+        Normalized::Context(_) => contexts_topic.clone(),
     };
     let mut progress: BTreeMap<(String, i32), Progress> = BTreeMap::new();
     while !shutdown.is_triggered() {
@@ -740,15 +760,18 @@ pub(crate) async fn transact(
     blocking(|| producer.begin_transaction())?;
     let mut deliveries = Vec::with_capacity(outgoing.len());
     for out in outgoing {
-        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
-        for (key, value) in &out.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
+        let mut record: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&out.topic);
+        if !out.headers.is_empty() {
+            // librdkafka allocates a header list even for none: only when there are some.
+            let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+            for (key, value) in &out.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            record = record.headers(headers);
         }
-        let mut record: FutureRecord<'_, Vec<u8>, Vec<u8>> =
-            FutureRecord::to(&out.topic).headers(headers);
         if let Some(value) = &out.value {
             record = record.payload(value);
         }

@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use apache_avro::from_value;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::{from_value, AvroSchema};
 use offport_core::schema::{Contract, SchemaError};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, SrSettings};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
@@ -84,8 +85,23 @@ struct Registered {
 pub struct RegistryCodec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    sr: SrSettings,
     /// By topic, then contract (looked up by `&str`, no allocation per value).
     registered: RwLock<HashMap<String, HashMap<Contract, std::sync::Arc<Registered>>>>,
+    /// Writer schemas by id, fetched once each (leaked: a handful per process).
+    writers: RwLock<HashMap<u32, &'static apache_avro::Schema>>,
+    /// How to read each (writer schema id, Rust type).
+    readers: RwLock<HashMap<(u32, std::any::TypeId), std::sync::Arc<Reader>>>,
+}
+
+/// How values written with one schema are read into one Rust type.
+enum Reader {
+    /// The writer schema is the type's own: straight from Avro binary into the type (no
+    /// intermediate `Value`), several times faster.
+    Direct(GenericDatumReader<'static>),
+    /// Another schema (an older or newer writer): decoded to a `Value`, resolved against the
+    /// type's schema by Avro's rules, then mapped onto the type.
+    Resolving(GenericDatumReader<'static>),
 }
 
 impl RegistryCodec {
@@ -94,8 +110,11 @@ impl RegistryCodec {
         let sr = sr_settings(settings)?;
         Ok(Self {
             encoder: AvroEncoder::new(sr.clone()),
-            decoder: AvroDecoder::new(sr),
+            decoder: AvroDecoder::new(sr.clone()),
+            sr,
             registered: RwLock::new(HashMap::new()),
+            writers: RwLock::new(HashMap::new()),
+            readers: RwLock::new(HashMap::new()),
         })
     }
 
@@ -167,14 +186,103 @@ impl RegistryCodec {
         Ok(self.decoder.decode(Some(payload)).await?.value)
     }
 
-    /// Decodes a Confluent wire-format payload, fetching the writer schema by id.
-    pub async fn decode<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, CodecError> {
-        schema_id(payload)?;
-        let decoded = self.decoder.decode(Some(payload)).await?;
-        from_value::<T>(&decoded.value).map_err(|source| CodecError::Shape {
+    /// Decodes a Confluent wire-format payload into `T`, fetching the writer schema by id the
+    /// first time it is seen.
+    pub async fn decode<T: DeserializeOwned + AvroSchema + 'static>(
+        &self,
+        payload: &[u8],
+    ) -> Result<T, CodecError> {
+        self.fetch_writer(schema_id(payload)?).await?;
+        self.decode_known(payload)
+    }
+
+    /// True when the writer schema of `id` is at hand, so [`Self::decode_known`] needs no
+    /// registry call.
+    pub fn knows(&self, id: u32) -> bool {
+        self.writers.read().is_ok_and(|w| w.contains_key(&id))
+    }
+
+    /// Fetches and keeps the writer schema of `id` unless it is already known.
+    pub async fn fetch_writer(&self, id: u32) -> Result<(), CodecError> {
+        if self.knows(id) {
+            return Ok(());
+        }
+        let registered = get_schema_by_id(id, &self.sr).await?;
+        let schema = apache_avro::Schema::parse_str(&registered.schema).map_err(|e| {
+            CodecError::Registry(SRCError::non_retryable_with_cause(
+                e,
+                &format!("schema {id} from the registry is not valid Avro"),
+            ))
+        })?;
+        if let Ok(mut writers) = self.writers.write() {
+            writers
+                .entry(id)
+                .or_insert_with(|| Box::leak(Box::new(schema)));
+        }
+        Ok(())
+    }
+
+    /// Decodes a payload whose writer schema is known ([`Self::fetch_writer`]), without
+    /// awaiting: straight into `T` when the writer schema is `T`'s own, else through a `Value`
+    /// resolved against `T`'s schema.
+    pub fn decode_known<T: DeserializeOwned + AvroSchema + 'static>(
+        &self,
+        payload: &[u8],
+    ) -> Result<T, CodecError> {
+        let id = schema_id(payload)?;
+        let mut datum = payload.get(WIRE_HEADER_LEN..).unwrap_or_default();
+        let reader = self.reader::<T>(id)?;
+        let shape = |source: apache_avro::Error| CodecError::Shape {
             target: std::any::type_name::<T>(),
             source: Box::new(source),
-        })
+        };
+        match reader.as_ref() {
+            Reader::Direct(reader) => reader.read_deser::<T>(&mut datum).map_err(shape),
+            Reader::Resolving(reader) => {
+                let value = reader.read_value(&mut datum).map_err(shape)?;
+                from_value::<T>(&value).map_err(shape)
+            }
+        }
+    }
+
+    fn reader<T: AvroSchema + 'static>(
+        &self,
+        id: u32,
+    ) -> Result<std::sync::Arc<Reader>, CodecError> {
+        let key = (id, std::any::TypeId::of::<T>());
+        if let Some(reader) = self.readers.read().ok().and_then(|r| r.get(&key).cloned()) {
+            return Ok(reader);
+        }
+        let writer = self
+            .writers
+            .read()
+            .ok()
+            .and_then(|w| w.get(&id).copied())
+            .ok_or(CodecError::WireFormat(
+                "writer schema not fetched (call fetch_writer first)",
+            ))?;
+        let own = T::get_schema();
+        let built = |e| CodecError::Shape {
+            target: std::any::type_name::<T>(),
+            source: Box::new(e),
+        };
+        let reader = if writer.canonical_form() == own.canonical_form() {
+            Reader::Direct(GenericDatumReader::builder(writer).build().map_err(built)?)
+        } else {
+            // Leaked once per (writer, type): the reader borrows it for 'static.
+            let own: &'static apache_avro::Schema = Box::leak(Box::new(own));
+            Reader::Resolving(
+                GenericDatumReader::builder(writer)
+                    .reader_schema(own)
+                    .build()
+                    .map_err(built)?,
+            )
+        };
+        let reader = std::sync::Arc::new(reader);
+        if let Ok(mut readers) = self.readers.write() {
+            readers.insert(key, std::sync::Arc::clone(&reader));
+        }
+        Ok(reader)
     }
 }
 
@@ -231,7 +339,115 @@ pub(crate) fn http_client(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use offport_core::examples;
+    use offport_core::model::{
+        Baseline, DeadLetter, DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession,
+    };
+
+    /// A codec that knows writer schema `id` without asking a registry (none runs here).
+    fn codec_knowing(id: u32, writer: apache_avro::Schema) -> RegistryCodec {
+        let codec = RegistryCodec::new(&RegistrySettings::default()).unwrap();
+        codec
+            .writers
+            .write()
+            .unwrap()
+            .insert(id, Box::leak(Box::new(writer)));
+        codec
+    }
+
+    fn wire<T: Serialize>(id: u32, schema: &apache_avro::Schema, value: &T) -> Vec<u8> {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&id.to_be_bytes());
+        apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .unwrap()
+            .write_ser(&mut bytes, value)
+            .unwrap();
+        bytes
+    }
+
+    fn round_trip<T>(contract: Contract, example: T)
+    where
+        T: Serialize + DeserializeOwned + AvroSchema + PartialEq + std::fmt::Debug + 'static,
+    {
+        let schema = contract.schema().unwrap();
+        let codec = codec_knowing(7, schema.clone());
+        let payload = wire(7, &schema, &example);
+        let decoded: T = codec.decode_known(&payload).unwrap();
+        assert_eq!(decoded, example, "{contract:?}");
+        assert!(
+            matches!(
+                codec
+                    .readers
+                    .read()
+                    .unwrap()
+                    .values()
+                    .next()
+                    .unwrap()
+                    .as_ref(),
+                Reader::Direct(_)
+            ),
+            "{contract:?}: the writer schema is the type's own, so it is read directly"
+        );
+    }
+
+    #[test]
+    fn every_contract_reads_back_directly_what_was_written() {
+        round_trip::<NetworkSession>(Contract::NetworkSession, examples::network_session());
+        round_trip::<DeviceEvent>(Contract::DeviceEvent, examples::device_event());
+        round_trip::<DeviceContext>(Contract::DeviceContext, examples::device_context());
+        round_trip::<EnrichedSession>(Contract::EnrichedSession, examples::enriched_session());
+        round_trip::<Finding>(Contract::Finding, examples::finding());
+        round_trip::<Baseline>(Contract::Baseline, examples::baseline());
+        round_trip::<DeadLetter>(Contract::DeadLetter, examples::dead_letter());
+    }
+
+    #[test]
+    fn another_writer_schema_is_resolved_by_avro_rules() {
+        // An older writer without the optional `app_name` field: the reader fills its default.
+        let mut json: serde_json::Value =
+            serde_json::from_str(&Contract::NetworkSession.schema_json().unwrap()).unwrap();
+        let fields = json["fields"].as_array_mut().unwrap();
+        fields.retain(|f| f["name"] != "app_name");
+        let older = apache_avro::Schema::parse_str(&json.to_string()).unwrap();
+        let mut value = apache_avro::to_value(examples::network_session()).unwrap();
+        if let apache_avro::types::Value::Record(fields) = &mut value {
+            fields.retain(|(name, _)| name != "app_name");
+        }
+        let mut payload = vec![0, 0, 0, 0, 9];
+        apache_avro::writer::datum::GenericDatumWriter::builder(&older)
+            .build()
+            .unwrap()
+            .write_value(&mut payload, value)
+            .unwrap();
+        let codec = codec_knowing(9, older);
+        let decoded: NetworkSession = codec.decode_known(&payload).unwrap();
+        let mut expected = examples::network_session();
+        expected.app_name = None;
+        assert_eq!(decoded, expected);
+        assert!(matches!(
+            codec
+                .readers
+                .read()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap()
+                .as_ref(),
+            Reader::Resolving(_)
+        ));
+    }
+
+    #[test]
+    fn an_unknown_writer_schema_is_an_error_not_a_panic() {
+        let codec = RegistryCodec::new(&RegistrySettings::default()).unwrap();
+        let error = codec
+            .decode_known::<NetworkSession>(&[0, 0, 0, 0, 1, 2])
+            .unwrap_err();
+        assert!(matches!(error, CodecError::WireFormat(_)), "{error}");
+    }
 
     #[test]
     fn schema_id_reads_the_big_endian_id_after_magic_zero() {

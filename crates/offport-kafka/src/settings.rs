@@ -399,7 +399,7 @@ pub struct PipelineSettings {
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
-            batch_max_records: 2_000,
+            batch_max_records: 10_000,
             batch_linger_ms: 50,
             max_backoff_ms: 10_000,
             group_prefix: "offport-".to_string(),

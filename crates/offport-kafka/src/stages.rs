@@ -9,14 +9,16 @@ use offport_core::schema::Contract;
 use offport_core::score::{ScoreConfig, Scorer};
 use serde::Serialize;
 
+use crate::registry::RegistryCodec;
 use crate::settings::Settings;
 use crate::stateful::{Emit, StatefulStage};
 use crate::topics::TopicRole;
 
-fn from_avro<T: serde::de::DeserializeOwned>(
-    value: &apache_avro::types::Value,
+fn from_avro<T: serde::de::DeserializeOwned + apache_avro::AvroSchema + 'static>(
+    payload: &[u8],
+    codec: &RegistryCodec,
 ) -> Result<T, String> {
-    apache_avro::from_value::<T>(value).map_err(|e| {
+    codec.decode_known::<T>(payload).map_err(|e| {
         format!(
             "the record does not fit {}: {e}",
             std::any::type_name::<T>()
@@ -90,11 +92,16 @@ impl StatefulStage for JoinerStage {
         })
     }
 
-    fn decode(&self, input: usize, value: &apache_avro::types::Value) -> Result<JoinInput, String> {
+    fn decode(
+        &self,
+        input: usize,
+        payload: &[u8],
+        codec: &RegistryCodec,
+    ) -> Result<JoinInput, String> {
         match input {
-            0 => from_avro::<NetworkSession>(value).map(JoinInput::Session),
-            1 => from_avro::<DeviceEvent>(value).map(JoinInput::Event),
-            _ => from_avro::<DeviceContext>(value).map(JoinInput::Context),
+            0 => from_avro::<NetworkSession>(payload, codec).map(JoinInput::Session),
+            1 => from_avro::<DeviceEvent>(payload, codec).map(JoinInput::Event),
+            _ => from_avro::<DeviceContext>(payload, codec).map(JoinInput::Context),
         }
     }
 
@@ -186,9 +193,10 @@ impl StatefulStage for ScorerStage {
     fn decode(
         &self,
         _input: usize,
-        value: &apache_avro::types::Value,
+        payload: &[u8],
+        codec: &RegistryCodec,
     ) -> Result<EnrichedSession, String> {
-        from_avro::<EnrichedSession>(value)
+        from_avro::<EnrichedSession>(payload, codec)
     }
 
     fn process(&self, task: &mut Scorer, input: EnrichedSession) -> Vec<Emit<Finding>> {

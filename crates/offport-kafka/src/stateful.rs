@@ -114,11 +114,14 @@ pub trait StatefulStage: Send + Sync {
     fn changelog(&self) -> TopicRole;
     /// A fresh task judging against `baselines`.
     fn new_task(&self, baselines: &BaselineSet) -> Self::Task;
-    /// The typed record of input `input` (an index into [`Self::inputs`]).
+    /// The typed record of input `input` (an index into [`Self::inputs`]) from its Confluent
+    /// wire-format payload, whose writer schema `codec` already holds
+    /// ([`RegistryCodec::decode_known`]); why not, for the dead letter.
     fn decode(
         &self,
         input: usize,
-        value: &apache_avro::types::Value,
+        payload: &[u8],
+        codec: &RegistryCodec,
     ) -> Result<Self::Input, String>;
     /// Processes one record.
     fn process(&self, task: &mut Self::Task, input: Self::Input) -> Vec<Emit<Self::Output>>;
@@ -189,14 +192,7 @@ pub async fn run_stateful<S: StatefulStage>(
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .create()?;
-    let producer: FutureProducer = settings
-        .kafka
-        .client_config()
-        .set("transactional.id", &options.transactional_id)
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "1")
-        .set("compression.type", "lz4")
-        .create()?;
+    let producer = crate::pipeline::transactional_producer(settings, &options.transactional_id)?;
     blocking(|| producer.init_transactions(Duration::from_secs(30)))?;
     let topics: Vec<&str> = options.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -603,22 +599,8 @@ impl<S: StatefulStage> Runner<'_, S> {
                 "the record has no value",
             )));
         };
-        let decoded = retrying(
-            self.options,
-            self.metrics,
-            self.shutdown,
-            "decode",
-            || async {
-                match self.codec.decode_value(payload).await {
-                    Ok(value) => Ok(Ok(value)),
-                    Err(error) if error.is_transient() => Err(error),
-                    Err(error) => Ok(Err(error)),
-                }
-            },
-        )
-        .await?;
-        let value = match decoded {
-            Ok(value) => value,
+        let id = match crate::registry::schema_id(payload) {
+            Ok(id) => id,
             Err(error) => {
                 return Ok(Err(Rejection::new(
                     DeadLetterReason::SchemaMismatch,
@@ -626,9 +608,31 @@ impl<S: StatefulStage> Runner<'_, S> {
                 )))
             }
         };
+        if !self.codec.knows(id) {
+            let fetched = retrying(
+                self.options,
+                self.metrics,
+                self.shutdown,
+                "fetch schema",
+                || async {
+                    match self.codec.fetch_writer(id).await {
+                        Ok(()) => Ok(Ok(())),
+                        Err(error) if error.is_transient() => Err(error),
+                        Err(error) => Ok(Err(error)),
+                    }
+                },
+            )
+            .await?;
+            if let Err(error) = fetched {
+                return Ok(Err(Rejection::new(
+                    DeadLetterReason::SchemaMismatch,
+                    format!("writer schema {id}: {error}"),
+                )));
+            }
+        }
         Ok(self
             .stage
-            .decode(input, &value)
+            .decode(input, payload, self.codec)
             .map_err(|why| Rejection::new(DeadLetterReason::SchemaMismatch, why)))
     }
 
