@@ -68,8 +68,9 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Settings for one test alone: a unique topic prefix and instance id, `partitions` per topic,
-/// at most `batch` records per transaction, and the topics of `roles` created.
+/// Settings for one test alone: a unique topic prefix, consumer groups and instance id,
+/// `partitions` per topic, at most `batch` records per transaction, and the topics of `roles`
+/// created.
 pub async fn isolated_settings(
     prefix: &str,
     partitions: i32,
@@ -90,6 +91,10 @@ pub async fn isolated_settings(
     };
     settings.pipeline.batch_max_records = batch;
     settings.pipeline.instance_id = Some(unique("instance"));
+    // Consumer groups of this test alone. With the shared default (`offport-<stage>`), static
+    // members of earlier tests stayed in the group until their session timeout, and each new
+    // member's join waited for them: up to 45 s per stage start.
+    settings.pipeline.group_prefix = format!("{}offport-", settings.topics.prefix);
     let specs: Vec<_> = roles.iter().map(|r| r.spec(&settings.topics)).collect();
     offport_kafka::topics::ensure_topics(&settings.kafka.client_config(), &specs).await?;
     Ok(settings)

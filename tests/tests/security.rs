@@ -243,6 +243,7 @@ async fn exercise(broker: &SecureBroker, pki: &Pki, password: &str) -> Result<()
     };
     let mut settings = settings;
     settings.pipeline.instance_id = Some(unique("instance"));
+    settings.pipeline.group_prefix = format!("{}offport-", settings.topics.prefix);
     settings.pipeline.batch_max_records = 4;
 
     // Every mechanism the SASL_SSL listener offers, and mutual TLS, pass the start-up check.

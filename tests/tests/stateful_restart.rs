@@ -188,7 +188,7 @@ async fn replay_settings(prefix: &str) -> Result<Settings> {
 }
 
 async fn produce_dataset(settings: &Settings, codec: &RegistryCodec, t0: i64) -> Result<usize> {
-    let (sessions, events, contexts) = replay_dataset(t0, 30, 16);
+    let (sessions, events, contexts) = replay_dataset(t0, 40, 16);
     let topic = |role: TopicRole| role.spec(&settings.topics).name;
     let mut inputs = Vec::new();
     for context in &contexts {
@@ -328,7 +328,7 @@ async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_d
     let run = reference_and_stopped(
         "crash",
         Stop::Kill,
-        &[4_500, 5_500, 7_000],
+        &[1_500, 3_000, 4_500],
         &[1_500, 3_000, 4_500],
     )
     .await?;

@@ -115,6 +115,9 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
                 .env("OFFPORT__KAFKA__BOOTSTRAP_SERVERS", &bootstrap)
                 .env("OFFPORT__REGISTRY__URL", &registry)
                 .env("OFFPORT__TOPICS__PREFIX", &prefix)
+                // The demo's own consumer groups: none of a test's or an earlier demo's
+                // members to wait for.
+                .env("OFFPORT__PIPELINE__GROUP_PREFIX", format!("{prefix}offport-"))
                 .env("OFFPORT__TOPICS__PARTITIONS", options.partitions.to_string())
                 .env("OFFPORT__OBSERVABILITY__LISTEN", format!("127.0.0.1:{port}"))
                 .env("OFFPORT__STREAM__IDLE_TIMEOUT_MS", "3000")

@@ -492,7 +492,14 @@ impl<S: StatefulStage> Runner<'_, S> {
         };
         for element in committed.elements() {
             let offset = match element.offset() {
-                Offset::Offset(offset) => Offset::Offset(offset),
+                Offset::Offset(offset) => {
+                    // The next record to process, until one is read. The consumer's own
+                    // position stays unknown while nothing is consumed, so without this a
+                    // restarted bounded replay with nothing left to read never saw its end.
+                    self.positions
+                        .insert((element.topic().to_string(), element.partition()), offset);
+                    Offset::Offset(offset)
+                }
                 _ => Offset::Beginning,
             };
             if let Err(error) = self.consumer.seek(
