@@ -166,6 +166,13 @@ async fn normalize_through(
     Ok(sessions)
 }
 
+/// The sessions' `bytes_out`, sorted: each raw record's number is in it (500 + n).
+fn sizes_out(sessions: &[NetworkSession]) -> Vec<i64> {
+    let mut sizes: Vec<i64> = sessions.iter().map(|s| s.bytes_out).collect();
+    sizes.sort_unstable();
+    sizes
+}
+
 /// Runs normalize-proxy with `kafka` and expects it to stop on its own with the start-up
 /// check's error, within `limit`.
 async fn normalizer_refused(
@@ -280,9 +287,7 @@ async fn exercise(broker: &SecureBroker, pki: &Pki, password: &str) -> Result<()
     produce(&scram, &raw_topic, &first).await?;
 
     // normalize-proxy through SCRAM over TLS.
-    let sessions = normalize_through(&settings, &scram, 6).await?;
-    let mut sizes: Vec<i64> = sessions.iter().map(|s| s.bytes_out).collect();
-    sizes.sort_unstable();
+    let sizes = sizes_out(&normalize_through(&settings, &scram, 6).await?);
     ensure!(
         sizes == (500..506).collect::<Vec<_>>(),
         "SASL_SSL run: {sizes:?}"
@@ -295,9 +300,7 @@ async fn exercise(broker: &SecureBroker, pki: &Pki, password: &str) -> Result<()
         .collect();
     let mtls = mutual_tls(broker, pki, true);
     produce(&mtls, &raw_topic, &second).await?;
-    let sessions = normalize_through(&settings, &mtls, 10).await?;
-    let mut sizes: Vec<i64> = sessions.iter().map(|s| s.bytes_out).collect();
-    sizes.sort_unstable();
+    let sizes = sizes_out(&normalize_through(&settings, &mtls, 10).await?);
     ensure!(
         sizes == (500..510).collect::<Vec<_>>(),
         "after the mutual-TLS run: {sizes:?}"

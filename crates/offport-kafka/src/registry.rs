@@ -357,6 +357,13 @@ mod tests {
         codec
     }
 
+    /// The one reader a codec built in a test.
+    fn only_reader(codec: &RegistryCodec) -> std::sync::Arc<Reader> {
+        let readers = codec.readers.read().unwrap();
+        assert_eq!(readers.len(), 1);
+        readers.values().next().cloned().unwrap()
+    }
+
     fn wire<T: Serialize>(id: u32, schema: &apache_avro::Schema, value: &T) -> Vec<u8> {
         let mut bytes = vec![0];
         bytes.extend_from_slice(&id.to_be_bytes());
@@ -378,17 +385,7 @@ mod tests {
         let decoded: T = codec.decode_known(&payload).unwrap();
         assert_eq!(decoded, example, "{contract:?}");
         assert!(
-            matches!(
-                codec
-                    .readers
-                    .read()
-                    .unwrap()
-                    .values()
-                    .next()
-                    .unwrap()
-                    .as_ref(),
-                Reader::Direct(_)
-            ),
+            matches!(only_reader(&codec).as_ref(), Reader::Direct(_)),
             "{contract:?}: the writer schema is the type's own, so it is read directly"
         );
     }
@@ -427,17 +424,7 @@ mod tests {
         let mut expected = examples::network_session();
         expected.app_name = None;
         assert_eq!(decoded, expected);
-        assert!(matches!(
-            codec
-                .readers
-                .read()
-                .unwrap()
-                .values()
-                .next()
-                .unwrap()
-                .as_ref(),
-            Reader::Resolving(_)
-        ));
+        assert!(matches!(only_reader(&codec).as_ref(), Reader::Resolving(_)));
     }
 
     #[test]
