@@ -96,6 +96,19 @@ fn pki(dir: &Path) -> Result<Pki> {
     })
 }
 
+/// Ends a test on a throwaway server: its log's tail shown on failure, the server stopped (on
+/// drop), and its directory removed on success (kept to look at on failure).
+fn conclude<S>(result: Result<()>, log_tail: String, server: S, dir: &Path) -> Result<()> {
+    if result.is_err() {
+        eprintln!("server log (tail):\n{log_tail}");
+    }
+    drop(server);
+    if result.is_ok() {
+        std::fs::remove_dir_all(dir).ok();
+    }
+    result
+}
+
 fn session_json(device: &str, n: usize) -> String {
     format!(
         r#"{{"device_id":"{device}","platform":"ANDROID","app_id":"com.example.app","transport":"TCP","dst_ip":"203.0.113.10","dst_port":8443,"sensor_protocol":"tls","sni":"api.example.com","bytes_out":{},"bytes_in":4000,"start_time":"2026-11-20T10:00:00Z","duration_ms":1200}}"#,
@@ -226,14 +239,7 @@ async fn a_normalizer_works_through_sasl_ssl_and_mutual_tls_and_says_why_when_re
     })
     .await??;
     let result = exercise(&broker, &pki, &password).await;
-    if result.is_err() {
-        eprintln!("secure broker log (tail):\n{}", broker.log_tail());
-    }
-    drop(broker);
-    if result.is_ok() {
-        std::fs::remove_dir_all(&dir).ok();
-    }
-    result
+    conclude(result, broker.log_tail(), broker, &dir)
 }
 
 async fn exercise(broker: &SecureBroker, pki: &Pki, password: &str) -> Result<()> {
@@ -367,14 +373,7 @@ async fn the_registry_codec_works_over_tls_with_basic_authentication() -> Result
     })
     .await??;
     let result = registry_exercise(&registry, &pki).await;
-    if result.is_err() {
-        eprintln!("secure registry log (tail):\n{}", registry.log_tail());
-    }
-    drop(registry);
-    if result.is_ok() {
-        std::fs::remove_dir_all(&dir).ok();
-    }
-    result
+    conclude(result, registry.log_tail(), registry, &dir)
 }
 
 async fn registry_exercise(registry: &SecureRegistry, pki: &Pki) -> Result<()> {

@@ -162,18 +162,28 @@ async fn run_with_stops(
             child.wait()?;
         }
     }
+    run_to_end(stage, settings, "last", Duration::from_secs(240)).await?;
+    // Once more with nothing left after the committed offsets: a bounded replay must see its
+    // end at once (the consumer's own position stays unknown while nothing is read), and write
+    // nothing (the caller compares the outputs with the reference).
+    run_to_end(stage, settings, "extra", Duration::from_secs(60)).await?;
+    Ok(hits)
+}
+
+/// Runs `stage` in a child until it exits by the end-of-input rule, failing after `limit`.
+async fn run_to_end(stage: &str, settings: &Settings, which: &str, limit: Duration) -> Result<()> {
     let mut child = spawn_child(stage, settings)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait()? {
             if !status.success() {
-                bail!("the last {stage} run failed: {status}");
+                bail!("the {which} {stage} run failed: {status}");
             }
-            return Ok(hits);
+            return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
             child.kill()?;
-            bail!("the last {stage} run did not reach the end of its input");
+            bail!("the {which} {stage} run did not reach the end of its input");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

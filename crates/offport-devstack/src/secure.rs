@@ -15,7 +15,7 @@
 //! certificates cannot be required: `quarkus.http.ssl.client-auth` is fixed when Apicurio is
 //! built.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -149,11 +149,6 @@ impl SecureBroker {
     /// The last lines of the broker's log, for a failing test's message.
     pub fn log_tail(&self) -> String {
         crate::stack::log_tail(&self.log)
-    }
-
-    /// The broker's data directory, configuration and log.
-    pub fn dir(&self) -> &Path {
-        self.log.parent().unwrap_or(&self.log)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::{from_value, AvroSchema};
 use offport_core::schema::{Contract, SchemaError};
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, SrSettings};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
@@ -84,7 +84,6 @@ struct Registered {
 /// process (a handful per service).
 pub struct RegistryCodec {
     encoder: AvroEncoder,
-    decoder: AvroDecoder,
     sr: SrSettings,
     /// By topic, then contract (looked up by `&str`, no allocation per value).
     registered: RwLock<HashMap<String, HashMap<Contract, std::sync::Arc<Registered>>>>,
@@ -110,7 +109,6 @@ impl RegistryCodec {
         let sr = sr_settings(settings)?;
         Ok(Self {
             encoder: AvroEncoder::new(sr.clone()),
-            decoder: AvroDecoder::new(sr.clone()),
             sr,
             registered: RwLock::new(HashMap::new()),
             writers: RwLock::new(HashMap::new()),
@@ -174,16 +172,6 @@ impl RegistryCodec {
                 .or_insert_with(|| std::sync::Arc::new(Registered { id, writer }));
         }
         Ok(bytes)
-    }
-
-    /// Decodes a Confluent wire-format payload to an Avro value, fetching the writer schema by
-    /// id.
-    pub async fn decode_value(
-        &self,
-        payload: &[u8],
-    ) -> Result<apache_avro::types::Value, CodecError> {
-        schema_id(payload)?;
-        Ok(self.decoder.decode(Some(payload)).await?.value)
     }
 
     /// Decodes a Confluent wire-format payload into `T`, fetching the writer schema by id the

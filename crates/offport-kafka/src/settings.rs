@@ -770,33 +770,51 @@ fn validate_kafka_security(security: &KafkaSecurity) -> Result<(), SettingsError
             ),
         ));
     }
-    let tls_files = [
-        ("ca_location", security.ca_location.as_deref()),
-        (
-            "certificate_location",
+    validate_tls_files(
+        "kafka.security",
+        [
+            security.ca_location.as_deref(),
             security.certificate_location.as_deref(),
-        ),
-        ("key_location", security.key_location.as_deref()),
+            security.key_location.as_deref(),
+        ],
+        (!protocol.tls()).then(|| {
+            format!(
+                "is set but protocol is {}; TLS files need ssl or sasl_ssl",
+                protocol.rdkafka()
+            )
+        }),
+    )
+}
+
+/// The PEM files of one connection (`<section>.ca_location`, `.certificate_location`,
+/// `.key_location`): none while TLS is not in use (`not_tls` says why), a certificate only with
+/// its key, and each readable now rather than at the first handshake.
+fn validate_tls_files(
+    section: &str,
+    [ca, certificate, key]: [Option<&Path>; 3],
+    not_tls: Option<String>,
+) -> Result<(), SettingsError> {
+    let files = [
+        ("ca_location", ca),
+        ("certificate_location", certificate),
+        ("key_location", key),
     ];
-    if !protocol.tls() {
-        if let Some((key, _)) = tls_files.iter().find(|(_, file)| file.is_some()) {
-            return Err(invalid(
-                key,
-                format!(
-                    "is set but protocol is {}; TLS files need ssl or sasl_ssl",
-                    protocol.rdkafka()
-                ),
-            ));
+    if let Some(why) = not_tls {
+        if let Some((name, _)) = files.iter().find(|(_, file)| file.is_some()) {
+            return Err(SettingsError::Invalid {
+                key: format!("{section}.{name}"),
+                why,
+            });
         }
     }
-    if security.certificate_location.is_some() != security.key_location.is_some() {
-        return Err(invalid(
-            "key_location",
-            "a client certificate needs its key and a key its certificate (set both for mutual TLS)".to_string(),
-        ));
+    if certificate.is_some() != key.is_some() {
+        return Err(SettingsError::Invalid {
+            key: format!("{section}.key_location"),
+            why: "a client certificate needs its key and a key its certificate (set both for mutual TLS)".to_string(),
+        });
     }
-    for (key, file) in tls_files {
-        check_readable(&format!("kafka.security.{key}"), file)?;
+    for (name, file) in files {
+        check_readable(&format!("{section}.{name}"), file)?;
     }
     Ok(())
 }
@@ -809,29 +827,16 @@ fn validate_registry_security(registry: &RegistrySettings) -> Result<(), Setting
     if registry.password.is_some() && registry.username.is_none() {
         return Err(invalid("username", "required when a password is set"));
     }
-    if registry.certificate_location.is_some() != registry.key_location.is_some() {
-        return Err(invalid(
-            "key_location",
-            "a client certificate needs its key and a key its certificate (set both for mutual TLS)",
-        ));
-    }
-    let tls_files = [
-        ("ca_location", registry.ca_location.as_deref()),
-        (
-            "certificate_location",
+    validate_tls_files(
+        "registry",
+        [
+            registry.ca_location.as_deref(),
             registry.certificate_location.as_deref(),
-        ),
-        ("key_location", registry.key_location.as_deref()),
-    ];
-    if !registry.url.starts_with("https://") {
-        if let Some((key, _)) = tls_files.iter().find(|(_, file)| file.is_some()) {
-            return Err(invalid(key, "is set but registry.url is not https://"));
-        }
-    }
-    for (key, file) in tls_files {
-        check_readable(&format!("registry.{key}"), file)?;
-    }
-    Ok(())
+            registry.key_location.as_deref(),
+        ],
+        (!registry.url.starts_with("https://"))
+            .then(|| "is set but registry.url is not https://".to_string()),
+    )
 }
 
 #[cfg(test)]
