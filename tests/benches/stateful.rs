@@ -57,6 +57,9 @@ async fn pass_through(
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .set("isolation.level", "read_committed")
+        // The stages' fetch tuning (see `stage_consumer`): with librdkafka's default of 1 s
+        // the copy stalls whenever its prefetch queue fills.
+        .set("fetch.queue.backoff.ms", "10")
         .create()?;
     let producer: FutureProducer = settings
         .kafka

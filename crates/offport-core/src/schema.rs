@@ -147,6 +147,12 @@ pub enum SchemaError {
         /// Avro error.
         source: Box<apache_avro::Error>,
     },
+    /// The schema document is not accepted by the fast binary codec.
+    #[error("schema is not usable by the binary codec: {source}")]
+    Fast {
+        /// serde_avro_fast's error.
+        source: Box<serde_avro_fast::schema::SchemaError>,
+    },
 }
 
 /// A top-level record that travels on a Kafka topic.
@@ -215,6 +221,66 @@ impl Contract {
             name: self.full_name(),
             source: Box::new(source),
         })
+    }
+
+    /// The contract's schema prepared for fast binary encoding and decoding.
+    pub fn binary(self) -> Result<BinarySchema, SchemaError> {
+        BinarySchema::parse(&self.schema_json()?)
+    }
+}
+
+/// An Avro schema prepared for the hot path: Rust values written straight to Avro binary and
+/// read straight back, with serde_avro_fast (fields matched in schema order, no per-field map
+/// lookup and no intermediate value). It produces the same bytes as apache-avro (the tests of
+/// this module compare them for every contract) and, given the schema a datum was written with,
+/// reads it field by field into the Rust type; resolving between two different schemas is
+/// apache-avro's job (the registry codec decides which to use).
+pub struct BinarySchema {
+    schema: serde_avro_fast::Schema,
+}
+
+impl std::fmt::Debug for BinarySchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BinarySchema").finish_non_exhaustive()
+    }
+}
+
+/// A value that does not fit its schema, or a datum that cannot be read with it.
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    /// Writing a value that does not fit the schema.
+    #[error("value does not fit its Avro schema: {0}")]
+    Encode(#[from] serde_avro_fast::ser::SerError),
+    /// Reading a datum that is not valid under the schema, or does not fit the Rust type.
+    #[error("Avro datum does not fit its schema or type: {0}")]
+    Decode(#[from] serde_avro_fast::de::DeError),
+}
+
+impl BinarySchema {
+    /// Parses a self-contained schema document (a contract's, or one from the registry).
+    pub fn parse(json: &str) -> Result<Self, SchemaError> {
+        let schema =
+            json.parse::<serde_avro_fast::Schema>()
+                .map_err(|source| SchemaError::Fast {
+                    source: Box::new(source),
+                })?;
+        Ok(Self { schema })
+    }
+
+    /// Appends the Avro binary datum of `value` to `out`.
+    pub fn encode<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BinaryError> {
+        let mut config = serde_avro_fast::ser::SerializerConfig::new(&self.schema);
+        serde_avro_fast::to_datum(value, out, &mut config)?;
+        Ok(())
+    }
+
+    /// Reads one Avro binary datum written with this schema into `T`.
+    pub fn decode<'a, T: serde::Deserialize<'a>>(&self, datum: &'a [u8]) -> Result<T, BinaryError> {
+        Ok(serde_avro_fast::from_datum_slice(datum, &self.schema)?)
     }
 }
 
@@ -508,6 +574,72 @@ mod tests {
         assert_round_trip(Contract::Baseline, &examples::baseline());
         assert_round_trip(Contract::BaselineScope, &examples::baseline().scope);
         assert_round_trip(Contract::DeadLetter, &examples::dead_letter());
+    }
+
+    /// The fast binary codec writes exactly apache-avro's bytes and reads them back unchanged.
+    fn assert_binary_matches_apache_avro<T>(contract: Contract, value: &T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let schema = contract.schema().unwrap();
+        let reference = GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(to_value(value).unwrap().resolve(&schema).unwrap())
+            .unwrap();
+        let binary = contract.binary().unwrap();
+        let mut fast = vec![9];
+        binary.encode(value, &mut fast).unwrap();
+        assert_eq!(fast.first(), Some(&9), "encode appends");
+        assert_eq!(
+            &fast[1..],
+            reference.as_slice(),
+            "{contract:?}: bytes differ"
+        );
+        let back: T = binary.decode(&reference).unwrap();
+        assert_eq!(&back, value, "{contract:?}: decoded value differs");
+    }
+
+    #[test]
+    fn the_binary_codec_writes_and_reads_apache_avros_bytes() {
+        assert_binary_matches_apache_avro(Contract::NetworkSession, &examples::network_session());
+        assert_binary_matches_apache_avro(Contract::DeviceEvent, &examples::device_event());
+        assert_binary_matches_apache_avro(Contract::DeviceContext, &examples::device_context());
+        assert_binary_matches_apache_avro(Contract::EnrichedSession, &examples::enriched_session());
+        assert_binary_matches_apache_avro(Contract::Finding, &examples::finding());
+        assert_binary_matches_apache_avro(Contract::Baseline, &examples::baseline());
+        assert_binary_matches_apache_avro(Contract::BaselineScope, &examples::baseline().scope);
+        assert_binary_matches_apache_avro(Contract::DeadLetter, &examples::dead_letter());
+        // The other branch of every optional union, and empty collections.
+        let mut sparse = examples::network_session();
+        sparse.app_id = None;
+        sparse.tls = None;
+        sparse.http = None;
+        sparse.dns = None;
+        sparse.client_banner = None;
+        assert_binary_matches_apache_avro(Contract::NetworkSession, &sparse);
+        let mut letter = examples::dead_letter();
+        letter.original_key = None;
+        letter.original_value = None;
+        letter.original_headers.clear();
+        assert_binary_matches_apache_avro(Contract::DeadLetter, &letter);
+    }
+
+    #[test]
+    fn the_binary_codec_refuses_values_and_data_that_do_not_fit() {
+        let binary = Contract::DeviceEvent.binary().unwrap();
+        let mut out = Vec::new();
+        let error = binary
+            .encode(&examples::network_session(), &mut out)
+            .unwrap_err();
+        assert!(matches!(error, BinaryError::Encode(_)), "{error}");
+        let mut bytes = Vec::new();
+        binary
+            .encode(&examples::device_event(), &mut bytes)
+            .unwrap();
+        bytes.truncate(bytes.len() / 2);
+        let error = binary.decode::<DeviceEvent>(&bytes).unwrap_err();
+        assert!(matches!(error, BinaryError::Decode(_)), "{error}");
     }
 
     #[test]

@@ -20,6 +20,10 @@
 //!   processed. After a restart, a rebalance or an aborted transaction the records between the
 //!   two are read again only to rebuild the held state (their outputs were committed already
 //!   and are dropped), so a held record is never lost and no output is written twice.
+//! - One transaction is open at a time, and it commits on a task of its own while the loop reads
+//!   and processes the next batch. That batch's transaction starts only after the previous one
+//!   committed; if the previous one failed, the next batch's outputs are dropped unproduced and
+//!   both batches are read again from the committed offsets.
 //! - A fatal producer error (fenced by a newer instance) stops the loop with an error.
 //! - On shutdown the open batch is finished (committed) or aborted, then the consumer leaves
 //!   the group.
@@ -207,6 +211,40 @@ pub(crate) struct Outgoing {
     pub(crate) headers: Vec<(String, Vec<u8>)>,
 }
 
+/// The consumer of a stage: its group (static membership when configured), offsets only
+/// through transactions, read_committed, from the earliest offset of a new group.
+pub(crate) fn stage_consumer(
+    settings: &Settings,
+    options: &PipelineOptions,
+    assignment_strategy: &str,
+    metrics: &Arc<PipelineMetrics>,
+) -> Result<LagConsumer, KafkaError> {
+    let mut config = settings.kafka.client_config();
+    if let Some(instance) = &options.group_instance_id {
+        config.set("group.instance.id", instance);
+    }
+    config
+        .set("statistics.interval.ms", "5000")
+        .set("group.id", &options.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", assignment_strategy);
+    // When the prefetch queue is full librdkafka pauses fetching for fetch.queue.backoff.ms,
+    // 1 s by default: a stage that drains the queue in big batches then found it empty and
+    // waited, 100-350 ms per gap in the normalize-proxy benchmark. A user's
+    // kafka.properties value still wins.
+    if !settings
+        .kafka
+        .properties
+        .contains_key("fetch.queue.backoff.ms")
+    {
+        config.set("fetch.queue.backoff.ms", "10");
+    }
+    config.create_with_context(LagContext::new(Arc::clone(metrics)))
+}
+
 /// The transactional producer of a stage: murmur2 partitioning (as Java clients), lz4.
 pub(crate) fn transactional_producer(
     settings: &Settings,
@@ -244,19 +282,7 @@ pub async fn run_normalizer<N: Normalizer>(
         &shutdown,
     )
     .await?;
-    let mut consumer_config = settings.kafka.client_config();
-    if let Some(instance) = &options.group_instance_id {
-        consumer_config.set("group.instance.id", instance);
-    }
-    let consumer: LagConsumer = consumer_config
-        .set("statistics.interval.ms", "5000")
-        .set("group.id", &options.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .create_with_context(LagContext::new(Arc::clone(&metrics)))?;
+    let consumer = stage_consumer(settings, &options, "cooperative-sticky", &metrics)?;
     let producer = transactional_producer(settings, &options.transactional_id)?;
     let txn_timeout = Duration::from_secs(30);
     blocking(|| producer.init_transactions(txn_timeout))?;
@@ -323,6 +349,8 @@ async fn process<N: Normalizer>(
         Normalized::Context(_) => contexts_topic.clone(),
     };
     let mut progress: BTreeMap<(String, i32), Progress> = BTreeMap::new();
+    // The previous batch's transaction, committing while this batch is read and processed.
+    let mut in_flight: Option<InFlight> = None;
     while !shutdown.is_triggered() {
         let revoked: Vec<(String, i32)> = consumer
             .context()
@@ -331,6 +359,19 @@ async fn process<N: Normalizer>(
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default();
         if !revoked.is_empty() {
+            // Settle the open transaction before the bookkeeping of the partitions changes.
+            if let Some(open) = in_flight.take() {
+                settle(
+                    open,
+                    consumer,
+                    producer,
+                    normalizer,
+                    &mut progress,
+                    options,
+                    metrics,
+                )
+                .await?;
+            }
             let held = progress
                 .keys()
                 .any(|(topic, partition)| normalizer.held_from(topic, *partition).is_some());
@@ -344,8 +385,22 @@ async fn process<N: Normalizer>(
                 restart_partitions(consumer, normalizer, &mut progress);
             }
         }
+        let collecting = Instant::now();
         let batch = collect_batch(consumer, options, shutdown).await?;
+        let t_collect = collecting.elapsed();
         if batch.is_empty() {
+            if let Some(open) = in_flight.take() {
+                settle(
+                    open,
+                    consumer,
+                    producer,
+                    normalizer,
+                    &mut progress,
+                    options,
+                    metrics,
+                )
+                .await?;
+            }
             continue;
         }
         let started = Instant::now();
@@ -433,20 +488,51 @@ async fn process<N: Normalizer>(
             }
         }
         metrics.records_in.inc_by(fresh);
-        let committed = commit_batch(
-            consumer, producer, &batch, &progress, normalizer, outgoing, options, metrics,
+        let t_process = collecting.elapsed();
+        // This batch's offsets build on the previous batch's: that transaction must be settled
+        // first. When it failed, this batch's outputs are dropped with it and both are read
+        // again from the committed offsets.
+        if let Some(open) = in_flight.take() {
+            let committed = settle(
+                open,
+                consumer,
+                producer,
+                normalizer,
+                &mut progress,
+                options,
+                metrics,
+            )
+            .await?;
+            if !committed {
+                continue;
+            }
+        }
+        let (offsets, after) = batch_offsets(&batch, &progress, normalizer)?;
+        tracing::debug!(
+            records = batch.len(),
+            collect_ms = t_collect.as_secs_f64() * 1e3,
+            process_ms = (t_process - t_collect).as_secs_f64() * 1e3,
+            settle_ms = (collecting.elapsed() - t_process).as_secs_f64() * 1e3,
+            "batch"
+        );
+        in_flight = Some(InFlight {
+            task: spawn_transaction(consumer, producer, outgoing, offsets)?,
+            after,
+            timestamps,
+            started,
+        });
+    }
+    if let Some(open) = in_flight.take() {
+        settle(
+            open,
+            consumer,
+            producer,
+            normalizer,
+            &mut progress,
+            options,
+            metrics,
         )
         .await?;
-        match committed {
-            Some(now_committed) => {
-                metrics.committed(&timestamps);
-                progress.extend(now_committed);
-            }
-            None => restart_partitions(consumer, normalizer, &mut progress),
-        }
-        metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
     }
     tracing::info!(
         stage = options.stage,
@@ -454,6 +540,67 @@ async fn process<N: Normalizer>(
     );
     consumer.unsubscribe();
     Ok(())
+}
+
+/// A batch's transaction running on its own task while the loop reads and processes the next
+/// batch (the transaction's round trips to the broker no longer stall the processing).
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<(), KafkaError>>,
+    /// Progress of every tracked partition once it commits.
+    after: BTreeMap<(String, i32), Progress>,
+    /// Event times of the batch's fresh records, for the end-to-end latency.
+    timestamps: Vec<i64>,
+    started: Instant,
+}
+
+/// Produces `outgoing` and the offsets in one transaction on a task of its own. The producer
+/// runs one transaction at a time: the caller settles this one before starting another.
+pub(crate) fn spawn_transaction(
+    consumer: &LagConsumer,
+    producer: &FutureProducer,
+    outgoing: Vec<Outgoing>,
+    offsets: TopicPartitionList,
+) -> Result<tokio::task::JoinHandle<Result<(), KafkaError>>, PipelineError> {
+    let metadata = consumer
+        .group_metadata()
+        // Only a consumer without a group lacks metadata; the loops always have one.
+        .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
+    let producer = producer.clone();
+    let runtime = tokio::runtime::Handle::current();
+    // A blocking thread of its own: a task spawned from the loop's worker would wait in that
+    // worker's queue (tokio's LIFO slot is not stolen) until the loop's processing yields.
+    Ok(tokio::task::spawn_blocking(move || {
+        transact_blocking(&metadata, &producer, &outgoing, &offsets, &runtime)
+    }))
+}
+
+/// Waits for an in-flight transaction. Committed: the progress moves on and `true`. Failed
+/// (not fatally): aborted, every tracked partition rewound to its committed offset, and `false`
+/// (the caller drops whatever it processed since; it is read again).
+async fn settle<N: Normalizer>(
+    open: InFlight,
+    consumer: &LagConsumer,
+    producer: &FutureProducer,
+    normalizer: &mut N,
+    progress: &mut BTreeMap<(String, i32), Progress>,
+    options: &PipelineOptions,
+    metrics: &PipelineMetrics,
+) -> Result<bool, PipelineError> {
+    let result = open.task.await.unwrap_or(Err(KafkaError::Canceled));
+    match abort_unless_committed(result, producer, options, metrics).await? {
+        true => {
+            metrics.committed(&open.timestamps);
+            progress.extend(open.after);
+            metrics
+                .batch_seconds
+                .observe(open.started.elapsed().as_secs_f64());
+            Ok(true)
+        }
+        false => {
+            restart_partitions(consumer, normalizer, progress);
+            Ok(false)
+        }
+    }
 }
 
 /// Waits for the first record (or shutdown), then takes what arrives within the linger time.
@@ -676,21 +823,13 @@ fn restart_partitions<N: Normalizer>(
     }
 }
 
-/// Produces `outgoing` and the offsets in one transaction. Returns the new progress of every
-/// tracked partition, or `None` when the transaction failed and was aborted (the caller then
-/// rewinds).
-#[allow(clippy::too_many_arguments)]
-async fn commit_batch<N: Normalizer>(
-    consumer: &LagConsumer,
-    producer: &FutureProducer,
+/// The offsets a batch commits and the progress of every tracked partition after it.
+#[allow(clippy::type_complexity)]
+fn batch_offsets<N: Normalizer>(
     batch: &[OwnedMessage],
     progress: &BTreeMap<(String, i32), Progress>,
     normalizer: &N,
-    outgoing: Vec<Outgoing>,
-    options: &PipelineOptions,
-    metrics: &PipelineMetrics,
-) -> Result<Option<BTreeMap<(String, i32), Progress>>, PipelineError> {
-    let timeout = Duration::from_secs(30);
+) -> Result<(TopicPartitionList, BTreeMap<(String, i32), Progress>), PipelineError> {
     // Every tracked partition: held records of one may be released by records of another.
     let mut next: BTreeMap<(String, i32), i64> = progress
         .iter()
@@ -726,38 +865,65 @@ async fn commit_batch<N: Normalizer>(
             },
         );
     }
-    let attempt = transact(consumer, producer, &outgoing, &offsets);
-    match attempt.await {
+    Ok((offsets, after))
+}
+
+/// The outcome of a transaction: `true` when it committed; a fatal error (fenced) stops the
+/// loop; any other error aborts the transaction and gives `false` (the caller rewinds).
+pub(crate) async fn abort_unless_committed(
+    result: Result<(), KafkaError>,
+    producer: &FutureProducer,
+    options: &PipelineOptions,
+    metrics: &PipelineMetrics,
+) -> Result<bool, PipelineError> {
+    match result {
         Ok(()) => {
             metrics.transactions.inc();
-            Ok(Some(after))
+            Ok(true)
         }
         Err(error) if is_fatal(&error) => Err(error.into()),
         Err(error) => {
             metrics.aborts.inc();
             tracing::warn!(%error, stage = options.stage, "transaction failed; aborting and rewinding");
-            if let Err(abort) = blocking(|| producer.abort_transaction(timeout)) {
+            if let Err(abort) = blocking(|| producer.abort_transaction(Duration::from_secs(30))) {
                 if is_fatal(&abort) {
                     return Err(abort.into());
                 }
                 tracing::warn!(error = %abort, "abort failed");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            Ok(None)
+            Ok(false)
         }
     }
 }
 
 /// Produces `outgoing` and commits `offsets` (with the consumer's group metadata, KIP-447) in one
 /// transaction. On error the caller aborts.
-pub(crate) async fn transact(
+pub(crate) fn transact(
     consumer: &LagConsumer,
     producer: &FutureProducer,
     outgoing: &[Outgoing],
     offsets: &TopicPartitionList,
 ) -> Result<(), KafkaError> {
+    let metadata = consumer
+        .group_metadata()
+        // Only a consumer without a group lacks metadata; the loops always have one.
+        .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
+    let runtime = tokio::runtime::Handle::current();
+    blocking(|| transact_blocking(&metadata, producer, outgoing, offsets, &runtime))
+}
+
+/// [`transact`] with the consumer's group metadata taken beforehand, synchronously: on a
+/// blocking thread, or inside `block_in_place`. `runtime` waits for the delivery reports.
+fn transact_blocking(
+    metadata: &rdkafka::consumer::ConsumerGroupMetadata,
+    producer: &FutureProducer,
+    outgoing: &[Outgoing],
+    offsets: &TopicPartitionList,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), KafkaError> {
     let timeout = Duration::from_secs(30);
-    blocking(|| producer.begin_transaction())?;
+    producer.begin_transaction()?;
     let mut deliveries = Vec::with_capacity(outgoing.len());
     for out in outgoing {
         let mut record: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&out.topic);
@@ -787,24 +953,23 @@ pub(crate) async fn transact(
         }
     }
     if offsets.count() > 0 {
-        let metadata = consumer
-            .group_metadata()
-            // Only a consumer without a group lacks metadata; the loops always have one.
-            .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
-        blocking(|| producer.send_offsets_to_transaction(offsets, &metadata, timeout))?;
+        producer.send_offsets_to_transaction(offsets, metadata, timeout)?;
     }
     // Wait for every delivery report before committing: a failed delivery aborts the
     // transaction here, and commit_transaction's own flush then finds nothing outstanding.
     // (rust-rdkafka's flush otherwise sleeps in 100 ms polls while the producer's background
     // thread serves the reports, which capped throughput at ~10 commits/s.)
-    for delivery in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(error),
-            Err(_) => return Err(KafkaError::Canceled),
+    runtime.block_on(async {
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(error),
+                Err(_) => return Err(KafkaError::Canceled),
+            }
         }
-    }
-    blocking(|| producer.commit_transaction(timeout))?;
+        Ok(())
+    })?;
+    producer.commit_transaction(timeout)?;
     Ok(())
 }
 

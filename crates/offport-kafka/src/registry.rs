@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::{from_value, AvroSchema};
-use offport_core::schema::{Contract, SchemaError};
+use offport_core::schema::{BinaryError, BinarySchema, Contract, SchemaError};
 use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, SrSettings};
 use schema_registry_converter::error::SRCError;
@@ -43,6 +43,14 @@ pub enum CodecError {
         /// Avro error.
         source: Box<apache_avro::Error>,
     },
+    /// The Avro datum does not fit the Rust type (read by the binary codec).
+    #[error("decoded value does not fit {target}: {source}")]
+    Binary {
+        /// Rust type name.
+        target: &'static str,
+        /// The binary codec's error.
+        source: Box<BinaryError>,
+    },
     /// The bytes are not in the Confluent wire format.
     #[error("not Confluent wire format: {0}")]
     WireFormat(&'static str),
@@ -68,11 +76,19 @@ pub fn schema_id(payload: &[u8]) -> Result<u32, CodecError> {
     }
 }
 
-/// A schema registered for one subject, with a writer that serializes straight to Avro
-/// binary (no intermediate `Value`).
+/// A schema registered for one subject, with its binary codec that serializes straight to
+/// Avro binary (no intermediate `Value`).
 struct Registered {
     id: u32,
-    writer: apache_avro::writer::datum::GenericDatumWriter<'static>,
+    binary: BinarySchema,
+}
+
+/// A writer schema fetched from the registry.
+struct WriterSchema {
+    /// Parsed by apache-avro, for resolution against another reader schema.
+    parsed: &'static apache_avro::Schema,
+    /// The registry's text, for the binary codec when no resolution is needed.
+    text: String,
 }
 
 /// Encoder and decoder for offport's contracts, sharing one registry connection and cache.
@@ -88,7 +104,7 @@ pub struct RegistryCodec {
     /// By topic, then contract (looked up by `&str`, no allocation per value).
     registered: RwLock<HashMap<String, HashMap<Contract, std::sync::Arc<Registered>>>>,
     /// Writer schemas by id, fetched once each (leaked: a handful per process).
-    writers: RwLock<HashMap<u32, &'static apache_avro::Schema>>,
+    writers: RwLock<HashMap<u32, std::sync::Arc<WriterSchema>>>,
     /// How to read each (writer schema id, Rust type).
     readers: RwLock<HashMap<(u32, std::any::TypeId), std::sync::Arc<Reader>>>,
 }
@@ -97,7 +113,7 @@ pub struct RegistryCodec {
 enum Reader {
     /// The writer schema is the type's own: straight from Avro binary into the type (no
     /// intermediate `Value`), several times faster.
-    Direct(GenericDatumReader<'static>),
+    Direct(BinarySchema),
     /// Another schema (an older or newer writer): decoded to a `Value`, resolved against the
     /// type's schema by Avro's rules, then mapped onto the type.
     Resolving(GenericDatumReader<'static>),
@@ -133,15 +149,12 @@ impl RegistryCodec {
             let mut bytes = Vec::with_capacity(256);
             bytes.push(0);
             bytes.extend_from_slice(&registered.id.to_be_bytes());
-            registered
-                .writer
-                .write_ser(&mut bytes, value)
-                .map_err(|e| {
-                    CodecError::Registry(SRCError::non_retryable_with_cause(
-                        e,
-                        "value does not fit its Avro schema",
-                    ))
-                })?;
+            registered.binary.encode(value, &mut bytes).map_err(|e| {
+                CodecError::Registry(SRCError::non_retryable_with_cause(
+                    e,
+                    "value does not fit its Avro schema",
+                ))
+            })?;
             return Ok(bytes);
         }
         // Only the first value of a subject comes here, so the strategy is not cached.
@@ -154,22 +167,13 @@ impl RegistryCodec {
             SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
         let bytes = self.encoder.encode_struct(value, &strategy).await?;
         let id = schema_id(&bytes)?;
-        // Leaked once per (topic, contract): the writer borrows its schema for 'static.
-        let schema: &'static apache_avro::Schema = Box::leak(Box::new(contract.schema()?));
-        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-            .build()
-            .map_err(|e| {
-                CodecError::Registry(SRCError::non_retryable_with_cause(
-                    e,
-                    "could not build an Avro writer",
-                ))
-            })?;
+        let binary = contract.binary()?;
         if let Ok(mut cache) = self.registered.write() {
             cache
                 .entry(topic.to_string())
                 .or_default()
                 .entry(contract)
-                .or_insert_with(|| std::sync::Arc::new(Registered { id, writer }));
+                .or_insert_with(|| std::sync::Arc::new(Registered { id, binary }));
         }
         Ok(bytes)
     }
@@ -203,9 +207,12 @@ impl RegistryCodec {
             ))
         })?;
         if let Ok(mut writers) = self.writers.write() {
-            writers
-                .entry(id)
-                .or_insert_with(|| Box::leak(Box::new(schema)));
+            writers.entry(id).or_insert_with(|| {
+                std::sync::Arc::new(WriterSchema {
+                    parsed: Box::leak(Box::new(schema)),
+                    text: registered.schema,
+                })
+            });
         }
         Ok(())
     }
@@ -225,7 +232,10 @@ impl RegistryCodec {
             source: Box::new(source),
         };
         match reader.as_ref() {
-            Reader::Direct(reader) => reader.read_deser::<T>(&mut datum).map_err(shape),
+            Reader::Direct(binary) => binary.decode::<T>(datum).map_err(|e| CodecError::Binary {
+                target: std::any::type_name::<T>(),
+                source: Box::new(e),
+            }),
             Reader::Resolving(reader) => {
                 let value = reader.read_value(&mut datum).map_err(shape)?;
                 from_value::<T>(&value).map_err(shape)
@@ -245,7 +255,7 @@ impl RegistryCodec {
             .writers
             .read()
             .ok()
-            .and_then(|w| w.get(&id).copied())
+            .and_then(|w| w.get(&id).cloned())
             .ok_or(CodecError::WireFormat(
                 "writer schema not fetched (call fetch_writer first)",
             ))?;
@@ -254,13 +264,13 @@ impl RegistryCodec {
             target: std::any::type_name::<T>(),
             source: Box::new(e),
         };
-        let reader = if writer.canonical_form() == own.canonical_form() {
-            Reader::Direct(GenericDatumReader::builder(writer).build().map_err(built)?)
+        let reader = if writer.parsed.canonical_form() == own.canonical_form() {
+            Reader::Direct(BinarySchema::parse(&writer.text)?)
         } else {
             // Leaked once per (writer, type): the reader borrows it for 'static.
             let own: &'static apache_avro::Schema = Box::leak(Box::new(own));
             Reader::Resolving(
-                GenericDatumReader::builder(writer)
+                GenericDatumReader::builder(writer.parsed)
                     .reader_schema(own)
                     .build()
                     .map_err(built)?,
@@ -335,13 +345,14 @@ mod tests {
     };
 
     /// A codec that knows writer schema `id` without asking a registry (none runs here).
-    fn codec_knowing(id: u32, writer: apache_avro::Schema) -> RegistryCodec {
+    fn codec_knowing(id: u32, text: String) -> RegistryCodec {
         let codec = RegistryCodec::new(&RegistrySettings::default()).unwrap();
+        let parsed = Box::leak(Box::new(apache_avro::Schema::parse_str(&text).unwrap()));
         codec
             .writers
             .write()
             .unwrap()
-            .insert(id, Box::leak(Box::new(writer)));
+            .insert(id, std::sync::Arc::new(WriterSchema { parsed, text }));
         codec
     }
 
@@ -368,7 +379,7 @@ mod tests {
         T: Serialize + DeserializeOwned + AvroSchema + PartialEq + std::fmt::Debug + 'static,
     {
         let schema = contract.schema().unwrap();
-        let codec = codec_knowing(7, schema.clone());
+        let codec = codec_knowing(7, contract.schema_json().unwrap());
         let payload = wire(7, &schema, &example);
         let decoded: T = codec.decode_known(&payload).unwrap();
         assert_eq!(decoded, example, "{contract:?}");
@@ -407,7 +418,7 @@ mod tests {
             .unwrap()
             .write_value(&mut payload, value)
             .unwrap();
-        let codec = codec_knowing(9, older);
+        let codec = codec_knowing(9, json.to_string());
         let decoded: NetworkSession = codec.decode_known(&payload).unwrap();
         let mut expected = examples::network_session();
         expected.app_name = None;

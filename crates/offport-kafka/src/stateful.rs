@@ -65,7 +65,7 @@ use crate::baselines::{BaselineFeed, FeedError, Rejected};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{
     blocking, collect_batch, dead_letter, is_fatal, owned_headers, retrying, transact,
-    wall_clock_millis, LagConsumer, LagContext, Outgoing, PipelineError, PipelineOptions,
+    wall_clock_millis, LagConsumer, Outgoing, PipelineError, PipelineOptions,
 };
 use crate::registry::{CodecError, RegistryCodec};
 use crate::settings::Settings;
@@ -168,19 +168,8 @@ pub async fn run_stateful<S: StatefulStage>(
     )
     .await?;
     let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
-    let mut consumer_config = settings.kafka.client_config();
-    if let Some(instance) = &options.group_instance_id {
-        consumer_config.set("group.instance.id", instance);
-    }
-    let consumer: LagConsumer = consumer_config
-        .set("statistics.interval.ms", "5000")
-        .set("group.id", &options.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("partition.assignment.strategy", "range")
-        .create_with_context(LagContext::new(Arc::clone(&metrics)))?;
+    let consumer: LagConsumer =
+        crate::pipeline::stage_consumer(settings, &options, "range", &metrics)?;
     let restorer: BaseConsumer = settings
         .kafka
         .client_config()
@@ -827,7 +816,7 @@ impl<S: StatefulStage> Runner<'_, S> {
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
             }
         }
-        match transact(self.consumer, self.producer, &outgoing, &offsets).await {
+        match transact(self.consumer, self.producer, &outgoing, &offsets) {
             Ok(()) => {
                 self.metrics.transactions.inc();
                 self.carried.clear();

@@ -99,8 +99,27 @@ pub struct SessionDraft {
 }
 
 fn non_empty(text: Option<String>) -> Option<String> {
-    text.map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty() && t != "-")
+    text.map(|t| {
+        // Most values need no trimming: keep their allocation.
+        if t.trim().len() == t.len() {
+            t
+        } else {
+            t.trim().to_string()
+        }
+    })
+    .filter(|t| !t.is_empty() && t != "-")
+}
+
+/// The canonical text of an address (brackets dropped; Suricata writes IPv6 fully expanded), so
+/// one address has one form; the text itself back when it is not an address.
+fn canonical_ip(text: String) -> Result<String, String> {
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        // Rust's IPv4 parser takes only the dotted-decimal form it also prints: keep the text.
+        Ok(std::net::IpAddr::V4(_)) if bare.len() == text.len() => Ok(text),
+        Ok(ip) => Ok(ip.to_string()),
+        Err(_) => Err(bare.to_string()),
+    }
 }
 
 fn lower(text: Option<String>) -> Option<String> {
@@ -181,19 +200,9 @@ impl SessionDraft {
         )?;
         let dst_ip = non_empty(self.dst_ip)
             .ok_or_else(|| Rejection::unparseable("no destination address (dst_ip)"))?;
-        let dst_ip = dst_ip
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        // Canonical text (Suricata writes IPv6 fully expanded), so one address has one form.
-        let dst_ip = match dst_ip.parse::<std::net::IpAddr>() {
-            Ok(ip) => ip.to_string(),
-            Err(_) => {
-                return Err(Rejection::impossible(format!(
-                    "dst_ip={dst_ip:?} is not an IP address"
-                )))
-            }
-        };
+        let dst_ip = canonical_ip(dst_ip).map_err(|dst_ip| {
+            Rejection::impossible(format!("dst_ip={dst_ip:?} is not an IP address"))
+        })?;
         let dst_port = check_port(
             "dst_port",
             self.dst_port
@@ -313,12 +322,7 @@ impl SessionDraft {
                 "attribution_confidence={attribution_confidence} is outside 0-1"
             )));
         }
-        let src_ip = non_empty(self.src_ip).map(|ip| {
-            ip.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .map_or(ip.clone(), |parsed| parsed.to_string())
-        });
+        let src_ip = non_empty(self.src_ip).map(|ip| canonical_ip(ip).unwrap_or_else(|ip| ip));
         let session_id = non_empty(self.session_id).unwrap_or_else(|| {
             derived_id(&[
                 &device_id,
