@@ -103,7 +103,10 @@ fn spawn_child(stage: &str, settings: &Settings) -> Result<Child> {
         .args(["--exact", "child_stage", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, serde_json::to_string(&spec)?)
         // The restore lines show what each restarted child took back from the changelog.
-        .env("RUST_LOG", "warn,offport_kafka::stateful=info")
+        .env(
+            "RUST_LOG",
+            "warn,offport_kafka::stateful=info,offport_kafka::shutdown=info",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -120,19 +123,120 @@ enum Stop {
     Term,
 }
 
-/// Runs `stage` in a child process, stopping it after each of `delays` (time after its start),
-/// then lets a last one run to the end of input. Returns how many stops hit a running child.
+/// When a child is stopped.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// This long after its start: during start-up and restore.
+    Millis(u64),
+    /// Once the stage's group has committed this fraction of its input and the child has
+    /// committed something itself: while it works, whatever the machine's speed.
+    Progress(f64),
+}
+
+/// Watches how much of its input the consumer group of a stage has committed.
+struct Progress {
+    /// Same group id, never subscribed: reads the group's offsets without joining it.
+    observer: rdkafka::consumer::BaseConsumer,
+    partitions: rdkafka::TopicPartitionList,
+    /// Records in the inputs (produced before the stage runs).
+    total: i64,
+}
+
+impl Progress {
+    fn new(settings: &Settings, stage: &str) -> Result<Self> {
+        use rdkafka::consumer::Consumer;
+        let roles: &[TopicRole] = if stage == "joiner" {
+            &[
+                TopicRole::Sessions,
+                TopicRole::DeviceEvents,
+                TopicRole::DeviceContexts,
+            ]
+        } else {
+            &[TopicRole::EnrichedSessions]
+        };
+        let observer: rdkafka::consumer::BaseConsumer = settings
+            .kafka
+            .client_config()
+            .set(
+                "group.id",
+                format!("{}{stage}", settings.pipeline.group_prefix),
+            )
+            // Offsets as last committed, now: a read_committed client asks for stable offsets
+            // and waits while a transaction holds newer ones, which is nearly always.
+            .set("isolation.level", "read_uncommitted")
+            .create()?;
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        let mut total = 0;
+        for role in roles {
+            let topic = role.spec(&settings.topics).name;
+            for partition in 0..3 {
+                partitions.add_partition(&topic, partition);
+                let (low, high) =
+                    observer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+                total += high - low;
+            }
+        }
+        Ok(Self {
+            observer,
+            partitions,
+            total,
+        })
+    }
+
+    /// Input records committed so far.
+    fn committed(&self) -> Result<i64> {
+        use rdkafka::consumer::Consumer;
+        let committed = self
+            .observer
+            .committed_offsets(self.partitions.clone(), Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .sum())
+    }
+}
+
+/// Runs `stage` in a child process, stopping it at each of `stops`, then lets a last one run to
+/// the end of input. Returns how many stops hit a running child.
 async fn run_with_stops(
     stage: &str,
     settings: &Settings,
-    delays: &[u64],
+    stops: &[At],
     stop: Stop,
 ) -> Result<usize> {
     let mut hits = 0;
-    for delay in delays {
+    let progress = Progress::new(settings, stage)?;
+    for at in stops {
+        let done_before = progress.committed()?;
         let mut child = spawn_child(stage, settings)?;
-        tokio::time::sleep(Duration::from_millis(*delay)).await;
-        if child.try_wait()?.is_none() {
+        let started = tokio::time::Instant::now();
+        let due = loop {
+            if child.try_wait()?.is_some() {
+                break false;
+            }
+            let due = match *at {
+                At::Millis(ms) => started.elapsed() >= Duration::from_millis(ms),
+                At::Progress(fraction) => {
+                    // Only once this child committed something: it is working (and handles
+                    // SIGTERM). A child with nothing left to do just ends.
+                    let done = progress.committed()?;
+                    done > done_before && done as f64 >= fraction * progress.total as f64
+                }
+            };
+            if due {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                child.kill()?;
+                bail!("{stage} made no progress to {at:?} in 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        if due && child.try_wait()?.is_none() {
             hits += 1;
             match stop {
                 Stop::Kill => {
@@ -286,12 +390,12 @@ struct Compared {
 
 /// The dataset on two isolated topic sets: on the first the joiner and then the scorer run
 /// uninterrupted to the end of their input; on the second each runs in child processes stopped
-/// with `stop` after each of its delays, then left to finish.
+/// with `stop` at each of its stops, then left to finish.
 async fn reference_and_stopped(
     name: &str,
     stop: Stop,
-    joiner_delays: &[u64],
-    scorer_delays: &[u64],
+    joiner_stops: &[At],
+    scorer_stops: &[At],
 ) -> Result<Compared> {
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -308,8 +412,8 @@ async fn reference_and_stopped(
     let scorer = Background::stateful(&reference, ScorerStage::new(&reference))?;
     tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
 
-    let joiner_hits = run_with_stops("joiner", &stopped, joiner_delays, stop).await?;
-    let scorer_hits = run_with_stops("scorer", &stopped, scorer_delays, stop).await?;
+    let joiner_hits = run_with_stops("joiner", &stopped, joiner_stops, stop).await?;
+    let scorer_hits = run_with_stops("scorer", &stopped, scorer_stops, stop).await?;
     let enriched = (
         by_partition(&reference, &codec, TopicRole::EnrichedSessions, sessions).await?,
         by_partition(&stopped, &codec, TopicRole::EnrichedSessions, sessions).await?,
@@ -334,20 +438,16 @@ async fn joiner_and_scorer_killed_mid_replay_produce_what_an_uninterrupted_run_d
         return Ok(());
     }
     let _serial = SERIAL.lock().await;
-    // Killed several times while working, then left to finish.
-    let run = reference_and_stopped(
-        "crash",
-        Stop::Kill,
-        &[1_500, 3_000, 4_500],
-        &[1_500, 3_000, 4_500],
-    )
-    .await?;
+    // Killed several times while working (a transaction is open whenever it works), then
+    // left to finish.
+    let working = [At::Progress(0.25), At::Progress(0.5), At::Progress(0.75)];
+    let run = reference_and_stopped("crash", Stop::Kill, &working, &working).await?;
     println!(
         "kills that hit a running joiner: {}, scorer: {}",
         run.joiner_hits, run.scorer_hits
     );
     assert!(
-        run.joiner_hits >= 2 && run.scorer_hits >= 1,
+        run.joiner_hits >= 2 && run.scorer_hits >= 2,
         "the kills came too late to test anything"
     );
     let (expected, actual) = &run.enriched;
@@ -372,21 +472,17 @@ async fn joiner_and_scorer_stopped_with_sigterm_mid_replay_lose_and_duplicate_no
         return Ok(());
     }
     let _serial = SERIAL.lock().await;
-    // Early and late signals: at start-up and restore, and while processing (how long a child
-    // takes varies with what else the machine runs; the first ones always find it running).
-    let run = reference_and_stopped(
-        "term",
-        Stop::Term,
-        &[1_500, 3_000, 5_000],
-        &[1_500, 3_000, 4_500],
-    )
-    .await?;
+    // Signals while processing, then one early in a run (at start-up and restore, after the
+    // child installed its handler: a SIGTERM before that ends a process by default, as for
+    // any program); that run may find little left to do and end first.
+    let stops = [At::Progress(0.3), At::Progress(0.7), At::Millis(1_500)];
+    let run = reference_and_stopped("term", Stop::Term, &stops, &stops).await?;
     println!(
         "SIGTERMs that hit a running joiner: {}, scorer: {}",
         run.joiner_hits, run.scorer_hits
     );
     assert!(
-        run.joiner_hits >= 2 && run.scorer_hits >= 1,
+        run.joiner_hits >= 2 && run.scorer_hits >= 2,
         "the signals came too late to test anything"
     );
     assert_eq!(

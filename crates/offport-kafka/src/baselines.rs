@@ -104,7 +104,7 @@ pub enum FeedError {
 
 /// The baselines in force, fed from the topic.
 pub struct BaselineFeed {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<crate::pipeline::ReadToEnd>,
     topic: String,
     set: BaselineSet,
     applied: u64,
@@ -142,7 +142,7 @@ impl BaselineFeed {
         as_of: Option<i64>,
     ) -> Result<(Self, Vec<Rejected>), FeedError> {
         let topic = TopicRole::Baselines.spec(&settings.topics).name;
-        let consumer: BaseConsumer = settings
+        let consumer: BaseConsumer<crate::pipeline::ReadToEnd> = settings
             .kafka
             .client_config()
             .set(
@@ -153,7 +153,7 @@ impl BaselineFeed {
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")
             .set("isolation.level", "read_committed")
-            .create()?;
+            .create_with_context(crate::pipeline::ReadToEnd)?;
         let metadata = tokio::task::block_in_place(|| {
             consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))
         })?;

@@ -77,6 +77,9 @@ pub struct PipelineOptions {
     pub batch_max: usize,
     /// How long a batch waits to fill.
     pub batch_linger: Duration,
+    /// How long an empty batch waits for its first record before the loop looks around (idle
+    /// and end-of-input rules, baselines updates).
+    pub first_record_wait: Duration,
     /// Longest pause between retries of a transient failure.
     pub max_backoff: Duration,
     /// Consumer group id.
@@ -107,6 +110,7 @@ impl PipelineOptions {
             inputs,
             batch_max: pipeline.batch_max_records.max(1),
             batch_linger: Duration::from_millis(pipeline.batch_linger_ms),
+            first_record_wait: Duration::from_millis(500),
             max_backoff: Duration::from_millis(pipeline.max_backoff_ms.max(1)),
             group_id: format!("{}{stage}", pipeline.group_prefix),
             group_instance_id: static_membership.then(|| instance.clone()),
@@ -174,6 +178,26 @@ impl rdkafka::consumer::ConsumerContext for LagContext {
         }
     }
 }
+
+/// The context of a consumer that reads partitions to their end (changelog restores, the
+/// baselines topic): the end of a partition is what it waits for, and librdkafka also reports it
+/// as a global error (once per partition read), which rdkafka's default context logged at ERROR
+/// level. Here it is a debug line; other errors are logged as the default context does.
+pub(crate) struct ReadToEnd;
+
+impl rdkafka::ClientContext for ReadToEnd {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+            | KafkaError::PartitionEOF(_) => {
+                tracing::debug!(%reason, "partition read to its end");
+            }
+            error => tracing::error!(%error, %reason, "librdkafka"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReadToEnd {}
 
 /// How far a partition is committed and processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -613,7 +637,7 @@ pub(crate) async fn collect_batch(
     let mut deadline: Option<tokio::time::Instant> = None;
     while batch.len() < options.batch_max {
         let wait = match deadline {
-            None => Duration::from_millis(500),
+            None => options.first_record_wait,
             Some(at) => {
                 let left = at.saturating_duration_since(tokio::time::Instant::now());
                 if left.is_zero() {
@@ -898,23 +922,8 @@ pub(crate) async fn abort_unless_committed(
 }
 
 /// Produces `outgoing` and commits `offsets` (with the consumer's group metadata, KIP-447) in one
-/// transaction. On error the caller aborts.
-pub(crate) fn transact(
-    consumer: &LagConsumer,
-    producer: &FutureProducer,
-    outgoing: &[Outgoing],
-    offsets: &TopicPartitionList,
-) -> Result<(), KafkaError> {
-    let metadata = consumer
-        .group_metadata()
-        // Only a consumer without a group lacks metadata; the loops always have one.
-        .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
-    let runtime = tokio::runtime::Handle::current();
-    blocking(|| transact_blocking(&metadata, producer, outgoing, offsets, &runtime))
-}
-
-/// [`transact`] with the consumer's group metadata taken beforehand, synchronously: on a
-/// blocking thread, or inside `block_in_place`. `runtime` waits for the delivery reports.
+/// transaction, synchronously, on a blocking thread; `runtime` waits for the delivery reports.
+/// On error the caller aborts.
 fn transact_blocking(
     metadata: &rdkafka::consumer::ConsumerGroupMetadata,
     producer: &FutureProducer,

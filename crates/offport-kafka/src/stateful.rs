@@ -64,8 +64,9 @@ use serde::Serialize;
 use crate::baselines::{BaselineFeed, FeedError, Rejected};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{
-    blocking, collect_batch, dead_letter, is_fatal, owned_headers, retrying, transact,
-    wall_clock_millis, LagConsumer, Outgoing, PipelineError, PipelineOptions,
+    abort_unless_committed, blocking, collect_batch, dead_letter, owned_headers, retrying,
+    spawn_transaction, wall_clock_millis, LagConsumer, Outgoing, PipelineError, PipelineOptions,
+    ReadToEnd,
 };
 use crate::registry::{CodecError, RegistryCodec};
 use crate::settings::Settings;
@@ -141,6 +142,16 @@ pub trait StatefulStage: Send + Sync {
     }
 }
 
+/// A batch's transaction committing on a blocking thread while the next batch is processed.
+struct StatefulInFlight {
+    task: tokio::task::JoinHandle<Result<(), KafkaError>>,
+    /// Dead letters of rejected baselines it carries.
+    carried: Vec<Outgoing>,
+    /// Event times of the batch's records, for the end-to-end latency.
+    timestamps: Vec<i64>,
+    started: Instant,
+}
+
 struct Slot<T> {
     task: T,
     last_record: Instant,
@@ -159,7 +170,11 @@ pub async fn run_stateful<S: StatefulStage>(
         .iter()
         .map(|role| role.spec(&settings.topics).name)
         .collect();
-    let options = PipelineOptions::for_stage(stage.name(), inputs, settings);
+    let mut options = PipelineOptions::for_stage(stage.name(), inputs, settings);
+    if settings.stream.stop_at_end {
+        // A bounded replay looks for its end as soon as records stop coming.
+        options.first_record_wait = options.batch_linger.max(Duration::from_millis(10));
+    }
     crate::connect::wait_for_connections(
         &settings.kafka,
         &settings.registry,
@@ -170,7 +185,7 @@ pub async fn run_stateful<S: StatefulStage>(
     let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
     let consumer: LagConsumer =
         crate::pipeline::stage_consumer(settings, &options, "range", &metrics)?;
-    let restorer: BaseConsumer = settings
+    let restorer: BaseConsumer<ReadToEnd> = settings
         .kafka
         .client_config()
         .set("group.id", format!("{}-restore", options.group_id))
@@ -180,9 +195,17 @@ pub async fn run_stateful<S: StatefulStage>(
         // hold an empty fetch for the default 500 ms.
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
-        .create()?;
+        .create_with_context(ReadToEnd)?;
     let producer = crate::pipeline::transactional_producer(settings, &options.transactional_id)?;
     blocking(|| producer.init_transactions(Duration::from_secs(30)))?;
+    // The restorer learns the changelog's partition leaders now: otherwise the first restore
+    // waited for them, 0.5-1 s, before its first fetch.
+    let changelog = stage.changelog().spec(&settings.topics).name;
+    if let Err(error) =
+        blocking(|| restorer.fetch_metadata(Some(&changelog), Duration::from_secs(10)))
+    {
+        tracing::warn!(%error, topic = %changelog, "changelog metadata not fetched ahead of the first restore");
+    }
     let topics: Vec<&str> = options.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     metrics.ready.store(true, Ordering::Relaxed);
@@ -203,7 +226,7 @@ pub async fn run_stateful<S: StatefulStage>(
         consumer: &consumer,
         producer: &producer,
         restorer: &restorer,
-        changelog: stage.changelog().spec(&settings.topics).name,
+        changelog,
         dead_letter_topic: TopicRole::DeadLetter.spec(&settings.topics).name,
         tasks: BTreeMap::new(),
         positions: BTreeMap::new(),
@@ -274,7 +297,7 @@ struct Runner<'a, S: StatefulStage> {
     shutdown: &'a Shutdown,
     consumer: &'a LagConsumer,
     producer: &'a FutureProducer,
-    restorer: &'a BaseConsumer,
+    restorer: &'a BaseConsumer<ReadToEnd>,
     changelog: String,
     dead_letter_topic: String,
     tasks: BTreeMap<i32, Slot<S::Task>>,
@@ -289,6 +312,23 @@ struct Runner<'a, S: StatefulStage> {
 
 impl<S: StatefulStage> Runner<'_, S> {
     async fn run(&mut self, feed: &mut BaselineFeed) -> Result<(), PipelineError> {
+        let mut in_flight = None;
+        let result = self.run_batches(feed, &mut in_flight).await;
+        // The last batch's transaction completes (or aborts) before the loop stops.
+        if let Some(open) = in_flight.take() {
+            let settled = self.settle(open).await;
+            result?;
+            settled?;
+            return Ok(());
+        }
+        result
+    }
+
+    async fn run_batches(
+        &mut self,
+        feed: &mut BaselineFeed,
+        in_flight: &mut Option<StatefulInFlight>,
+    ) -> Result<(), PipelineError> {
         let idle_after = Duration::from_millis(self.settings.stream.idle_timeout_ms);
         let mut applied = feed.applied();
         while !self.shutdown.is_triggered() {
@@ -315,8 +355,14 @@ impl<S: StatefulStage> Runner<'_, S> {
                 .inc_by(feed.applied().saturating_sub(applied));
             applied = feed.applied();
 
+            let started = Instant::now();
             let batch = collect_batch(self.consumer, self.options, self.shutdown).await?;
             if self.rebalanced() {
+                // The open transaction's fate first: its offsets were taken before the
+                // rebalance and commit (or abort) as they are.
+                if let Some(open) = in_flight.take() {
+                    self.settle(open).await?;
+                }
                 tracing::info!(
                     stage = self.options.stage,
                     dropped = batch.len(),
@@ -326,10 +372,23 @@ impl<S: StatefulStage> Runner<'_, S> {
                 continue;
             }
             let now = Instant::now();
+            // A restore reads the changelog as committed: the open transaction goes first.
+            let assigned = self.assigned_partitions()?;
+            let restoring = assigned.iter().any(|p| !self.tasks.contains_key(p))
+                || batch
+                    .iter()
+                    .any(|m| !self.tasks.contains_key(&m.partition()));
+            if restoring {
+                if let Some(open) = in_flight.take() {
+                    if !self.settle(open).await? {
+                        continue;
+                    }
+                }
+            }
             // Every assigned task is restored at once, not only when a record comes: a task
             // taken over from another instance may hold sessions that only the idle or
             // end-of-input rule will release.
-            for partition in self.assigned_partitions()? {
+            for partition in assigned {
                 if !self.tasks.contains_key(&partition) {
                     let task = self.restore(partition, feed.set()).await?;
                     self.tasks.insert(
@@ -416,18 +475,33 @@ impl<S: StatefulStage> Runner<'_, S> {
                 }
             }
 
-            // Dead letters of rejected baselines ride with the next transaction that commits.
-            outgoing.extend(self.carried.iter().map(Outgoing::clone));
-            if !outgoing.is_empty() || !touched.is_empty() {
-                let started = Instant::now();
-                let committed = self.commit(outgoing, &touched).await?;
-                self.metrics
-                    .batch_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                if !committed {
-                    continue;
+            if !outgoing.is_empty() || !touched.is_empty() || !self.carried.is_empty() {
+                // This batch's changelog and offsets build on the open transaction's: it must
+                // have committed. If it failed, the state was reset and this batch is dropped
+                // unproduced; both are read again.
+                if let Some(open) = in_flight.take() {
+                    if !self.settle(open).await? {
+                        continue;
+                    }
                 }
-                self.metrics.committed(&timestamps);
+                // Dead letters of rejected baselines ride with the next transaction; they
+                // come back to `carried` if it fails.
+                let carried = std::mem::take(&mut self.carried);
+                outgoing.extend(carried.iter().cloned());
+                let offsets = self.changelog_and_offsets(&mut outgoing, &touched)?;
+                *in_flight = Some(StatefulInFlight {
+                    task: spawn_transaction(self.consumer, self.producer, outgoing, offsets)?,
+                    carried,
+                    timestamps,
+                    started,
+                });
+            }
+            if finishing {
+                if let Some(open) = in_flight.take() {
+                    if !self.settle(open).await? {
+                        continue;
+                    }
+                }
             }
             self.update_gauges(false);
             if finishing {
@@ -742,8 +816,11 @@ impl<S: StatefulStage> Runner<'_, S> {
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
-        // One broker round trip per partition, all at once (each takes a few hundred ms).
-        let consumer = self.consumer;
+        // One broker round trip per partition, all at once, through the restorer: on the
+        // consumer's own connection each query waited behind its pending long-poll fetch
+        // (up to fetch.wait.max.ms, 350-470 ms per check). The restorer reads read_committed
+        // too, so the end it sees is the last stable offset, as the consumer's.
+        let consumer = self.restorer;
         let watermarks: Vec<Result<(i64, i64), KafkaError>> = blocking(|| {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = partitions
@@ -784,13 +861,13 @@ impl<S: StatefulStage> Runner<'_, S> {
         Ok(true)
     }
 
-    /// Commits the outputs, the changelog of the touched tasks and their input offsets in one
-    /// transaction. Returns false when it was aborted (the state was reset).
-    async fn commit(
+    /// Adds the changelog records of the touched tasks to `outgoing` and returns their input
+    /// offsets: with the outputs, what one transaction commits.
+    fn changelog_and_offsets(
         &mut self,
-        mut outgoing: Vec<Outgoing>,
+        outgoing: &mut Vec<Outgoing>,
         touched: &BTreeSet<i32>,
-    ) -> Result<bool, PipelineError> {
+    ) -> Result<TopicPartitionList, PipelineError> {
         for partition in touched {
             let Some(slot) = self.tasks.get_mut(partition) else {
                 continue;
@@ -816,28 +893,30 @@ impl<S: StatefulStage> Runner<'_, S> {
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
             }
         }
-        match transact(self.consumer, self.producer, &outgoing, &offsets) {
-            Ok(()) => {
-                self.metrics.transactions.inc();
-                self.carried.clear();
-                Ok(true)
-            }
-            Err(error) if is_fatal(&error) => Err(error.into()),
-            Err(error) => {
-                self.metrics.aborts.inc();
-                tracing::warn!(%error, stage = self.options.stage, "transaction failed; aborting, dropping state and rewinding");
-                if let Err(abort) =
-                    blocking(|| self.producer.abort_transaction(Duration::from_secs(30)))
-                {
-                    if is_fatal(&abort) {
-                        return Err(abort.into());
-                    }
-                    tracing::warn!(error = %abort, "abort failed");
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                self.reset();
-                Ok(false)
-            }
+        Ok(offsets)
+    }
+
+    /// Waits for an open transaction. Committed: `true`. Failed (not fatally): aborted, the
+    /// state dropped and every partition rewound (see [`Self::reset`]), the baseline dead
+    /// letters it carried kept for the next one, and `false`.
+    async fn settle(&mut self, open: StatefulInFlight) -> Result<bool, PipelineError> {
+        let result = open.task.await.unwrap_or(Err(KafkaError::Canceled));
+        if abort_unless_committed(result, self.producer, self.options, self.metrics).await? {
+            self.metrics.committed(&open.timestamps);
+            self.metrics
+                .batch_seconds
+                .observe(open.started.elapsed().as_secs_f64());
+            Ok(true)
+        } else {
+            tracing::warn!(
+                stage = self.options.stage,
+                "state dropped, partitions rewound to their committed offsets"
+            );
+            let mut carried = open.carried;
+            carried.append(&mut self.carried);
+            self.carried = carried;
+            self.reset();
+            Ok(false)
         }
     }
 
