@@ -17,6 +17,10 @@
 // Modular indices into fixed arrays are in range by construction.
 #![allow(clippy::indexing_slicing)]
 
+// The allocator of the service binaries, so the stages run here as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! state per active key.
 //!
 //! `cargo bench -p offport-tests --bench stateful` (starts the local stack when none is
-//! configured). `OFFPORT_BENCH_DEVICES` (default 1000) and `OFFPORT_BENCH_SESSIONS` per device
+//! configured). `OFFPORT_BENCH_DEVICES` (default 3000) and `OFFPORT_BENCH_SESSIONS` per device
 //! (default 50) set the input: per session one WorkManager event, plus two lifecycle events and
 //! one MDM record per device (the replay dataset of the tests). `OFFPORT_BENCH_BATCH` sets the
 //! records per transaction (default: the services' default).
@@ -18,6 +18,10 @@
 //!
 //! Memory: the joiner's `state_bytes` over its devices at the end of input, before the flush
 //! empties the pending sessions (the joiner keeps every device's timelines for TimeWindow).
+
+// The allocator of the service binaries, so the stages run here as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,7 +146,7 @@ async fn produce_encoded<T: serde::Serialize>(
 }
 
 fn main() -> Result<()> {
-    let devices = env("OFFPORT_BENCH_DEVICES", 1_000);
+    let devices = env("OFFPORT_BENCH_DEVICES", 3_000);
     let per_device = env("OFFPORT_BENCH_SESSIONS", 50);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

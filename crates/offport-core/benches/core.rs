@@ -11,6 +11,10 @@
 // Indices into the bench's own constant tables, always in range; no outside input here.
 #![allow(clippy::indexing_slicing, clippy::expect_used)]
 
+// The allocator of the service binaries, so the code runs here as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use offport_core::baseline::BaselineSet;

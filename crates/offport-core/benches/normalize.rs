@@ -2,6 +2,10 @@
 //! `ProxyNormalizer` and the Avro encoding of the result, on one core. Prints numbers.
 #![allow(clippy::indexing_slicing, clippy::expect_used)]
 
+// The allocator of the service binaries, so the code runs here as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};

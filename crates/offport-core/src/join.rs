@@ -822,11 +822,15 @@ impl Joiner {
     fn apply_context(&mut self, context: DeviceContext) {
         let cap = self.config.max_entries_per_timeline;
         let device = self.devices.entry(context.device_id.clone()).or_default();
+        let mut apps = context.apps;
+        // A decoder grows the list as it reads (up to twice its length); it is kept for the
+        // TimeWindow, so without the spare room.
+        apps.shrink_to_fit();
         let record = MdmRecord {
             supervised: context.supervised,
             device_group: context.device_group,
             device_role: context.device_role,
-            apps: context.apps,
+            apps,
             complete: context.inventory_complete,
         };
         // Complete inventories sort before partial updates at the same instant.

@@ -4,6 +4,11 @@
 //! Usage: `offport-normalize-proxy [--config <file>]` (or `OFFPORT_CONFIG`); every setting can be
 //! overridden with `OFFPORT__<SECTION>__<KEY>`. See the README's configuration reference.
 
+// mimalloc: the stages allocate and free several small buffers per record (decoded values,
+// encoded bytes, Kafka messages); glibc's malloc and free were a fifth of their CPU time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use offport_core::normalize::proxy::ProxyNormalizer;

@@ -16,6 +16,10 @@
 
 mod backtest;
 
+// mimalloc, as in the stage binaries: `replay` runs the whole pipeline in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
