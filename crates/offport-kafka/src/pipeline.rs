@@ -37,7 +37,7 @@ use offport_core::normalize::{Normalized, Normalizer, RawRecord, Rejection};
 use offport_core::schema::Contract;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -628,43 +628,43 @@ async fn settle<N: Normalizer>(
 }
 
 /// Waits for the first record (or shutdown), then takes what arrives within the linger time.
-pub(crate) async fn collect_batch(
-    consumer: &LagConsumer,
+///
+/// The records stay in librdkafka's buffers (no copy) until the batch is dropped; two timers
+/// per batch, none per record.
+pub(crate) async fn collect_batch<'c>(
+    consumer: &'c LagConsumer,
     options: &PipelineOptions,
     shutdown: &Shutdown,
-) -> Result<Vec<OwnedMessage>, PipelineError> {
+) -> Result<Vec<BorrowedMessage<'c>>, PipelineError> {
     let mut batch = Vec::new();
-    let mut deadline: Option<tokio::time::Instant> = None;
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(batch),
+        _ = tokio::time::sleep(options.first_record_wait) => return Ok(batch),
+        received = consumer.recv() => received,
+    };
+    match first {
+        Ok(message) => batch.push(message),
+        Err(error) => {
+            // Consumer errors are reported by librdkafka and retried internally.
+            tracing::warn!(%error, "consumer error");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Ok(batch);
+        }
+    }
+    let linger = tokio::time::sleep(options.batch_linger);
+    tokio::pin!(linger);
     while batch.len() < options.batch_max {
-        let wait = match deadline {
-            None => options.first_record_wait,
-            Some(at) => {
-                let left = at.saturating_duration_since(tokio::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                left
-            }
-        };
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            received = tokio::time::timeout(wait, consumer.recv()) => match received {
-                Err(_) if deadline.is_none() => return Ok(batch),
-                Err(_) => break,
-                Ok(Ok(message)) => {
-                    batch.push(message.detach());
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + options.batch_linger);
-                }
-                Ok(Err(error)) => {
-                    // Consumer errors are reported by librdkafka and retried internally.
+            biased;
+            received = consumer.recv() => match received {
+                Ok(message) => batch.push(message),
+                Err(error) => {
                     tracing::warn!(%error, "consumer error");
-                    if batch.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        return Ok(batch);
-                    }
                     break;
                 }
-            }
+            },
+            _ = &mut linger => break,
+            _ = shutdown.cancelled() => break,
         }
     }
     Ok(batch)
@@ -850,7 +850,7 @@ fn restart_partitions<N: Normalizer>(
 /// The offsets a batch commits and the progress of every tracked partition after it.
 #[allow(clippy::type_complexity)]
 fn batch_offsets<N: Normalizer>(
-    batch: &[OwnedMessage],
+    batch: &[BorrowedMessage<'_>],
     progress: &BTreeMap<(String, i32), Progress>,
     normalizer: &N,
 ) -> Result<(TopicPartitionList, BTreeMap<(String, i32), Progress>), PipelineError> {
@@ -994,7 +994,7 @@ pub(crate) fn blocking<T>(call: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(call)
 }
 
-pub(crate) fn owned_headers(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
+pub(crate) fn owned_headers(message: &impl Message) -> Vec<(String, Option<Vec<u8>>)> {
     message
         .headers()
         .map(|headers| {

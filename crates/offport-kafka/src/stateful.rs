@@ -56,7 +56,7 @@ use offport_core::normalize::{RawRecord, Rejection};
 use offport_core::schema::Contract;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -650,7 +650,7 @@ impl<S: StatefulStage> Runner<'_, S> {
     /// retried; only shutdown interrupts them.
     async fn decode(
         &self,
-        message: &OwnedMessage,
+        message: &BorrowedMessage<'_>,
     ) -> Result<Result<S::Input, Rejection>, PipelineError> {
         let Some(input) = self
             .options
@@ -742,7 +742,7 @@ impl<S: StatefulStage> Runner<'_, S> {
 
     async fn dead_letter(
         &self,
-        message: &OwnedMessage,
+        message: &BorrowedMessage<'_>,
         rejection: &Rejection,
     ) -> Result<Outgoing, PipelineError> {
         tracing::warn!(
