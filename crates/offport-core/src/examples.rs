@@ -263,3 +263,30 @@ pub fn dead_letter() -> DeadLetter {
         failed_time: EXAMPLE_TIME + 1,
     }
 }
+
+/// The `i`-th of a deterministic stream of offport session JSON records (the reference raw
+/// format), as the normalization benchmarks feed them: 1,000 devices, three apps, ports 443,
+/// 8443, 5228 and 8080, varied addresses, sizes and times.
+pub fn session_json(i: usize) -> String {
+    const APPS: [&str; 3] = [
+        "com.example.weather",
+        "com.example.mail",
+        "com.google.android.gms",
+    ];
+    const PORTS: [u16; 4] = [443, 8443, 5228, 8080];
+    let device = format!("device-{:04}", i % 1000);
+    let app = APPS.get(i % APPS.len()).copied().unwrap_or_default();
+    let port = PORTS.get(i % PORTS.len()).copied().unwrap_or_default();
+    format!(
+        r#"{{"device_id":"{device}","platform":"ANDROID","app_id":"{app}","transport":"TCP","src_ip":"10.8.{}.{}","src_port":{},"dst_ip":"203.0.113.{}","dst_port":{port},"sensor_protocol":"tls","sni":"api{}.example.com","ja3":"e7d705a3286e19ea42f587b344ee6865","bytes_out":{},"bytes_in":{},"packets_out":12,"packets_in":10,"start_time":{},"duration_ms":{}}}"#,
+        (i / 250) % 250,
+        i % 250,
+        30_000 + i % 30_000,
+        i % 250,
+        i % 97,
+        400 + i % 1500,
+        2_000 + i % 60_000,
+        1_795_168_800_000_i64 + i as i64 * 37,
+        100 + i % 5_000
+    )
+}

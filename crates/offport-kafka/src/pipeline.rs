@@ -372,6 +372,12 @@ async fn process<N: Normalizer>(
         Normalized::Event(_) => events_topic.clone(),
         Normalized::Context(_) => contexts_topic.clone(),
     };
+    let shell = Shell {
+        consumer,
+        producer,
+        options,
+        metrics,
+    };
     let mut progress: BTreeMap<(String, i32), Progress> = BTreeMap::new();
     // The previous batch's transaction, committing while this batch is read and processed.
     let mut in_flight: Option<InFlight> = None;
@@ -384,18 +390,7 @@ async fn process<N: Normalizer>(
             .unwrap_or_default();
         if !revoked.is_empty() {
             // Settle the open transaction before the bookkeeping of the partitions changes.
-            if let Some(open) = in_flight.take() {
-                settle(
-                    open,
-                    consumer,
-                    producer,
-                    normalizer,
-                    &mut progress,
-                    options,
-                    metrics,
-                )
-                .await?;
-            }
+            settle(&mut in_flight, shell, normalizer, &mut progress).await?;
             let held = progress
                 .keys()
                 .any(|(topic, partition)| normalizer.held_from(topic, *partition).is_some());
@@ -413,18 +408,7 @@ async fn process<N: Normalizer>(
         let batch = collect_batch(consumer, options, shutdown).await?;
         let t_collect = collecting.elapsed();
         if batch.is_empty() {
-            if let Some(open) = in_flight.take() {
-                settle(
-                    open,
-                    consumer,
-                    producer,
-                    normalizer,
-                    &mut progress,
-                    options,
-                    metrics,
-                )
-                .await?;
-            }
+            settle(&mut in_flight, shell, normalizer, &mut progress).await?;
             continue;
         }
         let started = Instant::now();
@@ -516,20 +500,8 @@ async fn process<N: Normalizer>(
         // This batch's offsets build on the previous batch's: that transaction must be settled
         // first. When it failed, this batch's outputs are dropped with it and both are read
         // again from the committed offsets.
-        if let Some(open) = in_flight.take() {
-            let committed = settle(
-                open,
-                consumer,
-                producer,
-                normalizer,
-                &mut progress,
-                options,
-                metrics,
-            )
-            .await?;
-            if !committed {
-                continue;
-            }
+        if !settle(&mut in_flight, shell, normalizer, &mut progress).await? {
+            continue;
         }
         let (offsets, after) = batch_offsets(&batch, &progress, normalizer)?;
         tracing::debug!(
@@ -546,18 +518,7 @@ async fn process<N: Normalizer>(
             started,
         });
     }
-    if let Some(open) = in_flight.take() {
-        settle(
-            open,
-            consumer,
-            producer,
-            normalizer,
-            &mut progress,
-            options,
-            metrics,
-        )
-        .await?;
-    }
+    settle(&mut in_flight, shell, normalizer, &mut progress).await?;
     tracing::info!(
         stage = options.stage,
         "stopping: leaving the consumer group"
@@ -598,18 +559,33 @@ pub(crate) fn spawn_transaction(
     }))
 }
 
-/// Waits for an in-flight transaction. Committed: the progress moves on and `true`. Failed
-/// (not fatally): aborted, every tracked partition rewound to its committed offset, and `false`
-/// (the caller drops whatever it processed since; it is read again).
+/// The Kafka side of the normalizer loop, for the helpers that settle its transactions.
+#[derive(Clone, Copy)]
+struct Shell<'a> {
+    consumer: &'a LagConsumer,
+    producer: &'a FutureProducer,
+    options: &'a PipelineOptions,
+    metrics: &'a PipelineMetrics,
+}
+
+/// Waits for the in-flight transaction, if any. None, or committed: the progress moves on and
+/// `true`. Failed (not fatally): aborted, every tracked partition rewound to its committed
+/// offset, and `false` (the caller drops whatever it processed since; it is read again).
 async fn settle<N: Normalizer>(
-    open: InFlight,
-    consumer: &LagConsumer,
-    producer: &FutureProducer,
+    in_flight: &mut Option<InFlight>,
+    shell: Shell<'_>,
     normalizer: &mut N,
     progress: &mut BTreeMap<(String, i32), Progress>,
-    options: &PipelineOptions,
-    metrics: &PipelineMetrics,
 ) -> Result<bool, PipelineError> {
+    let Some(open) = in_flight.take() else {
+        return Ok(true);
+    };
+    let Shell {
+        consumer,
+        producer,
+        options,
+        metrics,
+    } = shell;
     let result = open.task.await.unwrap_or(Err(KafkaError::Canceled));
     match abort_unless_committed(result, producer, options, metrics).await? {
         true => {

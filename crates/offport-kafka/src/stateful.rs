@@ -315,13 +315,9 @@ impl<S: StatefulStage> Runner<'_, S> {
         let mut in_flight = None;
         let result = self.run_batches(feed, &mut in_flight).await;
         // The last batch's transaction completes (or aborts) before the loop stops.
-        if let Some(open) = in_flight.take() {
-            let settled = self.settle(open).await;
-            result?;
-            settled?;
-            return Ok(());
-        }
-        result
+        let settled = self.settle(&mut in_flight).await;
+        result?;
+        settled.map(|_| ())
     }
 
     async fn run_batches(
@@ -360,9 +356,7 @@ impl<S: StatefulStage> Runner<'_, S> {
             if self.rebalanced() {
                 // The open transaction's fate first: its offsets were taken before the
                 // rebalance and commit (or abort) as they are.
-                if let Some(open) = in_flight.take() {
-                    self.settle(open).await?;
-                }
+                self.settle(in_flight).await?;
                 tracing::info!(
                     stage = self.options.stage,
                     dropped = batch.len(),
@@ -378,12 +372,8 @@ impl<S: StatefulStage> Runner<'_, S> {
                 || batch
                     .iter()
                     .any(|m| !self.tasks.contains_key(&m.partition()));
-            if restoring {
-                if let Some(open) = in_flight.take() {
-                    if !self.settle(open).await? {
-                        continue;
-                    }
-                }
+            if restoring && !self.settle(in_flight).await? {
+                continue;
             }
             // Every assigned task is restored at once, not only when a record comes: a task
             // taken over from another instance may hold sessions that only the idle or
@@ -479,10 +469,8 @@ impl<S: StatefulStage> Runner<'_, S> {
                 // This batch's changelog and offsets build on the open transaction's: it must
                 // have committed. If it failed, the state was reset and this batch is dropped
                 // unproduced; both are read again.
-                if let Some(open) = in_flight.take() {
-                    if !self.settle(open).await? {
-                        continue;
-                    }
+                if !self.settle(in_flight).await? {
+                    continue;
                 }
                 // Dead letters of rejected baselines ride with the next transaction; they
                 // come back to `carried` if it fails.
@@ -496,12 +484,8 @@ impl<S: StatefulStage> Runner<'_, S> {
                     started,
                 });
             }
-            if finishing {
-                if let Some(open) = in_flight.take() {
-                    if !self.settle(open).await? {
-                        continue;
-                    }
-                }
+            if finishing && !self.settle(in_flight).await? {
+                continue;
             }
             self.update_gauges(false);
             if finishing {
@@ -896,10 +880,16 @@ impl<S: StatefulStage> Runner<'_, S> {
         Ok(offsets)
     }
 
-    /// Waits for an open transaction. Committed: `true`. Failed (not fatally): aborted, the
-    /// state dropped and every partition rewound (see [`Self::reset`]), the baseline dead
-    /// letters it carried kept for the next one, and `false`.
-    async fn settle(&mut self, open: StatefulInFlight) -> Result<bool, PipelineError> {
+    /// Waits for the open transaction, if any. None, or committed: `true`. Failed (not
+    /// fatally): aborted, the state dropped and every partition rewound (see [`Self::reset`]),
+    /// the baseline dead letters it carried kept for the next one, and `false`.
+    async fn settle(
+        &mut self,
+        in_flight: &mut Option<StatefulInFlight>,
+    ) -> Result<bool, PipelineError> {
+        let Some(open) = in_flight.take() else {
+            return Ok(true);
+        };
         let result = open.task.await.unwrap_or(Err(KafkaError::Canceled));
         if abort_unless_committed(result, self.producer, self.options, self.metrics).await? {
             self.metrics.committed(&open.timestamps);
