@@ -625,6 +625,34 @@ mod tests {
         assert_binary_matches_apache_avro(Contract::DeadLetter, &letter);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any bytes on an input topic reach the binary decoder: it answers with an error (the
+        /// record is dead-lettered), never a panic or an unbounded allocation.
+        #[test]
+        fn the_binary_decoder_never_panics_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)
+        ) {
+            let _ = Contract::NetworkSession.binary().unwrap().decode::<NetworkSession>(&bytes);
+            let _ = Contract::DeviceEvent.binary().unwrap().decode::<DeviceEvent>(&bytes);
+            let _ = Contract::DeviceContext.binary().unwrap().decode::<DeviceContext>(&bytes);
+            let _ = Contract::EnrichedSession.binary().unwrap().decode::<EnrichedSession>(&bytes);
+        }
+
+        /// A valid record with one byte changed (lengths and union branches that lie).
+        #[test]
+        fn the_binary_decoder_never_panics_on_a_corrupted_record(
+            at in 0usize..1024, byte in proptest::prelude::any::<u8>()
+        ) {
+            let binary = Contract::EnrichedSession.binary().unwrap();
+            let mut bytes = Vec::new();
+            binary.encode(&examples::enriched_session(), &mut bytes).unwrap();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            let _ = binary.decode::<EnrichedSession>(&bytes);
+        }
+    }
+
     #[test]
     fn the_binary_codec_refuses_values_and_data_that_do_not_fit() {
         let binary = Contract::DeviceEvent.binary().unwrap();

@@ -20,8 +20,8 @@
 //!   processed. After a restart, a rebalance or an aborted transaction the records between the
 //!   two are read again only to rebuild the held state (their outputs were committed already
 //!   and are dropped), so a held record is never lost and no output is written twice.
-//! - One transaction is open at a time, and it commits on a task of its own while the loop reads
-//!   and processes the next batch. That batch's transaction starts only after the previous one
+//! - One transaction is open at a time, and it commits on a blocking thread of its own while the
+//!   loop reads and processes the next batch. That batch's transaction starts only after the previous one
 //!   committed; if the previous one failed, the next batch's outputs are dropped unproduced and
 //!   both batches are read again from the committed offsets.
 //! - A fatal producer error (fenced by a newer instance) stops the loop with an error.
@@ -243,6 +243,15 @@ pub(crate) fn stage_consumer(
     assignment_strategy: &str,
     metrics: &Arc<PipelineMetrics>,
 ) -> Result<LagConsumer, KafkaError> {
+    stage_consumer_config(settings, options, assignment_strategy)
+        .create_with_context(LagContext::new(Arc::clone(metrics)))
+}
+
+fn stage_consumer_config(
+    settings: &Settings,
+    options: &PipelineOptions,
+    assignment_strategy: &str,
+) -> rdkafka::ClientConfig {
     let mut config = settings.kafka.client_config();
     if let Some(instance) = &options.group_instance_id {
         config.set("group.instance.id", instance);
@@ -266,7 +275,7 @@ pub(crate) fn stage_consumer(
     {
         config.set("fetch.queue.backoff.ms", "10");
     }
-    config.create_with_context(LagContext::new(Arc::clone(metrics)))
+    config
 }
 
 /// The transactional producer of a stage: murmur2 partitioning (as Java clients), lz4.
@@ -380,7 +389,7 @@ async fn process<N: Normalizer>(
     };
     let mut progress: BTreeMap<(String, i32), Progress> = BTreeMap::new();
     // The previous batch's transaction, committing while this batch is read and processed.
-    let mut in_flight: Option<InFlight> = None;
+    let mut in_flight = None;
     while !shutdown.is_triggered() {
         let revoked: Vec<(String, i32)> = consumer
             .context()
@@ -511,12 +520,9 @@ async fn process<N: Normalizer>(
             settle_ms = (collecting.elapsed() - t_process).as_secs_f64() * 1e3,
             "batch"
         );
-        in_flight = Some(InFlight {
-            task: spawn_transaction(consumer, producer, outgoing, offsets)?,
-            after,
-            timestamps,
-            started,
-        });
+        in_flight = Some(InFlight::spawn(
+            consumer, producer, outgoing, offsets, after, timestamps, started,
+        )?);
     }
     settle(&mut in_flight, shell, normalizer, &mut progress).await?;
     tracing::info!(
@@ -527,36 +533,71 @@ async fn process<N: Normalizer>(
     Ok(())
 }
 
-/// A batch's transaction running on its own task while the loop reads and processes the next
-/// batch (the transaction's round trips to the broker no longer stall the processing).
-struct InFlight {
+/// A batch's transaction running on a blocking thread while the loop reads and processes the
+/// next batch (the transaction's round trips to the broker no longer stall the processing),
+/// with what the loop keeps until it knows the outcome.
+pub(crate) struct InFlight<T> {
     task: tokio::task::JoinHandle<Result<(), KafkaError>>,
-    /// Progress of every tracked partition once it commits.
-    after: BTreeMap<(String, i32), Progress>,
+    /// What the loop needs once it knows the outcome (the normalizers: the progress after the
+    /// batch; the stateful stages: the baseline dead letters it carries).
+    kept: T,
     /// Event times of the batch's fresh records, for the end-to-end latency.
     timestamps: Vec<i64>,
     started: Instant,
 }
 
-/// Produces `outgoing` and the offsets in one transaction on a task of its own. The producer
-/// runs one transaction at a time: the caller settles this one before starting another.
-pub(crate) fn spawn_transaction(
-    consumer: &LagConsumer,
-    producer: &FutureProducer,
-    outgoing: Vec<Outgoing>,
-    offsets: TopicPartitionList,
-) -> Result<tokio::task::JoinHandle<Result<(), KafkaError>>, PipelineError> {
-    let metadata = consumer
-        .group_metadata()
-        // Only a consumer without a group lacks metadata; the loops always have one.
-        .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
-    let producer = producer.clone();
-    let runtime = tokio::runtime::Handle::current();
-    // A blocking thread of its own: a task spawned from the loop's worker would wait in that
-    // worker's queue (tokio's LIFO slot is not stolen) until the loop's processing yields.
-    Ok(tokio::task::spawn_blocking(move || {
-        transact_blocking(&metadata, &producer, &outgoing, &offsets, &runtime)
-    }))
+impl<T> InFlight<T> {
+    /// Produces `outgoing` and the offsets in one transaction on a blocking thread. The
+    /// producer runs one transaction at a time: the caller settles this one before starting
+    /// another.
+    pub(crate) fn spawn(
+        consumer: &LagConsumer,
+        producer: &FutureProducer,
+        outgoing: Vec<Outgoing>,
+        offsets: TopicPartitionList,
+        kept: T,
+        timestamps: Vec<i64>,
+        started: Instant,
+    ) -> Result<Self, PipelineError> {
+        let metadata = consumer
+            .group_metadata()
+            // Only a consumer without a group lacks metadata; the loops always have one.
+            .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
+        let producer = producer.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // A blocking thread of its own: a task spawned from the loop's worker would wait in
+        // that worker's queue (tokio's LIFO slot is not stolen) until the loop's processing
+        // yields.
+        let task = tokio::task::spawn_blocking(move || {
+            transact_blocking(&metadata, &producer, &outgoing, &offsets, &runtime)
+        });
+        Ok(Self {
+            task,
+            kept,
+            timestamps,
+            started,
+        })
+    }
+
+    /// Waits for the transaction. Committed: its metrics recorded and `Ok(kept)`. Failed (not
+    /// fatally): aborted and `Err(kept)`; the caller rewinds. A fatal error stops the loop.
+    pub(crate) async fn outcome(
+        self,
+        producer: &FutureProducer,
+        options: &PipelineOptions,
+        metrics: &PipelineMetrics,
+    ) -> Result<Result<T, T>, PipelineError> {
+        let result = self.task.await.unwrap_or(Err(KafkaError::Canceled));
+        if abort_unless_committed(result, producer, options, metrics).await? {
+            metrics.committed(&self.timestamps);
+            metrics
+                .batch_seconds
+                .observe(self.started.elapsed().as_secs_f64());
+            Ok(Ok(self.kept))
+        } else {
+            Ok(Err(self.kept))
+        }
+    }
 }
 
 /// The Kafka side of the normalizer loop, for the helpers that settle its transactions.
@@ -572,7 +613,7 @@ struct Shell<'a> {
 /// `true`. Failed (not fatally): aborted, every tracked partition rewound to its committed
 /// offset, and `false` (the caller drops whatever it processed since; it is read again).
 async fn settle<N: Normalizer>(
-    in_flight: &mut Option<InFlight>,
+    in_flight: &mut Option<InFlight<BTreeMap<(String, i32), Progress>>>,
     shell: Shell<'_>,
     normalizer: &mut N,
     progress: &mut BTreeMap<(String, i32), Progress>,
@@ -580,24 +621,16 @@ async fn settle<N: Normalizer>(
     let Some(open) = in_flight.take() else {
         return Ok(true);
     };
-    let Shell {
-        consumer,
-        producer,
-        options,
-        metrics,
-    } = shell;
-    let result = open.task.await.unwrap_or(Err(KafkaError::Canceled));
-    match abort_unless_committed(result, producer, options, metrics).await? {
-        true => {
-            metrics.committed(&open.timestamps);
-            progress.extend(open.after);
-            metrics
-                .batch_seconds
-                .observe(open.started.elapsed().as_secs_f64());
+    match open
+        .outcome(shell.producer, shell.options, shell.metrics)
+        .await?
+    {
+        Ok(after) => {
+            progress.extend(after);
             Ok(true)
         }
-        false => {
-            restart_partitions(consumer, normalizer, progress);
+        Err(_) => {
+            restart_partitions(shell.consumer, normalizer, progress);
             Ok(false)
         }
     }
@@ -993,6 +1026,21 @@ pub(crate) fn wall_clock_millis() -> EpochMillis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_consumers_refetch_after_10_ms_unless_the_user_set_otherwise() {
+        let mut settings = Settings::default();
+        let options = PipelineOptions::for_stage("normalize-proxy", vec![], &settings);
+        let config = stage_consumer_config(&settings, &options, "range");
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(config.get("isolation.level"), Some("read_committed"));
+        settings
+            .kafka
+            .properties
+            .insert("fetch.queue.backoff.ms".to_string(), "250".to_string());
+        let config = stage_consumer_config(&settings, &options, "range");
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("250"));
+    }
 
     #[test]
     fn progress_reads_the_processed_mark_and_falls_back_to_the_committed_offset() {

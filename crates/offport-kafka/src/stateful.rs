@@ -64,9 +64,8 @@ use serde::Serialize;
 use crate::baselines::{BaselineFeed, FeedError, Rejected};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{
-    abort_unless_committed, blocking, collect_batch, dead_letter, owned_headers, retrying,
-    spawn_transaction, wall_clock_millis, LagConsumer, Outgoing, PipelineError, PipelineOptions,
-    ReadToEnd,
+    blocking, collect_batch, dead_letter, owned_headers, retrying, wall_clock_millis, InFlight,
+    LagConsumer, Outgoing, PipelineError, PipelineOptions, ReadToEnd,
 };
 use crate::registry::{CodecError, RegistryCodec};
 use crate::settings::Settings;
@@ -142,15 +141,8 @@ pub trait StatefulStage: Send + Sync {
     }
 }
 
-/// A batch's transaction committing on a blocking thread while the next batch is processed.
-struct StatefulInFlight {
-    task: tokio::task::JoinHandle<Result<(), KafkaError>>,
-    /// Dead letters of rejected baselines it carries.
-    carried: Vec<Outgoing>,
-    /// Event times of the batch's records, for the end-to-end latency.
-    timestamps: Vec<i64>,
-    started: Instant,
-}
+/// A batch's transaction, keeping the baseline dead letters it carries.
+type StatefulInFlight = InFlight<Vec<Outgoing>>;
 
 struct Slot<T> {
     task: T,
@@ -353,6 +345,11 @@ impl<S: StatefulStage> Runner<'_, S> {
 
             let started = Instant::now();
             let batch = collect_batch(self.consumer, self.options, self.shutdown).await?;
+            // Nothing came: the open transaction is settled now (its metrics, and on failure
+            // the reset) rather than when records come again.
+            if batch.is_empty() && !self.settle(in_flight).await? {
+                continue;
+            }
             if self.rebalanced() {
                 // The open transaction's fate first: its offsets were taken before the
                 // rebalance and commit (or abort) as they are.
@@ -477,12 +474,15 @@ impl<S: StatefulStage> Runner<'_, S> {
                 let carried = std::mem::take(&mut self.carried);
                 outgoing.extend(carried.iter().cloned());
                 let offsets = self.changelog_and_offsets(&mut outgoing, &touched)?;
-                *in_flight = Some(StatefulInFlight {
-                    task: spawn_transaction(self.consumer, self.producer, outgoing, offsets)?,
+                *in_flight = Some(InFlight::spawn(
+                    self.consumer,
+                    self.producer,
+                    outgoing,
+                    offsets,
                     carried,
                     timestamps,
                     started,
-                });
+                )?);
             }
             if finishing && !self.settle(in_flight).await? {
                 continue;
@@ -890,23 +890,21 @@ impl<S: StatefulStage> Runner<'_, S> {
         let Some(open) = in_flight.take() else {
             return Ok(true);
         };
-        let result = open.task.await.unwrap_or(Err(KafkaError::Canceled));
-        if abort_unless_committed(result, self.producer, self.options, self.metrics).await? {
-            self.metrics.committed(&open.timestamps);
-            self.metrics
-                .batch_seconds
-                .observe(open.started.elapsed().as_secs_f64());
-            Ok(true)
-        } else {
-            tracing::warn!(
-                stage = self.options.stage,
-                "state dropped, partitions rewound to their committed offsets"
-            );
-            let mut carried = open.carried;
-            carried.append(&mut self.carried);
-            self.carried = carried;
-            self.reset();
-            Ok(false)
+        match open
+            .outcome(self.producer, self.options, self.metrics)
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(mut carried) => {
+                tracing::warn!(
+                    stage = self.options.stage,
+                    "state dropped, partitions rewound to their committed offsets"
+                );
+                carried.append(&mut self.carried);
+                self.carried = carried;
+                self.reset();
+                Ok(false)
+            }
         }
     }
 
