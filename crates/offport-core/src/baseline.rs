@@ -857,24 +857,74 @@ impl BaselineSet {
         context: &ScopeContext<'_>,
         at: EpochMillis,
     ) -> Arc<EffectiveBaseline> {
+        self.resolve_span(cache, context, at).baseline
+    }
+
+    /// [`BaselineSet::resolve_cached`], with the span of time around `at` in which the same
+    /// context resolves to the same merged baseline (while the set does not change), so a
+    /// caller can keep the answer for later events of the same context.
+    pub fn resolve_span(
+        &self,
+        cache: &mut ResolveCache,
+        context: &ScopeContext<'_>,
+        at: EpochMillis,
+    ) -> ResolvedSpan {
         if cache.generation != self.generation {
             cache.merged.clear();
             cache.generation = self.generation;
         }
         let mut fingerprint: Fingerprint = [(0, 0); 7];
+        let (mut from, mut until) = (EpochMillis::MIN, EpochMillis::MAX);
         for (slot, (kind, value)) in fingerprint.iter_mut().zip(Self::candidates(context)) {
-            if let Some(scope) = value.and_then(|v| self.versions(kind, v)) {
-                if let Some(index) = Self::version_index(&scope.versions, at) {
-                    *slot = (scope.id, u32::try_from(index).unwrap_or(u32::MAX));
+            let Some(scope) = value.and_then(|v| self.versions(kind, v)) else {
+                continue;
+            };
+            let next = scope.versions.partition_point(|(t, _)| *t <= at);
+            if let Some((t, _)) = scope.versions.get(next) {
+                until = until.min(*t);
+            }
+            if let Some(index) = next.checked_sub(1) {
+                if let Some((t, _)) = scope.versions.get(index) {
+                    from = from.max(*t);
                 }
+                *slot = (scope.id, u32::try_from(index).unwrap_or(u32::MAX));
             }
         }
-        if let Some(hit) = cache.merged.get(&fingerprint) {
-            return Arc::clone(hit);
+        let baseline = match cache.merged.get(&fingerprint) {
+            Some(hit) => Arc::clone(hit),
+            None => {
+                let merged = Arc::new(self.resolve(context, at));
+                cache.merged.insert(fingerprint, Arc::clone(&merged));
+                merged
+            }
+        };
+        ResolvedSpan {
+            baseline,
+            generation: self.generation,
+            from,
+            until,
         }
-        let merged = Arc::new(self.resolve(context, at));
-        cache.merged.insert(fingerprint, Arc::clone(&merged));
-        merged
+    }
+}
+
+/// A merged baseline and where it holds: from `from` (inclusive) to `until` (exclusive), for
+/// the context it was resolved for, while the set is at `generation`.
+#[derive(Debug, Clone)]
+pub struct ResolvedSpan {
+    /// The merged baseline.
+    pub baseline: Arc<EffectiveBaseline>,
+    /// [`BaselineSet::generation`] it was resolved at.
+    pub generation: u64,
+    /// First instant it holds.
+    pub from: EpochMillis,
+    /// First instant it no longer holds.
+    pub until: EpochMillis,
+}
+
+impl ResolvedSpan {
+    /// True when the span answers for an event at `at` against a set at `generation`.
+    pub fn holds(&self, generation: u64, at: EpochMillis) -> bool {
+        self.generation == generation && self.from <= at && at < self.until
     }
 }
 

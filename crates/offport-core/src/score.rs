@@ -36,9 +36,11 @@
 //! sizes. A series is beacon-like when its dispersion (MAD/median) is at or under
 //! BeaconIntervalVarianceThreshold, or its RITA-style score reaches CadenceAnomalyThreshold.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use serde::{Deserialize, Serialize};
@@ -46,7 +48,7 @@ use sha2::{Digest, Sha256};
 
 use crate::baseline::{
     host_has_suffix, in_ranges, BaselineSet, Destination, EffectiveBaseline, ResolveCache,
-    ScopeContext,
+    ResolvedSpan, ScopeContext,
 };
 use crate::durable::{self, Durable, RestoreError, StateChange};
 use crate::model::{
@@ -119,46 +121,142 @@ fn saturating_u32(bytes: i64) -> u32 {
     u32::try_from(bytes.max(0)).unwrap_or(u32::MAX)
 }
 
+/// One destination's recent sessions, with its three series (inter-arrival times, sizes out,
+/// sizes in) kept sorted as the sessions come and go, so the robust statistics of every session
+/// are exact and cost no sort: median and quartiles are lookups, the MAD a merge walk of half
+/// the series. Two allocations a destination (a hash lookup and two cache-line runs per
+/// session). The changelog holds only the samples; the sorted series are rebuilt on restore.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "HistoryRecord", into = "HistoryRecord")]
 struct History {
     /// In start order, oldest first.
     samples: VecDeque<Sample>,
-    /// Series statistics, recomputed every [`RECOMPUTE_EVERY`] sessions (sorting the series
-    /// on every session dominated the cost of scoring).
-    cached: Option<CachedSeries>,
-    pushes: u32,
+    /// The three sorted series back to back: the gaps between consecutive samples in
+    /// milliseconds (`len - 1` of them, saturating at u32::MAX, 49.7 days, far beyond any beacon
+    /// interval), then the bytes out and the bytes in of the samples (`len` each).
+    sorted: Vec<u32>,
+    /// What the destination's name looks like, worked out on its first session (the name is
+    /// part of the history's key); not in the changelog, worked out again after a restore.
+    #[serde(skip)]
+    verdict: Option<HostVerdict>,
+    /// The baseline in force for the last session, and where it holds; not in the changelog.
+    #[serde(skip)]
+    baseline: Option<BaselineMemo>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct CachedSeries {
-    intervals: Option<SeriesStats>,
-    sizes_out: Option<SeriesStats>,
-    sizes_in: Option<SeriesStats>,
-    stable_share: f64,
-    tolerance: f64,
+/// A resolved baseline kept by a history, for the scope context hashed to `context`.
+#[derive(Debug, Clone)]
+struct BaselineMemo {
+    context: u64,
+    span: ResolvedSpan,
 }
 
-/// Sessions of one destination between two recomputations of its series statistics.
-const RECOMPUTE_EVERY: u32 = 4;
+/// The parts of a scope context that a history's key does not fix.
+fn context_hash(context: &ScopeContext<'_>) -> u64 {
+    let mut hasher = FxHasher::default();
+    (context.platform as u8).hash(&mut hasher);
+    context.app_id.is_some().hash(&mut hasher);
+    context.device_group.hash(&mut hasher);
+    context.device_role.hash(&mut hasher);
+    context.app_category.hash(&mut hasher);
+    context.service_class.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What a destination name looks like; see [`looks_algorithmic`] and [`is_ip_literal`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HostVerdict {
+    ip_literal: bool,
+    algorithmic: bool,
+}
+
+impl HostVerdict {
+    fn of(host: &str) -> Self {
+        HostVerdict {
+            ip_literal: is_ip_literal(host),
+            algorithmic: looks_algorithmic(host),
+        }
+    }
+}
+
+/// The changelog form of a [`History`]: its samples.
+#[derive(Serialize, Deserialize)]
+struct HistoryRecord {
+    samples: VecDeque<Sample>,
+}
+
+impl From<HistoryRecord> for History {
+    fn from(record: HistoryRecord) -> Self {
+        let mut samples: Vec<Sample> = record.samples.into();
+        samples.sort_by_key(|s| s.start);
+        let mut history = History::default();
+        for sample in samples {
+            history.insert(sample);
+        }
+        history
+    }
+}
+
+impl From<History> for HistoryRecord {
+    fn from(history: History) -> Self {
+        HistoryRecord {
+            samples: history.samples,
+        }
+    }
+}
+
+fn gap(earlier: &Sample, later: &Sample) -> u32 {
+    u32::try_from(later.start.saturating_sub(earlier.start).max(0)).unwrap_or(u32::MAX)
+}
+
+/// The number of values under `value` in a sorted series, which is where `value` goes. A
+/// counting scan rather than a binary search: the series are a few dozen values, the scan has no
+/// branch to mispredict and compiles to vector compares.
+fn rank(sorted: &[u32], value: u32) -> usize {
+    sorted.iter().map(|v| usize::from(*v < value)).sum()
+}
+
+/// Inserts `value` into the sorted region `buffer[from..to]`.
+fn sorted_insert(buffer: &mut Vec<u32>, from: usize, to: usize, value: u32) {
+    let index = from + buffer.get(from..to).map_or(0, |region| rank(region, value));
+    buffer.insert(index, value);
+}
+
+/// Removes one `value` from the sorted region `buffer[from..to]`.
+fn sorted_remove(buffer: &mut Vec<u32>, from: usize, to: usize, value: u32) {
+    let index = from + buffer.get(from..to).map_or(0, |region| rank(region, value));
+    if index < to && buffer.get(index) == Some(&value) {
+        buffer.remove(index);
+    }
+}
+
+/// In the sorted `region`, replaces one `old` with `new`, moving only the values between the
+/// two places; false when `old` is not there (which the history's invariants rule out).
+fn sorted_replace(region: &mut [u32], old: u32, new: u32) -> bool {
+    let from = rank(region, old);
+    if region.get(from) != Some(&old) {
+        return false;
+    }
+    let to = rank(region, new);
+    if to > from {
+        // `new` goes after `old`'s place: the values between move down one.
+        region.copy_within(from + 1..to, from);
+        if let Some(slot) = region.get_mut(to - 1) {
+            *slot = new;
+        }
+    } else {
+        region.copy_within(to..from, to + 1);
+        if let Some(slot) = region.get_mut(to) {
+            *slot = new;
+        }
+    }
+    true
+}
 
 impl History {
     fn push(&mut self, sample: Sample, cap: usize, window: i64) {
-        self.pushes = self.pushes.wrapping_add(1);
-        // Make room first so the buffer never grows past `cap` (a VecDeque doubles).
-        if self.samples.len() >= cap.max(1)
-            && self
-                .samples
-                .front()
-                .is_some_and(|s| s.start <= sample.start)
-        {
-            self.samples.pop_front();
-        }
-        // Keep start order even when sessions arrive slightly out of order.
-        if self.samples.back().is_none_or(|s| s.start <= sample.start) {
-            self.samples.push_back(sample);
-        } else {
-            let index = self.samples.partition_point(|s| s.start <= sample.start);
-            self.samples.insert(index, sample);
+        if !self.roll(sample, cap) {
+            self.push_slow(sample, cap);
         }
         let newest = self.samples.back().map_or(sample.start, |s| s.start);
         while self.samples.len() > cap
@@ -167,12 +265,160 @@ impl History {
                 .front()
                 .is_some_and(|s| s.start < newest.saturating_sub(window))
         {
-            self.samples.pop_front();
+            self.pop_front();
         }
+    }
+
+    /// The common case of a full history and a session in order: the oldest sample makes way
+    /// for the new one, and each series swaps one value in place. False when that is not the
+    /// case (nothing changed then).
+    fn roll(&mut self, sample: Sample, cap: usize) -> bool {
+        let len = self.samples.len();
+        let (Some(oldest), Some(next), Some(newest)) = (
+            self.samples.front().copied(),
+            self.samples.get(1).copied(),
+            self.samples.back().copied(),
+        ) else {
+            return false;
+        };
+        if len < cap || newest.start > sample.start {
+            return false;
+        }
+        let gaps = Self::gaps(len);
+        let swapped = self.sorted.get_mut(..gaps).is_some_and(|region| {
+            sorted_replace(region, gap(&oldest, &next), gap(&newest, &sample))
+        }) && self
+            .sorted
+            .get_mut(gaps..gaps + len)
+            .is_some_and(|region| sorted_replace(region, oldest.bytes_out, sample.bytes_out))
+            && self
+                .sorted
+                .get_mut(gaps + len..)
+                .is_some_and(|region| sorted_replace(region, oldest.bytes_in, sample.bytes_in));
+        self.samples.pop_front();
+        self.samples.push_back(sample);
+        if !swapped {
+            // Not reachable while the series match the samples; rebuilt from them if it were.
+            self.rebuild();
+        }
+        true
+    }
+
+    /// Rebuilds the sorted series from the samples.
+    fn rebuild(&mut self) {
+        let samples = std::mem::take(&mut self.samples);
+        self.sorted.clear();
+        for sample in samples {
+            self.insert(sample);
+        }
+    }
+
+    fn push_slow(&mut self, sample: Sample, cap: usize) {
+        // Make room first so the buffer never grows past `cap` (a VecDeque doubles).
+        if self.samples.len() >= cap.max(1)
+            && self
+                .samples
+                .front()
+                .is_some_and(|s| s.start <= sample.start)
+        {
+            self.pop_front();
+        }
+        self.insert(sample);
+    }
+
+    /// Gaps held for `len` samples.
+    fn gaps(len: usize) -> usize {
+        len.saturating_sub(1)
+    }
+
+    /// Adds a sample in start order (sessions may arrive slightly out of order), with its
+    /// sizes and the gaps it makes or splits.
+    fn insert(&mut self, sample: Sample) {
+        let len = self.samples.len();
+        let gaps = Self::gaps(len);
+        // Last region first, so the offsets of the earlier ones hold.
+        sorted_insert(
+            &mut self.sorted,
+            gaps + len,
+            gaps + 2 * len,
+            sample.bytes_in,
+        );
+        sorted_insert(&mut self.sorted, gaps, gaps + len, sample.bytes_out);
+        let index = if self.samples.back().is_none_or(|s| s.start <= sample.start) {
+            len
+        } else {
+            self.samples.partition_point(|s| s.start <= sample.start)
+        };
+        let before = index
+            .checked_sub(1)
+            .and_then(|i| self.samples.get(i))
+            .copied();
+        let after = self.samples.get(index).copied();
+        let mut gaps = gaps;
+        if let (Some(before), Some(after)) = (before, after) {
+            sorted_remove(&mut self.sorted, 0, gaps, gap(&before, &after));
+            gaps -= 1;
+        }
+        if let Some(before) = before {
+            sorted_insert(&mut self.sorted, 0, gaps, gap(&before, &sample));
+            gaps += 1;
+        }
+        if let Some(after) = after {
+            sorted_insert(&mut self.sorted, 0, gaps, gap(&sample, &after));
+        }
+        self.samples.insert(index, sample);
+    }
+
+    fn pop_front(&mut self) {
+        let len = self.samples.len();
+        let gaps = Self::gaps(len);
+        let Some(oldest) = self.samples.pop_front() else {
+            return;
+        };
+        sorted_remove(
+            &mut self.sorted,
+            gaps + len,
+            gaps + 2 * len,
+            oldest.bytes_in,
+        );
+        sorted_remove(&mut self.sorted, gaps, gaps + len, oldest.bytes_out);
+        if let Some(next) = self.samples.front() {
+            sorted_remove(&mut self.sorted, 0, gaps, gap(&oldest, next));
+        }
+    }
+
+    /// The sorted gaps between consecutive samples.
+    fn intervals(&self) -> &[u32] {
+        self.sorted
+            .get(..Self::gaps(self.samples.len()))
+            .unwrap_or_default()
+    }
+
+    /// The sorted bytes out.
+    fn sizes_out(&self) -> &[u32] {
+        let (len, gaps) = (self.samples.len(), Self::gaps(self.samples.len()));
+        self.sorted.get(gaps..gaps + len).unwrap_or_default()
+    }
+
+    /// The sorted bytes in.
+    fn sizes_in(&self) -> &[u32] {
+        let (len, gaps) = (self.samples.len(), Self::gaps(self.samples.len()));
+        self.sorted.get(gaps + len..).unwrap_or_default()
     }
 
     fn newest(&self) -> Option<EpochMillis> {
         self.samples.back().map(|s| s.start)
+    }
+
+    /// The verdict on `host`, the destination name of this history's key.
+    fn verdict(&mut self, host: &str) -> HostVerdict {
+        *self.verdict.get_or_insert_with(|| HostVerdict::of(host))
+    }
+
+    /// Heap bytes held.
+    fn heap_bytes(&self) -> usize {
+        self.samples.capacity() * std::mem::size_of::<Sample>()
+            + self.sorted.capacity() * std::mem::size_of::<u32>()
     }
 }
 
@@ -261,6 +507,58 @@ fn series_stats_in_place(values: &mut [f64]) -> Option<SeriesStats> {
         (lower_median + upper_median) / 2.0
     } else {
         upper_median
+    };
+    Some(SeriesStats { median, mad, skew })
+}
+
+/// [`series_stats`] of an already sorted series, without copying or sorting it: quartiles are
+/// lookups, and the deviations from the median, smallest first, come from walking outwards
+/// from the median (the left side's deviations grow leftwards, the right side's rightwards).
+fn sorted_stats(sorted: &[u32]) -> Option<SeriesStats> {
+    let len = sorted.len();
+    if len < 2 {
+        return None;
+    }
+    let quantile = |q: f64| {
+        let position = q * (len - 1) as f64;
+        let low = position.floor() as usize;
+        let high = position.ceil() as usize;
+        let a = sorted.get(low).copied().map_or(0.0, f64::from);
+        let b = sorted.get(high).copied().map_or(a, f64::from);
+        a + (b - a) * (position - low as f64)
+    };
+    let median = quantile(0.5);
+    let q1 = quantile(0.25);
+    let q3 = quantile(0.75);
+    let skew = if q3 - q1 > 0.0 {
+        (q3 + q1 - 2.0 * median) / (q3 - q1)
+    } else {
+        0.0
+    };
+    // The (len / 2)-th smallest deviation and the one before it (for an even length). The
+    // median of integers is a whole or a half, so twice the deviations are exact integers and
+    // the walk compares integers without branches (a missing side counts as infinitely far).
+    let twice_median = (median * 2.0) as i64;
+    let twice_deviation = |v: u32| (2 * i64::from(v) - twice_median).unsigned_abs();
+    let mut left = rank(sorted, (median.ceil()) as u32);
+    let mut right = left;
+    let (mut previous, mut current) = (0u64, 0u64);
+    for _ in 0..=len / 2 {
+        let below = left
+            .checked_sub(1)
+            .and_then(|i| sorted.get(i))
+            .map_or(u64::MAX, |v| twice_deviation(*v));
+        let above = sorted.get(right).map_or(u64::MAX, |v| twice_deviation(*v));
+        let take_below = below <= above;
+        left -= usize::from(take_below);
+        right += usize::from(!take_below);
+        previous = current;
+        current = below.min(above);
+    }
+    let mad = if len.is_multiple_of(2) {
+        (previous + current) as f64 / 4.0
+    } else {
+        current as f64 / 2.0
     };
     Some(SeriesStats { median, mad, skew })
 }
@@ -421,21 +719,87 @@ impl Collected {
     }
 }
 
-/// What the recurrence history says about one destination.
-struct Recurrence {
+/// What the recurrence history says about one destination. The series statistics are worked
+/// out when an analytic first asks for them (most sessions are settled without some of them).
+struct Recurrence<'h> {
+    /// The verdict on the destination name, when the destination is a name.
+    verdict: Option<HostVerdict>,
     count: usize,
     last_hour: usize,
-    intervals: Option<SeriesStats>,
-    sizes_out: Option<SeriesStats>,
-    sizes_in: Option<SeriesStats>,
-    stable_share: f64,
+    /// The history, while statistics may still be needed from it.
+    history: Option<&'h History>,
+    repeated_sessions: usize,
+    min_series: usize,
+    tolerance: f64,
+    intervals: OnceCell<(Option<SeriesStats>, f64)>,
+    sizes_out: OnceCell<Option<SeriesStats>>,
+    sizes_in: OnceCell<Option<SeriesStats>>,
+}
+
+impl Recurrence<'_> {
+    /// Inter-arrival statistics, from [`ScoreConfig::repeated_sessions`] sessions on.
+    fn intervals(&self) -> Option<SeriesStats> {
+        self.interval_series().0
+    }
+
+    /// The share of inter-arrival times within BeaconIntervalTolerance of their median.
+    fn stable_share(&self) -> f64 {
+        self.interval_series().1
+    }
+
+    fn interval_series(&self) -> (Option<SeriesStats>, f64) {
+        *self.intervals.get_or_init(|| match self.history {
+            Some(history) if self.count >= self.repeated_sessions => {
+                interval_stats(history.intervals(), self.tolerance)
+            }
+            _ => (None, 0.0),
+        })
+    }
+
+    /// Statistics of the bytes out, from [`ScoreConfig::min_series`] sessions on.
+    fn sizes_out(&self) -> Option<SeriesStats> {
+        *self.sizes_out.get_or_init(|| {
+            self.history
+                .filter(|_| self.count >= self.min_series)
+                .and_then(|h| sorted_stats(h.sizes_out()))
+        })
+    }
+
+    /// Statistics of the bytes in, from [`ScoreConfig::min_series`] sessions on.
+    fn sizes_in(&self) -> Option<SeriesStats> {
+        *self.sizes_in.get_or_init(|| {
+            self.history
+                .filter(|_| self.count >= self.min_series)
+                .and_then(|h| sorted_stats(h.sizes_in()))
+        })
+    }
+
+    /// Every statistic worked out, without the borrow of the history.
+    fn settled(&self) -> Recurrence<'static> {
+        let settled = Recurrence {
+            verdict: self.verdict,
+            count: self.count,
+            last_hour: self.last_hour,
+            history: None,
+            repeated_sessions: self.repeated_sessions,
+            min_series: self.min_series,
+            tolerance: self.tolerance,
+            intervals: OnceCell::new(),
+            sizes_out: OnceCell::new(),
+            sizes_in: OnceCell::new(),
+        };
+        let _ = settled.intervals.set(self.interval_series());
+        let _ = settled.sizes_out.set(self.sizes_out());
+        let _ = settled.sizes_in.set(self.sizes_in());
+        settled
+    }
 }
 
 /// A session with everything it is judged on.
 struct Judged<'a> {
     enriched: &'a EnrichedSession,
     baseline: &'a EffectiveBaseline,
-    recurrence: &'a Recurrence,
+    recurrence: &'a Recurrence<'a>,
     host: Option<&'a str>,
 }
 
@@ -449,8 +813,6 @@ pub struct Scorer {
     open: FxHashMap<u64, OpenFinding>,
     newest: EpochMillis,
     since_expiry: usize,
-    /// Reused buffer for series statistics.
-    scratch: Vec<f64>,
     stats: ScoreStats,
     /// Keys changed since the last drain, when journaling (see [`Durable`]).
     journal: Option<ScoreJournal>,
@@ -526,10 +888,7 @@ impl Scorer {
         let histories: usize = self
             .histories
             .values()
-            .map(|h| {
-                std::mem::size_of::<(u64, History)>()
-                    + h.samples.capacity() * std::mem::size_of::<Sample>()
-            })
+            .map(|h| std::mem::size_of::<(u64, History)>() + h.heap_bytes())
             .sum();
         let open: usize = self
             .open
@@ -547,6 +906,10 @@ impl Scorer {
         let session = &enriched.session;
         let start = session.start_time;
         self.newest = self.newest.max(start);
+        self.since_expiry += 1;
+        if self.since_expiry >= EXPIRE_EVERY.max((self.histories.len() + self.open.len()) / 2) {
+            self.expire();
+        }
         let mdm = enriched.mdm.as_ref();
         let context = ScopeContext {
             platform: session.platform,
@@ -556,10 +919,6 @@ impl Scorer {
             service_class: mdm.and_then(|m| m.service_class.as_deref()),
             app_id: session.app_id.as_deref(),
         };
-        let baseline = self
-            .baselines
-            .resolve_cached(&mut self.cache, &context, start);
-
         let host = destination_host(enriched);
         let app = session.app_id.as_deref().unwrap_or("");
         let destination = host.unwrap_or(&session.dst_ip);
@@ -569,6 +928,27 @@ impl Scorer {
             journal.meta = true;
         }
         let history = self.histories.entry(key).or_default();
+        // The baseline in force: the history's memo while it holds (same set, same scope
+        // context, within the span of the versions it was resolved from), else resolved anew.
+        // Device, app and destination are the history's key; the rest of the context is checked.
+        let context_key = context_hash(&context);
+        let generation = self.baselines.generation();
+        let baseline = match &history.baseline {
+            Some(memo) if memo.context == context_key && memo.span.holds(generation, start) => {
+                Arc::clone(&memo.span.baseline)
+            }
+            _ => {
+                let span = self
+                    .baselines
+                    .resolve_span(&mut self.cache, &context, start);
+                let baseline = Arc::clone(&span.baseline);
+                history.baseline = Some(BaselineMemo {
+                    context: context_key,
+                    span,
+                });
+                baseline
+            }
+        };
         history.push(
             Sample {
                 start,
@@ -581,18 +961,11 @@ impl Scorer {
         let candidate = session.protocol != AppProtocol::Unknown
             && session.protocol_evidence != ProtocolEvidence::None
             && !baseline.permits(session.protocol, session.transport, session.dst_port);
-        let recurrence = recurrence(
-            &self.config,
-            history,
-            &mut self.scratch,
-            &baseline,
-            candidate,
-        );
-
-        self.since_expiry += 1;
-        if self.since_expiry >= EXPIRE_EVERY.max((self.histories.len() + self.open.len()) / 2) {
-            self.expire();
+        if let Some(host) = host {
+            history.verdict(host);
         }
+        let history: &History = history;
+        let recurrence = recurrence(&self.config, history, &baseline, host);
 
         // First pass without words: most sessions end here, or in an open finding that
         // absorbs them.
@@ -607,10 +980,13 @@ impl Scorer {
             recurrence: &recurrence,
             host,
         };
+        let rules = Rules {
+            config: &self.config,
+        };
         let port = candidate
-            .then(|| self.collect(port_analytic, &judge, false))
+            .then(|| rules.collect(port_analytic, &judge, false))
             .flatten();
-        let c2 = self.collect(Analytic::AppLayerC2, &judge, false);
+        let c2 = rules.collect(Analytic::AppLayerC2, &judge, false);
         if port.is_none() && c2.is_none() {
             return vec![];
         }
@@ -638,6 +1014,14 @@ impl Scorer {
             return vec![];
         }
 
+        // Emitting needs the scorer mutably: the statistics are settled off the history first.
+        let settled = recurrence.settled();
+        let judge = Judged {
+            enriched,
+            baseline: &baseline,
+            recurrence: &settled,
+            host,
+        };
         let mut findings = Vec::new();
         if let Some(dry) = port {
             findings.extend(self.emit(&judge, port_analytic, &dry));
@@ -646,23 +1030,6 @@ impl Scorer {
             findings.extend(self.emit(&judge, Analytic::AppLayerC2, &dry));
         }
         findings
-    }
-
-    /// The evidence of `analytic` for a session, or `None` when the analytic does not fire.
-    /// `full` adds the words (see [`Collected`]).
-    fn collect(&self, analytic: Analytic, judged: &Judged<'_>, full: bool) -> Option<Collected> {
-        match analytic {
-            Analytic::NonStandardPortAndroid | Analytic::NonStandardPortIos => Some(
-                self.non_standard_port(judged.enriched, judged.baseline, judged.recurrence, full),
-            ),
-            Analytic::AppLayerC2 => self.app_layer_c2(
-                judged.enriched,
-                judged.baseline,
-                judged.recurrence,
-                judged.host,
-                full,
-            ),
-        }
     }
 
     /// Drops recurrence history and open findings that can no longer matter.
@@ -688,6 +1055,30 @@ impl Scorer {
             }
             keep
         });
+    }
+}
+
+/// The analytics' rules: what a session's evidence is, with the scorer's tuning.
+struct Rules<'c> {
+    config: &'c ScoreConfig,
+}
+
+impl Rules<'_> {
+    /// The evidence of `analytic` for a session, or `None` when the analytic does not fire.
+    /// `full` adds the words (see [`Collected`]).
+    fn collect(&self, analytic: Analytic, judged: &Judged<'_>, full: bool) -> Option<Collected> {
+        match analytic {
+            Analytic::NonStandardPortAndroid | Analytic::NonStandardPortIos => Some(
+                self.non_standard_port(judged.enriched, judged.baseline, judged.recurrence, full),
+            ),
+            Analytic::AppLayerC2 => self.app_layer_c2(
+                judged.enriched,
+                judged.baseline,
+                judged.recurrence,
+                judged.host,
+                full,
+            ),
+        }
     }
 
     fn context_evidence(
@@ -780,7 +1171,7 @@ impl Scorer {
         &self,
         enriched: &EnrichedSession,
         baseline: &EffectiveBaseline,
-        recurrence: &Recurrence,
+        recurrence: &Recurrence<'_>,
         full: bool,
     ) -> Collected {
         let session = &enriched.session;
@@ -823,8 +1214,9 @@ impl Scorer {
                 },
             );
         }
-        if let Some(intervals) = recurrence.intervals {
-            if recurrence.count > self.config.repeated_sessions && recurrence.stable_share >= 0.8 {
+        if let Some(intervals) = recurrence.intervals() {
+            if recurrence.count > self.config.repeated_sessions && recurrence.stable_share() >= 0.8
+            {
                 collected.add(
                     EvidenceKind::StableInterval,
                     15.0,
@@ -835,7 +1227,7 @@ impl Scorer {
                             format!(
                                 "interval {:.0}s, {:.0}% within tolerance",
                                 intervals.median / 1000.0,
-                                recurrence.stable_share * 100.0
+                                recurrence.stable_share() * 100.0
                             ),
                             Some(format!(
                                 "BeaconIntervalTolerance={}",
@@ -988,43 +1380,110 @@ impl Scorer {
         &self,
         enriched: &EnrichedSession,
         baseline: &EffectiveBaseline,
-        recurrence: &Recurrence,
+        recurrence: &Recurrence<'_>,
         host: Option<&str>,
         full: bool,
     ) -> Option<Collected> {
         let session = &enriched.session;
         let t = &baseline.thresholds;
-        let mut collected = Collected::new(full);
-        if let Some(intervals) = recurrence
-            .intervals
-            .filter(|_| recurrence.count >= self.config.min_series)
-        {
-            let sizes_regular = recurrence.sizes_out.map_or(0.0, |s| s.regularity());
-            let cadence = (intervals.regularity() + sizes_regular) / 2.0;
-            let tight = intervals.dispersion() <= t.beacon_interval_variance_threshold;
-            if tight || cadence >= t.cadence_anomaly_threshold {
-                collected.add(
-                    EvidenceKind::BeaconPeriodicity,
-                    25.0,
-                    Some(intervals.dispersion()),
-                    || {
-                        text(
-                            "Beacon-like periodicity to one destination",
-                            format!(
-                                "interval {:.0}s, MAD/median {:.3}, skew {:.2}, beacon score {:.2}",
-                                intervals.median / 1000.0,
-                                intervals.dispersion(),
-                                intervals.skew,
-                                cadence
-                            ),
-                            Some(format!(
-                                "BeaconIntervalVarianceThreshold={}, CadenceAnomalyThreshold={}",
-                                t.beacon_interval_variance_threshold, t.cadence_anomaly_threshold
-                            )),
-                        )
-                    },
-                );
+        // The indicators that come from the session alone, first: C2 needs two core
+        // indicators, and the two that come from the series (periodicity, uniform sizes) cost
+        // statistics, which a session with two others, or with no chance, does not need.
+        let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
+        let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
+        let mismatch = match (sni, http_host) {
+            (Some(sni), Some(http_host))
+                if !sni.eq_ignore_ascii_case(http_host)
+                    && !host_has_suffix(sni, http_host)
+                    && !host_has_suffix(http_host, sni) =>
+            {
+                Some((sni, http_host))
             }
+            _ => None,
+        };
+        // The destination name's verdict is the history's; other names are judged here.
+        let judged_as = |name: &str| match (host, recurrence.verdict) {
+            (Some(host), Some(verdict)) if host == name => verdict,
+            _ => HostVerdict::of(name),
+        };
+        let literal = [sni, http_host]
+            .into_iter()
+            .flatten()
+            .find(|h| judged_as(h).ip_literal);
+        let algorithmic = all_hosts(enriched).find(|h| judged_as(h).algorithmic);
+        let encrypted_by_design = matches!(
+            session.protocol,
+            AppProtocol::Tls | AppProtocol::Dtls | AppProtocol::Quic | AppProtocol::Ssh
+        );
+        let entropy = session
+            .payload_entropy
+            .filter(|e| !encrypted_by_design && *e > t.payload_entropy_threshold);
+        let background =
+            enriched.app_state == AppRunState::Background && !enriched.foreground_transition_during;
+        let duration = session.duration_ms.unwrap_or(0);
+        let persistent = background && duration > t.session_persistence_threshold_ms;
+        let cheap = [
+            mismatch.is_some(),
+            literal.is_some(),
+            algorithmic.is_some(),
+            entropy.is_some(),
+            persistent,
+        ]
+        .into_iter()
+        .filter(|x| *x)
+        .count();
+
+        // Periodicity: tight intervals, or a RITA-style cadence score over the threshold.
+        let beacon = recurrence
+            .intervals()
+            .filter(|_| recurrence.count >= self.config.min_series)
+            .filter(|intervals| {
+                intervals.dispersion() <= t.beacon_interval_variance_threshold
+                    || cadence(intervals, recurrence) >= t.cadence_anomaly_threshold
+            });
+        if cheap + usize::from(beacon.is_some()) + 1 < 2 {
+            return None;
+        }
+        // Not for DNS: the series of one query name is the same lookup again, the same size
+        // by nature (a tunnel's changing labels make a new name, and a new series, each time).
+        let sized = session.protocol != AppProtocol::Dns;
+        let uniform = recurrence
+            .sizes_out()
+            .filter(|out| sized && out.dispersion() <= self.config.uniform_size_dispersion)
+            .and_then(|out| {
+                recurrence
+                    .sizes_in()
+                    .filter(|inn| inn.dispersion() <= self.config.uniform_size_dispersion)
+                    .map(|inn| (out, inn))
+            });
+        if cheap + usize::from(beacon.is_some()) + usize::from(uniform.is_some()) < 2 {
+            return None;
+        }
+
+        let mut collected = Collected::new(full);
+        if let Some(intervals) = beacon {
+            let cadence = cadence(&intervals, recurrence);
+            collected.add(
+                EvidenceKind::BeaconPeriodicity,
+                25.0,
+                Some(intervals.dispersion()),
+                || {
+                    text(
+                        "Beacon-like periodicity to one destination",
+                        format!(
+                            "interval {:.0}s, MAD/median {:.3}, skew {:.2}, beacon score {:.2}",
+                            intervals.median / 1000.0,
+                            intervals.dispersion(),
+                            intervals.skew,
+                            cadence
+                        ),
+                        Some(format!(
+                            "BeaconIntervalVarianceThreshold={}, CadenceAnomalyThreshold={}",
+                            t.beacon_interval_variance_threshold, t.cadence_anomaly_threshold
+                        )),
+                    )
+                },
+            );
         }
         if recurrence.last_hour as f64 > t.connection_frequency_threshold {
             collected.add(
@@ -1043,35 +1502,21 @@ impl Scorer {
                 },
             );
         }
-        let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
-        let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
-        if let (Some(sni), Some(http_host)) = (sni, http_host) {
-            if !sni.eq_ignore_ascii_case(http_host)
-                && !host_has_suffix(sni, http_host)
-                && !host_has_suffix(http_host, sni)
-            {
-                collected.add(EvidenceKind::SniHostMismatch, 15.0, None, || {
-                    text(
-                        "TLS SNI and HTTP Host disagree (domain fronting)",
-                        format!("SNI {sni}, Host {http_host}"),
-                        None,
-                    )
-                });
-            }
+        if let Some((sni, http_host)) = mismatch {
+            collected.add(EvidenceKind::SniHostMismatch, 15.0, None, || {
+                text(
+                    "TLS SNI and HTTP Host disagree (domain fronting)",
+                    format!("SNI {sni}, Host {http_host}"),
+                    None,
+                )
+            });
         }
-        if let Some(literal) = [sni, http_host]
-            .into_iter()
-            .flatten()
-            .find(|h| is_ip_literal(h))
-        {
+        if let Some(literal) = literal {
             collected.add(EvidenceKind::IpLiteralHost, 10.0, None, || {
                 text("SNI or Host is an IP literal", literal.to_string(), None)
             });
         }
-        if let Some(name) = all_hosts(enriched)
-            .into_iter()
-            .find(|h| looks_algorithmic(h))
-        {
+        if let Some(name) = algorithmic {
             collected.add(
                 EvidenceKind::AlgorithmicHostname,
                 15.0,
@@ -1085,57 +1530,41 @@ impl Scorer {
                 },
             );
         }
-        // Not for DNS: the series of one query name is the same lookup again, the same size
-        // by nature (a tunnel's changing labels make a new name, and a new series, each time).
-        let sized = session.protocol != AppProtocol::Dns;
-        if let (Some(out), Some(inn), true) = (recurrence.sizes_out, recurrence.sizes_in, sized) {
-            if out.dispersion() <= self.config.uniform_size_dispersion
-                && inn.dispersion() <= self.config.uniform_size_dispersion
-            {
-                collected.add(
-                    EvidenceKind::UniformSizes,
-                    15.0,
-                    Some(out.dispersion().max(inn.dispersion())),
-                    || {
-                        text(
-                            "Uniform request and response sizes across sessions",
-                            format!("out ~{:.0} B, in ~{:.0} B", out.median, inn.median),
-                            Some(format!(
-                                "dispersion <= {}",
-                                self.config.uniform_size_dispersion
-                            )),
-                        )
-                    },
-                );
-            }
+        if let Some((out, inn)) = uniform {
+            collected.add(
+                EvidenceKind::UniformSizes,
+                15.0,
+                Some(out.dispersion().max(inn.dispersion())),
+                || {
+                    text(
+                        "Uniform request and response sizes across sessions",
+                        format!("out ~{:.0} B, in ~{:.0} B", out.median, inn.median),
+                        Some(format!(
+                            "dispersion <= {}",
+                            self.config.uniform_size_dispersion
+                        )),
+                    )
+                },
+            );
         }
-        let encrypted_by_design = matches!(
-            session.protocol,
-            AppProtocol::Tls | AppProtocol::Dtls | AppProtocol::Quic | AppProtocol::Ssh
-        );
-        if let Some(entropy) = session.payload_entropy {
-            if !encrypted_by_design && entropy > t.payload_entropy_threshold {
-                collected.add(
-                    EvidenceKind::HighPayloadEntropy,
-                    10.0,
-                    Some(entropy),
-                    || {
-                        text(
-                            "High-entropy payload in a protocol that is normally plaintext",
-                            format!("{entropy:.2} bits/byte"),
-                            Some(format!(
-                                "PayloadEntropyThreshold={}",
-                                t.payload_entropy_threshold
-                            )),
-                        )
-                    },
-                );
-            }
+        if let Some(entropy) = entropy {
+            collected.add(
+                EvidenceKind::HighPayloadEntropy,
+                10.0,
+                Some(entropy),
+                || {
+                    text(
+                        "High-entropy payload in a protocol that is normally plaintext",
+                        format!("{entropy:.2} bits/byte"),
+                        Some(format!(
+                            "PayloadEntropyThreshold={}",
+                            t.payload_entropy_threshold
+                        )),
+                    )
+                },
+            );
         }
-        let background =
-            enriched.app_state == AppRunState::Background && !enriched.foreground_transition_during;
-        let duration = session.duration_ms.unwrap_or(0);
-        if background && duration > t.session_persistence_threshold_ms {
+        if persistent {
             collected.add(
                 EvidenceKind::BackgroundSessionPersistence,
                 15.0,
@@ -1236,7 +1665,9 @@ impl Scorer {
         self.context_evidence(enriched, baseline, &mut collected);
         (collected.score() >= self.config.c2_min_score).then_some(collected)
     }
+}
 
+impl Scorer {
     /// Opens, updates or suppresses the finding of `analytic` for a session whose first pass
     /// (`dry`, without words) says it fires.
     fn emit(
@@ -1287,7 +1718,10 @@ impl Scorer {
             _ => false,
         };
         // Second pass, with words, only for what is written out.
-        let collected = self.collect(analytic, judged, true)?;
+        let collected = Rules {
+            config: &self.config,
+        }
+        .collect(analytic, judged, true)?;
         let baseline_version = judged.baseline.version_label();
 
         if update {
@@ -1450,77 +1884,53 @@ fn analytic_name(analytic: Analytic) -> &'static str {
     }
 }
 
-/// Recurrence of one destination. `exact` forces fresh statistics (the port analytic, which fires
-/// rarely, always gets them); otherwise they may be up to [`RECOMPUTE_EVERY`] sessions old.
-fn recurrence(
+/// RITA's beacon score of a destination: the mean of the regularity of its inter-arrival times
+/// and of its sizes out.
+fn cadence(intervals: &SeriesStats, recurrence: &Recurrence<'_>) -> f64 {
+    let sizes_regular = recurrence.sizes_out().map_or(0.0, |s| s.regularity());
+    (intervals.regularity() + sizes_regular) / 2.0
+}
+
+/// Recurrence of one destination: its counts now, its series statistics when asked for.
+fn recurrence<'h>(
     config: &ScoreConfig,
-    history: &mut History,
-    scratch: &mut Vec<f64>,
+    history: &'h History,
     baseline: &EffectiveBaseline,
-    exact: bool,
-) -> Recurrence {
+    host: Option<&str>,
+) -> Recurrence<'h> {
     let samples = &history.samples;
-    let count = samples.len();
     let newest = history.newest().unwrap_or(0);
-    let last_hour = count - samples.partition_point(|s| s.start <= newest - 3_600_000);
-    let mut recurrence = Recurrence {
-        count,
-        last_hour,
-        intervals: None,
-        sizes_out: None,
-        sizes_in: None,
-        stable_share: 0.0,
-    };
-    if count < config.repeated_sessions {
-        return recurrence;
+    let hour_ago = newest - 3_600_000;
+    Recurrence {
+        verdict: host.and(history.verdict),
+        count: samples.len(),
+        last_hour: samples
+            .iter()
+            .map(|s| usize::from(s.start > hour_ago))
+            .sum(),
+        history: Some(history),
+        repeated_sessions: config.repeated_sessions,
+        min_series: config.min_series,
+        tolerance: baseline.thresholds.beacon_interval_tolerance,
+        intervals: OnceCell::new(),
+        sizes_out: OnceCell::new(),
+        sizes_in: OnceCell::new(),
     }
-    let tolerance = baseline.thresholds.beacon_interval_tolerance;
-    let fresh = !exact
-        && history.cached.is_some_and(|c| c.tolerance == tolerance)
-        && !history.pushes.is_multiple_of(RECOMPUTE_EVERY)
-        && count != config.min_series
-        && count != config.repeated_sessions;
-    if !fresh {
-        scratch.clear();
-        scratch.extend(
-            samples
-                .iter()
-                .zip(samples.iter().skip(1))
-                .map(|(a, b)| (b.start - a.start) as f64),
-        );
-        let intervals = scratch.len();
-        let interval_stats = series_stats_in_place(scratch);
-        // The buffer now holds each interval's distance from the median.
-        let stable_share = interval_stats.map_or(0.0, |stats| {
-            let band = tolerance * stats.median;
-            let stable = scratch.iter().filter(|d| **d <= band).count();
-            stable as f64 / intervals as f64
-        });
-        let (sizes_out, sizes_in) = if count >= config.min_series {
-            scratch.clear();
-            scratch.extend(samples.iter().map(|s| f64::from(s.bytes_out)));
-            let out = series_stats_in_place(scratch);
-            scratch.clear();
-            scratch.extend(samples.iter().map(|s| f64::from(s.bytes_in)));
-            (out, series_stats_in_place(scratch))
-        } else {
-            (None, None)
-        };
-        history.cached = Some(CachedSeries {
-            intervals: interval_stats,
-            sizes_out,
-            sizes_in,
-            stable_share,
-            tolerance,
-        });
-    }
-    if let Some(cached) = history.cached {
-        recurrence.intervals = cached.intervals;
-        recurrence.sizes_out = cached.sizes_out;
-        recurrence.sizes_in = cached.sizes_in;
-        recurrence.stable_share = cached.stable_share;
-    }
-    recurrence
+}
+
+/// Statistics of the sorted inter-arrival times, and the share of them within `tolerance`
+/// (relative) of their median.
+fn interval_stats(gaps: &[u32], tolerance: f64) -> (Option<SeriesStats>, f64) {
+    let stats = sorted_stats(gaps);
+    let share = stats.map_or(0.0, |stats| {
+        let band = tolerance * stats.median;
+        let stable = gaps
+            .iter()
+            .filter(|gap| (f64::from(**gap) - stats.median).abs() <= band)
+            .count();
+        stable as f64 / gaps.len() as f64
+    });
+    (stats, share)
 }
 
 /// The name of the destination: SNI, else HTTP Host. A DNS session's destination is its

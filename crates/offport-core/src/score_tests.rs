@@ -661,6 +661,58 @@ fn robust_statistics() {
     assert!(series_stats(&[1.0]).is_none());
 }
 
+/// The reference statistics of a history, from its samples, the slow way (copy and sort).
+fn reference(
+    history: &History,
+) -> (
+    Option<SeriesStats>,
+    Option<SeriesStats>,
+    Option<SeriesStats>,
+) {
+    let samples: Vec<Sample> = history.samples.iter().copied().collect();
+    let gaps: Vec<f64> = samples
+        .windows(2)
+        .map(|w| (w[1].start - w[0].start) as f64)
+        .collect();
+    let out: Vec<f64> = samples.iter().map(|s| f64::from(s.bytes_out)).collect();
+    let inn: Vec<f64> = samples.iter().map(|s| f64::from(s.bytes_in)).collect();
+    (series_stats(&gaps), series_stats(&out), series_stats(&inn))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// The sorted series a history keeps as sessions come (in or out of order), overflow its
+    /// capacity and age out of its window give exactly the statistics of sorting its samples,
+    /// and survive the changelog round trip.
+    #[test]
+    fn incremental_series_equal_sorting_the_samples(
+        pushes in proptest::collection::vec((0i64..600_000, 0u32..5, 0u32..4), 1..120),
+        cap in 1usize..40,
+        window in 60_000i64..2_000_000,
+    ) {
+        let mut history = History::default();
+        let mut clock = 1_700_000_000_000i64;
+        for (step, out, inn) in pushes {
+            // Mostly forward, sometimes up to a minute back; sizes from a few values so ties
+            // (and removals of one of several equal values) are common.
+            clock += step / 4;
+            let start = if step % 5 == 0 { clock - step % 240_000 } else { clock };
+            history.push(Sample { start, bytes_out: 100 + out * 7, bytes_in: 1_000 + inn }, cap, window);
+            proptest::prop_assert!(history.samples.len() <= cap);
+            proptest::prop_assert!(history.samples.iter().zip(history.samples.iter().skip(1)).all(|(a, b)| a.start <= b.start));
+            let (gaps, out, inn) = reference(&history);
+            proptest::prop_assert_eq!(history.sorted.len(), 3 * history.samples.len() - 1);
+            proptest::prop_assert_eq!(sorted_stats(history.intervals()), gaps);
+            proptest::prop_assert_eq!(sorted_stats(history.sizes_out()), out);
+            proptest::prop_assert_eq!(sorted_stats(history.sizes_in()), inn);
+        }
+        let json = serde_json::to_vec(&history).unwrap();
+        let restored: History = serde_json::from_slice(&json).unwrap();
+        proptest::prop_assert_eq!(&restored.sorted, &history.sorted);
+    }
+}
+
 #[test]
 fn algorithmic_names() {
     for real in [
