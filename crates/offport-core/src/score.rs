@@ -135,6 +135,13 @@ struct History {
     /// milliseconds (`len - 1` of them, saturating at u32::MAX, 49.7 days, far beyond any beacon
     /// interval), then the bytes out and the bytes in of the samples (`len` each).
     sorted: Vec<u32>,
+    /// How many samples started an hour or more before the newest one (the rest make the
+    /// last hour's count); kept as samples come and go.
+    #[serde(skip)]
+    hour_from: usize,
+    /// The newest sample's start (the samples' last, inline for the expiry sweep).
+    #[serde(skip)]
+    newest: EpochMillis,
     /// What the destination's name looks like, worked out on its first session (the name is
     /// part of the history's key); not in the changelog, worked out again after a restore.
     #[serde(skip)]
@@ -193,6 +200,8 @@ impl From<HistoryRecord> for History {
         for sample in samples {
             history.insert(sample);
         }
+        history.newest = history.newest().unwrap_or(0);
+        history.recount_hour();
         history
     }
 }
@@ -204,6 +213,8 @@ impl From<History> for HistoryRecord {
         }
     }
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 fn gap(earlier: &Sample, later: &Sample) -> u32 {
     u32::try_from(later.start.saturating_sub(earlier.start).max(0)).unwrap_or(u32::MAX)
@@ -255,10 +266,16 @@ fn sorted_replace(region: &mut [u32], old: u32, new: u32) -> bool {
 
 impl History {
     fn push(&mut self, sample: Sample, cap: usize, window: i64) {
-        if !self.roll(sample, cap) {
-            self.push_slow(sample, cap);
+        let in_order = self.samples.back().is_none_or(|s| s.start <= sample.start);
+        // Samples that leave from the front (the oldest ones).
+        let mut dropped = 0;
+        if self.roll(sample, cap) {
+            dropped += 1;
+        } else {
+            dropped += self.push_slow(sample, cap);
         }
         let newest = self.samples.back().map_or(sample.start, |s| s.start);
+        self.newest = newest;
         while self.samples.len() > cap
             || self
                 .samples
@@ -266,7 +283,34 @@ impl History {
                 .is_some_and(|s| s.start < newest.saturating_sub(window))
         {
             self.pop_front();
+            dropped += 1;
         }
+        if in_order {
+            // Only the oldest samples left and the newest joined at the back: the boundary of
+            // the last hour only moves on.
+            self.hour_from = self.hour_from.saturating_sub(dropped);
+            let hour_ago = newest - HOUR_MS;
+            while self
+                .samples
+                .get(self.hour_from)
+                .is_some_and(|s| s.start <= hour_ago)
+            {
+                self.hour_from += 1;
+            }
+        } else {
+            self.recount_hour();
+        }
+    }
+
+    /// Finds the last hour's boundary anew.
+    fn recount_hour(&mut self) {
+        let hour_ago = self.newest().unwrap_or(0) - HOUR_MS;
+        self.hour_from = self.samples.partition_point(|s| s.start <= hour_ago);
+    }
+
+    /// Samples that started within the hour before the newest one.
+    fn last_hour(&self) -> usize {
+        self.samples.len().saturating_sub(self.hour_from)
     }
 
     /// The common case of a full history and a session in order: the oldest sample makes way
@@ -313,17 +357,19 @@ impl History {
         }
     }
 
-    fn push_slow(&mut self, sample: Sample, cap: usize) {
+    /// Adds a sample anywhere in the history; returns how many left the front to make room.
+    fn push_slow(&mut self, sample: Sample, cap: usize) -> usize {
         // Make room first so the buffer never grows past `cap` (a VecDeque doubles).
-        if self.samples.len() >= cap.max(1)
+        let full = self.samples.len() >= cap.max(1)
             && self
                 .samples
                 .front()
-                .is_some_and(|s| s.start <= sample.start)
-        {
+                .is_some_and(|s| s.start <= sample.start);
+        if full {
             self.pop_front();
         }
         self.insert(sample);
+        usize::from(full)
     }
 
     /// Gaps held for `len` samples.
@@ -1049,7 +1095,7 @@ impl Scorer {
         // bounds history too, which is at least as long as the default TimeWindow.
         let horizon = window.max(24 * 3_600_000);
         self.histories.retain(|key, h| {
-            let keep = h.newest().is_some_and(|t| t + horizon > newest);
+            let keep = !h.samples.is_empty() && h.newest + horizon > newest;
             if let (false, Some(journal)) = (keep, journal.as_mut()) {
                 journal.histories.insert(*key);
             }
@@ -1434,12 +1480,15 @@ impl Rules<'_> {
         .count();
 
         // Periodicity: tight intervals, or a RITA-style cadence score over the threshold.
-        let beacon = recurrence
-            .intervals()
-            .filter(|_| recurrence.count >= self.config.min_series)
+        let beacon = (recurrence.count >= self.config.min_series)
+            .then(|| recurrence.intervals())
+            .flatten()
             .filter(|intervals| {
+                // The sizes' regularity is at most 1: when even that could not lift the cadence
+                // to the threshold, their statistics are not needed.
                 intervals.dispersion() <= t.beacon_interval_variance_threshold
-                    || cadence(intervals, recurrence) >= t.cadence_anomaly_threshold
+                    || ((intervals.regularity() + 1.0) / 2.0 >= t.cadence_anomaly_threshold
+                        && cadence(intervals, recurrence) >= t.cadence_anomaly_threshold)
             });
         if cheap + usize::from(beacon.is_some()) + 1 < 2 {
             return None;
@@ -1898,16 +1947,10 @@ fn recurrence<'h>(
     baseline: &EffectiveBaseline,
     host: Option<&str>,
 ) -> Recurrence<'h> {
-    let samples = &history.samples;
-    let newest = history.newest().unwrap_or(0);
-    let hour_ago = newest - 3_600_000;
     Recurrence {
         verdict: host.and(history.verdict),
-        count: samples.len(),
-        last_hour: samples
-            .iter()
-            .map(|s| usize::from(s.start > hour_ago))
-            .sum(),
+        count: history.samples.len(),
+        last_hour: history.last_hour(),
         history: Some(history),
         repeated_sessions: config.repeated_sessions,
         min_series: config.min_series,

@@ -689,7 +689,7 @@ proptest::proptest! {
     fn incremental_series_equal_sorting_the_samples(
         pushes in proptest::collection::vec((0i64..600_000, 0u32..5, 0u32..4), 1..120),
         cap in 1usize..40,
-        window in 60_000i64..2_000_000,
+        window in 60_000i64..8_000_000,
     ) {
         let mut history = History::default();
         let mut clock = 1_700_000_000_000i64;
@@ -703,6 +703,8 @@ proptest::proptest! {
             proptest::prop_assert!(history.samples.iter().zip(history.samples.iter().skip(1)).all(|(a, b)| a.start <= b.start));
             let (gaps, out, inn) = reference(&history);
             proptest::prop_assert_eq!(history.sorted.len(), 3 * history.samples.len() - 1);
+            let hour_ago = history.samples.back().unwrap().start - 3_600_000;
+            proptest::prop_assert_eq!(history.last_hour(), history.samples.iter().filter(|s| s.start > hour_ago).count());
             proptest::prop_assert_eq!(sorted_stats(history.intervals()), gaps);
             proptest::prop_assert_eq!(sorted_stats(history.sizes_out()), out);
             proptest::prop_assert_eq!(sorted_stats(history.sizes_in()), inn);
@@ -710,6 +712,7 @@ proptest::proptest! {
         let json = serde_json::to_vec(&history).unwrap();
         let restored: History = serde_json::from_slice(&json).unwrap();
         proptest::prop_assert_eq!(&restored.sorted, &history.sorted);
+        proptest::prop_assert_eq!(restored.last_hour(), history.last_hour());
     }
 }
 
