@@ -35,6 +35,9 @@
 //! the median absolute deviation relative to the median, of the inter-arrival times and of the
 //! sizes. A series is beacon-like when its dispersion (MAD/median) is at or under
 //! BeaconIntervalVarianceThreshold, or its RITA-style score reaches CadenceAnomalyThreshold.
+//! The series are kept sorted as sessions come and go, so every session is judged on exact
+//! statistics of the history as it stands (inter-arrival times count in whole milliseconds up to
+//! 49.7 days). The changelog holds each destination's samples; the series are rebuilt from them.
 
 use std::cell::OnceCell;
 use std::collections::VecDeque;

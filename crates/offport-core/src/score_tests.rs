@@ -867,3 +867,16 @@ fn a_session_arriving_out_of_order_updates_the_open_finding_instead_of_replacing
     assert_eq!(update[0].session_count, 2);
     assert_eq!(s.open_findings(), 1);
 }
+
+#[test]
+fn histories_written_before_the_sorted_series_restore() {
+    // The changelog form of an earlier version, which also held cached statistics: the samples
+    // are what counts, the rest is worked out again.
+    let old = br#"{"samples":[{"start":1000,"bytes_out":10,"bytes_in":20},{"start":61000,"bytes_out":12,"bytes_in":20},{"start":121000,"bytes_out":10,"bytes_in":21}],"cached":null,"pushes":3}"#;
+    let history: History = serde_json::from_slice(old).unwrap();
+    assert_eq!(history.intervals(), &[60_000, 60_000]);
+    assert_eq!(history.sizes_out(), &[10, 10, 12]);
+    assert_eq!(history.sizes_in(), &[20, 20, 21]);
+    assert_eq!(history.last_hour(), 3);
+    assert_eq!(history.newest, 121_000);
+}
