@@ -219,6 +219,9 @@ impl From<History> for HistoryRecord {
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// The share of sessions whose sizes must lie near the median, each way, for uniform sizes.
+const UNIFORM_SHARE: f64 = 0.75;
+
 fn gap(earlier: &Sample, later: &Sample) -> u32 {
     u32::try_from(later.start.saturating_sub(earlier.start).max(0)).unwrap_or(u32::MAX)
 }
@@ -780,9 +783,11 @@ struct Recurrence<'h> {
     repeated_sessions: usize,
     min_series: usize,
     tolerance: f64,
+    /// Relative distance from the median within which a size counts as the same size.
+    size_band: f64,
     intervals: OnceCell<(Option<SeriesStats>, f64)>,
-    sizes_out: OnceCell<Option<SeriesStats>>,
-    sizes_in: OnceCell<Option<SeriesStats>>,
+    sizes_out: OnceCell<(Option<SeriesStats>, f64)>,
+    sizes_in: OnceCell<(Option<SeriesStats>, f64)>,
 }
 
 impl Recurrence<'_> {
@@ -805,22 +810,28 @@ impl Recurrence<'_> {
         })
     }
 
-    /// Statistics of the bytes out, from [`ScoreConfig::min_series`] sessions on.
-    fn sizes_out(&self) -> Option<SeriesStats> {
-        *self.sizes_out.get_or_init(|| {
-            self.history
-                .filter(|_| self.count >= self.min_series)
-                .and_then(|h| sorted_stats(h.sizes_out()))
-        })
+    /// Statistics of the bytes out, from [`ScoreConfig::min_series`] sessions on, and the share
+    /// of sessions within the size band of their median.
+    fn sizes_out(&self) -> (Option<SeriesStats>, f64) {
+        *self
+            .sizes_out
+            .get_or_init(|| self.size_series(self.history.map(History::sizes_out)))
     }
 
-    /// Statistics of the bytes in, from [`ScoreConfig::min_series`] sessions on.
-    fn sizes_in(&self) -> Option<SeriesStats> {
-        *self.sizes_in.get_or_init(|| {
-            self.history
-                .filter(|_| self.count >= self.min_series)
-                .and_then(|h| sorted_stats(h.sizes_in()))
-        })
+    /// [`Recurrence::sizes_out`] for the bytes in.
+    fn sizes_in(&self) -> (Option<SeriesStats>, f64) {
+        *self
+            .sizes_in
+            .get_or_init(|| self.size_series(self.history.map(History::sizes_in)))
+    }
+
+    fn size_series(&self, sorted: Option<&[u32]>) -> (Option<SeriesStats>, f64) {
+        match sorted {
+            Some(sorted) if self.count >= self.min_series => {
+                share_near_median(sorted, self.size_band)
+            }
+            _ => (None, 0.0),
+        }
     }
 
     /// Every statistic worked out, without the borrow of the history.
@@ -833,6 +844,7 @@ impl Recurrence<'_> {
             repeated_sessions: self.repeated_sessions,
             min_series: self.min_series,
             tolerance: self.tolerance,
+            size_band: self.size_band,
             intervals: OnceCell::new(),
             sizes_out: OnceCell::new(),
             sizes_in: OnceCell::new(),
@@ -1499,15 +1511,17 @@ impl Rules<'_> {
         // Not for DNS: the series of one query name is the same lookup again, the same size
         // by nature (a tunnel's changing labels make a new name, and a new series, each time).
         let sized = session.protocol != AppProtocol::Dns;
-        let uniform = recurrence
-            .sizes_out()
-            .filter(|out| sized && out.dispersion() <= self.config.uniform_size_dispersion)
-            .and_then(|out| {
-                recurrence
-                    .sizes_in()
-                    .filter(|inn| inn.dispersion() <= self.config.uniform_size_dispersion)
-                    .map(|inn| (out, inn))
-            });
+        // Uniform: a tight MAD each way, and most sessions near the median each way (a MAD
+        // alone is met by chance when half of a few varying sizes happen to agree).
+        let uniform_series = |(stats, share): (Option<SeriesStats>, f64)| {
+            stats.filter(|s| {
+                s.dispersion() <= self.config.uniform_size_dispersion && share >= UNIFORM_SHARE
+            })
+        };
+        let uniform = sized
+            .then(|| uniform_series(recurrence.sizes_out()))
+            .flatten()
+            .and_then(|out| uniform_series(recurrence.sizes_in()).map(|inn| (out, inn)));
         if cheap + usize::from(beacon.is_some()) + usize::from(uniform.is_some()) < 2 {
             return None;
         }
@@ -1590,10 +1604,19 @@ impl Rules<'_> {
                 || {
                     text(
                         "Uniform request and response sizes across sessions",
-                        format!("out ~{:.0} B, in ~{:.0} B", out.median, inn.median),
+                        format!(
+                            "out ~{:.0} B, in ~{:.0} B; {:.0}% and {:.0}% of sessions within {:.0}% of them",
+                            out.median,
+                            inn.median,
+                            recurrence.sizes_out().1 * 100.0,
+                            recurrence.sizes_in().1 * 100.0,
+                            recurrence.size_band * 100.0
+                        ),
                         Some(format!(
-                            "dispersion <= {}",
-                            self.config.uniform_size_dispersion
+                            "dispersion <= {}, at least {:.0}% of sessions within {:.0}%",
+                            self.config.uniform_size_dispersion,
+                            UNIFORM_SHARE * 100.0,
+                            recurrence.size_band * 100.0
                         )),
                     )
                 },
@@ -1939,7 +1962,7 @@ fn analytic_name(analytic: Analytic) -> &'static str {
 /// RITA's beacon score of a destination: the mean of the regularity of its inter-arrival times
 /// and of its sizes out.
 fn cadence(intervals: &SeriesStats, recurrence: &Recurrence<'_>) -> f64 {
-    let sizes_regular = recurrence.sizes_out().map_or(0.0, |s| s.regularity());
+    let sizes_regular = recurrence.sizes_out().0.map_or(0.0, |s| s.regularity());
     (intervals.regularity() + sizes_regular) / 2.0
 }
 
@@ -1958,6 +1981,7 @@ fn recurrence<'h>(
         repeated_sessions: config.repeated_sessions,
         min_series: config.min_series,
         tolerance: baseline.thresholds.beacon_interval_tolerance,
+        size_band: 2.0 * config.uniform_size_dispersion,
         intervals: OnceCell::new(),
         sizes_out: OnceCell::new(),
         sizes_in: OnceCell::new(),
@@ -1967,14 +1991,20 @@ fn recurrence<'h>(
 /// Statistics of the sorted inter-arrival times, and the share of them within `tolerance`
 /// (relative) of their median.
 fn interval_stats(gaps: &[u32], tolerance: f64) -> (Option<SeriesStats>, f64) {
-    let stats = sorted_stats(gaps);
+    share_near_median(gaps, tolerance)
+}
+
+/// Statistics of a sorted series, and the share of its values within `band` (relative) of its
+/// median.
+fn share_near_median(sorted: &[u32], band: f64) -> (Option<SeriesStats>, f64) {
+    let stats = sorted_stats(sorted);
     let share = stats.map_or(0.0, |stats| {
-        let band = tolerance * stats.median;
-        let stable = gaps
+        let band = band * stats.median;
+        let near = sorted
             .iter()
-            .filter(|gap| (f64::from(**gap) - stats.median).abs() <= band)
+            .filter(|value| (f64::from(**value) - stats.median).abs() <= band)
             .count();
-        stable as f64 / gaps.len() as f64
+        near as f64 / sorted.len() as f64
     });
     (stats, share)
 }

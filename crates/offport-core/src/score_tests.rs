@@ -452,6 +452,71 @@ fn uniform_size_polling_over_443_with_a_dga_name_is_application_layer_c2() {
     assert!(f.score >= 70, "{}", f.score);
 }
 
+/// The sessions of a simulated iOS weather app's background refresh that once raised a false C2
+/// finding in the demo: periodic (one indicator, rightly), and at its 8th session five of eight
+/// response sizes agreed within 3% by chance, which made the MAD of the sizes tight.
+fn weather_refresh(sizes: &[(i64, i64)]) -> Vec<EnrichedSession> {
+    let starts = [
+        0, 775_619, 1_766_860, 2_494_010, 3_220_005, 4_052_271, 5_045_611, 5_737_769,
+    ];
+    starts
+        .iter()
+        .zip(sizes)
+        .map(|(offset, (out, inn))| {
+            let mut e = at(benign(), T0 + offset);
+            e.app_state = AppRunState::Background;
+            e.lock_state = LockState::Locked;
+            e.session.tls = Some(TlsInfo {
+                sni: Some("weatherkit.apple.com".into()),
+                ..TlsInfo::default()
+            });
+            e.session.bytes_out = *out;
+            e.session.bytes_in = *inn;
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn sizes_that_agree_by_chance_in_half_a_short_series_are_not_uniform() {
+    let sizes = [
+        (690, 14_509),
+        (797, 10_114),
+        (756, 9_955),
+        (730, 10_437),
+        (754, 19_328),
+        (724, 19_194),
+        (674, 9_918),
+        (740, 9_957),
+    ];
+    assert_eq!(run(&mut scorer(), weather_refresh(&sizes)), vec![]);
+}
+
+#[test]
+fn uniform_sizes_hold_with_one_session_in_eight_carrying_more() {
+    // A beacon's check-ins, one of which brought a task back: still uniform.
+    let mut sizes = [(620, 1_380); 8];
+    sizes[5] = (640, 48_000);
+    let findings = latest(&run(&mut scorer(), weather_refresh(&sizes)));
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let f = &findings[0];
+    assert_eq!(f.analytic, Analytic::AppLayerC2);
+    assert!(
+        kinds(f).contains(&EvidenceKind::UniformSizes),
+        "{:?}",
+        kinds(f)
+    );
+    let uniform = f
+        .evidence
+        .iter()
+        .find(|e| e.kind == EvidenceKind::UniformSizes)
+        .unwrap();
+    assert_eq!(
+        uniform.observed,
+        "out ~620 B, in ~1380 B; 100% and 88% of sessions within 10% of them"
+    );
+}
+
 #[test]
 fn a_jittered_background_sync_with_varying_sizes_is_not_c2() {
     let mut s = scorer();
