@@ -102,7 +102,7 @@ async fn normalize(settings: &Settings, input: &str, records: usize) -> Result<f
         if read > 0 {
             started.get_or_insert_with(Instant::now);
         }
-        if metrics.records_out.get() as usize >= records && metrics.transactions.get() > 0 {
+        if metrics.records_committed.get() as usize >= records {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -170,5 +170,6 @@ async fn raw_json_sessions_come_out_as_avro_keyed_by_device_and_bad_ones_are_dea
     // Metrics counted what happened.
     assert_eq!(metrics.records_in.get(), raw.len() as u64);
     assert_eq!(metrics.records_out.get(), 4);
+    assert_eq!(metrics.records_committed.get(), raw.len() as u64);
     Ok(())
 }

@@ -59,6 +59,9 @@ pub struct PipelineMetrics {
     pub records_in: Counter,
     /// Records produced to output topics (`offport_records_out_total`).
     pub records_out: Counter,
+    /// Input records whose outputs and offsets were committed, the ones a restart does not
+    /// read again (`offport_records_committed_total`).
+    pub records_committed: Counter,
     /// Records sent to the dead-letter topic, by reason (`offport_dead_letters_total`).
     pub dead_letters: Family<ReasonLabels, Counter>,
     /// Committed transactions (`offport_transactions_total`).
@@ -106,6 +109,7 @@ impl PipelineMetrics {
         let metrics = Self {
             records_in: Counter::default(),
             records_out: Counter::default(),
+            records_committed: Counter::default(),
             dead_letters: Family::default(),
             transactions: Counter::default(),
             aborts: Counter::default(),
@@ -136,6 +140,11 @@ impl PipelineMetrics {
             "records_out",
             "Records produced to output topics",
             metrics.records_out.clone(),
+        );
+        offport.register(
+            "records_committed",
+            "Input records whose outputs and offsets were committed",
+            metrics.records_committed.clone(),
         );
         offport.register(
             "dead_letters",

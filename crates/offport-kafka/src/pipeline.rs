@@ -520,8 +520,13 @@ async fn process<N: Normalizer>(
             settle_ms = (collecting.elapsed() - t_process).as_secs_f64() * 1e3,
             "batch"
         );
+        let tally = Tally {
+            inputs: fresh,
+            timestamps,
+            started,
+        };
         in_flight = Some(InFlight::spawn(
-            consumer, producer, outgoing, offsets, after, timestamps, started,
+            consumer, producer, outgoing, offsets, after, tally,
         )?);
     }
     settle(&mut in_flight, shell, normalizer, &mut progress).await?;
@@ -541,9 +546,17 @@ pub(crate) struct InFlight<T> {
     /// What the loop needs once it knows the outcome (the normalizers: the progress after the
     /// batch; the stateful stages: the baseline dead letters it carries).
     kept: T,
+    tally: Tally,
+}
+
+/// What a batch's metrics need once its transaction committed.
+pub(crate) struct Tally {
+    /// The batch's fresh input records (not read again to rebuild state).
+    pub(crate) inputs: u64,
     /// Event times of the batch's fresh records, for the end-to-end latency.
-    timestamps: Vec<i64>,
-    started: Instant,
+    pub(crate) timestamps: Vec<i64>,
+    /// When the batch started.
+    pub(crate) started: Instant,
 }
 
 impl<T> InFlight<T> {
@@ -556,8 +569,7 @@ impl<T> InFlight<T> {
         outgoing: Vec<Outgoing>,
         offsets: TopicPartitionList,
         kept: T,
-        timestamps: Vec<i64>,
-        started: Instant,
+        tally: Tally,
     ) -> Result<Self, PipelineError> {
         let metadata = consumer
             .group_metadata()
@@ -571,12 +583,7 @@ impl<T> InFlight<T> {
         let task = tokio::task::spawn_blocking(move || {
             transact_blocking(&metadata, &producer, &outgoing, &offsets, &runtime)
         });
-        Ok(Self {
-            task,
-            kept,
-            timestamps,
-            started,
-        })
+        Ok(Self { task, kept, tally })
     }
 
     /// Waits for the transaction. Committed: its metrics recorded and `Ok(kept)`. Failed (not
@@ -589,10 +596,11 @@ impl<T> InFlight<T> {
     ) -> Result<Result<T, T>, PipelineError> {
         let result = self.task.await.unwrap_or(Err(KafkaError::Canceled));
         if abort_unless_committed(result, producer, options, metrics).await? {
-            metrics.committed(&self.timestamps);
+            metrics.committed(&self.tally.timestamps);
+            metrics.records_committed.inc_by(self.tally.inputs);
             metrics
                 .batch_seconds
-                .observe(self.started.elapsed().as_secs_f64());
+                .observe(self.tally.started.elapsed().as_secs_f64());
             Ok(Ok(self.kept))
         } else {
             Ok(Err(self.kept))

@@ -65,7 +65,7 @@ use crate::baselines::{BaselineFeed, FeedError, Rejected};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{
     blocking, collect_batch, dead_letter, owned_headers, retrying, wall_clock_millis, InFlight,
-    LagConsumer, Outgoing, PipelineError, PipelineOptions, ReadToEnd,
+    LagConsumer, Outgoing, PipelineError, PipelineOptions, ReadToEnd, Tally,
 };
 use crate::registry::{CodecError, RegistryCodec};
 use crate::settings::Settings;
@@ -480,8 +480,11 @@ impl<S: StatefulStage> Runner<'_, S> {
                     outgoing,
                     offsets,
                     carried,
-                    timestamps,
-                    started,
+                    Tally {
+                        inputs: fresh,
+                        timestamps,
+                        started,
+                    },
                 )?);
             }
             if finishing && !self.settle(in_flight).await? {
