@@ -118,6 +118,11 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(200_000);
+    // The stage's logs only when asked for (RUST_LOG=offport_kafka=debug shows each batch's
+    // collect/process/settle times).
+    if std::env::var_os("RUST_LOG").is_some() {
+        offport_kafka::telemetry::init(&Settings::default().log);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
