@@ -2,8 +2,9 @@
 //!
 //! They document what a record looks like and give the drift tests and the end-to-end tests a
 //! value that exercises every field of a contract. They are not defaults and carry no detection
-//! meaning.
+//! meaning. [`join_mix`] is the benches' deterministic input mix.
 
+use crate::join::JoinInput;
 use crate::model::*;
 
 /// 2026-11-02T09:30:00Z, the time every example is set at.
@@ -289,4 +290,125 @@ pub fn session_json(i: usize) -> String {
         1_795_168_800_000_i64 + i as i64 * 37,
         100 + i % 5_000
     )
+}
+
+/// The mix generator's random numbers: a fixed-seed LCG, the same on every machine.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const MIX_APPS: [&str; 6] = [
+    "com.android.chrome",
+    "com.whatsapp",
+    "com.example.weather",
+    "com.microsoft.teams",
+    "com.spotify.music",
+    "com.example.bank",
+];
+const MIX_HOSTS: [&str; 6] = [
+    "www.google.com",
+    "graph.facebook.com",
+    "api.weather.example.com",
+    "teams.microsoft.com",
+    "spclient.wg.spotify.com",
+    "api.bank.example",
+];
+
+fn mix_session(rng: &mut Lcg, device: &str, t: i64, id: u64) -> NetworkSession {
+    let app = rng.below(MIX_APPS.len() as u64) as usize;
+    let mut s = network_session();
+    s.session_id = format!("s{id}");
+    s.device_id = device.to_string();
+    s.app_id = MIX_APPS.get(app).map(|a| a.to_string());
+    s.start_time = t;
+    s.duration_ms = Some(200 + rng.below(3_000) as i64);
+    s.http = None;
+    s.dns = None;
+    s.payload_entropy = None;
+    s.bytes_out = 300 + rng.below(2_000) as i64;
+    s.bytes_in = 1_000 + rng.below(50_000) as i64;
+    let roll = rng.below(100);
+    let (port, host) = match roll {
+        0..=89 => (443, MIX_HOSTS.get(app).copied().unwrap_or_default()),
+        90..=91 => (5228, "mtalk.google.com"),
+        92..=93 => (5223, "courier.push.apple.com"),
+        94..=96 => (8443, "cdn-update.example.net"),
+        _ => {
+            s.bytes_out = 620;
+            s.bytes_in = 1_180;
+            (443, "xkq9vz3tplm2wr.com")
+        }
+    };
+    s.dst_port = port;
+    s.tls = Some(TlsInfo {
+        sni: Some(host.to_string()),
+        ..TlsInfo::default()
+    });
+    s.protocol = AppProtocol::Tls;
+    s
+}
+
+fn mix_event(rng: &mut Lcg, device: &str, t: i64) -> DeviceEvent {
+    let kinds = [
+        DeviceEventKind::AppForeground,
+        DeviceEventKind::AppBackground,
+        DeviceEventKind::DeviceLocked,
+        DeviceEventKind::DeviceUnlocked,
+        DeviceEventKind::UserInteraction,
+        DeviceEventKind::WorkManager,
+        DeviceEventKind::NetworkApiUsage,
+    ];
+    let kind = kinds
+        .get(rng.below(kinds.len() as u64) as usize)
+        .copied()
+        .unwrap_or(DeviceEventKind::AppForeground);
+    let mut e = device_event();
+    e.device_id = device.to_string();
+    e.app_id = MIX_APPS
+        .get(rng.below(MIX_APPS.len() as u64) as usize)
+        .map(|a| a.to_string());
+    e.kind = kind;
+    e.network_api = (kind == DeviceEventKind::NetworkApiUsage).then(|| NetworkApiUsage {
+        api: "OkHttp".to_string(),
+        call_count: rng.below(50) as i64,
+        window_ms: 60_000,
+    });
+    e.event_time = t;
+    e
+}
+
+/// The benches' input mix (`cargo bench -p offport-core`): EDR events and sessions for
+/// `device_ids` (6 apps each); sessions are 90% TLS/443 to common hosts, 4% push on 5228/5223,
+/// 3% TLS on a non-standard port, 3% uniform-size polling. The same records on every run.
+///
+/// EDR events and sessions, 30% sessions, in event order with up to 5 s of
+/// disorder, ~200 records per second of event time across the fleet.
+pub fn join_mix(device_ids: &[String], records: u64) -> Vec<JoinInput> {
+    let devices = device_ids.len() as u64;
+    let mut rng = Lcg(42);
+    let t0 = EXAMPLE_TIME;
+    let mut inputs = Vec::with_capacity(records as usize);
+    for i in 0..records {
+        let Some(device) = device_ids.get(rng.below(devices) as usize) else {
+            break;
+        };
+        let t = t0 + (i as i64) * 5 + rng.below(5_000) as i64;
+        if rng.below(10) < 3 {
+            inputs.push(JoinInput::Session(mix_session(&mut rng, device, t, i)));
+        } else {
+            inputs.push(JoinInput::Event(mix_event(&mut rng, device, t)));
+        }
+    }
+    inputs
 }

@@ -444,12 +444,22 @@ impl Journal {
 }
 
 /// The changelog form of a device's state: app keys replaced by app ids.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct DeviceSnapshot {
     lock: Timeline<()>,
     interactions: Timeline<()>,
     mdm: Timeline<MdmRecord>,
     apps: Vec<(String, AppState)>,
+}
+
+/// [`DeviceSnapshot`] as written: the same fields, borrowed from the live state (no copy of
+/// the timelines per write).
+#[derive(Serialize)]
+struct DeviceSnapshotRef<'a> {
+    lock: &'a Timeline<()>,
+    interactions: &'a Timeline<()>,
+    mdm: &'a Timeline<MdmRecord>,
+    apps: Vec<(&'a str, &'a AppState)>,
 }
 
 /// The changelog form of the join's clocks.
@@ -1045,11 +1055,11 @@ impl Durable for Joiner {
 }
 
 impl Joiner {
-    fn snapshot(&self, device: &DeviceState) -> DeviceSnapshot {
-        DeviceSnapshot {
-            lock: device.lock.clone(),
-            interactions: device.interactions.clone(),
-            mdm: device.mdm.clone(),
+    fn snapshot<'a>(&'a self, device: &'a DeviceState) -> DeviceSnapshotRef<'a> {
+        DeviceSnapshotRef {
+            lock: &device.lock,
+            interactions: &device.interactions,
+            mdm: &device.mdm,
             apps: device
                 .apps
                 .iter()
@@ -1057,8 +1067,8 @@ impl Joiner {
                     let name = usize::try_from(*key)
                         .ok()
                         .and_then(|k| self.app_names.get(k))
-                        .map_or_else(String::new, |n| n.to_string());
-                    (name, state.clone())
+                        .map_or("", |n| &**n);
+                    (name, state)
                 })
                 .collect(),
         }
