@@ -24,6 +24,10 @@
 //!   loop reads and processes the next batch. That batch's transaction starts only after the previous one
 //!   committed; if the previous one failed, the next batch's outputs are dropped unproduced and
 //!   both batches are read again from the committed offsets.
+//! - Normalized records are Avro-encoded on that thread too, before its transaction begins, once
+//!   their topic's schema is registered (the first record of a topic registers it in the loop).
+//!   A record that does not fit its own schema (a build defect) stops the loop, as it would in
+//!   the loop itself.
 //! - A fatal producer error (fenced by a newer instance) stops the loop with an error.
 //! - On shutdown the open batch is finished (committed) or aborted, then the consumer leaves
 //!   the group.
@@ -42,7 +46,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::metrics::PipelineMetrics;
-use crate::registry::{CodecError, RegistryCodec};
+use crate::registry::{CodecError, Registered, RegistryCodec};
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::topics::TopicRole;
@@ -233,6 +237,54 @@ pub(crate) struct Outgoing {
     /// `None` is a tombstone.
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A record of a batch as the loop hands it to the transaction: encoded already, or a normalized
+/// record whose schema is registered, encoded on the transaction's thread (the loop goes on to
+/// the next batch meanwhile).
+pub(crate) enum Pending {
+    /// Encoded.
+    Ready(Outgoing),
+    /// To encode, then produce keyed by its device id.
+    Encode {
+        topic: String,
+        registered: Arc<Registered>,
+        record: Box<Normalized>,
+    },
+}
+
+impl Pending {
+    fn into_outgoing(self) -> Result<Outgoing, CodecError> {
+        match self {
+            Pending::Ready(outgoing) => Ok(outgoing),
+            Pending::Encode {
+                topic,
+                registered,
+                record,
+            } => {
+                let value = match &*record {
+                    Normalized::Session(value) => registered.encode(value),
+                    Normalized::Event(value) => registered.encode(value),
+                    Normalized::Context(value) => registered.encode(value),
+                }?;
+                Ok(Outgoing {
+                    key: Some(record.device_id().as_bytes().to_vec()),
+                    topic,
+                    partition: None,
+                    value: Some(value),
+                    headers: Vec::new(),
+                })
+            }
+        }
+    }
+}
+
+/// Why a transaction's thread gave up.
+enum TxnFailure {
+    /// The broker or client refused: abort, rewind, read again (unless fatal).
+    Kafka(KafkaError),
+    /// A record did not fit its own schema (a build defect): the stage stops.
+    Encode(CodecError),
 }
 
 /// The consumer of a stage: its group (static membership when configured), offsets only
@@ -465,16 +517,28 @@ async fn process<N: Normalizer>(
                 Ok(records) => {
                     for record in records {
                         let topic = topic_of(&record);
-                        let value =
-                            encode_retrying(codec, &topic, &record, options, metrics, shutdown)
+                        // Once its schema is registered a record is encoded on the
+                        // transaction's thread; the first of a topic registers it here.
+                        match codec.registered(&topic, record.contract()) {
+                            Some(registered) => outgoing.push(Pending::Encode {
+                                topic,
+                                registered,
+                                record: Box::new(record),
+                            }),
+                            None => {
+                                let value = encode_retrying(
+                                    codec, &topic, &record, options, metrics, shutdown,
+                                )
                                 .await?;
-                        outgoing.push(Outgoing {
-                            key: Some(record.device_id().as_bytes().to_vec()),
-                            topic,
-                            partition: None,
-                            value: Some(value),
-                            headers: Vec::new(),
-                        });
+                                outgoing.push(Pending::Ready(Outgoing {
+                                    key: Some(record.device_id().as_bytes().to_vec()),
+                                    topic,
+                                    partition: None,
+                                    value: Some(value),
+                                    headers: Vec::new(),
+                                }));
+                            }
+                        }
                         metrics.records_out.inc();
                     }
                 }
@@ -488,7 +552,7 @@ async fn process<N: Normalizer>(
                         "record dead-lettered"
                     );
                     metrics.dead_letter(rejection.reason);
-                    outgoing.push(
+                    outgoing.push(Pending::Ready(
                         dead_letter(
                             codec,
                             &dead_letter_topic,
@@ -500,7 +564,7 @@ async fn process<N: Normalizer>(
                             now,
                         )
                         .await?,
-                    );
+                    ));
                 }
             }
         }
@@ -542,7 +606,7 @@ async fn process<N: Normalizer>(
 /// next batch (the transaction's round trips to the broker no longer stall the processing),
 /// with what the loop keeps until it knows the outcome.
 pub(crate) struct InFlight<T> {
-    task: tokio::task::JoinHandle<Result<(), KafkaError>>,
+    task: tokio::task::JoinHandle<Result<(), TxnFailure>>,
     /// What the loop needs once it knows the outcome (the normalizers: the progress after the
     /// batch; the stateful stages: the baseline dead letters it carries).
     kept: T,
@@ -566,7 +630,7 @@ impl<T> InFlight<T> {
     pub(crate) fn spawn(
         consumer: &LagConsumer,
         producer: &FutureProducer,
-        outgoing: Vec<Outgoing>,
+        outgoing: Vec<Pending>,
         offsets: TopicPartitionList,
         kept: T,
         tally: Tally,
@@ -581,7 +645,13 @@ impl<T> InFlight<T> {
         // that worker's queue (tokio's LIFO slot is not stolen) until the loop's processing
         // yields.
         let task = tokio::task::spawn_blocking(move || {
+            let outgoing = outgoing
+                .into_iter()
+                .map(Pending::into_outgoing)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(TxnFailure::Encode)?;
             transact_blocking(&metadata, &producer, &outgoing, &offsets, &runtime)
+                .map_err(TxnFailure::Kafka)
         });
         Ok(Self { task, kept, tally })
     }
@@ -594,7 +664,13 @@ impl<T> InFlight<T> {
         options: &PipelineOptions,
         metrics: &PipelineMetrics,
     ) -> Result<Result<T, T>, PipelineError> {
-        let result = self.task.await.unwrap_or(Err(KafkaError::Canceled));
+        let result = match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(TxnFailure::Kafka(error))) => Err(error),
+            // Encoded before the transaction began: nothing to abort.
+            Ok(Err(TxnFailure::Encode(error))) => return Err(PipelineError::Codec(error)),
+            Err(_) => Err(KafkaError::Canceled),
+        };
         if abort_unless_committed(result, producer, options, metrics).await? {
             metrics.committed(&self.tally.timestamps);
             metrics.records_committed.inc_by(self.tally.inputs);

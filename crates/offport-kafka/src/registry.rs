@@ -78,9 +78,26 @@ pub fn schema_id(payload: &[u8]) -> Result<u32, CodecError> {
 
 /// A schema registered for one subject, with its binary codec that serializes straight to
 /// Avro binary (no intermediate `Value`).
-struct Registered {
+pub(crate) struct Registered {
     id: u32,
     binary: BinarySchema,
+}
+
+impl Registered {
+    /// `value` in the Confluent wire format under this registered schema: magic byte, schema
+    /// id, Avro binary. Synchronous (no registry call): for encoding off the async loop.
+    pub(crate) fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        let mut bytes = Vec::with_capacity(256);
+        bytes.push(0);
+        bytes.extend_from_slice(&self.id.to_be_bytes());
+        self.binary.encode(value, &mut bytes).map_err(|e| {
+            CodecError::Registry(SRCError::non_retryable_with_cause(
+                e,
+                "value does not fit its Avro schema",
+            ))
+        })?;
+        Ok(bytes)
+    }
 }
 
 /// A writer schema fetched from the registry.
@@ -132,6 +149,19 @@ impl RegistryCodec {
         })
     }
 
+    /// The contract's schema as registered for `topic`'s values, once a value was encoded
+    /// there (by [`RegistryCodec::encode_value`], which registers it).
+    pub(crate) fn registered(
+        &self,
+        topic: &str,
+        contract: Contract,
+    ) -> Option<std::sync::Arc<Registered>> {
+        self.registered
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(topic)?.get(&contract).cloned())
+    }
+
     /// Encodes `value` as the record value of `topic`, registering the contract's schema under
     /// `<topic>-value` on first use.
     pub async fn encode_value<T: Serialize>(
@@ -140,22 +170,8 @@ impl RegistryCodec {
         contract: Contract,
         value: &T,
     ) -> Result<Vec<u8>, CodecError> {
-        let found = self
-            .registered
-            .read()
-            .ok()
-            .and_then(|cache| cache.get(topic)?.get(&contract).cloned());
-        if let Some(registered) = found {
-            let mut bytes = Vec::with_capacity(256);
-            bytes.push(0);
-            bytes.extend_from_slice(&registered.id.to_be_bytes());
-            registered.binary.encode(value, &mut bytes).map_err(|e| {
-                CodecError::Registry(SRCError::non_retryable_with_cause(
-                    e,
-                    "value does not fit its Avro schema",
-                ))
-            })?;
-            return Ok(bytes);
+        if let Some(registered) = self.registered(topic, contract) {
+            return registered.encode(value);
         }
         // Only the first value of a subject comes here, so the strategy is not cached.
         let supplied = SuppliedSchema::new(

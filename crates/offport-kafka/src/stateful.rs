@@ -65,7 +65,7 @@ use crate::baselines::{BaselineFeed, FeedError, Rejected};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{
     blocking, collect_batch, dead_letter, owned_headers, retrying, wall_clock_millis, InFlight,
-    LagConsumer, Outgoing, PipelineError, PipelineOptions, ReadToEnd, Tally,
+    LagConsumer, Outgoing, Pending, PipelineError, PipelineOptions, ReadToEnd, Tally,
 };
 use crate::registry::{CodecError, RegistryCodec};
 use crate::settings::Settings;
@@ -477,7 +477,7 @@ impl<S: StatefulStage> Runner<'_, S> {
                 *in_flight = Some(InFlight::spawn(
                     self.consumer,
                     self.producer,
-                    outgoing,
+                    outgoing.into_iter().map(Pending::Ready).collect(),
                     offsets,
                     carried,
                     Tally {
