@@ -1186,6 +1186,38 @@ allowed_protocol_ports: [{protocol: MQTT, ports: [{first: 8884, last: 8884}]}]
     }
 
     #[test]
+    fn a_resolved_span_holds_between_the_versions_around_it_and_until_the_set_changes() {
+        let mut set = BaselineSet::new();
+        set.apply(doc("{scope: {kind: APP, value: com.a}, version: v1, effective_time: 1000, thresholds: {time_window_ms: 1000}}")).unwrap();
+        set.apply(doc("{scope: {kind: PLATFORM, value: ANDROID}, version: p1, effective_time: 3000, thresholds: {time_window_ms: 3000}}")).unwrap();
+        let mut cache = ResolveCache::default();
+        let context = android_app("com.a");
+        let span = |set: &BaselineSet, cache: &mut ResolveCache, at| {
+            let s = set.resolve_span(cache, &context, at);
+            (s.from, s.until, s.baseline.thresholds.time_window_ms)
+        };
+        // Before any version, between them, after both: each bounded by the nearest versions
+        // of every scope that matches.
+        assert_eq!(
+            span(&set, &mut cache, 500),
+            (EpochMillis::MIN, 1000, 6 * 3_600_000)
+        );
+        assert_eq!(span(&set, &mut cache, 2000), (1000, 3000, 1000));
+        assert_eq!(span(&set, &mut cache, 4000), (3000, EpochMillis::MAX, 1000));
+        let held = set.resolve_span(&mut cache, &context, 2000);
+        assert!(held.holds(set.generation(), 1000) && held.holds(set.generation(), 2999));
+        assert!(!held.holds(set.generation(), 999) && !held.holds(set.generation(), 3000));
+        set.apply(doc(
+            "{scope: {kind: APP, value: com.b}, version: v1, effective_time: 0}",
+        ))
+        .unwrap();
+        assert!(
+            !held.holds(set.generation(), 2000),
+            "any change to the set ends it"
+        );
+    }
+
+    #[test]
     fn versions_apply_from_their_effective_time_and_tombstones_delete() {
         let mut set = BaselineSet::new();
         let v1 = doc("{scope: {kind: APP, value: com.x}, version: v1, effective_time: '2026-11-01T00:00:00Z', thresholds: {time_window_ms: 1000}}");

@@ -197,12 +197,13 @@ struct HistoryRecord {
 
 impl From<HistoryRecord> for History {
     fn from(record: HistoryRecord) -> Self {
-        let mut samples: Vec<Sample> = record.samples.into();
-        samples.sort_by_key(|s| s.start);
-        let mut history = History::default();
-        for sample in samples {
-            history.insert(sample);
-        }
+        let mut samples = record.samples;
+        samples.make_contiguous().sort_by_key(|s| s.start);
+        let mut history = History {
+            samples,
+            ..History::default()
+        };
+        history.rebuild();
         history.newest = history.newest().unwrap_or(0);
         history.recount_hour();
         history
@@ -514,15 +515,15 @@ impl SeriesStats {
     }
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+fn quantile<T: Copy + Into<f64>>(sorted: &[T], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     let position = q * (sorted.len() - 1) as f64;
     let low = position.floor() as usize;
     let high = position.ceil() as usize;
-    let a = sorted.get(low).copied().unwrap_or(0.0);
-    let b = sorted.get(high).copied().unwrap_or(a);
+    let a = sorted.get(low).copied().map_or(0.0, Into::into);
+    let b = sorted.get(high).copied().map_or(a, Into::into);
     a + (b - a) * (position - low as f64)
 }
 
@@ -571,17 +572,9 @@ fn sorted_stats(sorted: &[u32]) -> Option<SeriesStats> {
     if len < 2 {
         return None;
     }
-    let quantile = |q: f64| {
-        let position = q * (len - 1) as f64;
-        let low = position.floor() as usize;
-        let high = position.ceil() as usize;
-        let a = sorted.get(low).copied().map_or(0.0, f64::from);
-        let b = sorted.get(high).copied().map_or(a, f64::from);
-        a + (b - a) * (position - low as f64)
-    };
-    let median = quantile(0.5);
-    let q1 = quantile(0.25);
-    let q3 = quantile(0.75);
+    let median = quantile(sorted, 0.5);
+    let q1 = quantile(sorted, 0.25);
+    let q3 = quantile(sorted, 0.75);
     let skew = if q3 - q1 > 0.0 {
         (q3 + q1 - 2.0 * median) / (q3 - q1)
     } else {
@@ -762,10 +755,6 @@ impl Collected {
         }
     }
 
-    fn has(&self, kind: EvidenceKind) -> bool {
-        self.kinds & kind_bit(kind) != 0
-    }
-
     fn score(&self) -> i32 {
         (self.weight.round() as i32).clamp(0, 100)
     }
@@ -804,7 +793,7 @@ impl Recurrence<'_> {
     fn interval_series(&self) -> (Option<SeriesStats>, f64) {
         *self.intervals.get_or_init(|| match self.history {
             Some(history) if self.count >= self.repeated_sessions => {
-                interval_stats(history.intervals(), self.tolerance)
+                share_near_median(history.intervals(), self.tolerance)
             }
             _ => (None, 0.0),
         })
@@ -1447,9 +1436,10 @@ impl Rules<'_> {
     ) -> Option<Collected> {
         let session = &enriched.session;
         let t = &baseline.thresholds;
-        // The indicators that come from the session alone, first: C2 needs two core
-        // indicators, and the two that come from the series (periodicity, uniform sizes) cost
-        // statistics, which a session with two others, or with no chance, does not need.
+        // C2 needs two of its seven core indicators: SNI/Host mismatch, IP-literal host,
+        // algorithmic name, high payload entropy, background persistence (from the session
+        // alone, so first) and periodicity, uniform sizes (from the series, which cost
+        // statistics that a session with two others, or with no chance, does not need).
         let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
         let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
         let mismatch = match (sni, http_host) {
@@ -1463,15 +1453,13 @@ impl Rules<'_> {
             _ => None,
         };
         // The destination name's verdict is the history's; other names are judged here.
-        let judged_as = |name: &str| match (host, recurrence.verdict) {
-            (Some(host), Some(verdict)) if host == name => verdict,
-            _ => HostVerdict::of(name),
-        };
+        let kept = |name: &str| recurrence.verdict.filter(|_| host == Some(name));
         let literal = [sni, http_host]
             .into_iter()
             .flatten()
-            .find(|h| judged_as(h).ip_literal);
-        let algorithmic = all_hosts(enriched).find(|h| judged_as(h).algorithmic);
+            .find(|h| kept(h).map_or_else(|| is_ip_literal(h), |v| v.ip_literal));
+        let algorithmic = all_hosts(enriched)
+            .find(|h| kept(h).map_or_else(|| looks_algorithmic(h), |v| v.algorithmic));
         let encrypted_by_design = matches!(
             session.protocol,
             AppProtocol::Tls | AppProtocol::Dtls | AppProtocol::Quic | AppProtocol::Ssh
@@ -1723,20 +1711,8 @@ impl Rules<'_> {
                 }
             }
         }
-        const CORE: [EvidenceKind; 7] = [
-            EvidenceKind::BeaconPeriodicity,
-            EvidenceKind::UniformSizes,
-            EvidenceKind::SniHostMismatch,
-            EvidenceKind::IpLiteralHost,
-            EvidenceKind::AlgorithmicHostname,
-            EvidenceKind::HighPayloadEntropy,
-            EvidenceKind::BackgroundSessionPersistence,
-        ];
-        let indicators = CORE.iter().filter(|k| collected.has(**k)).count();
-        if indicators < 2 {
-            return None;
-        }
-        // Device and app state make C2 more likely but never raise a finding by themselves.
+        // Device and app state make C2 more likely but never raise a finding by themselves
+        // (the two core indicators were checked above, before any words).
         self.context_evidence(enriched, baseline, &mut collected);
         (collected.score() >= self.config.c2_min_score).then_some(collected)
     }
@@ -1986,12 +1962,6 @@ fn recurrence<'h>(
         sizes_out: OnceCell::new(),
         sizes_in: OnceCell::new(),
     }
-}
-
-/// Statistics of the sorted inter-arrival times, and the share of them within `tolerance`
-/// (relative) of their median.
-fn interval_stats(gaps: &[u32], tolerance: f64) -> (Option<SeriesStats>, f64) {
-    share_near_median(gaps, tolerance)
 }
 
 /// Statistics of a sorted series, and the share of its values within `band` (relative) of its

@@ -412,6 +412,34 @@ fn a_baseline_version_applies_from_its_effective_time() {
 }
 
 #[test]
+fn a_session_earlier_than_the_last_one_is_judged_against_the_version_in_force_at_its_time() {
+    // The destination's kept baseline (resolved at T0 + 1 s, under the new version) does not
+    // answer for a session that started before that version.
+    let mut s = scorer_with(&format!("{{scope: {{kind: APP, value: com.example.weather}}, version: allow-8443, effective_time: {}, allowed_protocol_ports: [{{protocol: TLS, ports: [{{first: 8443, last: 8443}}]}}]}}", T0 + 1_000));
+    assert_eq!(s.score(&at(suspicious(), T0 + 1_000)), vec![]);
+    assert_eq!(
+        s.score(&at(suspicious(), T0)).len(),
+        1,
+        "before the version"
+    );
+}
+
+#[test]
+fn a_destination_s_kept_baseline_follows_the_device_s_group() {
+    // The same device, app and destination; the device leaves a group whose baseline approves
+    // the port.
+    let mut s = scorer_with("{scope: {kind: DEVICE_GROUP, value: developers}, version: v, effective_time: 0, allowed_protocol_ports: [{protocol: TLS, ports: [{first: 8443, last: 8443}]}]}");
+    let mut developer = at(suspicious(), T0);
+    developer.mdm.as_mut().unwrap().device_group = Some("developers".into());
+    assert_eq!(s.score(&developer), vec![], "developers");
+    assert_eq!(
+        s.score(&at(suspicious(), T0 + 60_000)).len(),
+        1,
+        "sales-emea"
+    );
+}
+
+#[test]
 fn the_category_port_expectation_gives_protocol_not_permitted_for_app() {
     let f = &scorer_with("{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, app_network_behavior: [{category: weather, expected_protocols: [TLS], expected_ports: [{first: 443, last: 443}]}]}").score(&suspicious())[0];
     assert!(kinds(f).contains(&EvidenceKind::ProtocolNotPermittedForApp));

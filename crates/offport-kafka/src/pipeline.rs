@@ -267,14 +267,40 @@ impl Pending {
                     Normalized::Event(value) => registered.encode(value),
                     Normalized::Context(value) => registered.encode(value),
                 }?;
-                Ok(Outgoing {
-                    key: Some(record.device_id().as_bytes().to_vec()),
-                    topic,
-                    partition: None,
-                    value: Some(value),
-                    headers: Vec::new(),
-                })
+                Ok(keyed(topic, &record, value))
             }
+        }
+    }
+}
+
+/// A normalized record's output: to `topic`, keyed by its device id (the murmur2 partitioner
+/// picks the partition).
+fn keyed(topic: String, record: &Normalized, value: Vec<u8>) -> Outgoing {
+    Outgoing {
+        key: Some(record.device_id().as_bytes().to_vec()),
+        topic,
+        partition: None,
+        value: Some(value),
+        headers: Vec::new(),
+    }
+}
+
+/// Where a normalizer's records of one kind go: the topic, and its registered schema once
+/// known (it does not change within a process, so the loop keeps it instead of looking it up
+/// per record).
+struct Output {
+    topic: String,
+    schema: Option<Arc<Registered>>,
+}
+
+impl Output {
+    /// The output of `record`'s kind among sessions, events, contexts.
+    fn of<'o>(outputs: &'o mut [Output; 3], record: &Normalized) -> &'o mut Output {
+        let [sessions, events, contexts] = outputs;
+        match record {
+            Normalized::Session(_) => sessions,
+            Normalized::Event(_) => events,
+            Normalized::Context(_) => contexts,
         }
     }
 }
@@ -422,17 +448,15 @@ async fn process<N: Normalizer>(
     settings: &Settings,
 ) -> Result<(), PipelineError> {
     let dead_letter_topic = TopicRole::DeadLetter.spec(&settings.topics).name;
-    let [sessions_topic, events_topic, contexts_topic] = [
+    let mut outputs = [
         TopicRole::Sessions,
         TopicRole::DeviceEvents,
         TopicRole::DeviceContexts,
     ]
-    .map(|role| role.spec(&settings.topics).name);
-    let topic_of = |normalized: &Normalized| match normalized {
-        Normalized::Session(_) => sessions_topic.clone(),
-        Normalized::Event(_) => events_topic.clone(),
-        Normalized::Context(_) => contexts_topic.clone(),
-    };
+    .map(|role| Output {
+        topic: role.spec(&settings.topics).name,
+        schema: None,
+    });
     let shell = Shell {
         consumer,
         producer,
@@ -516,27 +540,33 @@ async fn process<N: Normalizer>(
             match result {
                 Ok(records) => {
                     for record in records {
-                        let topic = topic_of(&record);
+                        let output = Output::of(&mut outputs, &record);
+                        if output.schema.is_none() {
+                            output.schema = codec.registered(&output.topic, record.contract());
+                        }
                         // Once its schema is registered a record is encoded on the
                         // transaction's thread; the first of a topic registers it here.
-                        match codec.registered(&topic, record.contract()) {
+                        match &output.schema {
                             Some(registered) => outgoing.push(Pending::Encode {
-                                topic,
-                                registered,
+                                topic: output.topic.clone(),
+                                registered: Arc::clone(registered),
                                 record: Box::new(record),
                             }),
                             None => {
                                 let value = encode_retrying(
-                                    codec, &topic, &record, options, metrics, shutdown,
+                                    codec,
+                                    &output.topic,
+                                    &record,
+                                    options,
+                                    metrics,
+                                    shutdown,
                                 )
                                 .await?;
-                                outgoing.push(Pending::Ready(Outgoing {
-                                    key: Some(record.device_id().as_bytes().to_vec()),
-                                    topic,
-                                    partition: None,
-                                    value: Some(value),
-                                    headers: Vec::new(),
-                                }));
+                                outgoing.push(Pending::Ready(keyed(
+                                    output.topic.clone(),
+                                    &record,
+                                    value,
+                                )));
                             }
                         }
                         metrics.records_out.inc();
