@@ -1055,6 +1055,7 @@ fn transact_blocking(
     runtime: &tokio::runtime::Handle,
 ) -> Result<(), KafkaError> {
     let timeout = Duration::from_secs(30);
+    let began = Instant::now();
     producer.begin_transaction()?;
     let mut deliveries = Vec::with_capacity(outgoing.len());
     for out in outgoing {
@@ -1084,9 +1085,11 @@ fn transact_blocking(
             Err((error, _)) => return Err(error),
         }
     }
+    let produced = began.elapsed();
     if offsets.count() > 0 {
         producer.send_offsets_to_transaction(offsets, metadata, timeout)?;
     }
+    let offsets_sent = began.elapsed();
     // Wait for every delivery report before committing: a failed delivery aborts the
     // transaction here, and commit_transaction's own flush then finds nothing outstanding.
     // (rust-rdkafka's flush otherwise sleeps in 100 ms polls while the producer's background
@@ -1101,7 +1104,17 @@ fn transact_blocking(
         }
         Ok(())
     })?;
+    let delivered = began.elapsed();
     producer.commit_transaction(timeout)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        records = outgoing.len(),
+        produce_ms = ms(produced),
+        offsets_ms = ms(offsets_sent - produced),
+        deliveries_ms = ms(delivered - offsets_sent),
+        commit_ms = ms(began.elapsed() - delivered),
+        "transaction"
+    );
     Ok(())
 }
 
