@@ -141,9 +141,14 @@ fn main() {
         let mut changelog = Changelog::default();
         let started = Instant::now();
         for batch in enriched_out.chunks(BATCH) {
-            for bytes in batch {
-                let session: EnrichedSession = enriched_codec.decode(bytes).expect("decode");
-                for finding in scorer.score(&session) {
+            // As the scorer stage does: the batch decoded, then scored group by group with
+            // each next group warmed first.
+            let sessions: Vec<EnrichedSession> = batch
+                .iter()
+                .map(|bytes| enriched_codec.decode(bytes).expect("decode"))
+                .collect();
+            scorer.score_all(&sessions, |_, out| {
+                for finding in out {
                     let mut datum = Vec::with_capacity(1024);
                     finding_codec.encode(&finding, &mut datum).expect("encode");
                     let json = serde_json::to_vec(&ocsf::detection_finding(&finding, "bench"))
@@ -151,7 +156,7 @@ fn main() {
                     std::hint::black_box((datum, json));
                     findings += 1;
                 }
-            }
+            });
             changelog.drain(&mut scorer);
         }
         let score_seconds = started.elapsed().as_secs_f64();

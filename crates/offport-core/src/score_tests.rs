@@ -772,8 +772,73 @@ fn reference(
     (series_stats(&gaps), series_stats(&out), series_stats(&inn))
 }
 
+/// Scoring a batch with its groups warmed first gives exactly what scoring the sessions one by
+/// one gives (same findings, same order, same state), on the benchmarks' realistic mix.
+#[test]
+fn score_all_equals_scoring_one_by_one() {
+    use crate::join::{JoinConfig, Joiner};
+    let devices: Vec<String> = (0..40).map(|d| format!("device-{d:03}")).collect();
+    let mut joiner = Joiner::new(JoinConfig::default());
+    let mut sessions = Vec::new();
+    for input in examples::join_mix(&devices, 20_000) {
+        sessions.extend(joiner.push(input));
+    }
+    sessions.extend(joiner.flush());
+    assert!(
+        sessions.len() > 4 * WARM_GROUP,
+        "{} sessions",
+        sessions.len()
+    );
+    let mut one_by_one = scorer();
+    let expected: Vec<(usize, Finding)> = sessions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| one_by_one.score(e).into_iter().map(move |f| (i, f)))
+        .collect();
+    let mut batched = scorer();
+    let mut got = Vec::new();
+    // Slices of an uneven length, as batches come: groups do not line up with them.
+    let part_len = WARM_GROUP * 3 + 5;
+    for (p, part) in sessions.chunks(part_len).enumerate() {
+        batched.score_all(part, |i, findings| {
+            got.extend(findings.into_iter().map(|f| (p * part_len + i, f)));
+        });
+    }
+    assert!(!expected.is_empty());
+    assert_eq!(got.len(), expected.len());
+    for ((i, a), (j, b)) in got.iter().zip(&expected) {
+        assert_eq!(i, j);
+        assert_eq!(a.finding_id, b.finding_id);
+        assert_eq!(a.score, b.score);
+        assert_eq!(a.session_count, b.session_count);
+        assert_eq!(kinds(a), kinds(b));
+    }
+    assert_eq!(
+        batched.tracked_destinations(),
+        one_by_one.tracked_destinations()
+    );
+    assert_eq!(batched.state_bytes(), one_by_one.state_bytes());
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// The share of a sorted series near its median, by two binary searches, is the share a
+    /// scan of every value counts.
+    #[test]
+    fn share_near_median_equals_a_scan(
+        mut values in proptest::collection::vec(0u32..2_000, 2..70),
+        band in 0.0f64..0.5,
+    ) {
+        values.sort_unstable();
+        let (stats, share) = share_near_median(&values, band);
+        let stats = stats.unwrap();
+        let near = values
+            .iter()
+            .filter(|v| (f64::from(**v) - stats.median).abs() <= band * stats.median)
+            .count();
+        proptest::prop_assert_eq!(share, near as f64 / values.len() as f64);
+    }
 
     /// The sorted series a history keeps as sessions come (in or out of order), overflow its
     /// capacity and age out of its window give exactly the statistics of sorting its samples,

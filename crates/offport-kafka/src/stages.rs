@@ -218,6 +218,10 @@ impl StatefulStage for ScorerStage {
         out
     }
 
+    fn warm(&self, task: &Scorer, input: &EnrichedSession) -> u64 {
+        task.warm(input)
+    }
+
     fn idle(&self, _task: &mut Scorer, _idle_ms: i64) -> Vec<Emit<Finding>> {
         vec![]
     }

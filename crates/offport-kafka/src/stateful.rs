@@ -54,6 +54,7 @@ use offport_core::durable::{Durable, StateChange};
 use offport_core::model::{DeadLetterReason, EpochMillis};
 use offport_core::normalize::{RawRecord, Rejection};
 use offport_core::schema::Contract;
+use offport_core::score::WARM_GROUP;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -125,6 +126,14 @@ pub trait StatefulStage: Send + Sync {
     ) -> Result<Self::Input, String>;
     /// Processes one record.
     fn process(&self, task: &mut Self::Task, input: Self::Input) -> Vec<Emit<Self::Output>>;
+    /// Reads, without changing it, the state that processing `input` will read first, so that
+    /// the cache misses of a group of upcoming records overlap instead of stalling one by one
+    /// ([`offport_core::score::Scorer::warm`]). The loop calls it for each group of
+    /// [`offport_core::score::WARM_GROUP`] records before it processes the group before them.
+    /// The result means nothing. Stages without such state do nothing.
+    fn warm(&self, _task: &Self::Task, _input: &Self::Input) -> u64 {
+        0
+    }
     /// The task has had no record for `idle_ms` of wall time.
     fn idle(&self, task: &mut Self::Task, idle_ms: i64) -> Vec<Emit<Self::Output>>;
     /// End of input: emit everything still held.
@@ -393,6 +402,9 @@ impl<S: StatefulStage> Runner<'_, S> {
             let mut touched: BTreeSet<i32> = BTreeSet::new();
             let mut fresh = 0_u64;
             let mut timestamps = Vec::with_capacity(batch.len());
+            // Decoded first, processed after, so that each group of records can be warmed
+            // before the group ahead of it is processed (see `StatefulStage::warm`).
+            let mut decoded = Vec::with_capacity(batch.len());
             for message in &batch {
                 let partition = message.partition();
                 if !self.tasks.contains_key(&partition) {
@@ -412,21 +424,45 @@ impl<S: StatefulStage> Runner<'_, S> {
                     message.offset() + 1,
                 );
                 touched.insert(partition);
-                let emitted = match self.decode(message).await? {
-                    Ok(input) => match self.tasks.get_mut(&partition) {
-                        Some(slot) => {
-                            slot.last_record = now;
-                            self.stage.process(&mut slot.task, input)
+                decoded.push((message, self.decode(message).await?));
+            }
+            let mut groups: Vec<Vec<_>> = Vec::with_capacity(decoded.len() / WARM_GROUP + 1);
+            let mut rest = decoded.into_iter().peekable();
+            while rest.peek().is_some() {
+                groups.push(rest.by_ref().take(WARM_GROUP).collect());
+            }
+            for group in 0..groups.len() {
+                let warmed = groups
+                    .get(group + 1)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(message, input)| {
+                        let task = &self.tasks.get(&message.partition())?.task;
+                        Some(self.stage.warm(task, input.as_ref().ok()?))
+                    })
+                    .fold(0, |acc, touched| acc ^ touched);
+                std::hint::black_box(warmed);
+                let records = groups
+                    .get_mut(group)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                for (message, input) in records {
+                    let emitted = match input {
+                        Ok(input) => match self.tasks.get_mut(&message.partition()) {
+                            Some(slot) => {
+                                slot.last_record = now;
+                                self.stage.process(&mut slot.task, input)
+                            }
+                            None => vec![],
+                        },
+                        Err(rejection) => {
+                            outgoing.push(self.dead_letter(message, &rejection).await?);
+                            continue;
                         }
-                        None => vec![],
-                    },
-                    Err(rejection) => {
-                        outgoing.push(self.dead_letter(message, &rejection).await?);
-                        continue;
+                    };
+                    for emit in emitted {
+                        outgoing.push(self.encode(emit).await?);
                     }
-                };
-                for emit in emitted {
-                    outgoing.push(self.encode(emit).await?);
                 }
             }
             self.metrics.records_in.inc_by(fresh);
