@@ -955,9 +955,9 @@ impl Scorer {
         histories + open
     }
 
-    /// Reads, without changing anything, the state that scoring `enriched` will read first: the
-    /// hash table slot of its destination's history, the history's newest sample and the start
-    /// of its sorted series. Called for a few upcoming sessions in a row, their cache misses
+    /// Reads, without changing anything, the state that scoring `enriched` will read: the hash
+    /// table slot of its destination's history, the history's oldest, newest and last-hour
+    /// samples and every cache line of its sorted series. Called for a few upcoming sessions in a row, their cache misses
     /// (independent of one another) overlap, where inside [`Scorer::score`] each stalls in
     /// turn; the sessions are then scored from warm caches. [`Scorer::score_all`] does this for
     /// a batch; a caller that interleaves several scorers calls it itself. The result means
@@ -966,9 +966,19 @@ impl Scorer {
         let (_, key) = history_key(enriched);
         match self.histories.get(&key) {
             Some(history) => {
-                let newest = history.samples.back().map_or(0, |s| s.start);
-                let low = history.sorted.first().copied().unwrap_or(0);
-                newest.unsigned_abs() ^ u64::from(low)
+                // The samples scoring reads (the oldest for the window, the newest, the last
+                // hour's boundary) and every cache line of the sorted series (16 values each).
+                let samples = &history.samples;
+                let starts = [samples.front(), samples.back(), samples.get(history.hour_from)]
+                    .into_iter()
+                    .flatten()
+                    .fold(0, |acc, s| acc ^ s.start.unsigned_abs());
+                let sorted = history
+                    .sorted
+                    .iter()
+                    .step_by(16)
+                    .fold(0, |acc, v| acc ^ u64::from(*v));
+                starts ^ sorted
             }
             None => key,
         }
