@@ -148,6 +148,11 @@ async fn produce_encoded<T: serde::Serialize>(
 fn main() -> Result<()> {
     let devices = env("OFFPORT_BENCH_DEVICES", 3_000);
     let per_device = env("OFFPORT_BENCH_SESSIONS", 50);
+    // The stages' logs only when asked for (RUST_LOG=offport_kafka=debug shows each
+    // transaction's phases).
+    if std::env::var_os("RUST_LOG").is_some() {
+        offport_kafka::telemetry::init(&Settings::default().log);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

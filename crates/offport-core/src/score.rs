@@ -969,10 +969,14 @@ impl Scorer {
                 // The samples scoring reads (the oldest for the window, the newest, the last
                 // hour's boundary) and every cache line of the sorted series (16 values each).
                 let samples = &history.samples;
-                let starts = [samples.front(), samples.back(), samples.get(history.hour_from)]
-                    .into_iter()
-                    .flatten()
-                    .fold(0, |acc, s| acc ^ s.start.unsigned_abs());
+                let starts = [
+                    samples.front(),
+                    samples.back(),
+                    samples.get(history.hour_from),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(0, |acc, s| acc ^ s.start.unsigned_abs());
                 let sorted = history
                     .sorted
                     .iter()
