@@ -117,19 +117,16 @@ async fn normalize<N: Normalizer + Send + 'static>(
             run_normalizer(&settings, options, normalizer, codec, metrics, shutdown).await
         })
     };
-    // Timed from the first record read to the last output committed.
-    let mut started = None;
-    loop {
-        let read = metrics.records_in.get();
-        if read > 0 {
-            started.get_or_insert_with(Instant::now);
-        }
-        if metrics.records_committed.get() as usize >= records {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // Timed from the first record received to the last output committed.
+    while (metrics.records_committed.get() as usize) < records {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let elapsed = started.context("no record")?.elapsed().as_secs_f64();
+    let elapsed = metrics
+        .first_read
+        .get()
+        .context("no record")?
+        .elapsed()
+        .as_secs_f64();
     shutdown.trigger();
     task.await??;
     Ok(records as f64 / elapsed)

@@ -13,7 +13,7 @@
 //!   last delivery acknowledged.
 //! - joiner / scorer: the service loop (`run_stateful`: read_committed consumer, Avro decode,
 //!   the core, Avro encode, changelog, transactions with the input offsets), run to the end of
-//!   its input (`stream.stop_at_end`); timed from the first record consumed to the loop's end
+//!   its input (`stream.stop_at_end`); timed from the first record received to the loop's end
 //!   (the last transaction committed).
 //!
 //! Memory: the joiner's `state_bytes` over its devices at the end of input, before the flush
@@ -109,15 +109,17 @@ async fn run_stage<S: StatefulStage + 'static>(
             run_stateful(&settings, stage, codec, metrics, Shutdown::new()).await
         })
     };
-    let mut started = None;
     while !task.is_finished() {
-        if metrics.records_in.get() > 0 {
-            started.get_or_insert_with(Instant::now);
-        }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     task.await??;
-    let elapsed = started.context("no record")?.elapsed().as_secs_f64();
+    // From the stage's first record received, as the copy from its first record.
+    let elapsed = metrics
+        .first_read
+        .get()
+        .context("no record")?
+        .elapsed()
+        .as_secs_f64();
     anyhow::ensure!(
         metrics.records_in.get() as usize == records,
         "read {} of {records}",

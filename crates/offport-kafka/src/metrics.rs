@@ -101,6 +101,9 @@ pub struct PipelineMetrics {
     pub baselines_applied: Counter,
     /// True once the stage processes records.
     pub ready: AtomicBool,
+    /// When the stage's loop received its first input record (not exported; benchmarks time
+    /// a stage from it, as they time a plain copy from its first record).
+    pub first_read: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl PipelineMetrics {
@@ -129,6 +132,7 @@ impl PipelineMetrics {
             baselines_rejected: Counter::default(),
             baselines_applied: Counter::default(),
             ready: AtomicBool::new(false),
+            first_read: std::sync::OnceLock::new(),
         };
         let offport = registry.sub_registry_with_prefix("offport");
         offport.register(

@@ -490,7 +490,7 @@ async fn process<N: Normalizer>(
             }
         }
         let collecting = Instant::now();
-        let batch = collect_batch(consumer, options, shutdown).await?;
+        let batch = collect_batch(consumer, options, shutdown, metrics).await?;
         let t_collect = collecting.elapsed();
         if batch.is_empty() {
             settle(&mut in_flight, shell, normalizer, &mut progress).await?;
@@ -758,6 +758,7 @@ pub(crate) async fn collect_batch<'c>(
     consumer: &'c LagConsumer,
     options: &PipelineOptions,
     shutdown: &Shutdown,
+    metrics: &PipelineMetrics,
 ) -> Result<Vec<BorrowedMessage<'c>>, PipelineError> {
     let mut batch = Vec::new();
     let first = tokio::select! {
@@ -766,7 +767,10 @@ pub(crate) async fn collect_batch<'c>(
         received = consumer.recv() => received,
     };
     match first {
-        Ok(message) => batch.push(message),
+        Ok(message) => {
+            metrics.first_read.get_or_init(Instant::now);
+            batch.push(message);
+        }
         Err(error) => {
             // Consumer errors are reported by librdkafka and retried internally.
             tracing::warn!(%error, "consumer error");

@@ -353,7 +353,8 @@ impl<S: StatefulStage> Runner<'_, S> {
             applied = feed.applied();
 
             let started = Instant::now();
-            let batch = collect_batch(self.consumer, self.options, self.shutdown).await?;
+            let batch =
+                collect_batch(self.consumer, self.options, self.shutdown, self.metrics).await?;
             // Nothing came: the open transaction is settled now (its metrics, and on failure
             // the reset) rather than when records come again.
             if batch.is_empty() && !self.settle(in_flight).await? {
