@@ -22,20 +22,15 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use offport_core::examples;
 use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
 use offport_core::normalize::{Limits, Normalized, Normalizer, RawRecord, Rejection};
-use offport_kafka::metrics::PipelineMetrics;
-use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
-use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
-use offport_kafka::shutdown::Shutdown;
 use offport_kafka::topics::{ensure_topics, TopicRole, TopicSpec};
-use offport_tests::{enqueue, isolated_settings, produce, unique, RawInput};
+use offport_tests::{enqueue, isolated_settings, produce, unique, Background, RawInput};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -99,36 +94,23 @@ impl Normalizer for Unparsed {
     }
 }
 
-async fn normalize<N: Normalizer + Send + 'static>(
+async fn normalize<N: Normalizer + Send + Sync + 'static>(
     settings: &Settings,
-    input: &str,
     records: usize,
     normalizer: N,
 ) -> Result<f64> {
-    let codec = Arc::new(RegistryCodec::new(&settings.registry)?);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = PipelineMetrics::register(&mut registry);
-    let shutdown = Shutdown::new();
-    let options = PipelineOptions::for_stage("normalize-proxy", vec![input.to_string()], settings);
-    let task = {
-        let (settings, metrics, shutdown) =
-            (settings.clone(), Arc::clone(&metrics), shutdown.clone());
-        tokio::spawn(async move {
-            run_normalizer(&settings, options, normalizer, codec, metrics, shutdown).await
-        })
-    };
+    let stage =
+        Background::normalizer(settings, "normalize-proxy", TopicRole::RawProxy, normalizer)?;
     // Timed from the first record received to the last output committed.
-    while (metrics.records_committed.get() as usize) < records {
+    while (stage.metrics.records_committed.get() as usize) < records {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let elapsed = metrics
-        .first_read
-        .get()
+    let elapsed = stage
+        .metrics
+        .since_first_read()
         .context("no record")?
-        .elapsed()
         .as_secs_f64();
-    shutdown.trigger();
-    task.await??;
+    stage.stop().await?;
     Ok(records as f64 / elapsed)
 }
 
@@ -179,7 +161,7 @@ fn main() -> Result<()> {
         let copy_rate = pass_through(&settings, &input, &copy, records).await?;
         println!("pass-through copy (rdkafka consume + produce):   {copy_rate:>10.0} records/s");
         let normalizer = ProxyNormalizer::new(ProxyFormat::Auto, Limits::default());
-        let normalize_rate = normalize(&settings, &input, records, normalizer).await?;
+        let normalize_rate = normalize(&settings, records, normalizer).await?;
         println!("normalize-proxy (parse, Avro, transactions):     {normalize_rate:>10.0} records/s");
         println!(
             "normalize-proxy / pass-through: {:.0} % (target >= 70 %)",
@@ -206,7 +188,7 @@ fn main() -> Result<()> {
         else {
             anyhow::bail!("the sample record is not a session");
         };
-        let loop_rate = normalize(&unparsed, &input, records, Unparsed(session)).await?;
+        let loop_rate = normalize(&unparsed, records, Unparsed(session)).await?;
         println!("stage loop without parsing (Avro, transactions): {loop_rate:>10.0} records/s ({:.0} % of pass-through)", 100.0 * loop_rate / copy_rate);
         Ok(())
     })

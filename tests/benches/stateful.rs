@@ -31,12 +31,11 @@ use offport_core::schema::Contract;
 use offport_kafka::metrics::PipelineMetrics;
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
-use offport_kafka::shutdown::Shutdown;
 use offport_kafka::stages::{JoinerStage, ScorerStage};
-use offport_kafka::stateful::{run_stateful, StatefulStage};
+use offport_kafka::stateful::StatefulStage;
 use offport_kafka::topics::{ensure_topics, TopicRole, TopicSpec};
 use offport_tests::scenario::replay_dataset;
-use offport_tests::{enqueue, isolated_settings, produce, unique, RawInput};
+use offport_tests::{enqueue, isolated_settings, produce, unique, Background, RawInput};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -100,25 +99,15 @@ async fn run_stage<S: StatefulStage + 'static>(
     stage: S,
     records: usize,
 ) -> Result<(f64, Arc<PipelineMetrics>)> {
-    let codec = Arc::new(RegistryCodec::new(&settings.registry)?);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = PipelineMetrics::register(&mut registry);
-    let task = {
-        let (settings, metrics) = (settings.clone(), Arc::clone(&metrics));
-        tokio::spawn(async move {
-            run_stateful(&settings, stage, codec, metrics, Shutdown::new()).await
-        })
-    };
+    let Background { task, metrics, .. } = Background::stateful(settings, stage)?;
     while !task.is_finished() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     task.await??;
     // From the stage's first record received, as the copy from its first record.
     let elapsed = metrics
-        .first_read
-        .get()
+        .since_first_read()
         .context("no record")?
-        .elapsed()
         .as_secs_f64();
     anyhow::ensure!(
         metrics.records_in.get() as usize == records,

@@ -34,6 +34,7 @@ fn session_json(device: &str, port: u16, ip: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_json_sessions_come_out_as_avro_keyed_by_device_and_bad_ones_are_dead_lettered(
 ) -> Result<()> {
+    let test_started = std::time::Instant::now();
     let partitions = 3;
     let roles = [
         TopicRole::RawProxy,
@@ -171,5 +172,8 @@ async fn raw_json_sessions_come_out_as_avro_keyed_by_device_and_bad_ones_are_dea
     assert_eq!(metrics.records_in.get(), raw.len() as u64);
     assert_eq!(metrics.records_out.get(), 4);
     assert_eq!(metrics.records_committed.get(), raw.len() as u64);
+    // The loop noted when its first record came (the benches time a stage from it).
+    let since = metrics.since_first_read().expect("first record noted");
+    assert!(since <= test_started.elapsed(), "{since:?}");
     Ok(())
 }

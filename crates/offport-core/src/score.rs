@@ -527,6 +527,19 @@ fn quantile<T: Copy + Into<f64>>(sorted: &[T], q: f64) -> f64 {
     a + (b - a) * (position - low as f64)
 }
 
+/// The median and the Bowley (quartile) skew of a sorted series.
+fn median_and_skew<T: Copy + Into<f64>>(sorted: &[T]) -> (f64, f64) {
+    let median = quantile(sorted, 0.5);
+    let q1 = quantile(sorted, 0.25);
+    let q3 = quantile(sorted, 0.75);
+    let skew = if q3 - q1 > 0.0 {
+        (q3 + q1 - 2.0 * median) / (q3 - q1)
+    } else {
+        0.0
+    };
+    (median, skew)
+}
+
 /// Median, MAD and Bowley skew of `values`; `None` for fewer than two values.
 pub fn series_stats(values: &[f64]) -> Option<SeriesStats> {
     series_stats_in_place(&mut values.to_vec())
@@ -539,14 +552,7 @@ fn series_stats_in_place(values: &mut [f64]) -> Option<SeriesStats> {
         return None;
     }
     values.sort_unstable_by(f64::total_cmp);
-    let median = quantile(values, 0.5);
-    let q1 = quantile(values, 0.25);
-    let q3 = quantile(values, 0.75);
-    let skew = if q3 - q1 > 0.0 {
-        (q3 + q1 - 2.0 * median) / (q3 - q1)
-    } else {
-        0.0
-    };
+    let (median, skew) = median_and_skew(values);
     // The median of the deviations reuses the buffer and a selection instead of a second sort.
     for value in values.iter_mut() {
         *value = (*value - median).abs();
@@ -572,14 +578,7 @@ fn sorted_stats(sorted: &[u32]) -> Option<SeriesStats> {
     if len < 2 {
         return None;
     }
-    let median = quantile(sorted, 0.5);
-    let q1 = quantile(sorted, 0.25);
-    let q3 = quantile(sorted, 0.75);
-    let skew = if q3 - q1 > 0.0 {
-        (q3 + q1 - 2.0 * median) / (q3 - q1)
-    } else {
-        0.0
-    };
+    let (median, skew) = median_and_skew(sorted);
     // The (len / 2)-th smallest deviation and the one before it (for an even length). The
     // median of integers is a whole or a half, so twice the deviations are exact integers and
     // the walk compares integers without branches (a missing side counts as infinitely far).

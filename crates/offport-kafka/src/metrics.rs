@@ -107,6 +107,11 @@ pub struct PipelineMetrics {
 }
 
 impl PipelineMetrics {
+    /// Time since the stage's loop received its first input record; `None` before it has.
+    pub fn since_first_read(&self) -> Option<std::time::Duration> {
+        self.first_read.get().map(std::time::Instant::elapsed)
+    }
+
     /// Metrics registered in `registry` under the `offport` prefix.
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let metrics = Self {

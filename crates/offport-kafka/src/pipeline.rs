@@ -1095,9 +1095,11 @@ fn transact_blocking(
     }
     let offsets_sent = began.elapsed();
     // Wait for every delivery report before committing: a failed delivery aborts the
-    // transaction here, and commit_transaction's own flush then finds nothing outstanding.
-    // (rust-rdkafka's flush otherwise sleeps in 100 ms polls while the producer's background
-    // thread serves the reports, which capped throughput at ~10 commits/s.)
+    // transaction here. rust-rdkafka's commit_transaction flushes first, and its flush polls the
+    // producer's queue in 100 ms waits while the producer's own thread serves that queue: with
+    // any message still counted it stalls. So the reports are awaited here, and then the count
+    // left to drain (the futures resolve a moment before their reports are freed; without the
+    // drain one commit in about twelve stalled 100 ms, per librdkafka's eos debug log).
     runtime.block_on(async {
         for delivery in deliveries {
             match delivery.await {
@@ -1108,11 +1110,6 @@ fn transact_blocking(
         }
         Ok(())
     })?;
-    // rust-rdkafka's commit_transaction flushes first, and when a message is still counted (its
-    // delivery report being served on the producer's polling thread at that moment: the futures
-    // resolve before the reports are freed) that flush polls the same, already emptied, queue
-    // for up to 100 ms. One commit in about twelve stalled so (librdkafka's eos debug log: the
-    // commit call came 100 ms after the last delivery). The count drains within microseconds.
     let draining = Instant::now();
     while producer.in_flight_count() > 0 && draining.elapsed() < Duration::from_secs(1) {
         std::thread::sleep(Duration::from_micros(100));

@@ -44,7 +44,7 @@
 //! partition is read to its end, every task flushes what it still holds, the flush is committed,
 //! and the loop stops: a bounded replay finishes with all its output.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -405,7 +405,7 @@ impl<S: StatefulStage> Runner<'_, S> {
             let mut timestamps = Vec::with_capacity(batch.len());
             // Decoded first, processed after, so that each group of records can be warmed
             // before the group ahead of it is processed (see `StatefulStage::warm`).
-            let mut decoded = Vec::with_capacity(batch.len());
+            let mut decoded = VecDeque::with_capacity(batch.len());
             for message in &batch {
                 let partition = message.partition();
                 if !self.tasks.contains_key(&partition) {
@@ -425,29 +425,13 @@ impl<S: StatefulStage> Runner<'_, S> {
                     message.offset() + 1,
                 );
                 touched.insert(partition);
-                decoded.push((message, self.decode(message).await?));
+                decoded.push_back((message, self.decode(message).await?));
             }
-            let mut groups: Vec<Vec<_>> = Vec::with_capacity(decoded.len() / WARM_GROUP + 1);
-            let mut rest = decoded.into_iter().peekable();
-            while rest.peek().is_some() {
-                groups.push(rest.by_ref().take(WARM_GROUP).collect());
-            }
-            for group in 0..groups.len() {
-                let warmed = groups
-                    .get(group + 1)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(message, input)| {
-                        let task = &self.tasks.get(&message.partition())?.task;
-                        Some(self.stage.warm(task, input.as_ref().ok()?))
-                    })
-                    .fold(0, |acc, touched| acc ^ touched);
-                std::hint::black_box(warmed);
-                let records = groups
-                    .get_mut(group)
-                    .map(std::mem::take)
-                    .unwrap_or_default();
-                for (message, input) in records {
+            while !decoded.is_empty() {
+                // The group after this one is warmed while this one is processed.
+                let group = WARM_GROUP.min(decoded.len());
+                self.warm(decoded.range(group..).take(WARM_GROUP));
+                for (message, input) in decoded.drain(..group) {
                     let emitted = match input {
                         Ok(input) => match self.tasks.get_mut(&message.partition()) {
                             Some(slot) => {
@@ -668,6 +652,23 @@ impl<S: StatefulStage> Runner<'_, S> {
             "task state restored from the changelog"
         );
         Ok(task)
+    }
+
+    /// Warms what processing `upcoming` will read, each record with its partition's task (see
+    /// [`StatefulStage::warm`]); dead-lettered records are skipped.
+    fn warm<'m, 'b: 'm>(
+        &self,
+        upcoming: impl Iterator<Item = &'m (&'m BorrowedMessage<'b>, Result<S::Input, Rejection>)>,
+    ) where
+        S::Input: 'm,
+    {
+        let warmed = upcoming
+            .filter_map(|(message, input)| {
+                let task = &self.tasks.get(&message.partition())?.task;
+                Some(self.stage.warm(task, input.as_ref().ok()?))
+            })
+            .fold(0, |acc, touched| acc ^ touched);
+        std::hint::black_box(warmed);
     }
 
     /// The typed input, or why the record is dead-lettered. Transient registry failures are
