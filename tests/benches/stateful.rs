@@ -6,8 +6,12 @@
 //! configured). `OFFPORT_BENCH_DEVICES` (default 3000) and `OFFPORT_BENCH_SESSIONS` per device
 //! (default 50) set the input: per session one WorkManager event, plus two lifecycle events and
 //! one MDM record per device (the replay dataset of the tests). `OFFPORT_BENCH_BATCH` sets the
-//! records per transaction (default: the services' default).
+//! records per transaction (default: the services' default), `OFFPORT_BENCH_PARTITIONS` the
+//! partitions of every topic (default 6, the services' default) and `OFFPORT_BENCH_WORKERS`
+//! the stages' task threads (`stream.workers`; default 0: one per core).
 //!
+//! - read only: one consumer (its own group) reads the stage's input topics, read_committed, and
+//!   does nothing with them: what reading alone costs.
 //! - pass-through: one consumer (its own group) reads the stage's input topics and one producer
 //!   copies every record, unchanged, to a copy topic; timed from the first record consumed to the
 //!   last delivery acknowledged.
@@ -15,6 +19,16 @@
 //!   the core, Avro encode, changelog, transactions with the input offsets), run to the end of
 //!   its input (`stream.stop_at_end`); timed from the first record received to the loop's end
 //!   (the last transaction committed).
+//!
+//! - work alone: the stage's own per-record work on one thread with Kafka out of the way (the
+//!   input read into memory first; then decode, process, encode, changelog drains), and from it
+//!   a ceiling: two cores spent on nothing but reading the input and that work.
+//!
+//! Each line also gives the machine's busy CPU time (all processes, broker and registry
+//! included, from `/proc/stat`; 10 ms ticks) per record over the phase: with two cores a phase
+//! cannot go faster than 2 s of CPU per second, so a stage whose CPU per record exceeds the
+//! copy's by more than the copy's own rate allows cannot reach a given share of it on this
+//! machine. A stage's phase includes its start (group join, restore), mostly waiting.
 //!
 //! Memory: the joiner's `state_bytes` over its devices at the end of input, before the flush
 //! empties the pending sessions (the joiner keeps every device's timelines for TimeWindow).
@@ -47,10 +61,42 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Busy CPU time of the whole machine so far (every process, the broker's too), from
+/// `/proc/stat`: user, nice, system, irq, softirq and steal ticks. `None` off Linux.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    // USER_HZ is 100 on every Linux architecture offport builds for.
+    Some(Duration::from_millis(busy * 10))
+}
+
+/// Machine CPU microseconds per record between `before` and now (NaN off Linux).
+fn cpu_per_record(before: Option<Duration>, records: usize) -> f64 {
+    match (before, machine_busy()) {
+        (Some(before), Some(after)) => {
+            (after.saturating_sub(before)).as_secs_f64() * 1e6 / records as f64
+        }
+        _ => f64::NAN,
+    }
+}
+
+/// Reads `inputs` (read_committed) and, when `output` is given, copies every record to it;
+/// returns records/s.
 async fn pass_through(
     settings: &Settings,
     inputs: &[String],
-    output: &str,
+    output: Option<&str>,
     records: usize,
 ) -> Result<f64> {
     let consumer: StreamConsumer = settings
@@ -74,9 +120,15 @@ async fn pass_through(
     consumer.subscribe(&topics)?;
     let mut deliveries = Vec::with_capacity(records);
     let mut started = None;
-    while deliveries.len() < records {
+    let mut read = 0;
+    while read < records {
         let message = consumer.recv().await?;
         started.get_or_insert_with(Instant::now);
+        read += 1;
+        let Some(output) = output else {
+            std::hint::black_box(message.payload());
+            continue;
+        };
         let mut record = FutureRecord::to(output).payload(message.payload().unwrap_or_default());
         if let Some(key) = message.key() {
             record = record.key(key);
@@ -91,6 +143,90 @@ async fn pass_through(
     }
     let elapsed = started.context("no record")?.elapsed().as_secs_f64();
     Ok(records as f64 / elapsed)
+}
+
+/// The stage's own per-record work on one thread, with Kafka out of the way: every record of
+/// `inputs` is read into memory first, then timed: decoded, processed by its partition's task,
+/// its outputs encoded, and the changelog drained every `batch` records, as the service loop
+/// does. Returns microseconds per input record.
+async fn work_alone<S: StatefulStage>(
+    settings: &Settings,
+    stage: &S,
+    inputs: &[String],
+    records: usize,
+    batch: usize,
+) -> Result<f64> {
+    use offport_core::durable::Durable;
+    use offport_kafka::stateful::Emit;
+    let consumer: StreamConsumer = settings
+        .kafka
+        .client_config()
+        .set("group.id", unique("bench-work"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let codec = RegistryCodec::new(&settings.registry)?;
+    let mut held = Vec::with_capacity(records);
+    while held.len() < records {
+        let message = consumer.recv().await?;
+        let input = inputs
+            .iter()
+            .position(|t| t == message.topic())
+            .context("record of another topic")?;
+        let payload = message.payload().context("no value")?.to_vec();
+        codec
+            .fetch_writer(offport_kafka::registry::schema_id(&payload)?)
+            .await?;
+        held.push((input, message.partition(), payload));
+    }
+    // What a service holds with an empty baselines topic: the shipped defaults.
+    let baselines = offport_core::baseline::BaselineSet::with_defaults()?;
+    let mut tasks = std::collections::BTreeMap::new();
+    let started = Instant::now();
+    let mut bytes = 0_usize;
+    for (n, (input, partition, payload)) in held.iter().enumerate() {
+        let task = tasks.entry(*partition).or_insert_with(|| {
+            let mut task = stage.new_task(&baselines);
+            task.journal_changes();
+            task
+        });
+        let decoded = stage
+            .decode(*input, payload, &codec)
+            .map_err(anyhow::Error::msg)?;
+        for emit in stage.process(task, decoded) {
+            bytes += match emit {
+                Emit::Avro {
+                    topic,
+                    contract,
+                    value,
+                    ..
+                } => codec.encode_value(&topic, contract, &value).await?.len(),
+                Emit::Bytes { value, .. } => value.len(),
+            };
+        }
+        if (n + 1) % batch == 0 || n + 1 == held.len() {
+            for task in tasks.values_mut() {
+                bytes += task.drain_changes().len();
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(bytes);
+    Ok(elapsed.as_secs_f64() * 1e6 / records as f64)
+}
+
+/// The best a stage could do on this machine's two cores if all it cost were reading its
+/// input (`read_cpu`, machine CPU per record) and its own work (`work`, per record): no
+/// transactions, changelog, outputs or broker work for them.
+fn ceiling(read_cpu: f64, work: f64, copy_rate: f64) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let rate = cores * 1e6 / (read_cpu + work);
+    format!(
+        "ceiling on {cores} cores ({read_cpu:.1} us reading + {work:.1} us work per record): {rate:>8.0} records/s = {:.0} % of the copy",
+        100.0 * rate / copy_rate
+    )
 }
 
 /// Runs `stage` to the end of its input; returns records/s and its metrics.
@@ -155,8 +291,18 @@ fn main() -> Result<()> {
                 .pipeline
                 .batch_max_records,
         );
-        let mut settings = isolated_settings("bench-stateful", 3, batch, &TopicRole::ALL).await?;
+        // The services' default partition count: a stage processes its tasks (partitions) side
+        // by side on `stream.workers` threads, so fewer partitions than cores leave cores idle.
+        let partitions = env("OFFPORT_BENCH_PARTITIONS", 6);
+        let mut settings = isolated_settings(
+            "bench-stateful",
+            i32::try_from(partitions)?,
+            batch,
+            &TopicRole::ALL,
+        )
+        .await?;
         settings.stream.stop_at_end = true;
+        settings.stream.workers = env("OFFPORT_BENCH_WORKERS", 0);
         let copy = format!("{}copy", settings.topics.prefix);
         let copy_spec = TopicSpec {
             name: copy.clone(),
@@ -178,11 +324,12 @@ fn main() -> Result<()> {
             &sessions.iter().map(|s| (s.device_id.clone(), s.clone())).collect::<Vec<_>>()).await?;
         let joiner_in = sessions.len() + events.len() + contexts.len();
         println!(
-            "input: {devices} devices, {} sessions, {} EDR events, {} MDM records on 3 partitions, loaded in {:.1} s; batch {batch}",
+            "input: {devices} devices, {} sessions, {} EDR events, {} MDM records on {partitions} partitions, loaded in {:.1} s; batch {batch}; {} task threads",
             sessions.len(),
             events.len(),
             contexts.len(),
-            loading.elapsed().as_secs_f64()
+            loading.elapsed().as_secs_f64(),
+            settings.stream.worker_threads()
         );
         let topic = |role: TopicRole| role.spec(&settings.topics).name;
         let joiner_topics = vec![
@@ -190,10 +337,18 @@ fn main() -> Result<()> {
             topic(TopicRole::DeviceEvents),
             topic(TopicRole::DeviceContexts),
         ];
-        let copy_rate = pass_through(&settings, &joiner_topics, &copy, joiner_in).await?;
-        println!("pass-through copy of the joiner's inputs:   {copy_rate:>10.0} records/s");
+        let busy = machine_busy();
+        let read_rate = pass_through(&settings, &joiner_topics, None, joiner_in).await?;
+        let read_cpu = cpu_per_record(busy, joiner_in);
+        println!("read only, the joiner's inputs:             {read_rate:>10.0} records/s, {read_cpu:5.1} us machine CPU/record");
+        let busy = machine_busy();
+        let copy_rate = pass_through(&settings, &joiner_topics, Some(&copy), joiner_in).await?;
+        println!("pass-through copy of the joiner's inputs:   {copy_rate:>10.0} records/s, {:5.1} us machine CPU/record", cpu_per_record(busy, joiner_in));
+        let work = work_alone(&settings, &JoinerStage::new(&settings), &joiner_topics, joiner_in, batch).await?;
+        println!("joiner work alone, one thread: {work:.1} us/record; {}", ceiling(read_cpu, work, copy_rate));
+        let busy = machine_busy();
         let (join_rate, metrics) = run_stage(&settings, JoinerStage::new(&settings), joiner_in).await?;
-        println!("joiner (decode, join, encode, changelog):   {join_rate:>10.0} records/s");
+        println!("joiner (decode, join, encode, changelog):   {join_rate:>10.0} records/s, {:5.1} us machine CPU/record", cpu_per_record(busy, joiner_in));
         println!(
             "joiner / pass-through: {:.0} % (target >= 70 %); {} changelog records, {} transactions",
             100.0 * join_rate / copy_rate,
@@ -209,10 +364,19 @@ fn main() -> Result<()> {
         );
 
         let scorer_in = sessions.len();
-        let copy_rate = pass_through(&settings, &[topic(TopicRole::EnrichedSessions)], &copy, scorer_in).await?;
-        println!("pass-through copy of the scorer's input:    {copy_rate:>10.0} records/s");
+        let scorer_topics = [topic(TopicRole::EnrichedSessions)];
+        let busy = machine_busy();
+        let read_rate = pass_through(&settings, &scorer_topics, None, scorer_in).await?;
+        let read_cpu = cpu_per_record(busy, scorer_in);
+        println!("read only, the scorer's input:              {read_rate:>10.0} records/s, {read_cpu:5.1} us machine CPU/record");
+        let busy = machine_busy();
+        let copy_rate = pass_through(&settings, &scorer_topics, Some(&copy), scorer_in).await?;
+        println!("pass-through copy of the scorer's input:    {copy_rate:>10.0} records/s, {:5.1} us machine CPU/record", cpu_per_record(busy, scorer_in));
+        let work = work_alone(&settings, &ScorerStage::new(&settings), &scorer_topics, scorer_in, batch).await?;
+        println!("scorer work alone, one thread: {work:.1} us/record; {}", ceiling(read_cpu, work, copy_rate));
+        let busy = machine_busy();
         let (score_rate, metrics) = run_stage(&settings, ScorerStage::new(&settings), scorer_in).await?;
-        println!("scorer (decode, score, Avro + OCSF out):    {score_rate:>10.0} records/s");
+        println!("scorer (decode, score, Avro + OCSF out):    {score_rate:>10.0} records/s, {:5.1} us machine CPU/record", cpu_per_record(busy, scorer_in));
         println!(
             "scorer / pass-through: {:.0} % (target >= 70 %); {} findings out (Avro + OCSF records), {} changelog records",
             100.0 * score_rate / copy_rate,

@@ -12,6 +12,9 @@
 //! The allowed lateness is longer than the dataset, so the joiner's output does not depend on how
 //! the three input topics interleave (which differs run to run): every session is held, with
 //! the changelog carrying it across the kills, until the end of input flushes it.
+//!
+//! Also here (it shares the dataset): a stage processing a batch's tasks side by side on three
+//! threads (`stream.workers`) produces exactly what one thread does.
 
 #![allow(
     clippy::unwrap_used,
@@ -490,5 +493,66 @@ async fn joiner_and_scorer_stopped_with_sigterm_mid_replay_lose_and_duplicate_no
         "enriched sessions differ after SIGTERM"
     );
     assert_eq!(run.alerts.0, run.alerts.1, "alerts differ after SIGTERM");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_processed_side_by_side_produce_what_one_thread_does() -> Result<()> {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        - 4 * 3_600_000;
+    let mut one = replay_settings("one-thread").await?;
+    let mut three = replay_settings("three-threads").await?;
+    for (settings, workers) in [(&mut one, 1), (&mut three, 3)] {
+        settings.stream.workers = workers;
+        // Batches larger than a partition's share of the dataset, so that they hold records
+        // of several tasks.
+        settings.pipeline.batch_max_records = 500;
+    }
+    let codec = RegistryCodec::new(&one.registry)?;
+    let sessions = produce_dataset(&one, &codec, t0).await?;
+    produce_dataset(&three, &codec, t0).await?;
+    let mut parallel = Vec::new();
+    for settings in [&one, &three] {
+        let joiner = Background::stateful(settings, JoinerStage::new(settings))?;
+        tokio::time::timeout(Duration::from_secs(180), joiner.task).await???;
+        let scorer = Background::stateful(settings, ScorerStage::new(settings))?;
+        tokio::time::timeout(Duration::from_secs(180), scorer.task).await???;
+        parallel.push((
+            joiner.metrics.parallel_batches.get(),
+            scorer.metrics.parallel_batches.get(),
+        ));
+    }
+    println!(
+        "batches on several threads (joiner, scorer): one worker {:?}, three workers {:?}",
+        parallel[0], parallel[1]
+    );
+    assert_eq!(parallel[0], (0, 0), "one worker ran tasks side by side");
+    assert!(
+        parallel[1].0 > 0 && parallel[1].1 > 0,
+        "no batch ran its tasks side by side: the test shows nothing"
+    );
+    let enriched: Vec<BTreeMap<i32, Vec<EnrichedSession>>> = vec![
+        by_partition(&one, &codec, TopicRole::EnrichedSessions, sessions).await?,
+        by_partition(&three, &codec, TopicRole::EnrichedSessions, sessions).await?,
+    ];
+    assert_eq!(
+        enriched[0].values().map(Vec::len).sum::<usize>(),
+        sessions,
+        "the one-thread run lost sessions"
+    );
+    assert_eq!(enriched[0], enriched[1], "enriched sessions differ");
+    let alerts: Vec<BTreeMap<i32, Vec<Finding>>> = vec![
+        by_partition(&one, &codec, TopicRole::Alerts, 1).await?,
+        by_partition(&three, &codec, TopicRole::Alerts, 1).await?,
+    ];
+    let count: usize = alerts[0].values().map(Vec::len).sum();
+    assert!(count >= 10, "the dataset should raise findings: {count}");
+    assert_eq!(alerts[0], alerts[1], "alerts differ");
     Ok(())
 }

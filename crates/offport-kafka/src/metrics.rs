@@ -93,6 +93,9 @@ pub struct PipelineMetrics {
     pub restores: Counter,
     /// Changelog records read while restoring (`offport_state_restored_records_total`).
     pub restored_records: Counter,
+    /// Batches whose tasks were processed on more than one thread
+    /// (`offport_parallel_batches_total`; see `stream.workers`).
+    pub parallel_batches: Counter,
     /// Changelog records written (`offport_changelog_records_total`).
     pub changelog_records: Counter,
     /// Baseline records rejected (`offport_baselines_rejected_total`).
@@ -133,6 +136,7 @@ impl PipelineMetrics {
             tasks: Gauge::default(),
             restores: Counter::default(),
             restored_records: Counter::default(),
+            parallel_batches: Counter::default(),
             changelog_records: Counter::default(),
             baselines_rejected: Counter::default(),
             baselines_applied: Counter::default(),
@@ -227,6 +231,11 @@ impl PipelineMetrics {
             "state_restored_records",
             "Changelog records read while restoring state",
             metrics.restored_records.clone(),
+        );
+        offport.register(
+            "parallel_batches",
+            "Batches whose tasks were processed on more than one thread (stream.workers)",
+            metrics.parallel_batches.clone(),
         );
         offport.register(
             "changelog_records",

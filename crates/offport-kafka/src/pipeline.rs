@@ -319,9 +319,10 @@ pub(crate) fn stage_consumer(
     settings: &Settings,
     options: &PipelineOptions,
     assignment_strategy: &str,
+    defaults: &[(&str, &str)],
     metrics: &Arc<PipelineMetrics>,
 ) -> Result<LagConsumer, KafkaError> {
-    stage_consumer_config(settings, options, assignment_strategy)
+    stage_consumer_config(settings, options, assignment_strategy, defaults)
         .create_with_context(LagContext::new(Arc::clone(metrics)))
 }
 
@@ -329,6 +330,7 @@ fn stage_consumer_config(
     settings: &Settings,
     options: &PipelineOptions,
     assignment_strategy: &str,
+    defaults: &[(&str, &str)],
 ) -> rdkafka::ClientConfig {
     let mut config = settings.kafka.client_config();
     if let Some(instance) = &options.group_instance_id {
@@ -352,6 +354,12 @@ fn stage_consumer_config(
         .contains_key("fetch.queue.backoff.ms")
     {
         config.set("fetch.queue.backoff.ms", "10");
+    }
+    // The stage's own defaults; a user's kafka.properties value wins here too.
+    for (key, value) in defaults {
+        if !settings.kafka.properties.contains_key(*key) {
+            config.set(*key, *value);
+        }
     }
     config
 }
@@ -393,7 +401,7 @@ pub async fn run_normalizer<N: Normalizer>(
         &shutdown,
     )
     .await?;
-    let consumer = stage_consumer(settings, &options, "cooperative-sticky", &metrics)?;
+    let consumer = stage_consumer(settings, &options, "cooperative-sticky", &[], &metrics)?;
     let producer = transactional_producer(settings, &options.transactional_id)?;
     let txn_timeout = Duration::from_secs(30);
     blocking(|| producer.init_transactions(txn_timeout))?;
@@ -1165,18 +1173,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stage_consumers_refetch_after_10_ms_unless_the_user_set_otherwise() {
+    fn stage_consumer_defaults_yield_to_the_users_kafka_properties() {
         let mut settings = Settings::default();
         let options = PipelineOptions::for_stage("normalize-proxy", vec![], &settings);
-        let config = stage_consumer_config(&settings, &options, "range");
+        let defaults = [("max.partition.fetch.bytes", "262144")];
+        let config = stage_consumer_config(&settings, &options, "range", &defaults);
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(config.get("isolation.level"), Some("read_committed"));
-        settings
-            .kafka
-            .properties
-            .insert("fetch.queue.backoff.ms".to_string(), "250".to_string());
-        let config = stage_consumer_config(&settings, &options, "range");
+        assert_eq!(config.get("max.partition.fetch.bytes"), Some("262144"));
+        for (key, value) in [
+            ("fetch.queue.backoff.ms", "250"),
+            ("max.partition.fetch.bytes", "1048576"),
+        ] {
+            settings
+                .kafka
+                .properties
+                .insert(key.to_string(), value.to_string());
+        }
+        let config = stage_consumer_config(&settings, &options, "range", &defaults);
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("250"));
+        assert_eq!(config.get("max.partition.fetch.bytes"), Some("1048576"));
     }
 
     #[test]

@@ -458,6 +458,19 @@ pub struct StreamSettings {
     /// Joiner: hard cap on the approximate heap bytes of one instance's join state, shared
     /// evenly by its tasks; least recently active devices are evicted above it (0: no cap).
     pub max_state_bytes: u64,
+    /// Threads that process a batch's tasks (partitions) side by side, each task on one thread
+    /// at a time; 0: one per available core (the container's CPU limit).
+    pub workers: usize,
+}
+
+impl StreamSettings {
+    /// The number of task threads `workers` comes to on this machine.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 impl Default for StreamSettings {
@@ -470,6 +483,7 @@ impl Default for StreamSettings {
             restore_timeout_ms: 300_000,
             suppression_window_ms: 24 * 3_600_000,
             max_state_bytes: 1 << 30,
+            workers: 0,
         }
     }
 }

@@ -12,6 +12,16 @@
 //! sessions to one instance and its EDR events to another; Kafka Streams avoids that with its own
 //! assignor, which librdkafka cannot plug in.)
 //!
+//! # Task threads
+//!
+//! The tasks of a batch are processed side by side on up to `stream.workers` threads (one per
+//! core by default; the loop's own thread is one of them): a task's records are decoded,
+//! processed and encoded in order on one thread, and the tasks' outputs are collected in
+//! partition order before the transaction. Tasks share nothing but the read-only stage and
+//! codec, so the output is what one thread produces. Records whose writer schema is not yet
+//! known, outputs whose schema is not yet registered and dead letters go through the loop's
+//! thread (they may call the registry).
+//!
 //! # Changelog (Kafka Streams' model)
 //!
 //! After each batch the keys the batch changed in each task (see
@@ -44,9 +54,9 @@
 //! partition is read to its end, every task flushes what it still holds, the flush is committed,
 //! and the loop stops: a bounded replay finishes with all its output.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use offport_core::baseline::BaselineSet;
@@ -68,7 +78,7 @@ use crate::pipeline::{
     blocking, collect_batch, dead_letter, owned_headers, retrying, wall_clock_millis, InFlight,
     LagConsumer, Outgoing, Pending, PipelineError, PipelineOptions, ReadToEnd, Tally,
 };
-use crate::registry::{CodecError, RegistryCodec};
+use crate::registry::{CodecError, Registered, RegistryCodec};
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::topics::TopicRole;
@@ -150,6 +160,13 @@ pub trait StatefulStage: Send + Sync {
     }
 }
 
+/// The stateful stages' consumer defaults (a user's `kafka.properties` wins). A fetch returns
+/// up to `max.partition.fetch.bytes` of each partition and the consumer hands them on partition
+/// by partition: with librdkafka's 1 MiB a batch of 10,000 records in the stateful benchmark
+/// held one or two of its six partitions (tasks), leaving task threads idle; at 256 KiB it held
+/// three to five.
+const STAGE_FETCH: [(&str, &str); 1] = [("max.partition.fetch.bytes", "262144")];
+
 /// A batch's transaction, keeping the baseline dead letters it carries.
 type StatefulInFlight = InFlight<Vec<Outgoing>>;
 
@@ -185,7 +202,7 @@ pub async fn run_stateful<S: StatefulStage>(
     .await?;
     let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
     let consumer: LagConsumer =
-        crate::pipeline::stage_consumer(settings, &options, "range", &metrics)?;
+        crate::pipeline::stage_consumer(settings, &options, "range", &STAGE_FETCH, &metrics)?;
     let restorer: BaseConsumer<ReadToEnd> = settings
         .kafka
         .client_config()
@@ -400,12 +417,13 @@ impl<S: StatefulStage> Runner<'_, S> {
             self.metrics
                 .tasks
                 .set(i64::try_from(self.tasks.len()).unwrap_or(i64::MAX));
-            let mut touched: BTreeSet<i32> = BTreeSet::new();
             let mut fresh = 0_u64;
             let mut timestamps = Vec::with_capacity(batch.len());
-            // Decoded first, processed after, so that each group of records can be warmed
-            // before the group ahead of it is processed (see `StatefulStage::warm`).
-            let mut decoded = VecDeque::with_capacity(batch.len());
+            // Each task's records, in order. The batch's writer schemas are fetched here, so
+            // that the tasks decode without awaiting.
+            let mut by_task: BTreeMap<i32, Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
+            let mut next_offsets: HashMap<(&str, i32), i64> = HashMap::new();
+            let mut schemas = BatchSchemas::default();
             for message in &batch {
                 let partition = message.partition();
                 if !self.tasks.contains_key(&partition) {
@@ -420,35 +438,26 @@ impl<S: StatefulStage> Runner<'_, S> {
                 }
                 fresh += 1;
                 timestamps.extend(message.timestamp().to_millis());
-                self.positions.insert(
-                    (message.topic().to_string(), partition),
-                    message.offset() + 1,
-                );
-                touched.insert(partition);
-                decoded.push_back((message, self.decode(message).await?));
+                next_offsets.insert((message.topic(), partition), message.offset() + 1);
+                self.fetch_schema(message, &mut schemas).await?;
+                by_task.entry(partition).or_default().push(message);
             }
-            while !decoded.is_empty() {
-                // The group after this one is warmed while this one is processed.
-                let group = WARM_GROUP.min(decoded.len());
-                self.warm(decoded.range(group..).take(WARM_GROUP));
-                for (message, input) in decoded.drain(..group) {
-                    let emitted = match input {
-                        Ok(input) => match self.tasks.get_mut(&message.partition()) {
-                            Some(slot) => {
-                                slot.last_record = now;
-                                self.stage.process(&mut slot.task, input)
-                            }
-                            None => vec![],
-                        },
-                        Err(rejection) => {
-                            outgoing.push(self.dead_letter(message, &rejection).await?);
-                            continue;
-                        }
-                    };
-                    for emit in emitted {
-                        outgoing.push(self.encode(emit).await?);
+            for ((topic, partition), next) in next_offsets {
+                self.positions.insert((topic.to_string(), partition), next);
+            }
+            let mut touched: BTreeSet<i32> = by_task.keys().copied().collect();
+            let prepared = Instant::now();
+            let largest_task = by_task.values().map(Vec::len).max().unwrap_or(0);
+            let produced = self.process_tasks(by_task, &schemas, now);
+            let processed = Instant::now();
+            for produced in produced {
+                outgoing.push(match produced {
+                    Produced::Encoded(record) => record,
+                    Produced::Unencoded(emit) => self.encode(emit).await?,
+                    Produced::Rejected(message, rejection) => {
+                        self.dead_letter(message, &rejection).await?
                     }
-                }
+                });
             }
             self.metrics.records_in.inc_by(fresh);
 
@@ -487,14 +496,29 @@ impl<S: StatefulStage> Runner<'_, S> {
                 // This batch's changelog and offsets build on the open transaction's: it must
                 // have committed. If it failed, the state was reset and this batch is dropped
                 // unproduced; both are read again.
+                let settling = Instant::now();
                 if !self.settle(in_flight).await? {
                     continue;
                 }
+                let settled = Instant::now();
                 // Dead letters of rejected baselines ride with the next transaction; they
                 // come back to `carried` if it fails.
                 let carried = std::mem::take(&mut self.carried);
                 outgoing.extend(carried.iter().cloned());
                 let offsets = self.changelog_and_offsets(&mut outgoing, &touched)?;
+                let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e3;
+                tracing::debug!(
+                    stage = self.options.stage,
+                    records = fresh,
+                    tasks = touched.len(),
+                    largest_task,
+                    collect_ms = ms(started, now),
+                    prepare_ms = ms(now, prepared),
+                    process_ms = ms(prepared, processed),
+                    wait_ms = ms(settling, settled),
+                    changelog_ms = ms(settled, Instant::now()),
+                    "batch"
+                );
                 *in_flight = Some(InFlight::spawn(
                     self.consumer,
                     self.producer,
@@ -654,55 +678,81 @@ impl<S: StatefulStage> Runner<'_, S> {
         Ok(task)
     }
 
-    /// Warms what processing `upcoming` will read, each record with its partition's task (see
-    /// [`StatefulStage::warm`]); dead-lettered records are skipped.
-    fn warm<'m, 'b: 'm>(
-        &self,
-        upcoming: impl Iterator<Item = &'m (&'m BorrowedMessage<'b>, Result<S::Input, Rejection>)>,
-    ) where
-        S::Input: 'm,
-    {
-        let warmed = upcoming
-            .filter_map(|(message, input)| {
-                let task = &self.tasks.get(&message.partition())?.task;
-                Some(self.stage.warm(task, input.as_ref().ok()?))
-            })
-            .fold(0, |acc, touched| acc ^ touched);
-        std::hint::black_box(warmed);
-    }
-
-    /// The typed input, or why the record is dead-lettered. Transient registry failures are
-    /// retried; only shutdown interrupts them.
-    async fn decode(
-        &self,
-        message: &BorrowedMessage<'_>,
-    ) -> Result<Result<S::Input, Rejection>, PipelineError> {
-        let Some(input) = self
-            .options
-            .inputs
-            .iter()
-            .position(|t| t == message.topic())
-        else {
-            return Ok(Err(Rejection::new(
-                DeadLetterReason::Other,
-                format!("topic {} is not an input of this stage", message.topic()),
-            )));
+    /// Processes each task's records of a batch, tasks side by side on up to
+    /// `stream.workers` threads (the loop's own thread among them), a task's records in order on
+    /// one thread. What the tasks produced comes back task by task, in partition order.
+    fn process_tasks<'m, 'b>(
+        &mut self,
+        mut by_task: BTreeMap<i32, Vec<&'m BorrowedMessage<'b>>>,
+        schemas: &BatchSchemas,
+        now: Instant,
+    ) -> Vec<Produced<'m, 'b, S::Output>> {
+        let work = TaskWork {
+            stage: self.stage,
+            codec: self.codec,
+            metrics: self.metrics,
+            inputs: &self.options.inputs,
+            schemas,
+            now,
         };
-        let Some(payload) = message.payload() else {
-            return Ok(Err(Rejection::new(
-                DeadLetterReason::Unparseable,
-                "the record has no value",
-            )));
-        };
-        let id = match crate::registry::schema_id(payload) {
-            Ok(id) => id,
-            Err(error) => {
-                return Ok(Err(Rejection::new(
-                    DeadLetterReason::SchemaMismatch,
-                    format!("not a registry-encoded Avro record: {error}"),
-                )))
+        let jobs: Vec<_> = self
+            .tasks
+            .iter_mut()
+            .filter_map(|(partition, slot)| Some((slot, by_task.remove(partition)?)))
+            .collect();
+        let threads = self.settings.stream.worker_threads().min(jobs.len());
+        if threads <= 1 {
+            return jobs
+                .into_iter()
+                .flat_map(|(slot, messages)| work.run(slot, messages))
+                .collect();
+        }
+        self.metrics.parallel_batches.inc();
+        let queue = Mutex::new(jobs.into_iter().enumerate());
+        let worker = || {
+            let mut done = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                let Some((index, (slot, messages))) = next else {
+                    return done;
+                };
+                done.push((index, work.run(slot, messages)));
             }
         };
+        let mut done: Vec<_> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
+            let mut done = worker();
+            for helper in helpers {
+                // A panic in a stage is not caught here any more than on the loop's thread.
+                done.extend(
+                    helper
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                );
+            }
+            done
+        });
+        done.sort_unstable_by_key(|(index, _)| *index);
+        done.into_iter()
+            .flat_map(|(_, produced)| produced)
+            .collect()
+    }
+
+    /// Fetches the writer schema of `message` unless the batch has seen its id; a schema that
+    /// cannot be fetched is kept with why, for the dead letters of its records. Transient
+    /// registry failures are retried; only shutdown interrupts them.
+    async fn fetch_schema(
+        &self,
+        message: &BorrowedMessage<'_>,
+        schemas: &mut BatchSchemas,
+    ) -> Result<(), PipelineError> {
+        // A record without a value or the wire format's header is dead-lettered when decoded.
+        let Some(Ok(id)) = message.payload().map(crate::registry::schema_id) else {
+            return Ok(());
+        };
+        if schemas.known.contains(&id) || schemas.failed.contains_key(&id) {
+            return Ok(());
+        }
         if !self.codec.knows(id) {
             let fetched = retrying(
                 self.options,
@@ -719,20 +769,16 @@ impl<S: StatefulStage> Runner<'_, S> {
             )
             .await?;
             if let Err(error) = fetched {
-                return Ok(Err(Rejection::new(
-                    DeadLetterReason::SchemaMismatch,
-                    format!("writer schema {id}: {error}"),
-                )));
+                schemas.failed.insert(id, error.to_string());
+                return Ok(());
             }
         }
-        Ok(self
-            .stage
-            .decode(input, payload, self.codec)
-            .map_err(|why| Rejection::new(DeadLetterReason::SchemaMismatch, why)))
+        schemas.known.push(id);
+        Ok(())
     }
 
     async fn encode(&self, emit: Emit<S::Output>) -> Result<Outgoing, PipelineError> {
-        match emit {
+        let record = match emit {
             Emit::Avro {
                 topic,
                 key,
@@ -743,26 +789,12 @@ impl<S: StatefulStage> Runner<'_, S> {
                     self.codec.encode_value(&topic, contract, &value)
                 })
                 .await?;
-                self.metrics.records_out.inc();
-                Ok(Outgoing {
-                    topic,
-                    partition: None,
-                    key: Some(key.into_bytes()),
-                    value: Some(bytes),
-                    headers: vec![],
-                })
+                keyed(topic, key, bytes)
             }
-            Emit::Bytes { topic, key, value } => {
-                self.metrics.records_out.inc();
-                Ok(Outgoing {
-                    topic,
-                    partition: None,
-                    key: Some(key.into_bytes()),
-                    value: Some(value),
-                    headers: vec![],
-                })
-            }
-        }
+            Emit::Bytes { topic, key, value } => keyed(topic, key, value),
+        };
+        self.metrics.records_out.inc();
+        Ok(record)
     }
 
     async fn dead_letter(
@@ -983,6 +1015,161 @@ impl<S: StatefulStage> Runner<'_, S> {
         self.metrics
             .state_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// An output record keyed by its device id, to the partition its key hashes to.
+fn keyed(topic: String, key: String, value: Vec<u8>) -> Outgoing {
+    Outgoing {
+        topic,
+        partition: None,
+        key: Some(key.into_bytes()),
+        value: Some(value),
+        headers: vec![],
+    }
+}
+
+/// The writer schemas a batch's records name: fetched (or known) ids, and why the others could
+/// not be fetched.
+#[derive(Default)]
+struct BatchSchemas {
+    known: Vec<u32>,
+    failed: HashMap<u32, String>,
+}
+
+/// What a task's records of a batch came to, in order.
+enum Produced<'m, 'b, T> {
+    /// An output or record encoded on the task's thread.
+    Encoded(Outgoing),
+    /// An output whose schema is not registered yet: the loop registers it as it encodes it.
+    Unencoded(Emit<T>),
+    /// A record that is dead-lettered (by the loop: a dead letter may need its schema
+    /// registered).
+    Rejected(&'m BorrowedMessage<'b>, Rejection),
+}
+
+/// What the task threads of a batch share, read only.
+struct TaskWork<'a, S: StatefulStage> {
+    stage: &'a S,
+    codec: &'a RegistryCodec,
+    metrics: &'a PipelineMetrics,
+    inputs: &'a [String],
+    schemas: &'a BatchSchemas,
+    now: Instant,
+}
+
+impl<S: StatefulStage> TaskWork<'_, S> {
+    /// Decodes, processes and encodes one task's records of a batch, in order. All are decoded
+    /// first and processed after, so that each group of [`WARM_GROUP`] records is warmed (see
+    /// [`StatefulStage::warm`]) while the group ahead of it is processed.
+    fn run<'m, 'b>(
+        &self,
+        slot: &mut Slot<S::Task>,
+        messages: Vec<&'m BorrowedMessage<'b>>,
+    ) -> Vec<Produced<'m, 'b, S::Output>> {
+        let mut produced = Vec::with_capacity(messages.len());
+        let mut decoded: VecDeque<_> = messages
+            .into_iter()
+            .map(|message| (message, self.decode(message)))
+            .collect();
+        let mut schemas = Vec::new();
+        while !decoded.is_empty() {
+            let group = WARM_GROUP.min(decoded.len());
+            let warmed = decoded
+                .range(group..)
+                .take(WARM_GROUP)
+                .filter_map(|(_, input)| Some(self.stage.warm(&slot.task, input.as_ref().ok()?)))
+                .fold(0, |acc, touched| acc ^ touched);
+            std::hint::black_box(warmed);
+            for (message, input) in decoded.drain(..group) {
+                match input {
+                    Ok(input) => {
+                        slot.last_record = self.now;
+                        for emit in self.stage.process(&mut slot.task, input) {
+                            produced.push(self.encode(emit, &mut schemas));
+                        }
+                    }
+                    Err(rejection) => produced.push(Produced::Rejected(message, rejection)),
+                }
+            }
+        }
+        produced
+    }
+
+    /// The typed input, or why the record is dead-lettered.
+    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<S::Input, Rejection> {
+        let Some(input) = self.inputs.iter().position(|t| t == message.topic()) else {
+            return Err(Rejection::new(
+                DeadLetterReason::Other,
+                format!("topic {} is not an input of this stage", message.topic()),
+            ));
+        };
+        let Some(payload) = message.payload() else {
+            return Err(Rejection::new(
+                DeadLetterReason::Unparseable,
+                "the record has no value",
+            ));
+        };
+        let id = crate::registry::schema_id(payload).map_err(|error| {
+            Rejection::new(
+                DeadLetterReason::SchemaMismatch,
+                format!("not a registry-encoded Avro record: {error}"),
+            )
+        })?;
+        if let Some(error) = self.schemas.failed.get(&id) {
+            return Err(Rejection::new(
+                DeadLetterReason::SchemaMismatch,
+                format!("writer schema {id}: {error}"),
+            ));
+        }
+        self.stage
+            .decode(input, payload, self.codec)
+            .map_err(|why| Rejection::new(DeadLetterReason::SchemaMismatch, why))
+    }
+
+    /// `emit` encoded here when its schema is registered (`registered` keeps the lookups of
+    /// this task's batch); else handed back for the loop to register and encode.
+    fn encode<'m, 'b>(
+        &self,
+        emit: Emit<S::Output>,
+        registered: &mut Vec<(String, Contract, Option<Arc<Registered>>)>,
+    ) -> Produced<'m, 'b, S::Output> {
+        let (topic, key, bytes) = match emit {
+            Emit::Bytes { topic, key, value } => (topic, key, value),
+            Emit::Avro {
+                topic,
+                key,
+                contract,
+                value,
+            } => {
+                let schema = match registered
+                    .iter()
+                    .find(|(t, c, _)| *t == topic && *c == contract)
+                {
+                    Some((_, _, schema)) => schema.clone(),
+                    None => {
+                        let schema = self.codec.registered(&topic, contract);
+                        registered.push((topic.clone(), contract, schema.clone()));
+                        schema
+                    }
+                };
+                match schema.map(|schema| schema.encode(&value)) {
+                    Some(Ok(bytes)) => (topic, key, bytes),
+                    // Not registered, or the value does not fit: the loop's encoding registers
+                    // it, or fails as it always did.
+                    _ => {
+                        return Produced::Unencoded(Emit::Avro {
+                            topic,
+                            key,
+                            contract,
+                            value,
+                        })
+                    }
+                }
+            }
+        };
+        self.metrics.records_out.inc();
+        Produced::Encoded(keyed(topic, key, bytes))
     }
 }
 
