@@ -14,8 +14,8 @@
 //!
 //! # Task threads
 //!
-//! The tasks of a batch are processed side by side on up to `stream.workers` threads (one per
-//! core by default; the loop's own thread is one of them): a task's records are decoded,
+//! The tasks of a batch are processed side by side on the stage's `stream.workers` task threads
+//! (a pool kept for the stage's life; one per core by default): a task's records are decoded,
 //! processed and encoded in order on one thread, and the tasks' outputs are collected in
 //! partition order before the transaction. Tasks share nothing but the read-only stage and
 //! codec, so the output is what one thread produces. Records whose writer schema is not yet
@@ -56,7 +56,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use offport_core::baseline::BaselineSet;
@@ -250,6 +250,7 @@ pub async fn run_stateful<S: StatefulStage>(
         positions: BTreeMap::new(),
         rebalances: 0,
         last_gauges: Instant::now(),
+        pool: task_pool(stage.name(), settings.stream.worker_threads()),
         carried: Vec::new(),
     };
     let result = runner.run(&mut feed).await;
@@ -323,6 +324,8 @@ struct Runner<'a, S: StatefulStage> {
     positions: BTreeMap<(String, i32), i64>,
     rebalances: u64,
     last_gauges: Instant,
+    /// The task threads (`stream.workers`), when there are more than one.
+    pool: Option<rayon::ThreadPool>,
     /// Records not tied to an input batch (dead letters of rejected baselines), kept until a
     /// transaction carrying them commits.
     carried: Vec<Outgoing>,
@@ -678,9 +681,9 @@ impl<S: StatefulStage> Runner<'_, S> {
         Ok(task)
     }
 
-    /// Processes each task's records of a batch, tasks side by side on up to
-    /// `stream.workers` threads (the loop's own thread among them), a task's records in order on
-    /// one thread. What the tasks produced comes back task by task, in partition order.
+    /// Processes each task's records of a batch, tasks side by side on the stage's task
+    /// threads (when it has more than one), a task's records in order on one thread. What the
+    /// tasks produced comes back task by task, in partition order.
     fn process_tasks<'m, 'b>(
         &mut self,
         mut by_task: BTreeMap<i32, Vec<&'m BorrowedMessage<'b>>>,
@@ -700,42 +703,26 @@ impl<S: StatefulStage> Runner<'_, S> {
             .iter_mut()
             .filter_map(|(partition, slot)| Some((slot, by_task.remove(partition)?)))
             .collect();
-        let threads = self.settings.stream.worker_threads().min(jobs.len());
-        if threads <= 1 {
-            return jobs
-                .into_iter()
-                .flat_map(|(slot, messages)| work.run(slot, messages))
-                .collect();
-        }
-        self.metrics.parallel_batches.inc();
-        let queue = Mutex::new(jobs.into_iter().enumerate());
-        let worker = || {
-            let mut done = Vec::new();
-            loop {
-                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
-                let Some((index, (slot, messages))) = next else {
-                    return done;
-                };
-                done.push((index, work.run(slot, messages)));
+        let pool = match &self.pool {
+            Some(pool) if jobs.len() > 1 => pool,
+            _ => {
+                return jobs
+                    .into_iter()
+                    .flat_map(|(slot, messages)| work.run(slot, messages))
+                    .collect()
             }
         };
-        let mut done: Vec<_> = std::thread::scope(|scope| {
-            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
-            let mut done = worker();
-            for helper in helpers {
-                // A panic in a stage is not caught here any more than on the loop's thread.
-                done.extend(
-                    helper
-                        .join()
-                        .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                );
+        self.metrics.parallel_batches.inc();
+        let mut done: Vec<Vec<Produced<'m, 'b, S::Output>>> = Vec::new();
+        done.resize_with(jobs.len(), Vec::new);
+        let work = &work;
+        // A panic in a stage propagates from the scope, as it would on the loop's thread.
+        pool.scope(|scope| {
+            for ((slot, messages), produced) in jobs.into_iter().zip(done.iter_mut()) {
+                scope.spawn(move |_| *produced = work.run(slot, messages));
             }
-            done
         });
-        done.sort_unstable_by_key(|(index, _)| *index);
-        done.into_iter()
-            .flat_map(|(_, produced)| produced)
-            .collect()
+        done.into_iter().flatten().collect()
     }
 
     /// Fetches the writer schema of `message` unless the batch has seen its id; a schema that
@@ -1015,6 +1002,26 @@ impl<S: StatefulStage> Runner<'_, S> {
         self.metrics
             .state_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// The task threads of a stage: `None` for one (the loop's own thread does the work), or when
+/// the threads cannot be started (logged; the loop's thread does the work).
+fn task_pool(stage: &str, threads: usize) -> Option<rayon::ThreadPool> {
+    if threads <= 1 {
+        return None;
+    }
+    let stage = stage.to_string();
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("{stage}-task-{i}"))
+        .build()
+    {
+        Ok(pool) => Some(pool),
+        Err(error) => {
+            tracing::warn!(%error, threads, "task threads not started; tasks run one after another");
+            None
+        }
     }
 }
 
