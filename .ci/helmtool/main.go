@@ -379,7 +379,7 @@ var configKeys = map[string][]string{
 	"observability":     {"listen"},
 	"normalize":         {"max_record_bytes", "proxy_format", "default_device_id", "sources", "flow_wait_ms", "flow_max_held"},
 	"normalize.sources": {"network", "device_id", "platform", "app_id"},
-	"stream":            {"allowed_lateness_ms", "idle_timeout_ms", "stop_at_end", "max_timeline_entries", "restore_timeout_ms", "suppression_window_ms", "max_state_bytes"},
+	"stream":            {"allowed_lateness_ms", "idle_timeout_ms", "stop_at_end", "max_timeline_entries", "restore_timeout_ms", "suppression_window_ms", "max_state_bytes", "workers"},
 }
 
 // Keys that would carry a secret in the rendered configuration.
