@@ -91,6 +91,24 @@ fn cpu_per_record(before: Option<Duration>, records: usize) -> f64 {
     }
 }
 
+/// A consumer of `inputs` from their start, read_committed, in a group of its own.
+fn reader(settings: &Settings, group: &str, inputs: &[String]) -> Result<StreamConsumer> {
+    let consumer: StreamConsumer = settings
+        .kafka
+        .client_config()
+        .set("group.id", unique(group))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("isolation.level", "read_committed")
+        // The stages' fetch tuning (see `stage_consumer`): with librdkafka's default of 1 s
+        // the copy stalls whenever its prefetch queue fills.
+        .set("fetch.queue.backoff.ms", "10")
+        .create()?;
+    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
 /// Reads `inputs` (read_committed) and, when `output` is given, copies every record to it;
 /// returns records/s.
 async fn pass_through(
@@ -99,25 +117,13 @@ async fn pass_through(
     output: Option<&str>,
     records: usize,
 ) -> Result<f64> {
-    let consumer: StreamConsumer = settings
-        .kafka
-        .client_config()
-        .set("group.id", unique("bench-copy"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        .set("isolation.level", "read_committed")
-        // The stages' fetch tuning (see `stage_consumer`): with librdkafka's default of 1 s
-        // the copy stalls whenever its prefetch queue fills.
-        .set("fetch.queue.backoff.ms", "10")
-        .create()?;
+    let consumer = reader(settings, "bench-copy", inputs)?;
     let producer: FutureProducer = settings
         .kafka
         .client_config()
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .create()?;
-    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
     let mut deliveries = Vec::with_capacity(records);
     let mut started = None;
     let mut read = 0;
@@ -158,15 +164,7 @@ async fn work_alone<S: StatefulStage>(
 ) -> Result<f64> {
     use offport_core::durable::Durable;
     use offport_kafka::stateful::Emit;
-    let consumer: StreamConsumer = settings
-        .kafka
-        .client_config()
-        .set("group.id", unique("bench-work"))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    let consumer = reader(settings, "bench-work", inputs)?;
     let codec = RegistryCodec::new(&settings.registry)?;
     let mut held = Vec::with_capacity(records);
     while held.len() < records {

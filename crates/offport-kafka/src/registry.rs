@@ -162,6 +162,18 @@ impl RegistryCodec {
             .and_then(|cache| cache.get(topic)?.get(&contract).cloned())
     }
 
+    /// `value` encoded as the record value of `topic` without awaiting, when the contract's
+    /// schema is already registered there; `None` when it is not (see [`Self::encode_value`]).
+    pub(crate) fn encode_registered<T: Serialize>(
+        &self,
+        topic: &str,
+        contract: Contract,
+        value: &T,
+    ) -> Option<Result<Vec<u8>, CodecError>> {
+        self.registered(topic, contract)
+            .map(|registered| registered.encode(value))
+    }
+
     /// Encodes `value` as the record value of `topic`, registering the contract's schema under
     /// `<topic>-value` on first use.
     pub async fn encode_value<T: Serialize>(
@@ -170,8 +182,8 @@ impl RegistryCodec {
         contract: Contract,
         value: &T,
     ) -> Result<Vec<u8>, CodecError> {
-        if let Some(registered) = self.registered(topic, contract) {
-            return registered.encode(value);
+        if let Some(encoded) = self.encode_registered(topic, contract, value) {
+            return encoded;
         }
         // Only the first value of a subject comes here, so the strategy is not cached.
         let supplied = SuppliedSchema::new(

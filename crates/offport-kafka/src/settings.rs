@@ -866,6 +866,16 @@ mod tests {
     }
 
     #[test]
+    fn stream_workers_come_from_the_environment_and_zero_means_one_per_core() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.stream.workers, 0);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(s.stream.worker_threads(), cores);
+        let s = Settings::load_from(None, env(&[("OFFPORT__STREAM__WORKERS", "3")])).unwrap();
+        assert_eq!(s.stream.worker_threads(), 3);
+    }
+
+    #[test]
     fn defaults_point_at_the_local_stack() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");

@@ -78,7 +78,7 @@ use crate::pipeline::{
     blocking, collect_batch, dead_letter, owned_headers, retrying, wall_clock_millis, InFlight,
     LagConsumer, Outgoing, Pending, PipelineError, PipelineOptions, ReadToEnd, Tally,
 };
-use crate::registry::{CodecError, Registered, RegistryCodec};
+use crate::registry::{CodecError, RegistryCodec};
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::topics::TopicRole;
@@ -1079,7 +1079,6 @@ impl<S: StatefulStage> TaskWork<'_, S> {
             .into_iter()
             .map(|message| (message, self.decode(message)))
             .collect();
-        let mut schemas = Vec::new();
         while !decoded.is_empty() {
             let group = WARM_GROUP.min(decoded.len());
             let warmed = decoded
@@ -1093,7 +1092,7 @@ impl<S: StatefulStage> TaskWork<'_, S> {
                     Ok(input) => {
                         slot.last_record = self.now;
                         for emit in self.stage.process(&mut slot.task, input) {
-                            produced.push(self.encode(emit, &mut schemas));
+                            produced.push(self.encode(emit));
                         }
                     }
                     Err(rejection) => produced.push(Produced::Rejected(message, rejection)),
@@ -1134,49 +1133,32 @@ impl<S: StatefulStage> TaskWork<'_, S> {
             .map_err(|why| Rejection::new(DeadLetterReason::SchemaMismatch, why))
     }
 
-    /// `emit` encoded here when its schema is registered (`registered` keeps the lookups of
-    /// this task's batch); else handed back for the loop to register and encode.
-    fn encode<'m, 'b>(
-        &self,
-        emit: Emit<S::Output>,
-        registered: &mut Vec<(String, Contract, Option<Arc<Registered>>)>,
-    ) -> Produced<'m, 'b, S::Output> {
-        let (topic, key, bytes) = match emit {
-            Emit::Bytes { topic, key, value } => (topic, key, value),
+    /// `emit` encoded here when its schema is registered; else handed back for the loop to
+    /// register and encode.
+    fn encode<'m, 'b>(&self, emit: Emit<S::Output>) -> Produced<'m, 'b, S::Output> {
+        let record = match emit {
+            Emit::Bytes { topic, key, value } => keyed(topic, key, value),
             Emit::Avro {
                 topic,
                 key,
                 contract,
                 value,
-            } => {
-                let schema = match registered
-                    .iter()
-                    .find(|(t, c, _)| *t == topic && *c == contract)
-                {
-                    Some((_, _, schema)) => schema.clone(),
-                    None => {
-                        let schema = self.codec.registered(&topic, contract);
-                        registered.push((topic.clone(), contract, schema.clone()));
-                        schema
-                    }
-                };
-                match schema.map(|schema| schema.encode(&value)) {
-                    Some(Ok(bytes)) => (topic, key, bytes),
-                    // Not registered, or the value does not fit: the loop's encoding registers
-                    // it, or fails as it always did.
-                    _ => {
-                        return Produced::Unencoded(Emit::Avro {
-                            topic,
-                            key,
-                            contract,
-                            value,
-                        })
-                    }
+            } => match self.codec.encode_registered(&topic, contract, &value) {
+                Some(Ok(bytes)) => keyed(topic, key, bytes),
+                // Not registered, or the value does not fit: the loop's encoding registers
+                // it, or fails as it always did.
+                _ => {
+                    return Produced::Unencoded(Emit::Avro {
+                        topic,
+                        key,
+                        contract,
+                        value,
+                    })
                 }
-            }
+            },
         };
         self.metrics.records_out.inc();
-        Produced::Encoded(keyed(topic, key, bytes))
+        Produced::Encoded(record)
     }
 }
 
