@@ -8,7 +8,9 @@
 //! one MDM record per device (the replay dataset of the tests). `OFFPORT_BENCH_BATCH` sets the
 //! records per transaction (default: the services' default), `OFFPORT_BENCH_PARTITIONS` the
 //! partitions of every topic (default 6, the services' default) and `OFFPORT_BENCH_WORKERS`
-//! the stages' task threads (`stream.workers`; default 0: one per core).
+//! the stages' task threads (`stream.workers`; default 0: one per core);
+//! `OFFPORT_BENCH_PROPERTIES=key=value,...` adds librdkafka properties to every client of the
+//! run (as `kafka.properties`), for tuning experiments.
 //!
 //! - read only: one consumer (its own group) reads the stage's input topics, read_committed, and
 //!   does nothing with them: what reading alone costs.
@@ -22,7 +24,8 @@
 //!
 //! - work alone: the stage's own per-record work on one thread with Kafka out of the way (the
 //!   input read into memory first; then decode, process, encode, changelog drains), and from it
-//!   a ceiling: two cores spent on nothing but reading the input and that work.
+//!   a ceiling: the machine's cores spent on nothing but reading the input, that work, and
+//!   writing the stage's outputs and changelog at what a written record cost the copy.
 //!
 //! Each line also gives the machine's busy CPU time (all processes, broker and registry
 //! included, from `/proc/stat`; 10 ms ticks) per record over the phase: with two cores a phase
@@ -61,11 +64,20 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Busy CPU time of the whole machine so far (every process, the broker's too), from
-/// `/proc/stat`: user, nice, system, irq, softirq and steal ticks. `None` off Linux.
-fn machine_busy() -> Option<Duration> {
+/// Busy CPU time so far of the whole machine (every process, the broker's too; user, nice,
+/// system, irq, softirq and steal ticks of `/proc/stat`) and of this process alone (its user
+/// and system ticks in `/proc/self/stat`). `None` off Linux.
+#[derive(Clone, Copy)]
+struct Busy {
+    machine: Duration,
+    own: Duration,
+}
+
+fn machine_busy() -> Option<Busy> {
+    // USER_HZ is 100 on every Linux architecture offport builds for.
+    let ticks = |n: u64| Duration::from_millis(n * 10);
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
+    let fields: Vec<u64> = stat
         .lines()
         .next()?
         .split_whitespace()
@@ -73,22 +85,46 @@ fn machine_busy() -> Option<Duration> {
         .filter_map(|n| n.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal
-    let busy: u64 = [0, 1, 2, 5, 6, 7]
+    let machine: u64 = [0, 1, 2, 5, 6, 7]
         .iter()
-        .filter_map(|&i| ticks.get(i))
+        .filter_map(|&i| fields.get(i))
         .sum();
-    // USER_HZ is 100 on every Linux architecture offport builds for.
-    Some(Duration::from_millis(busy * 10))
+    // After the command name (in parentheses, may hold spaces): state is field 3, utime 14,
+    // stime 15.
+    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest: Vec<u64> = own
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    Some(Busy {
+        machine: ticks(machine),
+        own: ticks(rest.iter().sum()),
+    })
 }
 
-/// Machine CPU microseconds per record between `before` and now (NaN off Linux).
-fn cpu_per_record(before: Option<Duration>, records: usize) -> f64 {
+/// Busy CPU microseconds per record between `before` and now: the machine's and this
+/// process's (NaN off Linux).
+fn cpu_per_record(before: Option<Busy>, records: usize) -> (f64, f64) {
     match (before, machine_busy()) {
         (Some(before), Some(after)) => {
-            (after.saturating_sub(before)).as_secs_f64() * 1e6 / records as f64
+            let per =
+                |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() * 1e6 / records as f64;
+            (
+                per(after.machine, before.machine),
+                per(after.own, before.own),
+            )
         }
-        _ => f64::NAN,
+        _ => (f64::NAN, f64::NAN),
     }
+}
+
+/// `cpu_per_record` as printed: "M us machine CPU/record (P in this process)".
+fn cpu_line((machine, own): (f64, f64)) -> String {
+    format!("{machine:5.1} us machine CPU/record ({own:.1} in this process)")
 }
 
 /// A consumer of `inputs` from their start, read_committed, in a group of its own.
@@ -215,16 +251,108 @@ async fn work_alone<S: StatefulStage>(
     Ok(elapsed.as_secs_f64() * 1e6 / records as f64)
 }
 
-/// The best a stage could do on this machine's two cores if all it cost were reading its
-/// input (`read_cpu`, machine CPU per record) and its own work (`work`, per record): no
-/// transactions, changelog, outputs or broker work for them.
-fn ceiling(read_cpu: f64, work: f64, copy_rate: f64) -> String {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-    let rate = cores * 1e6 / (read_cpu + work);
+/// The best a stage could do if all it cost were reading its input (`read`, CPU per record
+/// read), its own work (`work`, per record) and writing its `written` records (outputs and
+/// changelog, per input record) at what a written record cost the copy (`copy - read`: the
+/// client's produce and the broker's append): no transactions, no restore, no waiting, no
+/// slower work for sharing the cores. Machine CPU over all cores; when pinned, this process's
+/// CPU over the cores left to it (the broker has a core of its own).
+fn ceiling(
+    read: (f64, f64),
+    work: f64,
+    written: f64,
+    copy: (f64, f64),
+    copy_rate: f64,
+    pinned: Option<&Pinned>,
+) -> String {
+    let (cores, read, copy, what) = match pinned {
+        Some(pinned) => (pinned.client_cores as f64, read.1, copy.1, "client "),
+        None => (
+            std::thread::available_parallelism().map_or(1, usize::from) as f64,
+            read.0,
+            copy.0,
+            "",
+        ),
+    };
+    let write = (copy - read).max(0.0);
+    let rate = cores * 1e6 / (read + work + written * write);
     format!(
-        "ceiling on {cores} cores ({read_cpu:.1} us reading + {work:.1} us work per record): {rate:>8.0} records/s = {:.0} % of the copy",
+        "ceiling on {cores} {what}cores ({read:.1} us reading + {work:.1} us work + {written:.2} records written x {write:.1} us per record): {rate:>8.0} records/s = {:.0} % of the copy",
         100.0 * rate / copy_rate
     )
+}
+
+/// The local stack's broker and registry pinned to the machine's last core and this process
+/// to the others (`OFFPORT_BENCH_PIN=1`), so the clients measured do not share cores with the
+/// broker (as where the broker runs on machines of its own). Every thread of the two JVMs gets
+/// the affinity; dropping this gives them all cores back.
+struct Pinned {
+    /// Broker and registry process ids.
+    pids: Vec<i32>,
+    /// Cores left to this process.
+    client_cores: usize,
+}
+
+/// Sets the affinity of every thread of `pid` (threads it starts later inherit it).
+fn pin_process(pid: i32, cpus: &nix::sched::CpuSet) -> Result<()> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid: i32 = task?.file_name().to_string_lossy().parse()?;
+        // A thread may end between listing and pinning.
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), cpus);
+    }
+    Ok(())
+}
+
+fn cpu_set(cpus: impl Iterator<Item = usize>) -> Result<nix::sched::CpuSet> {
+    let mut set = nix::sched::CpuSet::new();
+    for cpu in cpus {
+        set.set(cpu)?;
+    }
+    Ok(set)
+}
+
+impl Pinned {
+    /// Pins when `OFFPORT_BENCH_PIN` is set, the machine has two cores or more and the local
+    /// stack (`cargo xtask stack up`) is running; else says why not and returns `None`.
+    fn from_env() -> Result<Option<Self>> {
+        if std::env::var("OFFPORT_BENCH_PIN").map_or(true, |v| v.is_empty() || v == "0") {
+            return Ok(None);
+        }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let stack =
+            offport_devstack::stack::read_state(&offport_devstack::StackOptions::from_env()?);
+        let Some(stack) = stack.filter(|_| cores >= 2) else {
+            println!("OFFPORT_BENCH_PIN: not pinned (needs two cores and the local stack; {cores} cores here)");
+            return Ok(None);
+        };
+        let pids = vec![stack.kafka_pid, stack.registry_pid];
+        let stack_cpus = cpu_set(std::iter::once(cores - 1))?;
+        for pid in &pids {
+            pin_process(*pid, &stack_cpus)?;
+        }
+        // Before the runtime starts: its threads and librdkafka's inherit this.
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu_set(0..cores - 1)?)?;
+        println!(
+            "pinned: broker and registry on core {}, this process on cores 0-{}",
+            cores - 1,
+            cores - 2
+        );
+        Ok(Some(Self {
+            pids,
+            client_cores: cores - 1,
+        }))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let cores = self.client_cores + 1;
+        if let Ok(all) = cpu_set(0..cores) {
+            for pid in &self.pids {
+                let _ = pin_process(*pid, &all);
+            }
+        }
+    }
 }
 
 /// Runs `stage` to the end of its input; returns records/s and its metrics.
@@ -278,6 +406,7 @@ fn main() -> Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
         offport_kafka::telemetry::init(&Settings::default().log);
     }
+    let pinned = Pinned::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -300,6 +429,13 @@ fn main() -> Result<()> {
         )
         .await?;
         settings.stream.stop_at_end = true;
+        // Extra librdkafka properties for every client of the run, stages and copy alike, as
+        // kafka.properties: `OFFPORT_BENCH_PROPERTIES=key=value,key=value`.
+        for pair in std::env::var("OFFPORT_BENCH_PROPERTIES").unwrap_or_default().split(',') {
+            if let Some((key, value)) = pair.split_once('=') {
+                settings.kafka.properties.insert(key.trim().to_string(), value.trim().to_string());
+            }
+        }
         settings.stream.workers = env("OFFPORT_BENCH_WORKERS", 0);
         let copy = format!("{}copy", settings.topics.prefix);
         let copy_spec = TopicSpec {
@@ -338,21 +474,25 @@ fn main() -> Result<()> {
         let busy = machine_busy();
         let read_rate = pass_through(&settings, &joiner_topics, None, joiner_in).await?;
         let read_cpu = cpu_per_record(busy, joiner_in);
-        println!("read only, the joiner's inputs:             {read_rate:>10.0} records/s, {read_cpu:5.1} us machine CPU/record");
+        println!("read only, the joiner's inputs:             {read_rate:>10.0} records/s, {}", cpu_line(read_cpu));
         let busy = machine_busy();
         let copy_rate = pass_through(&settings, &joiner_topics, Some(&copy), joiner_in).await?;
-        println!("pass-through copy of the joiner's inputs:   {copy_rate:>10.0} records/s, {:5.1} us machine CPU/record", cpu_per_record(busy, joiner_in));
+        let copy_cpu = cpu_per_record(busy, joiner_in);
+        println!("pass-through copy of the joiner's inputs:   {copy_rate:>10.0} records/s, {}", cpu_line(copy_cpu));
         let work = work_alone(&settings, &JoinerStage::new(&settings), &joiner_topics, joiner_in, batch).await?;
-        println!("joiner work alone, one thread: {work:.1} us/record; {}", ceiling(read_cpu, work, copy_rate));
+        println!("joiner work alone, one thread: {work:.1} us/record");
         let busy = machine_busy();
         let (join_rate, metrics) = run_stage(&settings, JoinerStage::new(&settings), joiner_in).await?;
-        println!("joiner (decode, join, encode, changelog):   {join_rate:>10.0} records/s, {:5.1} us machine CPU/record", cpu_per_record(busy, joiner_in));
+        println!("joiner (decode, join, encode, changelog):   {join_rate:>10.0} records/s, {}", cpu_line(cpu_per_record(busy, joiner_in)));
         println!(
-            "joiner / pass-through: {:.0} % (target >= 70 %); {} changelog records, {} transactions",
+            "joiner / pass-through: {:.0} % (target >= 70 %); {} enriched sessions out, {} changelog records, {} transactions",
             100.0 * join_rate / copy_rate,
+            metrics.records_out.get(),
             metrics.changelog_records.get(),
             metrics.transactions.get()
         );
+        let written = (metrics.records_out.get() + metrics.changelog_records.get()) as f64 / joiner_in as f64;
+        println!("joiner {}", ceiling(read_cpu, work, written, copy_cpu, copy_rate, pinned.as_ref()));
         let keys = metrics.state_keys.get().max(1);
         println!(
             "joiner state at end of input: {} keys (devices; one app each), {} bytes, {:.0} bytes per active key",
@@ -366,21 +506,24 @@ fn main() -> Result<()> {
         let busy = machine_busy();
         let read_rate = pass_through(&settings, &scorer_topics, None, scorer_in).await?;
         let read_cpu = cpu_per_record(busy, scorer_in);
-        println!("read only, the scorer's input:              {read_rate:>10.0} records/s, {read_cpu:5.1} us machine CPU/record");
+        println!("read only, the scorer's input:              {read_rate:>10.0} records/s, {}", cpu_line(read_cpu));
         let busy = machine_busy();
         let copy_rate = pass_through(&settings, &scorer_topics, Some(&copy), scorer_in).await?;
-        println!("pass-through copy of the scorer's input:    {copy_rate:>10.0} records/s, {:5.1} us machine CPU/record", cpu_per_record(busy, scorer_in));
+        let copy_cpu = cpu_per_record(busy, scorer_in);
+        println!("pass-through copy of the scorer's input:    {copy_rate:>10.0} records/s, {}", cpu_line(copy_cpu));
         let work = work_alone(&settings, &ScorerStage::new(&settings), &scorer_topics, scorer_in, batch).await?;
-        println!("scorer work alone, one thread: {work:.1} us/record; {}", ceiling(read_cpu, work, copy_rate));
+        println!("scorer work alone, one thread: {work:.1} us/record");
         let busy = machine_busy();
         let (score_rate, metrics) = run_stage(&settings, ScorerStage::new(&settings), scorer_in).await?;
-        println!("scorer (decode, score, Avro + OCSF out):    {score_rate:>10.0} records/s, {:5.1} us machine CPU/record", cpu_per_record(busy, scorer_in));
+        println!("scorer (decode, score, Avro + OCSF out):    {score_rate:>10.0} records/s, {}", cpu_line(cpu_per_record(busy, scorer_in)));
         println!(
             "scorer / pass-through: {:.0} % (target >= 70 %); {} findings out (Avro + OCSF records), {} changelog records",
             100.0 * score_rate / copy_rate,
             metrics.records_out.get(),
             metrics.changelog_records.get()
         );
+        let written = (metrics.records_out.get() + metrics.changelog_records.get()) as f64 / scorer_in as f64;
+        println!("scorer {}", ceiling(read_cpu, work, written, copy_cpu, copy_rate, pinned.as_ref()));
         Ok(())
     })
 }
