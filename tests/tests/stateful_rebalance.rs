@@ -135,6 +135,8 @@ async fn two_joiners_one_leaving_mid_run_emit_every_session_exactly_once() -> Re
             .collect::<Vec<_>>(),
     )
     .await?;
+    // Tasks the survivor restored before the other left: its own, at its start.
+    let restored_before = second.metrics.restores.get();
     let first_metrics = first.stop().await?;
     println!(
         "the leaver emitted {} sessions ({} when it was asked to leave); the survivor so far {}",
@@ -161,7 +163,10 @@ async fn two_joiners_one_leaving_mid_run_emit_every_session_exactly_once() -> Re
         first_metrics.records_out.get() > 0,
         "the leaver emitted nothing"
     );
-    assert!(survivor.restores.get() > 0, "the survivor restored nothing");
+    assert!(
+        survivor.restores.get() > restored_before,
+        "the survivor restored no task after the other left ({restored_before} before)"
+    );
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for (key, _, value, _) in &received {

@@ -592,13 +592,17 @@ impl Joiner {
 
     /// Moves the watermark to at least `to` without a record: the idle-partition rule of the
     /// service calls this with wall-clock-derived time when a partition is quiet.
+    ///
+    /// [`Self::max_event_time`] stays the newest record's time: the idle rule derives `to` from
+    /// it plus the wall time since that record, and raising it here fed each advance back into
+    /// the next, so event time ran ahead of the clock (after 90 s of quiet the watermark stood
+    /// an hour ahead and the next records were joined as late).
     pub fn advance_watermark(&mut self, to: EpochMillis) -> Vec<EnrichedSession> {
         if self.watermark.is_none_or(|w| to > w) {
             if let Some(journal) = &mut self.journal {
                 journal.meta = true;
             }
             self.watermark = Some(to);
-            self.max_event_time = Some(self.max_event_time.map_or(to, |m| m.max(to)));
             self.prune();
         }
         self.emit_ready()
@@ -1343,6 +1347,37 @@ mod tests {
         // The watermark never goes back.
         assert!(joiner.advance_watermark(T0).is_empty());
         assert_eq!(joiner.watermark(), Some(T0 + 1_000));
+    }
+
+    #[test]
+    fn advancing_the_watermark_leaves_the_newest_record_time_alone() {
+        let config = JoinConfig::default();
+        let lateness = config.allowed_lateness_ms;
+        let mut joiner = Joiner::new(config);
+        joiner.push(JoinInput::Session(session(
+            "quiet",
+            Some("com.x"),
+            T0,
+            1_000,
+        )));
+        assert_eq!(joiner.max_event_time(), Some(T0));
+        // The idle rule, every half second of a minute and a half of quiet, from the newest
+        // record's time plus the quiet so far.
+        for quiet in (500..=90_000).step_by(500) {
+            let to = joiner.max_event_time().unwrap_or(T0) + quiet - lateness;
+            joiner.advance_watermark(to);
+        }
+        assert_eq!(joiner.max_event_time(), Some(T0));
+        assert_eq!(joiner.watermark(), Some(T0 + 90_000 - lateness));
+        assert_eq!(joiner.pending_sessions(), 0, "the quiet session came out");
+        // The next record, 90 s of event time after the last as 90 s passed on the clock, is
+        // on time.
+        joiner.push(JoinInput::Event(event(
+            DeviceEventKind::DeviceLocked,
+            None,
+            T0 + 90_000,
+        )));
+        assert_eq!(joiner.stats().late_events, 0);
     }
 
     #[test]

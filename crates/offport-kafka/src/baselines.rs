@@ -102,6 +102,16 @@ pub enum FeedError {
     Defaults(String),
 }
 
+/// How long a baseline record that met an unreachable registry waits before it is tried again.
+pub const UNREACHABLE_RETRY: Duration = Duration::from_secs(1);
+
+/// A record that could not be applied because the registry could not be reached, handed
+/// back with why.
+struct Unreachable {
+    record: OwnedMessage,
+    error: FeedError,
+}
+
 /// The baselines in force, fed from the topic.
 pub struct BaselineFeed {
     consumer: BaseConsumer<crate::pipeline::ReadToEnd>,
@@ -110,6 +120,10 @@ pub struct BaselineFeed {
     applied: u64,
     /// Version keys live on the topic (applied and not withdrawn).
     topic_keys: BTreeSet<String>,
+    /// A record read but not applied because the registry could not be reached, and when to
+    /// try it again: applied first by a later [`Self::poll`], before anything newer, so no
+    /// version is skipped.
+    unapplied: Option<(OwnedMessage, Instant)>,
 }
 
 impl std::fmt::Debug for BaselineFeed {
@@ -174,6 +188,7 @@ impl BaselineFeed {
             set,
             applied: 0,
             topic_keys: BTreeSet::new(),
+            unapplied: None,
         };
         let mut at_end: BTreeSet<i32> = BTreeSet::new();
         let mut rejected = Vec::new();
@@ -200,7 +215,7 @@ impl BaselineFeed {
                     if later {
                         continue;
                     }
-                    if let Some(rejection) = feed.apply(codec, record).await? {
+                    if let Some(rejection) = feed.apply(codec, record).await.map_err(|u| u.error)? {
                         rejected.push(rejection);
                     }
                 }
@@ -220,28 +235,51 @@ impl BaselineFeed {
     }
 
     /// Applies the records that arrived since the last call, without waiting. Returns whether
-    /// anything changed and the records rejected.
-    pub async fn poll(
-        &mut self,
-        codec: &RegistryCodec,
-    ) -> Result<(bool, Vec<Rejected>), FeedError> {
+    /// anything changed and the records rejected. When the registry cannot be reached the
+    /// record at hand is kept and the call ends there (with a log line): the first call after
+    /// [`UNREACHABLE_RETRY`] starts with it (calls before then do nothing), so no version is
+    /// skipped and the order stays the topic's.
+    pub async fn poll(&mut self, codec: &RegistryCodec) -> (bool, Vec<Rejected>) {
         let before = self.set.generation();
         let mut rejected = Vec::new();
-        while let Some(next) = self.next(Duration::ZERO) {
-            match next {
-                Ok(record) => {
-                    if let Some(rejection) = self.apply(codec, record).await? {
-                        rejected.push(rejection);
-                    }
+        loop {
+            let record = match self.unapplied.take() {
+                Some((record, retry_at)) if Instant::now() < retry_at => {
+                    self.unapplied = Some((record, retry_at));
+                    break;
                 }
-                Err(KafkaError::PartitionEOF(_)) => break,
-                Err(error) => {
-                    tracing::warn!(%error, topic = %self.topic, "baselines consumer");
+                Some((record, _)) => record,
+                None => match self.next(Duration::ZERO) {
+                    Some(Ok(record)) => record,
+                    Some(Err(KafkaError::PartitionEOF(_))) | None => break,
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, topic = %self.topic, "baselines consumer");
+                        break;
+                    }
+                },
+            };
+            match self.apply(codec, record).await {
+                Ok(Some(rejection)) => rejected.push(rejection),
+                Ok(None) => {}
+                Err(unreachable) => {
+                    let Unreachable { record, error } = *unreachable;
+                    tracing::warn!(
+                        offset = record.offset(),
+                        %error,
+                        topic = %self.topic,
+                        "baseline record not applied yet (registry unreachable); retried in a second"
+                    );
+                    self.unapplied = Some((record, Instant::now() + UNREACHABLE_RETRY));
                     break;
                 }
             }
         }
-        Ok((self.set.generation() != before, rejected))
+        (self.set.generation() != before, rejected)
+    }
+
+    /// True while a record waits for the registry (see [`Self::poll`]).
+    pub fn has_unapplied(&self) -> bool {
+        self.unapplied.is_some()
     }
 
     /// The baselines in force.
@@ -259,11 +297,13 @@ impl BaselineFeed {
         self.applied
     }
 
+    /// Applies one record: `Ok(None)` applied (or a tombstone taken), `Ok(Some)` rejected for
+    /// the dead-letter topic, `Err` the registry could not be reached (the record handed back).
     async fn apply(
         &mut self,
         codec: &RegistryCodec,
         record: OwnedMessage,
-    ) -> Result<Option<Rejected>, FeedError> {
+    ) -> Result<Option<Rejected>, Box<Unreachable>> {
         let reject = |record: OwnedMessage, reason, message: String| {
             tracing::warn!(
                 offset = record.offset(),
@@ -300,7 +340,12 @@ impl BaselineFeed {
         };
         let document: Baseline = match codec.decode(payload).await {
             Ok(document) => document,
-            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) if error.is_transient() => {
+                return Err(Box::new(Unreachable {
+                    record,
+                    error: error.into(),
+                }))
+            }
             Err(error) => {
                 return reject(
                     record,

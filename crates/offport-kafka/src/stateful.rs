@@ -350,13 +350,7 @@ impl<S: StatefulStage> Runner<'_, S> {
         let mut applied = feed.applied();
         while !self.shutdown.is_triggered() {
             let mut outgoing = Vec::new();
-            let (changed, rejected) = match feed.poll(self.codec).await {
-                Ok(polled) => polled,
-                Err(error) => {
-                    tracing::warn!(%error, "baselines update not read; retrying after the batch");
-                    (false, vec![])
-                }
-            };
+            let (changed, rejected) = feed.poll(self.codec).await;
             if changed {
                 for slot in self.tasks.values_mut() {
                     self.stage.baselines_changed(&mut slot.task, feed.set());

@@ -1,8 +1,9 @@
 //! The topic layout of the offport topology, and its creation.
 //!
 //! [`TopicRole`] names every topic a stage reads or writes; [`TopicRole::spec`] gives its name
-//! and settings under a [`TopicSettings`]. The normalized, enriched and alert topics are all keyed
-//! by device id and must be co-partitioned (same partition count, murmur2 partitioner), so
+//! and settings under a [`TopicSettings`]. The normalized and enriched topics and the changelogs
+//! are keyed by device id (or task) and must be co-partitioned (same partition count, murmur2
+//! partitioner; the alert topics are keyed by device id too but no stage joins on them), so
 //! [`ensure_topics`] refuses an existing topic whose partition count differs instead of silently
 //! accepting a layout the joiner cannot use.
 
@@ -36,13 +37,14 @@ pub enum TopicRole {
     Alerts,
     /// The same findings as OCSF 1.x Detection Finding JSON, for SIEMs.
     AlertsOcsf,
-    /// `Baseline` documents keyed by scope; compacted, a tombstone deletes the scope.
+    /// `Baseline` documents keyed by `<scope>@<effective time ms>`, one key per version;
+    /// compacted, a tombstone withdraws that version.
     Baselines,
     /// `DeadLetter` records from every stage.
     DeadLetter,
-    /// The joiner's state changelog (JSON, compacted), one partition per task.
+    /// The joiner's state changelog (postcard, compacted), one partition per task.
     JoinerChangelog,
-    /// The scorer's state changelog (JSON, compacted), one partition per task.
+    /// The scorer's state changelog (postcard, compacted), one partition per task.
     ScorerChangelog,
 }
 
