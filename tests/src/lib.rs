@@ -232,6 +232,28 @@ pub type Received = (
     std::collections::BTreeMap<String, String>,
 );
 
+/// Reads exactly `count` dead letters (read_committed, as [`read_committed`]) from the settings'
+/// dead-letter topic, decoded, in the order of their source offsets.
+pub async fn dead_letters(
+    settings: &offport_kafka::settings::Settings,
+    codec: &offport_kafka::registry::RegistryCodec,
+    count: usize,
+) -> Result<Vec<offport_core::model::DeadLetter>> {
+    let topic = offport_kafka::topics::TopicRole::DeadLetter
+        .spec(&settings.topics)
+        .name;
+    let mut letters = Vec::new();
+    for (_, _, value, _) in read_committed(&settings.kafka, &topic, count).await? {
+        letters.push(
+            codec
+                .decode::<offport_core::model::DeadLetter>(&value)
+                .await?,
+        );
+    }
+    letters.sort_by_key(|letter| letter.source_offset);
+    Ok(letters)
+}
+
 /// Reads exactly `count` records from `topic` with read_committed (failing after 60 s, or if
 /// one more arrives within 2 s).
 pub async fn read_committed(

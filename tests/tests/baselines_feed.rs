@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use offport_core::baseline::parse_documents;
 use offport_core::examples;
-use offport_core::model::{Baseline, BaselineScope, DeadLetter, DeadLetterReason, ScopeKind};
+use offport_core::model::{Baseline, BaselineScope, DeadLetterReason, ScopeKind};
 use offport_core::schema::Contract;
 use offport_kafka::baselines::{publish, version_key, BaselineFeed, UNREACHABLE_RETRY};
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::stages::ScorerStage;
 use offport_kafka::topics::TopicRole;
-use offport_tests::{isolated_settings, produce, read_committed, Background, RawInput};
+use offport_tests::{dead_letters, isolated_settings, produce, Background, RawInput};
 
 const APP: &str = "com.example.vendor";
 
@@ -152,17 +152,7 @@ async fn invalid_baselines_published_while_a_stage_runs_are_dead_lettered_and_ch
     let v2_from = v2.effective_time;
     publish(&settings, &codec, &[(version_key(&v2), Some(v2))]).await?;
 
-    let received = read_committed(
-        &settings.kafka,
-        &TopicRole::DeadLetter.spec(&settings.topics).name,
-        2,
-    )
-    .await?;
-    let mut letters = Vec::new();
-    for (_, _, value, _) in received {
-        letters.push(codec.decode::<DeadLetter>(&value).await?);
-    }
-    letters.sort_by_key(|letter| letter.source_offset);
+    let letters = dead_letters(&settings, &codec, 2).await?;
     let (key_letter, value_letter) = (&letters[0], &letters[1]);
     assert_eq!(key_letter.source_offset, 1);
     assert_eq!(key_letter.reason, DeadLetterReason::InvalidBaseline);

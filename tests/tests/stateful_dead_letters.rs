@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use offport_core::examples;
-use offport_core::model::{DeadLetter, DeadLetterReason};
+use offport_core::model::DeadLetterReason;
 use offport_core::schema::Contract;
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::stages::ScorerStage;
 use offport_kafka::topics::TopicRole;
-use offport_tests::{isolated_settings, produce, read_committed, Background, RawInput};
+use offport_tests::{dead_letters, isolated_settings, produce, Background, RawInput};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_records_of_a_stateful_stage_are_dead_lettered_and_the_rest_processed(
@@ -56,17 +56,7 @@ async fn undecodable_records_of_a_stateful_stage_are_dead_lettered_and_the_rest_
     tokio::time::timeout(Duration::from_secs(120), scorer.task).await???;
     assert_eq!(scorer.metrics.records_in.get(), 5);
 
-    let received = read_committed(
-        &settings.kafka,
-        &TopicRole::DeadLetter.spec(&settings.topics).name,
-        2,
-    )
-    .await?;
-    let mut letters = Vec::new();
-    for (_, _, value, _) in received {
-        letters.push(codec.decode::<DeadLetter>(&value).await?);
-    }
-    letters.sort_by_key(|letter| letter.source_offset);
+    let letters = dead_letters(&settings, &codec, 2).await?;
     assert_eq!(letters.len(), 2, "{letters:?}");
     let (not_avro, unknown) = (&letters[0], &letters[1]);
     assert_eq!(not_avro.source_offset, 1);

@@ -87,6 +87,38 @@ fn show(settings: &Settings) -> Result<(Vec<String>, Vec<u64>)> {
     Ok((sources, mqtt_ports))
 }
 
+/// Runs `offportctl` and checks it succeeded and printed `expected`; returns its output.
+fn succeeds(settings: &Settings, args: &[&str], expected: &str) -> Result<String> {
+    let output = offportctl(settings, args)?;
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains(expected), "{args:?} printed:\n{text}");
+    Ok(text)
+}
+
+/// Runs `offportctl` and checks it failed with exit code 1 and said each of `why` on stderr.
+fn fails(settings: &Settings, args: &[&str], why: &[&str]) -> Result<()> {
+    let output = offportctl(settings, args)?;
+    assert_eq!(output.status.code(), Some(1), "{args:?}");
+    let text = stderr(&output);
+    assert!(
+        why.iter().all(|w| text.contains(w)),
+        "{args:?} said:\n{text}"
+    );
+    Ok(())
+}
+
+/// Checks `show` holds the built-in default alone: no version of an app scope, no 8884.
+fn shows_only_the_default(settings: &Settings) -> Result<()> {
+    let (sources, ports) = show(settings)?;
+    assert!(!ports.contains(&8884), "{ports:?}");
+    assert!(
+        !sources.iter().any(|s| s.starts_with("app:")),
+        "{sources:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baselines_are_validated_diffed_applied_shown_and_deleted() -> Result<()> {
     let settings =
@@ -102,55 +134,40 @@ async fn baselines_are_validated_diffed_applied_shown_and_deleted() -> Result<()
     let v1_path = v1.to_str().unwrap();
 
     // validate: no broker needed; an invalid file fails with its path and why.
-    let output = offportctl(&settings, &["baselines", "validate", v1_path])?;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stdout(&output).starts_with("ok       app:com.example.vendor@1767225600000"),
-        "{}",
-        stdout(&output)
-    );
-    let output = offportctl(
+    succeeds(
+        &settings,
+        &["baselines", "validate", v1_path],
+        "ok       app:com.example.vendor@1767225600000",
+    )?;
+    fails(
         &settings,
         &["baselines", "validate", invalid.to_str().unwrap()],
+        &[
+            "invalid.yaml is invalid",
+            "allowed_protocol_ports[0].ports[0]",
+            "first must not exceed last",
+        ],
     )?;
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("invalid.yaml is invalid")
-            && stderr(&output).contains("allowed_protocol_ports[0].ports[0]")
-            && stderr(&output).contains("first must not exceed last"),
-        "{}",
-        stderr(&output)
-    );
 
     // diff against an empty topic: new. show: the built-in default alone.
-    let output = offportctl(&settings, &["baselines", "diff", v1_path])?;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stdout(&output).contains("new       app:com.example.vendor@1767225600000"),
-        "{}",
-        stdout(&output)
-    );
-    let (sources, ports) = show(&settings)?;
-    assert!(!ports.contains(&8884), "{ports:?}");
-    assert!(
-        !sources.iter().any(|s| s.starts_with("app:")),
-        "{sources:?}"
-    );
+    succeeds(
+        &settings,
+        &["baselines", "diff", v1_path],
+        "new       app:com.example.vendor@1767225600000",
+    )?;
+    shows_only_the_default(&settings)?;
 
     // apply, then diff: unchanged; show: the version contributes its port.
-    let output = offportctl(&settings, &["baselines", "apply", v1_path])?;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stdout(&output).contains("1 versions published to"),
-        "{}",
-        stdout(&output)
-    );
-    let output = offportctl(&settings, &["baselines", "diff", v1_path])?;
-    assert!(
-        stdout(&output).contains("unchanged app:com.example.vendor@1767225600000"),
-        "{}",
-        stdout(&output)
-    );
+    succeeds(
+        &settings,
+        &["baselines", "apply", v1_path],
+        "1 versions published to",
+    )?;
+    succeeds(
+        &settings,
+        &["baselines", "diff", v1_path],
+        "unchanged app:com.example.vendor@1767225600000",
+    )?;
     let (sources, ports) = show(&settings)?;
     assert!(ports.contains(&8884), "{ports:?}");
     assert!(
@@ -160,14 +177,17 @@ async fn baselines_are_validated_diffed_applied_shown_and_deleted() -> Result<()
 
     // The file edited: changed, with a unified diff of the document.
     write(&dir, "vendor.yaml", &document("v1", 8885))?;
-    let output = offportctl(&settings, &["baselines", "diff", v1_path])?;
-    let text = stdout(&output);
+    let text = succeeds(
+        &settings,
+        &["baselines", "diff", v1_path],
+        "changed   app:com.example.vendor@1767225600000",
+    )?;
+    let changed_line = |sign: char, port: &str| {
+        text.lines()
+            .any(|line| line.starts_with(sign) && line.contains(port))
+    };
     assert!(
-        text.contains("changed   app:com.example.vendor@1767225600000"),
-        "{text}"
-    );
-    assert!(
-        text.contains("-") && text.contains("8884") && text.contains("8885"),
+        changed_line('-', "8884") && changed_line('+', "8885"),
         "{text}"
     );
     assert!(
@@ -176,32 +196,17 @@ async fn baselines_are_validated_diffed_applied_shown_and_deleted() -> Result<()
     );
 
     // delete: every version of the scope withdrawn; show is back to the default.
-    let output = offportctl(
+    succeeds(
         &settings,
         &["baselines", "delete", "app:com.example.vendor"],
+        "withdraw app:com.example.vendor@1767225600000",
     )?;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stdout(&output).contains("withdraw app:com.example.vendor@1767225600000"),
-        "{}",
-        stdout(&output)
-    );
-    let (sources, ports) = show(&settings)?;
-    assert!(!ports.contains(&8884), "{ports:?}");
-    assert!(
-        !sources.iter().any(|s| s.starts_with("app:")),
-        "{sources:?}"
-    );
-    let output = offportctl(
+    shows_only_the_default(&settings)?;
+    fails(
         &settings,
         &["baselines", "delete", "app:com.example.vendor"],
+        &["no version of app:com.example.vendor is on the topic"],
     )?;
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("no version of app:com.example.vendor is on the topic"),
-        "{}",
-        stderr(&output)
-    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
