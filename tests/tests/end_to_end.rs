@@ -258,20 +258,44 @@ async fn a_scripted_scenario_raises_exactly_the_expected_findings_on_both_alert_
         .iter()
         .any(|e| e.kind == EvidenceKind::AppUnmanaged));
 
-    // The same findings, revision for revision, on the OCSF topic.
+    // The same findings, revision for revision, on the OCSF topic: each Detection Finding keyed
+    // by its device and carrying the Avro revision's device, app, destination and evidence.
     assert_eq!(ocsf.len(), alerts.len());
-    let mut ocsf_ids: Vec<String> = ocsf
+    let by_uid: BTreeMap<String, &Finding> = findings
         .iter()
-        .map(|(_, _, value, _)| {
-            let event: serde_json::Value = serde_json::from_slice(value).unwrap();
-            assert_eq!(event["class_uid"], 2004);
-            event["metadata"]["uid"].as_str().unwrap().to_string()
-        })
+        .map(|f| (format!("{}:{}", f.finding_id, f.revision), f))
         .collect();
-    let mut avro_ids: Vec<String> = findings
-        .iter()
-        .map(|f| format!("{}:{}", f.finding_id, f.revision))
-        .collect();
+    assert_eq!(by_uid.len(), findings.len(), "revisions are unique");
+    let mut ocsf_ids: Vec<String> = Vec::new();
+    for (key, _, value, _) in &ocsf {
+        let event: serde_json::Value = serde_json::from_slice(value)?;
+        assert_eq!(event["class_uid"], 2004);
+        let uid = event["metadata"]["uid"].as_str().unwrap().to_string();
+        let finding = by_uid
+            .get(&uid)
+            .unwrap_or_else(|| panic!("OCSF {uid} has no Avro revision"));
+        assert_eq!(key.as_deref(), Some(finding.device_id.as_bytes()), "{uid}");
+        assert_eq!(event["finding_info"]["uid"], finding.finding_id.as_str());
+        assert_eq!(
+            event["activity_id"],
+            if finding.revision == 0 { 1 } else { 2 }
+        );
+        assert_eq!(event["device"]["uid"], finding.device_id.as_str());
+        match &finding.app_id {
+            Some(app) => assert_eq!(event["resources"][0]["uid"], app.as_str(), "{uid}"),
+            None => assert!(event.get("resources").is_none(), "{uid}"),
+        }
+        let evidence = &event["evidences"][0];
+        assert_eq!(evidence["dst_endpoint"]["ip"], finding.dst_ip.as_str());
+        assert_eq!(evidence["dst_endpoint"]["port"], finding.dst_port);
+        assert_eq!(
+            evidence["data"]["evidence"].as_array().map(Vec::len),
+            Some(finding.evidence.len()),
+            "{uid}: {evidence}"
+        );
+        ocsf_ids.push(uid);
+    }
+    let mut avro_ids: Vec<String> = by_uid.into_keys().collect();
     ocsf_ids.sort();
     avro_ids.sort();
     assert_eq!(ocsf_ids, avro_ids);

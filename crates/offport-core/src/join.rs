@@ -84,6 +84,15 @@ pub enum JoinInput {
 }
 
 impl JoinInput {
+    /// Which input the record comes from: 0 sessions, 1 EDR events, 2 MDM contexts.
+    pub fn input(&self) -> usize {
+        match self {
+            JoinInput::Session(_) => 0,
+            JoinInput::Event(_) => 1,
+            JoinInput::Context(_) => 2,
+        }
+    }
+
     /// Event time of the record.
     pub fn event_time(&self) -> EpochMillis {
         match self {
@@ -403,6 +412,12 @@ pub struct Joiner {
     /// key while the session waits and back when it is emitted.
     pending: BTreeMap<(EpochMillis, String), NetworkSession>,
     max_event_time: Option<EpochMillis>,
+    /// Newest event time of each input ([`JoinInput::input`] order) since this joiner was built
+    /// or restored; kept in memory only (a restored joiner waits for each lagging input's next
+    /// record).
+    input_max: [Option<EpochMillis>; 3],
+    /// Inputs known to have records not read yet ([`Self::set_lagging`]).
+    lagging: [bool; 3],
     watermark: Option<EpochMillis>,
     /// Watermark at the last prune; pruning runs once per [`PRUNE_STEP_MS`] of event time.
     pruned_at: Option<EpochMillis>,
@@ -544,6 +559,9 @@ impl Joiner {
     /// Adds a record; returns the sessions it completed, in (end time, session id) order.
     pub fn push(&mut self, input: JoinInput) -> Vec<EnrichedSession> {
         let at = input.event_time();
+        if let Some(newest) = self.input_max.get_mut(input.input()) {
+            *newest = Some(newest.map_or(at, |m| m.max(at)));
+        }
         let late = self.watermark.is_some_and(|w| at < w);
         if let Some(journal) = &mut self.journal {
             journal.device(input.device_id());
@@ -627,11 +645,44 @@ impl Joiner {
     fn advance(&mut self, at: EpochMillis) {
         let max = self.max_event_time.map_or(at, |m| m.max(at));
         self.max_event_time = Some(max);
-        let candidate = max.saturating_sub(self.config.allowed_lateness_ms);
+        self.raise_watermark();
+    }
+
+    /// Raises the watermark to the newest event time minus the allowed lateness, but no
+    /// further than the newest record of any lagging input allows: while an input has records
+    /// not read yet, what it will bring is not behind the watermark yet. A lagging input with
+    /// no record since this joiner was built or restored holds the watermark where it is.
+    fn raise_watermark(&mut self) {
+        let Some(max) = self.max_event_time else {
+            return;
+        };
+        let mut limit = max;
+        for (lagging, newest) in self.lagging.iter().zip(self.input_max) {
+            if *lagging {
+                match newest {
+                    Some(newest) => limit = limit.min(newest),
+                    None => return,
+                }
+            }
+        }
+        let candidate = limit.saturating_sub(self.config.allowed_lateness_ms);
         if self.watermark.is_none_or(|w| candidate > w) {
             self.watermark = Some(candidate);
             self.prune();
         }
+    }
+
+    /// Which inputs ([`JoinInput::input`] order) have records not read yet. While one does,
+    /// the watermark follows that input's newest record rather than the newest of all, so a
+    /// session is emitted only once every input with more to read has passed its end (plus the
+    /// allowed lateness): an input read behind the others (a slower fetch, a normalizer
+    /// catching up) no longer makes its records late, and a replay's output no longer depends
+    /// on how the inputs interleave. With no input lagging the rule is the plain one. Returns
+    /// the sessions this completes.
+    pub fn set_lagging(&mut self, lagging: [bool; 3]) -> Vec<EnrichedSession> {
+        self.lagging = lagging;
+        self.raise_watermark();
+        self.emit_ready()
     }
 
     fn emit_ready(&mut self) -> Vec<EnrichedSession> {
@@ -1404,6 +1455,106 @@ mod tests {
         assert_eq!(out[0].lock_state, LockState::Locked);
         assert_eq!(joiner.stats().late_events, 1);
         assert_eq!(joiner.stats().late_sessions, 1);
+    }
+
+    #[test]
+    fn a_lagging_input_holds_the_watermark_until_it_has_caught_up() {
+        let app = Some("com.x");
+        let mut joiner = Joiner::new(JoinConfig {
+            allowed_lateness_ms: 0,
+            ..JoinConfig::default()
+        });
+        // EDR has records not read yet, none read so far: nothing can be complete.
+        assert!(joiner.set_lagging([false, true, false]).is_empty());
+        assert!(joiner
+            .push(JoinInput::Session(session("s1", app, T0, 1_000)))
+            .is_empty());
+        assert!(joiner
+            .push(JoinInput::Session(session("s2", app, T0 + 60_000, 1_000)))
+            .is_empty());
+        assert_eq!(joiner.watermark(), None);
+        // EDR up to T0-500: the watermark follows it, not the sessions' T0+60 s.
+        let locked = joiner.push(JoinInput::Event(event(
+            DeviceEventKind::DeviceLocked,
+            None,
+            T0 - 500,
+        )));
+        assert!(locked.is_empty());
+        assert_eq!(joiner.watermark(), Some(T0 - 500));
+        assert_eq!(joiner.stats().late_events, 0);
+        let out = joiner.push(JoinInput::Event(event(
+            DeviceEventKind::ScreenOn,
+            None,
+            T0 + 2_000,
+        )));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].session.session_id, "s1");
+        assert_eq!(
+            out[0].lock_state,
+            LockState::Locked,
+            "the lock was read first"
+        );
+        // EDR caught up: the plain rule again.
+        assert!(joiner.set_lagging([false; 3]).is_empty());
+        assert_eq!(joiner.watermark(), Some(T0 + 60_000));
+        let out = joiner.advance_watermark(T0 + 61_000);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn with_lagging_inputs_marked_the_output_does_not_depend_on_how_inputs_interleave() {
+        let app = Some("com.x");
+        let sessions: Vec<JoinInput> = (0..20)
+            .map(|i| JoinInput::Session(session(&format!("s{i:02}"), app, T0 + i * 10_000, 2_000)))
+            .collect();
+        // The device locks and unlocks every 10 s, half-way between sessions.
+        let events: Vec<JoinInput> = (0..20)
+            .map(|i| {
+                let kind = if i % 2 == 0 {
+                    DeviceEventKind::DeviceLocked
+                } else {
+                    DeviceEventKind::DeviceUnlocked
+                };
+                JoinInput::Event(event(kind, None, T0 - 5_000 + i * 10_000))
+            })
+            .collect();
+        let config = JoinConfig {
+            allowed_lateness_ms: 1_000,
+            ..JoinConfig::default()
+        };
+        let states = |out: Vec<EnrichedSession>| -> Vec<(String, LockState)> {
+            out.into_iter()
+                .map(|e| (e.session.session_id, e.lock_state))
+                .collect()
+        };
+        // In time order.
+        let mut merged: Vec<JoinInput> = sessions.iter().chain(&events).cloned().collect();
+        merged.sort_by_key(JoinInput::event_time);
+        let mut in_order = Joiner::new(config.clone());
+        let mut expected = Vec::new();
+        for input in merged {
+            expected.extend(in_order.push(input));
+        }
+        expected.extend(in_order.flush());
+        let expected = states(expected);
+        assert_eq!(expected.len(), 20);
+        // Every session read before any EDR event, as when the sessions topic is fetched
+        // ahead: EDR is marked lagging until it has been read.
+        let read_apart = |mark: bool| {
+            let mut joiner = Joiner::new(config.clone());
+            let mut out = joiner.set_lagging([false, mark, false]);
+            for input in sessions.iter().chain(&events).cloned() {
+                out.extend(joiner.push(input));
+            }
+            out.extend(joiner.set_lagging([false; 3]));
+            out.extend(joiner.flush());
+            (states(out), joiner.stats().late_events)
+        };
+        assert_eq!(read_apart(true), (expected.clone(), 0));
+        // Unmarked, the sessions run ahead and the EDR events come late.
+        let (unmarked, late) = read_apart(false);
+        assert_ne!(unmarked, expected);
+        assert_eq!(late, 20);
     }
 
     #[test]

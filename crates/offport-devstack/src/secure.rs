@@ -139,7 +139,6 @@ impl SecureBroker {
             "the secure Kafka broker",
             Instant::now() + options.start_timeout,
             broker.pid,
-            &broker.needle,
             &broker.log,
             || kafka_answers(&broker.plaintext, Duration::from_secs(2)).map(|_| ()),
         )?;
@@ -228,7 +227,6 @@ impl SecureRegistry {
             "the secure Apicurio Registry",
             Instant::now() + options.start_timeout,
             registry.pid,
-            &registry.needle,
             &registry.log,
             || {
                 std::net::TcpStream::connect(("127.0.0.1", https))

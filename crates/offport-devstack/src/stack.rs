@@ -240,6 +240,14 @@ pub fn read_state(options: &StackOptions) -> Option<StackState> {
 
 /// True when `pid` is a live (not zombie) process whose command line mentions `needle`.
 pub(crate) fn process_matches(pid: i32, needle: &str) -> bool {
+    process_alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+            .unwrap_or(false)
+}
+
+/// True when `pid` is a live (not zombie) process.
+pub(crate) fn process_alive(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -248,12 +256,7 @@ pub(crate) fn process_matches(pid: i32, needle: &str) -> bool {
         .rsplit(')')
         .next()
         .and_then(|rest| rest.split_whitespace().next());
-    if matches!(state, Some("Z" | "X")) {
-        return false;
-    }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
-        .unwrap_or(false)
+    !matches!(state, Some("Z" | "X"))
 }
 
 pub(crate) fn kafka_answers(bootstrap: &str, timeout: Duration) -> Result<usize> {
@@ -554,7 +557,6 @@ pub(crate) fn wait_until<F: FnMut() -> Result<()>>(
     what: &str,
     deadline: Instant,
     pid: i32,
-    needle: &str,
     log: &Path,
     mut check: F,
 ) -> Result<()> {
@@ -562,7 +564,10 @@ pub(crate) fn wait_until<F: FnMut() -> Result<()>>(
         match check() {
             Ok(()) => return Ok(()),
             Err(error) => {
-                if !process_matches(pid, needle) {
+                // Our own child, just spawned: until it has exec'd, its command line is still
+                // the parent's, so only a dead process counts as exited here (a check against
+                // `needle` failed a start once, with an empty log, while the registry came up).
+                if !process_alive(pid) {
                     bail!(
                         "{what} exited during startup. Last lines of {}:\n{}",
                         log.display(),
@@ -695,20 +700,13 @@ pub async fn up(options: &StackOptions) -> Result<StackState> {
 
 async fn wait_and_create_topics(options: &StackOptions, state: &StackState) -> Result<()> {
     let deadline = Instant::now() + options.start_timeout;
-    let needle = options.run_dir.to_string_lossy().to_string();
-    wait_until(
-        "Kafka",
-        deadline,
-        state.kafka_pid,
-        &needle,
-        &state.kafka_log,
-        || kafka_answers(&state.bootstrap_servers, Duration::from_secs(2)).map(|_| ()),
-    )?;
+    wait_until("Kafka", deadline, state.kafka_pid, &state.kafka_log, || {
+        kafka_answers(&state.bootstrap_servers, Duration::from_secs(2)).map(|_| ())
+    })?;
     wait_until(
         "Apicurio Registry",
         deadline,
         state.registry_pid,
-        &needle,
         &state.registry_log,
         || registry_answers(&state.registry_url),
     )?;

@@ -32,7 +32,7 @@
 //! - On shutdown the open batch is finished (committed) or aborted, then the consumer leaves
 //!   the group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,9 @@ pub(crate) struct LagContext {
     pub(crate) revoked: Mutex<Vec<(String, i32)>>,
     /// Rebalances begun so far (each revocation or assignment counts).
     pub(crate) rebalances: std::sync::atomic::AtomicU64,
+    /// The end of each partition as of the last statistics: the last stable offset (what a
+    /// read_committed consumer can reach), else the high watermark.
+    pub(crate) ends: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl LagContext {
@@ -138,6 +141,7 @@ impl LagContext {
             metrics,
             revoked: Mutex::new(Vec::new()),
             rebalances: std::sync::atomic::AtomicU64::new(0),
+            ends: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -153,6 +157,20 @@ impl rdkafka::ClientContext for LagContext {
             .map(|(_, p)| p.consumer_lag)
             .sum();
         self.metrics.lag.set(lag);
+        if let Ok(mut ends) = self.ends.lock() {
+            for (topic, stats) in &statistics.topics {
+                for (partition, p) in &stats.partitions {
+                    let end = if p.ls_offset >= 0 {
+                        p.ls_offset
+                    } else {
+                        p.hi_offset
+                    };
+                    if *partition >= 0 && end >= 0 {
+                        ends.insert((topic.clone(), *partition), end);
+                    }
+                }
+            }
+        }
     }
 }
 

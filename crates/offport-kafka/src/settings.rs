@@ -444,7 +444,8 @@ pub struct StreamSettings {
     /// be joined as if on time.
     pub allowed_lateness_ms: i64,
     /// Wall time without a record after which a quiet partition's watermark moves on with the
-    /// clock (the idle-partition rule), so its last sessions do not wait forever.
+    /// clock (the idle-partition rule), so its last sessions do not wait forever; also how long
+    /// the joiner waits for an input that has records left to read but brings a task nothing.
     pub idle_timeout_ms: u64,
     /// End-of-input rule: stop once every assigned partition is read to its end, after emitting
     /// everything still pending (a bounded replay).

@@ -127,6 +127,19 @@ impl StatefulStage for JoinerStage {
         self.emit(task.flush())
     }
 
+    fn waits_for_lagging_inputs(&self) -> bool {
+        true
+    }
+
+    fn inputs_lagging(&self, task: &mut Joiner, lagging: &[bool]) -> Vec<Emit<EnrichedSession>> {
+        // Inputs in JoinInput::input order: sessions, EDR events, MDM contexts.
+        let mut flags = [false; 3];
+        for (flag, lags) in flags.iter_mut().zip(lagging) {
+            *flag = *lags;
+        }
+        self.emit(task.set_lagging(flags))
+    }
+
     fn baselines_changed(&self, task: &mut Joiner, baselines: &BaselineSet) {
         task.set_time_window(baselines.longest_time_window());
     }

@@ -50,7 +50,10 @@
 //! `stream.allowed_lateness_ms`). **Idle rule**: when a task has had no record for
 //! `stream.idle_timeout_ms` of wall time, the stage may move its event time on with the clock
 //! (the joiner emits sessions that would be due if event time had advanced as much as wall time
-//! since the last record). **End-of-input rule** (`stream.stop_at_end`): once every assigned
+//! since the last record). **Lagging inputs** (stages that ask,
+//! [`StatefulStage::waits_for_lagging_inputs`]): per task and input, whether records are left
+//! in the batch or on the broker; the joiner's watermark then waits for such an input, up to
+//! `stream.idle_timeout_ms` without a record from it. **End-of-input rule** (`stream.stop_at_end`): once every assigned
 //! partition is read to its end, every task flushes what it still holds, the flush is committed,
 //! and the loop stops: a bounded replay finishes with all its output.
 
@@ -153,6 +156,19 @@ pub trait StatefulStage: Send + Sync {
     /// Keys and approximate heap bytes of a task's state.
     fn state_size(&self, task: &Self::Task) -> (usize, usize);
 
+    /// True for a stage that waits for inputs read behind the others (the joiner's
+    /// watermark): the loop then works out, for every task, which of [`Self::inputs`] have
+    /// records not processed yet and tells it through [`Self::inputs_lagging`].
+    fn waits_for_lagging_inputs(&self) -> bool {
+        false
+    }
+    /// Which of [`Self::inputs`] have records not processed yet (in the batch at hand or not
+    /// read from the broker); returns what that completes. Called before a task's records of a
+    /// batch and again as each input's last record in the batch is processed.
+    fn inputs_lagging(&self, _task: &mut Self::Task, _lagging: &[bool]) -> Vec<Emit<Self::Output>> {
+        vec![]
+    }
+
     /// Holds a task's state to at most `max_bytes`, evicting what matters least; returns how
     /// many keys were evicted. Stages without a cap keep everything.
     fn enforce_cap(&self, _task: &mut Self::Task, _max_bytes: usize) -> usize {
@@ -165,7 +181,14 @@ pub trait StatefulStage: Send + Sync {
 /// by partition: with librdkafka's 1 MiB a batch of 10,000 records in the stateful benchmark
 /// held one or two of its six partitions (tasks), leaving task threads idle; at 256 KiB it held
 /// three to five.
-const STAGE_FETCH: [(&str, &str); 1] = [("max.partition.fetch.bytes", "262144")];
+///
+/// Statistics every second (not the normalizers' 5 s): the joiner learns from them where each
+/// input partition ends, to tell an input with records left to read (see
+/// [`StatefulStage::waits_for_lagging_inputs`]).
+const STAGE_FETCH: [(&str, &str); 2] = [
+    ("max.partition.fetch.bytes", "262144"),
+    ("statistics.interval.ms", "1000"),
+];
 
 /// A batch's transaction, keeping the baseline dead letters it carries.
 type StatefulInFlight = InFlight<Vec<Outgoing>>;
@@ -173,6 +196,19 @@ type StatefulInFlight = InFlight<Vec<Outgoing>>;
 struct Slot<T> {
     task: T,
     last_record: Instant,
+    /// When each input last brought the task a record (or the task was set up): an input
+    /// silent for `stream.idle_timeout_ms` is not waited for.
+    input_records: Vec<Instant>,
+}
+
+impl<T> Slot<T> {
+    fn new(task: T, now: Instant, inputs: usize) -> Self {
+        Self {
+            task,
+            last_record: now,
+            input_records: vec![now; inputs],
+        }
+    }
 }
 
 /// Runs a stateful stage until shutdown (or, with `stream.stop_at_end`, the end of its input).
@@ -347,6 +383,7 @@ impl<S: StatefulStage> Runner<'_, S> {
         in_flight: &mut Option<StatefulInFlight>,
     ) -> Result<(), PipelineError> {
         let idle_after = Duration::from_millis(self.settings.stream.idle_timeout_ms);
+        let waits = self.stage.waits_for_lagging_inputs();
         let mut applied = feed.applied();
         while !self.shutdown.is_triggered() {
             let mut outgoing = Vec::new();
@@ -402,13 +439,8 @@ impl<S: StatefulStage> Runner<'_, S> {
             for partition in assigned {
                 if !self.tasks.contains_key(&partition) {
                     let task = self.restore(partition, feed.set()).await?;
-                    self.tasks.insert(
-                        partition,
-                        Slot {
-                            task,
-                            last_record: now,
-                        },
-                    );
+                    self.tasks
+                        .insert(partition, Slot::new(task, now, self.options.inputs.len()));
                 }
             }
             self.metrics
@@ -425,15 +457,22 @@ impl<S: StatefulStage> Runner<'_, S> {
                 let partition = message.partition();
                 if !self.tasks.contains_key(&partition) {
                     let task = self.restore(partition, feed.set()).await?;
-                    self.tasks.insert(
-                        partition,
-                        Slot {
-                            task,
-                            last_record: now,
-                        },
-                    );
+                    self.tasks
+                        .insert(partition, Slot::new(task, now, self.options.inputs.len()));
                 }
                 fresh += 1;
+                if waits {
+                    let input = self
+                        .options
+                        .inputs
+                        .iter()
+                        .position(|t| t == message.topic());
+                    if let (Some(input), Some(slot)) = (input, self.tasks.get_mut(&partition)) {
+                        if let Some(at) = slot.input_records.get_mut(input) {
+                            *at = now;
+                        }
+                    }
+                }
                 timestamps.extend(message.timestamp().to_millis());
                 next_offsets.insert((message.topic(), partition), message.offset() + 1);
                 self.fetch_schema(message, &mut schemas).await?;
@@ -442,10 +481,31 @@ impl<S: StatefulStage> Runner<'_, S> {
             for ((topic, partition), next) in next_offsets {
                 self.positions.insert((topic.to_string(), partition), next);
             }
+            let lagging = if waits {
+                self.lagging_inputs(now, idle_after)?
+            } else {
+                BTreeMap::new()
+            };
             let mut touched: BTreeSet<i32> = by_task.keys().copied().collect();
             let prepared = Instant::now();
             let largest_task = by_task.values().map(Vec::len).max().unwrap_or(0);
-            let produced = self.process_tasks(by_task, &schemas, now);
+            // Tasks without records in the batch learn what lags here; the others as their
+            // records are processed.
+            let mut caught_up = Vec::new();
+            let mut lag_emits = Vec::new();
+            for (partition, flags) in &lagging {
+                if let (false, Some(slot)) =
+                    (touched.contains(partition), self.tasks.get_mut(partition))
+                {
+                    let emitted = self.stage.inputs_lagging(&mut slot.task, flags);
+                    if !emitted.is_empty() {
+                        caught_up.push(*partition);
+                        lag_emits.extend(emitted);
+                    }
+                }
+            }
+            touched.extend(caught_up);
+            let produced = self.process_tasks(by_task, &schemas, &lagging, now);
             let processed = Instant::now();
             for produced in produced {
                 outgoing.push(match produced {
@@ -455,6 +515,9 @@ impl<S: StatefulStage> Runner<'_, S> {
                         self.dead_letter(message, &rejection).await?
                     }
                 });
+            }
+            for emit in lag_emits {
+                outgoing.push(self.encode(emit).await?);
             }
             self.metrics.records_in.inc_by(fresh);
 
@@ -682,6 +745,7 @@ impl<S: StatefulStage> Runner<'_, S> {
         &mut self,
         mut by_task: BTreeMap<i32, Vec<&'m BorrowedMessage<'b>>>,
         schemas: &BatchSchemas,
+        lagging: &BTreeMap<i32, Vec<bool>>,
         now: Instant,
     ) -> Vec<Produced<'m, 'b, S::Output>> {
         let work = TaskWork {
@@ -695,14 +759,17 @@ impl<S: StatefulStage> Runner<'_, S> {
         let jobs: Vec<_> = self
             .tasks
             .iter_mut()
-            .filter_map(|(partition, slot)| Some((slot, by_task.remove(partition)?)))
+            .filter_map(|(partition, slot)| {
+                let messages = by_task.remove(partition)?;
+                Some((slot, (messages, lagging.get(partition).map(Vec::as_slice))))
+            })
             .collect();
         let pool = match &self.pool {
             Some(pool) if jobs.len() > 1 => pool,
             _ => {
                 return jobs
                     .into_iter()
-                    .flat_map(|(slot, messages)| work.run(slot, messages))
+                    .flat_map(|(slot, (messages, lagging))| work.run(slot, messages, lagging))
                     .collect()
             }
         };
@@ -712,8 +779,8 @@ impl<S: StatefulStage> Runner<'_, S> {
         let work = &work;
         // A panic in a stage propagates from the scope, as it would on the loop's thread.
         pool.scope(|scope| {
-            for ((slot, messages), produced) in jobs.into_iter().zip(done.iter_mut()) {
-                scope.spawn(move |_| *produced = work.run(slot, messages));
+            for ((slot, (messages, lagging)), produced) in jobs.into_iter().zip(done.iter_mut()) {
+                scope.spawn(move |_| *produced = work.run(slot, messages, lagging));
             }
         });
         done.into_iter().flatten().collect()
@@ -840,6 +907,53 @@ impl<S: StatefulStage> Runner<'_, S> {
             wall_clock_millis(),
         )
         .await
+    }
+
+    /// For every task, which inputs have records not read from the broker yet: the consumer's
+    /// position (past transaction markers) against the partition's end in the consumer's last
+    /// statistics (its last stable offset; every `statistics.interval.ms`, no broker round
+    /// trip). An end not known yet counts as lagging. An input that has brought the task
+    /// nothing for `stream.idle_timeout_ms` is not waited for (a producer's transaction left
+    /// open, a partition the consumer is not fetching).
+    fn lagging_inputs(
+        &self,
+        now: Instant,
+        idle_after: Duration,
+    ) -> Result<BTreeMap<i32, Vec<bool>>, PipelineError> {
+        let positions = self.consumer.position()?;
+        let ends = self
+            .consumer
+            .context()
+            .ends
+            .lock()
+            .map(|ends| ends.clone())
+            .unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for (partition, slot) in &self.tasks {
+            let flags = self
+                .options
+                .inputs
+                .iter()
+                .zip(&slot.input_records)
+                .map(|(topic, read)| {
+                    let key = (topic.clone(), *partition);
+                    let position = positions
+                        .find_partition(topic, *partition)
+                        .and_then(|p| match p.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
+                        .or_else(|| self.positions.get(&key).copied());
+                    let unread = match (position, ends.get(&key)) {
+                        (Some(position), Some(end)) => position < *end,
+                        _ => true,
+                    };
+                    unread && now.saturating_duration_since(*read) < idle_after
+                })
+                .collect();
+            out.insert(*partition, flags);
+        }
+        Ok(out)
     }
 
     /// True when every assigned partition has been read to its end.
@@ -1063,12 +1177,37 @@ impl<S: StatefulStage> TaskWork<'_, S> {
     /// Decodes, processes and encodes one task's records of a batch, in order. All are decoded
     /// first and processed after, so that each group of [`WARM_GROUP`] records is warmed (see
     /// [`StatefulStage::warm`]) while the group ahead of it is processed.
+    ///
+    /// `lagging` (for a stage that waits for lagging inputs): which inputs have records not
+    /// read from the broker after this batch. An input also lags while its records in the
+    /// batch are not all processed; the task is told as each input's last one is.
     fn run<'m, 'b>(
         &self,
         slot: &mut Slot<S::Task>,
         messages: Vec<&'m BorrowedMessage<'b>>,
+        lagging: Option<&[bool]>,
     ) -> Vec<Produced<'m, 'b, S::Output>> {
         let mut produced = Vec::with_capacity(messages.len());
+        let input_of =
+            |message: &BorrowedMessage<'_>| self.inputs.iter().position(|t| t == message.topic());
+        // Records left in the batch per input, and what lags now.
+        let mut left = vec![0_usize; self.inputs.len()];
+        let mut flags: Vec<bool> = Vec::new();
+        if let Some(lagging) = lagging {
+            for message in &messages {
+                if let Some(count) = input_of(message).and_then(|i| left.get_mut(i)) {
+                    *count += 1;
+                }
+            }
+            flags = lagging
+                .iter()
+                .zip(&left)
+                .map(|(unread, left)| *unread || *left > 0)
+                .collect();
+            for emit in self.stage.inputs_lagging(&mut slot.task, &flags) {
+                produced.push(self.encode(emit));
+            }
+        }
         let mut decoded: VecDeque<_> = messages
             .into_iter()
             .map(|message| (message, self.decode(message)))
@@ -1090,6 +1229,26 @@ impl<S: StatefulStage> TaskWork<'_, S> {
                         }
                     }
                     Err(rejection) => produced.push(Produced::Rejected(message, rejection)),
+                }
+                if flags.is_empty() {
+                    continue;
+                }
+                // The input's last record in the batch: it lags only if more is unread.
+                let Some(i) = input_of(message) else {
+                    continue;
+                };
+                if let (Some(count), Some(unread)) =
+                    (left.get_mut(i), lagging.and_then(|l| l.get(i)))
+                {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 && !unread && flags.get(i) == Some(&true) {
+                        if let Some(flag) = flags.get_mut(i) {
+                            *flag = false;
+                        }
+                        for emit in self.stage.inputs_lagging(&mut slot.task, &flags) {
+                            produced.push(self.encode(emit));
+                        }
+                    }
                 }
             }
         }
