@@ -232,6 +232,26 @@ pub type Received = (
     std::collections::BTreeMap<String, String>,
 );
 
+/// Encodes each value in Avro through the registry (`contract`, under `topic`'s subject) and
+/// produces them to `topic` in order, each keyed by its key.
+pub async fn produce_avro<'a, T: serde::Serialize + 'a>(
+    kafka: &offport_kafka::settings::KafkaSettings,
+    codec: &offport_kafka::registry::RegistryCodec,
+    topic: &str,
+    contract: offport_core::schema::Contract,
+    records: impl IntoIterator<Item = (&'a str, &'a T)>,
+) -> Result<()> {
+    let mut inputs = Vec::new();
+    for (key, value) in records {
+        inputs.push(RawInput {
+            key: Some(key.as_bytes().to_vec()),
+            ..RawInput::value(codec.encode_value(topic, contract, value).await?)
+        });
+    }
+    produce(kafka, topic, &inputs).await?;
+    Ok(())
+}
+
 /// Reads exactly `count` dead letters (read_committed, as [`read_committed`]) from the settings'
 /// dead-letter topic, decoded, in the order of their source offsets.
 pub async fn dead_letters(

@@ -28,7 +28,7 @@ use offport_kafka::registry::RegistryCodec;
 use offport_kafka::stages::JoinerStage;
 use offport_kafka::stateful::StatefulStage;
 use offport_kafka::topics::TopicRole;
-use offport_tests::{isolated_settings, produce, read_committed, Background, RawInput};
+use offport_tests::{isolated_settings, produce_avro, read_committed, Background};
 
 const DEVICES: usize = 6;
 const SESSIONS: i64 = 30;
@@ -95,36 +95,22 @@ async fn the_joiners_output_does_not_depend_on_how_its_inputs_interleave() -> Re
         .properties
         .insert("batch.num.messages".into(), "1".into());
     let topic = |role: TopicRole| role.spec(&settings.topics).name;
-    let mut inputs = Vec::new();
-    for session in &sessions {
-        let value = codec
-            .encode_value(
-                &topic(TopicRole::Sessions),
-                Contract::NetworkSession,
-                session,
-            )
-            .await?;
-        inputs.push(RawInput {
-            key: Some(session.device_id.clone().into_bytes()),
-            ..RawInput::value(value)
-        });
-    }
-    produce(&producing, &topic(TopicRole::Sessions), &inputs).await?;
-    let mut inputs = Vec::new();
-    for event in &events {
-        let value = codec
-            .encode_value(
-                &topic(TopicRole::DeviceEvents),
-                Contract::DeviceEvent,
-                event,
-            )
-            .await?;
-        inputs.push(RawInput {
-            key: Some(event.device_id.clone().into_bytes()),
-            ..RawInput::value(value)
-        });
-    }
-    produce(&producing, &topic(TopicRole::DeviceEvents), &inputs).await?;
+    produce_avro(
+        &producing,
+        &codec,
+        &topic(TopicRole::Sessions),
+        Contract::NetworkSession,
+        sessions.iter().map(|s| (s.device_id.as_str(), s)),
+    )
+    .await?;
+    produce_avro(
+        &producing,
+        &codec,
+        &topic(TopicRole::DeviceEvents),
+        Contract::DeviceEvent,
+        events.iter().map(|e| (e.device_id.as_str(), e)),
+    )
+    .await?;
 
     // What the join gives with every record in event-time order (the stage's own task
     // configuration, one task per device: devices do not share state).

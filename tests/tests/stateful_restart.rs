@@ -9,9 +9,11 @@
 //! killed several times while it works, then left to finish. The enriched sessions and the
 //! alerts of the two must be identical, partition by partition, in order.
 //!
-//! The allowed lateness is longer than the dataset, so the joiner's output does not depend on how
-//! the three input topics interleave (which differs run to run): every session is held, with
-//! the changelog carrying it across the kills, until the end of input flushes it.
+//! Each topic is produced in event-time order and the joiner runs with the default allowed
+//! lateness: it emits sessions all through the replay, so the kills land in transactions that
+//! carry its output as well as its changelog. Its output does not depend on how the three input
+//! topics interleave (which differs run to run and across a restart), since an input with
+//! records left to read holds the watermark back.
 //!
 //! Also here (it shares the dataset): a stage processing a batch's tasks side by side on three
 //! threads (`stream.workers`) produces exactly what one thread does.
@@ -39,7 +41,7 @@ use offport_kafka::stages::{JoinerStage, ScorerStage};
 use offport_kafka::stateful::run_stateful;
 use offport_kafka::topics::TopicRole;
 use offport_tests::scenario::replay_dataset;
-use offport_tests::{isolated_settings, produce, read_until_quiet, Background, RawInput};
+use offport_tests::{isolated_settings, produce_avro, read_until_quiet, Background};
 use serde::{Deserialize, Serialize};
 
 const CHILD_ENV: &str = "OFFPORT_TEST_STATEFUL_CHILD";
@@ -298,60 +300,51 @@ async fn run_to_end(stage: &str, settings: &Settings, which: &str, limit: Durati
 
 async fn replay_settings(prefix: &str) -> Result<Settings> {
     let mut settings = isolated_settings(prefix, 3, 25, &TopicRole::ALL).await?;
-    settings.stream.allowed_lateness_ms = 30 * 24 * 3_600_000;
     settings.stream.stop_at_end = true;
     settings.stream.idle_timeout_ms = 3_600_000;
     Ok(settings)
 }
 
 async fn produce_dataset(settings: &Settings, codec: &RegistryCodec, t0: i64) -> Result<usize> {
-    let (sessions, events, contexts) = replay_dataset(t0, 40, 16);
+    let (mut sessions, mut events, mut contexts) = replay_dataset(t0, 40, 16);
+    // In event-time order, as a fleet's collectors write them (the dataset is device by
+    // device): a partition's records are then late only if the reader makes them so.
+    sessions.sort_by_key(|s| s.start_time);
+    events.sort_by_key(|e| e.event_time);
+    contexts.sort_by_key(|c| c.event_time);
+    // Partitioned as the normalizers do (murmur2 of the device id, as Java clients), so a
+    // device's records, its enriched sessions and its alerts share a partition number: each
+    // output partition is then written by one task, in that task's order (with librdkafka's
+    // default partitioner two tasks wrote into one output partition, interleaved by timing).
+    let mut kafka = settings.kafka.clone();
+    kafka
+        .properties
+        .insert("partitioner".into(), "murmur2_random".into());
     let topic = |role: TopicRole| role.spec(&settings.topics).name;
-    let mut inputs = Vec::new();
-    for context in &contexts {
-        let value = codec
-            .encode_value(
-                &topic(TopicRole::DeviceContexts),
-                Contract::DeviceContext,
-                context,
-            )
-            .await?;
-        inputs.push(RawInput {
-            key: Some(context.device_id.clone().into_bytes()),
-            ..RawInput::value(value)
-        });
-    }
-    produce(&settings.kafka, &topic(TopicRole::DeviceContexts), &inputs).await?;
-    let mut inputs = Vec::new();
-    for event in &events {
-        let value = codec
-            .encode_value(
-                &topic(TopicRole::DeviceEvents),
-                Contract::DeviceEvent,
-                event,
-            )
-            .await?;
-        inputs.push(RawInput {
-            key: Some(event.device_id.clone().into_bytes()),
-            ..RawInput::value(value)
-        });
-    }
-    produce(&settings.kafka, &topic(TopicRole::DeviceEvents), &inputs).await?;
-    let mut inputs = Vec::new();
-    for session in &sessions {
-        let value = codec
-            .encode_value(
-                &topic(TopicRole::Sessions),
-                Contract::NetworkSession,
-                session,
-            )
-            .await?;
-        inputs.push(RawInput {
-            key: Some(session.device_id.clone().into_bytes()),
-            ..RawInput::value(value)
-        });
-    }
-    produce(&settings.kafka, &topic(TopicRole::Sessions), &inputs).await?;
+    produce_avro(
+        &kafka,
+        codec,
+        &topic(TopicRole::DeviceContexts),
+        Contract::DeviceContext,
+        contexts.iter().map(|c| (c.device_id.as_str(), c)),
+    )
+    .await?;
+    produce_avro(
+        &kafka,
+        codec,
+        &topic(TopicRole::DeviceEvents),
+        Contract::DeviceEvent,
+        events.iter().map(|e| (e.device_id.as_str(), e)),
+    )
+    .await?;
+    produce_avro(
+        &kafka,
+        codec,
+        &topic(TopicRole::Sessions),
+        Contract::NetworkSession,
+        sessions.iter().map(|s| (s.device_id.as_str(), s)),
+    )
+    .await?;
     Ok(sessions.len())
 }
 
