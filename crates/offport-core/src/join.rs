@@ -57,6 +57,10 @@ pub struct JoinConfig {
     pub time_window_ms: i64,
     /// Cap on the entries of any one timeline.
     pub max_entries_per_timeline: usize,
+    /// Sessions that may wait for lagging inputs ([`Joiner::set_lagging`]): with more waiting,
+    /// the watermark follows the plain rule (an input far behind is not waited for), so memory
+    /// stays bounded whatever the skew between the inputs.
+    pub max_waiting_sessions: usize,
 }
 
 impl Default for JoinConfig {
@@ -65,6 +69,7 @@ impl Default for JoinConfig {
             allowed_lateness_ms: 30_000,
             time_window_ms: 6 * 3_600_000,
             max_entries_per_timeline: 256,
+            max_waiting_sessions: 100_000,
         }
     }
 }
@@ -652,13 +657,15 @@ impl Joiner {
     /// further than the newest record of any lagging input allows: while an input has records
     /// not read yet, what it will bring is not behind the watermark yet. A lagging input with
     /// no record since this joiner was built or restored holds the watermark where it is.
+    /// Past [`JoinConfig::max_waiting_sessions`] waiting sessions, lagging inputs are ignored.
     fn raise_watermark(&mut self) {
         let Some(max) = self.max_event_time else {
             return;
         };
         let mut limit = max;
+        let waiting = self.pending.len() <= self.config.max_waiting_sessions;
         for (lagging, newest) in self.lagging.iter().zip(self.input_max) {
-            if *lagging {
+            if *lagging && waiting {
                 match newest {
                     Some(newest) => limit = limit.min(newest),
                     None => return,
@@ -1499,6 +1506,29 @@ mod tests {
         assert_eq!(joiner.watermark(), Some(T0 + 60_000));
         let out = joiner.advance_watermark(T0 + 61_000);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn past_the_waiting_sessions_cap_a_lagging_input_is_not_waited_for() {
+        let app = Some("com.x");
+        let mut joiner = Joiner::new(JoinConfig {
+            allowed_lateness_ms: 0,
+            max_waiting_sessions: 3,
+            ..JoinConfig::default()
+        });
+        joiner.set_lagging([false, true, false]);
+        for i in 0..3 {
+            let id = format!("s{i}");
+            assert!(joiner
+                .push(JoinInput::Session(session(&id, app, T0 + i * 10_000, 1_000)))
+                .is_empty());
+        }
+        assert_eq!(joiner.pending_sessions(), 3);
+        assert_eq!(joiner.watermark(), None, "held while within the cap");
+        // The fourth is past the cap: the plain rule emits the three that are complete.
+        let out = joiner.push(JoinInput::Session(session("s3", app, T0 + 30_000, 1_000)));
+        assert_eq!(out.len(), 3);
+        assert_eq!(joiner.watermark(), Some(T0 + 30_000));
     }
 
     #[test]

@@ -43,6 +43,11 @@ impl JoinerStage {
             config: JoinConfig {
                 allowed_lateness_ms: settings.stream.allowed_lateness_ms,
                 max_entries_per_timeline: settings.stream.max_timeline_entries,
+                // Sessions waiting for a lagging input may take half the state cap, at a
+                // budget of 1 KiB each.
+                max_waiting_sessions: usize::try_from(settings.stream.max_state_bytes / 2 / 1024)
+                    .unwrap_or(usize::MAX)
+                    .max(1_000),
                 ..JoinConfig::default()
             },
             enriched_topic: TopicRole::EnrichedSessions.spec(&settings.topics).name,
