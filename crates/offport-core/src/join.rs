@@ -1520,7 +1520,12 @@ mod tests {
         for i in 0..3 {
             let id = format!("s{i}");
             assert!(joiner
-                .push(JoinInput::Session(session(&id, app, T0 + i * 10_000, 1_000)))
+                .push(JoinInput::Session(session(
+                    &id,
+                    app,
+                    T0 + i * 10_000,
+                    1_000
+                )))
                 .is_empty());
         }
         assert_eq!(joiner.pending_sessions(), 3);
