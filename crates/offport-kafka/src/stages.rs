@@ -43,11 +43,7 @@ impl JoinerStage {
             config: JoinConfig {
                 allowed_lateness_ms: settings.stream.allowed_lateness_ms,
                 max_entries_per_timeline: settings.stream.max_timeline_entries,
-                // Sessions waiting for a lagging input may take half the state cap, at a
-                // budget of 1 KiB each.
-                max_waiting_sessions: usize::try_from(settings.stream.max_state_bytes / 2 / 1024)
-                    .unwrap_or(usize::MAX)
-                    .max(1_000),
+                max_waiting_sessions: max_waiting_sessions(settings),
                 ..JoinConfig::default()
             },
             enriched_topic: TopicRole::EnrichedSessions.spec(&settings.topics).name,
@@ -65,6 +61,20 @@ impl JoinerStage {
             })
             .collect()
     }
+}
+
+/// Sessions a joiner task may hold for a lagging input: half the state cap spread over the
+/// topics' partitions (an instance may run them all), at a budget of 1 KiB each; at least
+/// 1,000; no limit when the cap is off (`stream.max_state_bytes: 0`).
+fn max_waiting_sessions(settings: &Settings) -> usize {
+    let cap = settings.stream.max_state_bytes;
+    if cap == 0 {
+        return usize::MAX;
+    }
+    let tasks = u64::try_from(settings.topics.partitions.max(1)).unwrap_or(1);
+    usize::try_from(cap / 2 / 1024 / tasks)
+        .unwrap_or(usize::MAX)
+        .max(1_000)
 }
 
 const JOINER_INPUTS: [TopicRole; 3] = [
@@ -257,5 +267,22 @@ impl StatefulStage for ScorerStage {
             task.tracked_destinations() + task.open_findings(),
             task.state_bytes(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_sessions_get_half_the_state_cap_spread_over_the_partitions() {
+        let mut settings = Settings::default();
+        settings.stream.max_state_bytes = 1 << 30;
+        settings.topics.partitions = 6;
+        assert_eq!(max_waiting_sessions(&settings), 87_381);
+        settings.stream.max_state_bytes = 30_000;
+        assert_eq!(max_waiting_sessions(&settings), 1_000);
+        settings.stream.max_state_bytes = 0;
+        assert_eq!(max_waiting_sessions(&settings), usize::MAX);
     }
 }
