@@ -52,7 +52,7 @@ use offport_kafka::stages::{JoinerStage, ScorerStage};
 use offport_kafka::stateful::StatefulStage;
 use offport_kafka::topics::{ensure_topics, TopicRole, TopicSpec};
 use offport_tests::scenario::replay_dataset;
-use offport_tests::{enqueue, isolated_settings, produce, unique, Background, RawInput};
+use offport_tests::{enqueue, isolated_settings, produce_avro, unique, Background};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -379,25 +379,6 @@ async fn run_stage<S: StatefulStage + 'static>(
     Ok((records as f64 / elapsed, metrics))
 }
 
-async fn produce_encoded<T: serde::Serialize>(
-    settings: &Settings,
-    codec: &RegistryCodec,
-    role: TopicRole,
-    contract: Contract,
-    records: &[(String, T)],
-) -> Result<()> {
-    let topic = role.spec(&settings.topics).name;
-    let mut inputs = Vec::with_capacity(records.len());
-    for (device, record) in records {
-        inputs.push(RawInput {
-            key: Some(device.clone().into_bytes()),
-            ..RawInput::value(codec.encode_value(&topic, contract, record).await?)
-        });
-    }
-    produce(&settings.kafka, &topic, &inputs).await?;
-    Ok(())
-}
-
 fn main() -> Result<()> {
     let devices = env("OFFPORT_BENCH_DEVICES", 3_000);
     let per_device = env("OFFPORT_BENCH_SESSIONS", 50);
@@ -450,12 +431,13 @@ fn main() -> Result<()> {
         let (sessions, events, contexts) = replay_dataset(t0, devices, per_device);
         let codec = RegistryCodec::new(&settings.registry)?;
         let loading = Instant::now();
-        produce_encoded(&settings, &codec, TopicRole::DeviceContexts, Contract::DeviceContext,
-            &contexts.iter().map(|c| (c.device_id.clone(), c.clone())).collect::<Vec<_>>()).await?;
-        produce_encoded(&settings, &codec, TopicRole::DeviceEvents, Contract::DeviceEvent,
-            &events.iter().map(|e| (e.device_id.clone(), e.clone())).collect::<Vec<_>>()).await?;
-        produce_encoded(&settings, &codec, TopicRole::Sessions, Contract::NetworkSession,
-            &sessions.iter().map(|s| (s.device_id.clone(), s.clone())).collect::<Vec<_>>()).await?;
+        let topic = |role: TopicRole| role.spec(&settings.topics).name;
+        produce_avro(&settings.kafka, &codec, &topic(TopicRole::DeviceContexts), Contract::DeviceContext,
+            contexts.iter().map(|c| (c.device_id.as_str(), c))).await?;
+        produce_avro(&settings.kafka, &codec, &topic(TopicRole::DeviceEvents), Contract::DeviceEvent,
+            events.iter().map(|e| (e.device_id.as_str(), e))).await?;
+        produce_avro(&settings.kafka, &codec, &topic(TopicRole::Sessions), Contract::NetworkSession,
+            sessions.iter().map(|s| (s.device_id.as_str(), s))).await?;
         let joiner_in = sessions.len() + events.len() + contexts.len();
         println!(
             "input: {devices} devices, {} sessions, {} EDR events, {} MDM records on {partitions} partitions, loaded in {:.1} s; batch {batch}; {} task threads",
@@ -465,7 +447,6 @@ fn main() -> Result<()> {
             loading.elapsed().as_secs_f64(),
             settings.stream.worker_threads()
         );
-        let topic = |role: TopicRole| role.spec(&settings.topics).name;
         let joiner_topics = vec![
             topic(TopicRole::Sessions),
             topic(TopicRole::DeviceEvents),

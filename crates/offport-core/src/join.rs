@@ -674,6 +674,10 @@ impl Joiner {
         }
         let candidate = limit.saturating_sub(self.config.allowed_lateness_ms);
         if self.watermark.is_none_or(|w| candidate > w) {
+            // Journaled here, not only by a record: a set_lagging without one moves it too.
+            if let Some(journal) = &mut self.journal {
+                journal.meta = true;
+            }
             self.watermark = Some(candidate);
             self.prune();
         }
@@ -1506,6 +1510,40 @@ mod tests {
         assert_eq!(joiner.watermark(), Some(T0 + 60_000));
         let out = joiner.advance_watermark(T0 + 61_000);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_watermark_raised_by_an_input_catching_up_reaches_the_changelog() {
+        let app = Some("com.x");
+        let mut joiner = Joiner::new(JoinConfig {
+            allowed_lateness_ms: 0,
+            ..JoinConfig::default()
+        });
+        joiner.journal_changes();
+        joiner.set_lagging([false, true, false]);
+        joiner.push(JoinInput::Session(session("s1", app, T0, 1_000)));
+        joiner.push(JoinInput::Session(session("s2", app, T0 + 60_000, 1_000)));
+        joiner.drain_changes();
+        // No record: EDR caught up, the watermark moves to the sessions' newest.
+        assert_eq!(joiner.set_lagging([false; 3]).len(), 1);
+        let changes = joiner.drain_changes();
+        assert!(
+            changes
+                .iter()
+                .any(|c| matches!(c, StateChange::Put { key, .. } if key == META_KEY)),
+            "the new watermark is not journaled"
+        );
+        let changelog: BTreeMap<String, Vec<u8>> = changes
+            .into_iter()
+            .filter_map(|c| match c {
+                StateChange::Put { key, value } => Some((key, value)),
+                StateChange::Delete { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            restore_from(JoinConfig::default(), &changelog).watermark(),
+            Some(T0 + 60_000)
+        );
     }
 
     #[test]

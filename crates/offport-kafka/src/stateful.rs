@@ -926,8 +926,7 @@ impl<S: StatefulStage> Runner<'_, S> {
             .context()
             .ends
             .lock()
-            .map(|ends| ends.clone())
-            .unwrap_or_default();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = BTreeMap::new();
         for (partition, slot) in &self.tasks {
             let flags = self
@@ -936,15 +935,10 @@ impl<S: StatefulStage> Runner<'_, S> {
                 .iter()
                 .zip(&slot.input_records)
                 .map(|(topic, read)| {
-                    let key = (topic.clone(), *partition);
-                    let position = positions
-                        .find_partition(topic, *partition)
-                        .and_then(|p| match p.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        })
-                        .or_else(|| self.positions.get(&key).copied());
-                    let unread = match (position, ends.get(&key)) {
+                    let unread = match (
+                        self.position(&positions, topic, *partition),
+                        ends.get(&(topic.clone(), *partition)),
+                    ) {
                         (Some(position), Some(end)) => position < *end,
                         _ => true,
                     };
@@ -954,6 +948,24 @@ impl<S: StatefulStage> Runner<'_, S> {
             out.insert(*partition, flags);
         }
         Ok(out)
+    }
+
+    /// The next offset of `topic`/`partition`: the consumer's position (`positions`, which
+    /// passes transaction markers), else the loop's (the committed offset it rewound to, or
+    /// past the last record it took), while the consumer has consumed nothing there.
+    fn position(
+        &self,
+        positions: &rdkafka::TopicPartitionList,
+        topic: &str,
+        partition: i32,
+    ) -> Option<i64> {
+        positions
+            .find_partition(topic, partition)
+            .and_then(|p| match p.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .or_else(|| self.positions.get(&(topic.to_string(), partition)).copied())
     }
 
     /// True when every assigned partition has been read to its end.
@@ -995,14 +1007,7 @@ impl<S: StatefulStage> Runner<'_, S> {
         });
         for ((topic, partition), found) in partitions.iter().zip(watermarks) {
             let (low, high) = found?;
-            let position = positions
-                .find_partition(topic, *partition)
-                .and_then(|p| match p.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .or_else(|| self.positions.get(&(topic.clone(), *partition)).copied());
-            let done = match position {
+            let done = match self.position(&positions, topic, *partition) {
                 Some(position) => position >= high,
                 None => high <= low,
             };
@@ -1190,21 +1195,21 @@ impl<S: StatefulStage> TaskWork<'_, S> {
         let mut produced = Vec::with_capacity(messages.len());
         let input_of =
             |message: &BorrowedMessage<'_>| self.inputs.iter().position(|t| t == message.topic());
-        // Records left in the batch per input, and what lags now.
+        // Records left in the batch per input: an input lags while it has some, or more unread.
         let mut left = vec![0_usize; self.inputs.len()];
-        let mut flags: Vec<bool> = Vec::new();
-        if let Some(lagging) = lagging {
+        let lags = |left: &[usize], unread: &[bool]| -> Vec<bool> {
+            unread.iter().zip(left).map(|(u, l)| *u || *l > 0).collect()
+        };
+        if let Some(unread) = lagging {
             for message in &messages {
                 if let Some(count) = input_of(message).and_then(|i| left.get_mut(i)) {
                     *count += 1;
                 }
             }
-            flags = lagging
-                .iter()
-                .zip(&left)
-                .map(|(unread, left)| *unread || *left > 0)
-                .collect();
-            for emit in self.stage.inputs_lagging(&mut slot.task, &flags) {
+            for emit in self
+                .stage
+                .inputs_lagging(&mut slot.task, &lags(&left, unread))
+            {
                 produced.push(self.encode(emit));
             }
         }
@@ -1230,22 +1235,17 @@ impl<S: StatefulStage> TaskWork<'_, S> {
                     }
                     Err(rejection) => produced.push(Produced::Rejected(message, rejection)),
                 }
-                if flags.is_empty() {
-                    continue;
-                }
-                // The input's last record in the batch: it lags only if more is unread.
-                let Some(i) = input_of(message) else {
+                // After an input's last record in the batch it lags only if more is unread.
+                let (Some(unread), Some(i)) = (lagging, input_of(message)) else {
                     continue;
                 };
-                if let (Some(count), Some(unread)) =
-                    (left.get_mut(i), lagging.and_then(|l| l.get(i)))
-                {
+                if let Some(count) = left.get_mut(i) {
                     *count = count.saturating_sub(1);
-                    if *count == 0 && !unread && flags.get(i) == Some(&true) {
-                        if let Some(flag) = flags.get_mut(i) {
-                            *flag = false;
-                        }
-                        for emit in self.stage.inputs_lagging(&mut slot.task, &flags) {
+                    if *count == 0 && unread.get(i) == Some(&false) {
+                        for emit in self
+                            .stage
+                            .inputs_lagging(&mut slot.task, &lags(&left, unread))
+                        {
                             produced.push(self.encode(emit));
                         }
                     }
