@@ -21,7 +21,7 @@
 use serde::Deserialize;
 
 use super::{
-    check_count, check_device_id, check_time, derived_id, platform_from, time_from_json,
+    check_count, check_device_id, check_platform, check_time, derived_id, time_from_json,
     time_from_text, trimmed, value_of, Limits, Normalized, Normalizer, RawRecord, Rejection,
 };
 use crate::model::{
@@ -136,7 +136,7 @@ impl EdrJson {
         Ok(DeviceEvent {
             event_id,
             device_id,
-            platform: platform_from(json.platform.as_deref()),
+            platform: check_platform(json.platform.as_deref())?,
             app_id,
             kind,
             network_api,
@@ -199,6 +199,9 @@ const DEFAULT_COLUMNS: Columns = Columns {
     package_name: 3,
     class_name: Some(4),
 };
+
+/// Columns of the headerless layout ([`DEFAULT_COLUMNS`]).
+const DEFAULT_WIDTH: usize = 5;
 
 /// Normalizer of Android UsageStats event rows (CSV).
 #[derive(Debug, Clone, Default)]
@@ -312,6 +315,8 @@ impl Normalizer for UsageStatsRows {
             .trim(csv::Trim::All)
             .from_reader(bytes);
         let mut columns = DEFAULT_COLUMNS;
+        let mut width = DEFAULT_WIDTH;
+        let mut rows = 0_usize;
         let mut out = Vec::new();
         for (index, row) in reader.records().enumerate() {
             let line = index as u64 + 1;
@@ -320,15 +325,31 @@ impl Normalizer for UsageStatsRows {
             if index == 0 {
                 if let Some(header) = Self::header(&row) {
                     columns = header;
+                    width = row.len();
                     continue;
                 }
             }
             if row.iter().all(str::is_empty) {
                 continue;
             }
+            // A row wider than its layout has shifted or foreign columns: reading it by
+            // position would take the wrong values.
+            if row.len() > width {
+                return Err(Rejection::unparseable(format!(
+                    "line {line}: {} columns where the layout has {width} \
+                     (device_id,timestamp,event_type,package_name,class_name or the header's)",
+                    row.len()
+                )));
+            }
+            rows += 1;
             if let Some(event) = Self::row(record, &row, columns, line, ingest_time)? {
                 out.push(Normalized::Event(event));
             }
+        }
+        if rows == 0 {
+            return Err(Rejection::unparseable(
+                "UsageStats CSV with a header and no event rows",
+            ));
         }
         Ok(out)
     }
@@ -537,6 +558,49 @@ mod tests {
             err.message.contains("needs a package_name"),
             "{}",
             err.message
+        );
+    }
+    #[test]
+    fn empty_whitespace_header_only_and_over_wide_values_are_dead_lettered_not_dropped() {
+        for blank in ["", "   ", "\n\r\n\t"] {
+            let err = events(blank).unwrap_err();
+            assert_eq!(err.reason, DeadLetterReason::Unparseable, "{blank:?}");
+            assert!(err.message.contains("value is"), "{}", err.message);
+        }
+        let err = events("device_id,timestamp,event_type,package_name\n").unwrap_err();
+        assert!(err.message.contains("no event rows"), "{}", err.message);
+        let err = events("pixel-8,1795168800,1,com.x,Main,extra,columns").unwrap_err();
+        assert!(
+            err.message.contains("7 columns where the layout has 5"),
+            "{}",
+            err.message
+        );
+        let header = "device_id,timestamp,event_type,package_name\npixel-8,1795168800,1,com.x,Main";
+        let err = events(header).unwrap_err();
+        assert!(
+            err.message.contains("5 columns where the layout has 4"),
+            "{}",
+            err.message
+        );
+        // Rows of the layout's width, and rows of event types offport does not use, still pass.
+        assert_eq!(events("pixel-8,1795168800,1,com.x,Main").unwrap().len(), 1);
+        assert!(events("pixel-8,1795168800,5,com.x,").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_platform_outside_android_and_ios_is_rejected_not_taken_as_unknown() {
+        let json = |platform: &str| {
+            format!(
+                r#"{{"device_id":"d1","platform":"{platform}","app_id":"com.x","kind":"APP_FOREGROUND","event_time":"2026-11-20T10:00:00Z"}}"#
+            )
+        };
+        let err = events(&json("WINDOWS")).unwrap_err();
+        assert_eq!(err.reason, DeadLetterReason::ImpossibleValue);
+        assert!(err.message.contains("WINDOWS"), "{}", err.message);
+        assert_eq!(events(&json("iPadOS")).unwrap()[0].platform, Platform::Ios);
+        assert_eq!(
+            events(&json("unknown")).unwrap()[0].platform,
+            Platform::Unknown
         );
     }
 }

@@ -485,3 +485,46 @@ fn android_management_api_devices_of_the_fixture() {
     );
     assert!(all.iter().all(|c| !c.apps.is_empty()));
 }
+
+#[test]
+fn sensor_records_missing_their_core_are_rejected_with_the_missing_part_named() {
+    let mut normalizer = ProxyNormalizer::configured(ProxyConfig {
+        sources: fleet_sources(),
+        ..ProxyConfig::default()
+    });
+    let eve_tls = r#"{"timestamp":"2026-11-20T10:00:04.870112+0000","flow_id":7,"event_type":"tls","src_ip":"10.8.0.12","src_port":41532,"dest_ip":"203.0.113.9","dest_port":8443,"proto":"TCP"}"#;
+    let zeek_no_uid = r#"{"ts":1795168800.5,"id.orig_h":"10.8.0.12","id.orig_p":51234,"id.resp_h":"203.0.113.9","id.resp_p":8443,"proto":"tcp","conn_state":"SF"}"#;
+    let long_sni = format!(
+        r#"{{"ts":1795168800.5,"uid":"CLong1","id.orig_h":"10.8.0.12","id.orig_p":51234,"id.resp_h":"203.0.113.9","id.resp_p":8443,"server_name":"{}.example"}}"#,
+        "a".repeat(200_000)
+    );
+    let long_conn = r#"{"ts":1795168800.5,"uid":"CLong1","id.orig_h":"10.8.0.12","id.orig_p":51234,"id.resp_h":"203.0.113.9","id.resp_p":8443,"proto":"tcp","duration":1.5,"orig_bytes":10,"resp_bytes":20,"conn_state":"SF"}"#;
+    let results = run(
+        &mut normalizer,
+        "raw",
+        &[
+            eve_tls.to_string(),
+            zeek_no_uid.to_string(),
+            long_sni,
+            long_conn.to_string(),
+        ],
+        &[],
+    );
+    let messages: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Err(e) => format!("{:?}: {}", e.reason, e.message),
+            Ok(out) => format!("ok: {} records", out.len()),
+        })
+        .collect();
+    assert_eq!(messages[0], "Unparseable: tls event without its tls object");
+    assert_eq!(messages[1], "Unparseable: Zeek line without a uid");
+    // An ssl line with an SNI no resolver could have produced is rejected itself; its
+    // connection still makes a session, without the SNI.
+    assert_eq!(
+        messages[2],
+        "ImpossibleValue: tls.sni is 200008 bytes; a host name is at most 255"
+    );
+    assert_eq!(messages[3], "ok: 1 records");
+    assert_eq!(normalizer.held_flows(), 0);
+}

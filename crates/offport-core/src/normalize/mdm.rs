@@ -28,7 +28,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::{
-    check_device_id, check_time, platform_from, time_from_json, time_from_text, trimmed, value_of,
+    check_device_id, check_platform, check_time, time_from_json, time_from_text, trimmed, value_of,
     Limits, Normalized, Normalizer, RawRecord, Rejection,
 };
 use crate::model::{DeviceContext, EpochMillis, ManagedApp, Platform, SourceFormat};
@@ -116,7 +116,7 @@ fn offport_json(
         .collect::<Result<Vec<_>, Rejection>>()?;
     Ok(DeviceContext {
         device_id,
-        platform: platform_from(json.platform.as_deref()),
+        platform: check_platform(json.platform.as_deref())?,
         supervised: json.supervised,
         device_group: trimmed(json.device_group),
         device_role: trimmed(json.device_role),

@@ -339,11 +339,34 @@ pub fn platform_from(text: Option<&str>) -> Platform {
     }
 }
 
-/// The record's value, checked against the size limit and present.
+/// The platform a record names: absent or `unknown` is [`Platform::Unknown`]; any other
+/// spelling than those of [`platform_from`] is rejected, since a device of another platform
+/// (`WINDOWS`) is outside what the analytics judge and would otherwise pass as unknown.
+pub fn check_platform(text: Option<&str>) -> Result<Platform, Rejection> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(Platform::Unknown),
+        Some(t) if t.eq_ignore_ascii_case("unknown") => Ok(Platform::Unknown),
+        Some(t) => match platform_from(Some(t)) {
+            Platform::Unknown => Err(Rejection::impossible(format!(
+                "platform={t:?} is not android, ios or ipados"
+            ))),
+            known => Ok(known),
+        },
+    }
+}
+
+/// The record's value, checked against the size limit, present and not blank.
 pub fn value_of<'a>(record: &RawRecord<'a>, limits: &Limits) -> Result<&'a [u8], Rejection> {
     let value = record
         .value
         .ok_or_else(|| Rejection::unparseable("the record has no value (a tombstone)"))?;
+    if value.iter().all(u8::is_ascii_whitespace) {
+        return Err(Rejection::unparseable(if value.is_empty() {
+            "the record's value is empty".to_string()
+        } else {
+            format!("the record's value is {} bytes of whitespace", value.len())
+        }));
+    }
     if value.len() > limits.max_record_bytes {
         return Err(Rejection::new(
             DeadLetterReason::Oversize,

@@ -20,8 +20,8 @@ pub mod zeek;
 use serde::Deserialize;
 
 use super::{
-    check_count, check_device_id, check_port, check_time, derived_id, platform_from,
-    time_from_json, value_of, Limits, Normalized, Normalizer, RawRecord, Rejection,
+    check_count, check_device_id, check_platform, check_port, check_time, derived_id,
+    platform_from, time_from_json, value_of, Limits, Normalized, Normalizer, RawRecord, Rejection,
 };
 use crate::model::{
     AppProtocol, AttributionSource, DnsInfo, EpochMillis, HttpInfo, NetworkSession, Platform,
@@ -119,6 +119,22 @@ fn canonical_ip(text: String) -> Result<String, String> {
         Ok(std::net::IpAddr::V4(_)) if bare.len() == text.len() => Ok(text),
         Ok(ip) => Ok(ip.to_string()),
         Err(_) => Err(bare.to_string()),
+    }
+}
+
+/// Longest host name a session may carry: a DNS name is at most 255 octets (RFC 1035 2.3.4),
+/// and an SNI names a DNS host (RFC 6066 section 3); an HTTP Host may add `:port`.
+const MAX_NAME_BYTES: usize = 255 + ":65535".len();
+
+/// Rejects a name no resolver could have produced, so it is not carried into every session of
+/// the flow and every finding about it.
+fn check_name_length(field: &str, name: Option<&str>) -> Result<(), Rejection> {
+    match name {
+        Some(name) if name.len() > MAX_NAME_BYTES => Err(Rejection::impossible(format!(
+            "{field} is {} bytes; a host name is at most 255",
+            name.len()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -298,6 +314,9 @@ impl SessionDraft {
             (seen, said) => seen.or(said),
         };
         let dns = recognized.dns.or(self.dns);
+        check_name_length("tls.sni", tls.as_ref().and_then(|t| t.sni.as_deref()))?;
+        check_name_length("http.host", http.as_ref().and_then(|h| h.host.as_deref()))?;
+        check_name_length("dns.qname", dns.as_ref().map(|d| d.qname.as_str()))?;
         let (payload_entropy, payload_sample_bytes) =
             match (&self.client_bytes, self.payload_entropy) {
                 (_, Some(entropy)) => (Some(entropy), None),
@@ -474,7 +493,7 @@ impl OffportJson {
         Ok(SessionDraft {
             session_id: json.session_id,
             device_id: json.device_id,
-            platform: platform_from(json.platform.as_deref()),
+            platform: check_platform(json.platform.as_deref())?,
             app_id: json.app_id,
             app_name: json.app_name,
             app_uid: json.app_uid,

@@ -216,6 +216,20 @@ pub fn parse(value: serde_json::Value) -> Result<Option<EveRecord>, Rejection> {
             draft.still_open = flow.state.as_deref() == Some("established") && end.is_none();
         }
         EveRole::Companion => {
+            // An app-layer event without its own object says nothing of the flow: held, it
+            // would wait for a flow that it cannot complete.
+            let has_object = match eve.event_type.as_str() {
+                "tls" => eve.tls.is_some(),
+                "http" => eve.http.is_some(),
+                "dns" => eve.dns.is_some(),
+                _ => eve.quic.is_some(),
+            };
+            if !has_object {
+                return Err(Rejection::unparseable(format!(
+                    "{0} event without its {0} object",
+                    eve.event_type
+                )));
+            }
             if let Some(tls) = eve.tls {
                 draft.sensor_label.get_or_insert_with(|| "tls".to_string());
                 draft.sni = tls.sni;

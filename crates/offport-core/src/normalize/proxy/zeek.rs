@@ -127,7 +127,12 @@ pub fn looks_like(value: &serde_json::Value) -> bool {
     let Some(object) = value.as_object() else {
         return false;
     };
-    object.contains_key("uid") && (object.contains_key("id.orig_h") || object.contains_key("ts"))
+    // A line with a connection 4-tuple or a log path is Zeek's even without its uid, so that
+    // it is rejected for the missing uid rather than read as offport JSON.
+    object.contains_key("uid") && object.contains_key("ts")
+        || object.contains_key("id.orig_h")
+        || object.contains_key("id.resp_h")
+        || object.contains_key("_path")
         || untag(value).is_some()
 }
 
