@@ -262,6 +262,9 @@ pub fn dead_letter() -> DeadLetter {
         reason: DeadLetterReason::Unparseable,
         message: "line 1 column 2: key must be a string".to_string(),
         failed_time: EXAMPLE_TIME + 1,
+        original_value_size: Some(9),
+        original_value_sha256: None,
+        truncated: false,
     }
 }
 

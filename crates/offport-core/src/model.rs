@@ -1023,4 +1023,161 @@ pub struct DeadLetter {
     /// When it was rejected.
     #[avro(with = timestamp_millis)]
     pub failed_time: EpochMillis,
+    /// Size in bytes of the whole original value, also when `original_value` was cut.
+    #[serde(default)]
+    pub original_value_size: Option<i64>,
+    /// SHA-256 of the whole original value, lower-case hex, to match a cut value with its source.
+    #[serde(default)]
+    pub original_value_sha256: Option<String>,
+    /// `true` when the key, value, a header value or the message was cut to fit the
+    /// dead-letter topic's largest record.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// What a dead letter's Avro record and Kafka headers take beside the original bytes (field
+/// names, topic, stage, offsets, times, the `offport.errors.*` headers and the record batch's
+/// own framing), with room to spare.
+pub const DEAD_LETTER_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// Longest `message` a dead letter keeps: a message may quote the bad value.
+pub const DEAD_LETTER_MESSAGE_BYTES: usize = 4 * 1024;
+
+impl DeadLetter {
+    /// Records the size and hash of the original value, then cuts what it carries so that the
+    /// whole dead letter stays within `max_record_bytes` (the smaller of the dead-letter
+    /// topic's `max.message.bytes` and the producer's `message.max.bytes`). A record the broker
+    /// took can make a dead letter larger than the broker takes (the envelope adds to it); one
+    /// that does not fit would fail its transaction on every retry and stop the partition.
+    ///
+    /// The message is cut first, then the key and header values to a quarter of what is left
+    /// each, then the value to the rest.
+    pub fn fit_within(&mut self, max_record_bytes: usize) {
+        use sha2::Digest;
+        if let Some(value) = &self.original_value {
+            self.original_value_size = i64::try_from(value.len()).ok();
+            self.original_value_sha256 = Some(hex::encode(sha2::Sha256::digest(value)));
+        }
+        if cut_text(&mut self.message, DEAD_LETTER_MESSAGE_BYTES) {
+            self.truncated = true;
+        }
+        let fixed = DEAD_LETTER_OVERHEAD_BYTES
+            + 2 * self.message.len()
+            + self.source_topic.len()
+            + self.stage.len();
+        let mut left = max_record_bytes.saturating_sub(fixed);
+        let quarter = left / 4;
+        if let Some(key) = &mut self.original_key {
+            self.truncated |= cut_bytes(key, quarter);
+            left -= key.len();
+        }
+        let mut header_room = quarter;
+        for header in &mut self.original_headers {
+            self.truncated |= cut_str(&mut header.key, header_room);
+            header_room -= header.key.len();
+            left -= header.key.len();
+            if let Some(value) = &mut header.value {
+                self.truncated |= cut_bytes(value, header_room);
+                header_room -= value.len();
+                left -= value.len();
+            }
+        }
+        if let Some(value) = &mut self.original_value {
+            self.truncated |= cut_bytes(value, left);
+        }
+    }
+}
+
+/// Cuts `bytes` to at most `max`; `true` when it did.
+fn cut_bytes(bytes: &mut Vec<u8>, max: usize) -> bool {
+    let cut = bytes.len() > max;
+    bytes.truncate(max);
+    cut
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary, marking the cut; `true` when
+/// it did.
+fn cut_text(text: &mut String, max: usize) -> bool {
+    const MARK: &str = " [cut]";
+    if text.len() <= max {
+        return false;
+    }
+    cut_str(text, max.saturating_sub(MARK.len()));
+    text.push_str(MARK);
+    true
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary; `true` when it did.
+fn cut_str(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Contract;
+
+    fn encoded_len(letter: &DeadLetter) -> usize {
+        let schema = Contract::DeadLetter.binary().unwrap();
+        let mut out = Vec::new();
+        schema.encode(letter, &mut out).unwrap();
+        out.len()
+    }
+
+    #[test]
+    fn a_dead_letter_of_a_record_at_the_brokers_limit_is_cut_to_fit_with_its_size_and_hash() {
+        use sha2::Digest;
+        let value = vec![b'x'; 1_048_300];
+        let mut letter = crate::examples::dead_letter();
+        letter.original_value = Some(value.clone());
+        letter.message = "é".repeat(10_000);
+        letter.fit_within(1_000_000);
+        let kept = letter.original_value.as_ref().unwrap();
+        assert!(letter.truncated);
+        assert!(kept.len() > 900_000, "most of the value is kept: {}", kept.len());
+        assert_eq!(kept[..], value[..kept.len()]);
+        assert_eq!(letter.original_value_size, Some(1_048_300));
+        assert_eq!(
+            letter.original_value_sha256.as_deref(),
+            Some(hex::encode(sha2::Sha256::digest(&value)).as_str())
+        );
+        assert!(letter.message.len() <= DEAD_LETTER_MESSAGE_BYTES);
+        assert!(letter.message.ends_with(" [cut]"));
+        // The Avro record and the message header fit, with the overhead's margin left.
+        let headers: usize = 200 + letter.message.len();
+        assert!(encoded_len(&letter) + headers <= 1_000_000 - 8 * 1024);
+    }
+
+    #[test]
+    fn a_huge_key_and_headers_are_cut_too_and_a_small_letter_is_kept_whole() {
+        let mut letter = crate::examples::dead_letter();
+        letter.original_key = Some(vec![b'k'; 2_000_000]);
+        letter.original_headers = (0..50)
+            .map(|i| RecordHeader {
+                key: format!("h{i}"),
+                value: Some(vec![b'v'; 100_000]),
+            })
+            .collect();
+        letter.fit_within(1_000_000);
+        assert!(letter.truncated);
+        assert!(encoded_len(&letter) + letter.message.len() + 200 <= 1_000_000);
+
+        let mut small = crate::examples::dead_letter();
+        let before = small.clone();
+        small.fit_within(1_000_000);
+        assert!(!small.truncated);
+        assert_eq!(small.original_key, before.original_key);
+        assert_eq!(small.original_value, before.original_value);
+        assert_eq!(small.original_headers, before.original_headers);
+        assert_eq!(small.original_value_size, Some(9));
+        assert_eq!(small.message, before.message);
+    }
 }

@@ -9,6 +9,7 @@
 pub mod backtest;
 pub mod baselines;
 pub mod connect;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;

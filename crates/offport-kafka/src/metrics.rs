@@ -1,7 +1,8 @@
 //! Prometheus metrics and the health endpoints every service serves over HTTP.
 //!
-//! `GET /metrics` (OpenMetrics text, `prometheus-client`), `GET /healthz` (the process is up:
-//! always 200 while it serves) and `GET /readyz` (200 once the service has joined its group and
+//! `GET /metrics` (OpenMetrics text, `prometheus-client`), `GET /healthz` (200 while the stage
+//! makes progress; 503 naming the partitions and the error once its transactions fail
+//! [`crate::health::STALL_AFTER_ABORTS`] times in a row) and `GET /readyz` (200 once the service has joined its group and
 //! can process, 503 before and while shutting down). Served by `axum` on
 //! `observability.listen` (default `0.0.0.0:9464`).
 
@@ -102,6 +103,8 @@ pub struct PipelineMetrics {
     pub baselines_rejected: Counter,
     /// Baseline versions applied from the baselines topic (`offport_baselines_applied_total`).
     pub baselines_applied: Counter,
+    /// Stalled partitions and Kafka outages (`/healthz`).
+    pub health: crate::health::Health,
     /// True once the stage processes records.
     pub ready: AtomicBool,
     /// When the stage's loop received its first input record (not exported; benchmarks time
@@ -140,6 +143,7 @@ impl PipelineMetrics {
             changelog_records: Counter::default(),
             baselines_rejected: Counter::default(),
             baselines_applied: Counter::default(),
+            health: crate::health::Health::default(),
             ready: AtomicBool::new(false),
             first_read: std::sync::OnceLock::new(),
         };
@@ -252,6 +256,26 @@ impl PipelineMetrics {
             "Baseline versions and withdrawals applied from the baselines topic",
             metrics.baselines_applied.clone(),
         );
+        offport.register(
+            "consecutive_aborts",
+            "Transactions failed in a row (0 while the stage commits)",
+            metrics.health.consecutive_aborts.clone(),
+        );
+        offport.register(
+            "stalled_partitions",
+            "Partitions of a batch that failed its transaction 5 times in a row (0 while the stage moves)",
+            metrics.health.stalled_partitions.clone(),
+        );
+        offport.register(
+            "kafka_errors",
+            "librdkafka errors saying the cluster is unreachable",
+            metrics.health.kafka_errors.clone(),
+        );
+        offport.register(
+            "kafka_outages",
+            "Kafka outages begun (every broker unreachable), each logged once at its start and end",
+            metrics.health.kafka_outages.clone(),
+        );
         // Every reason's series exists from the start at 0, so dashboards and alerts on a
         // rate see it before the first dead letter.
         for reason in [
@@ -321,7 +345,7 @@ pub async fn serve(
     };
     let app = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .with_state(shared);
     let handle = tokio::spawn(async move {
@@ -352,6 +376,13 @@ async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("encoding metrics failed: {error}\n"),
         ),
+    }
+}
+
+async fn health(State(shared): State<Shared>) -> impl IntoResponse {
+    match shared.metrics.health.stalled() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(stalled) => (StatusCode::SERVICE_UNAVAILABLE, stalled),
     }
 }
 

@@ -94,7 +94,14 @@ pub struct PipelineOptions {
     /// instance takes its partitions back at once instead of waiting for the group to expire
     /// its previous incarnation (session timeout).
     pub group_instance_id: Option<String>,
+    /// Largest dead-letter record this stage writes: the producer's `message.max.bytes`, lowered
+    /// at start to the dead-letter topic's `max.message.bytes` when that is smaller
+    /// ([`PipelineOptions::fit_dead_letters_to_topic`]). Dead letters are cut to fit.
+    pub dead_letter_max_bytes: usize,
 }
+
+/// librdkafka's default `message.max.bytes`.
+const PRODUCER_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 impl PipelineOptions {
     /// Options for `stage` from the settings: group `offport-<stage>`, transactional id
@@ -119,9 +126,49 @@ impl PipelineOptions {
             group_id: format!("{}{stage}", pipeline.group_prefix),
             group_instance_id: static_membership.then(|| instance.clone()),
             transactional_id: instance,
+            dead_letter_max_bytes: settings
+                .kafka
+                .properties
+                .get("message.max.bytes")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(PRODUCER_MESSAGE_MAX_BYTES),
+        }
+    }
+
+    /// Lowers [`PipelineOptions::dead_letter_max_bytes`] to what the dead-letter topic takes.
+    /// When the topic's configuration cannot be read (no DescribeConfigs permission), the
+    /// producer's limit stays and a warning says so.
+    pub async fn fit_dead_letters_to_topic(&mut self, settings: &Settings) {
+        let topic = TopicRole::DeadLetter.spec(&settings.topics).name;
+        match crate::topics::max_message_bytes(&settings.kafka.client_config(), &topic).await {
+            Ok(limit) => self.dead_letter_max_bytes = self.dead_letter_max_bytes.min(limit),
+            Err(error) => tracing::warn!(
+                %error,
+                topic,
+                limit = self.dead_letter_max_bytes,
+                "cannot read the dead-letter topic's max.message.bytes; dead letters are cut to \
+                 the producer's message.max.bytes"
+            ),
         }
     }
 }
+
+/// Producer context of the stages' transactional producers: their client errors go to the
+/// stage's [`crate::health::Health`], so an outage is logged once, not once per retry.
+pub(crate) struct HealthContext {
+    pub(crate) metrics: Arc<PipelineMetrics>,
+}
+
+impl rdkafka::ClientContext for HealthContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.metrics.health.kafka_error(&error, reason) {
+            tracing::error!(%error, %reason, "librdkafka");
+        }
+    }
+}
+
+/// The transactional producer of a stage.
+pub(crate) type StageProducer = FutureProducer<HealthContext>;
 
 /// Consumer context: librdkafka's statistics into the lag gauge, revoked partitions noted for
 /// the loop.
@@ -147,7 +194,20 @@ impl LagContext {
 }
 
 impl rdkafka::ClientContext for LagContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.metrics.health.kafka_error(&error, reason) {
+            tracing::error!(%error, %reason, "librdkafka");
+        }
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP")
+        {
+            self.metrics.health.reachable();
+        }
         let lag: i64 = statistics
             .topics
             .values()
@@ -386,7 +446,8 @@ fn stage_consumer_config(
 pub(crate) fn transactional_producer(
     settings: &Settings,
     transactional_id: &str,
-) -> Result<FutureProducer, KafkaError> {
+    metrics: &Arc<PipelineMetrics>,
+) -> Result<StageProducer, KafkaError> {
     settings
         .kafka
         .client_config()
@@ -400,7 +461,9 @@ pub(crate) fn transactional_producer(
         // retries after retry.backoff.ms, whose default of 100 ms stalled about one
         // transaction in eight. Backoff still grows exponentially to retry.backoff.max.ms.
         .set("retry.backoff.ms", "10")
-        .create()
+        .create_with_context(HealthContext {
+            metrics: Arc::clone(metrics),
+        })
 }
 
 /// Runs a normalizer until shutdown. Creates its own consumer and transactional producer.
@@ -419,8 +482,10 @@ pub async fn run_normalizer<N: Normalizer>(
         &shutdown,
     )
     .await?;
+    let mut options = options;
+    options.fit_dead_letters_to_topic(settings).await;
     let consumer = stage_consumer(settings, &options, "cooperative-sticky", &[], &metrics)?;
-    let producer = transactional_producer(settings, &options.transactional_id)?;
+    let producer = transactional_producer(settings, &options.transactional_id, &metrics)?;
     let txn_timeout = Duration::from_secs(30);
     blocking(|| producer.init_transactions(txn_timeout))?;
     let inputs: Vec<&str> = options.inputs.iter().map(String::as_str).collect();
@@ -465,7 +530,7 @@ pub async fn run_normalizer<N: Normalizer>(
 #[allow(clippy::too_many_arguments)]
 async fn process<N: Normalizer>(
     consumer: &LagConsumer,
-    producer: &FutureProducer,
+    producer: &StageProducer,
     options: &PipelineOptions,
     normalizer: &mut N,
     codec: &RegistryCodec,
@@ -490,6 +555,9 @@ async fn process<N: Normalizer>(
         metrics,
     };
     let mut progress: BTreeMap<(String, i32), Progress> = BTreeMap::new();
+    // Per partition, the offset below which records were counted in the metrics: a batch read
+    // again after an abort is processed again but not counted again.
+    let mut counted = Counted::default();
     // The previous batch's transaction, committing while this batch is read and processed.
     let mut in_flight = None;
     while !shutdown.is_triggered() {
@@ -543,9 +611,13 @@ async fn process<N: Normalizer>(
                 }
             };
             let replaying = message.offset() < at.processed;
+            let first_read = counted.first_read(topic, partition, message.offset());
             if !replaying {
                 fresh += 1;
                 timestamps.extend(message.timestamp().to_millis());
+            }
+            if first_read {
+                metrics.records_in.inc();
             }
             let headers = owned_headers(message);
             let raw = RawRecord {
@@ -595,19 +667,25 @@ async fn process<N: Normalizer>(
                                 )));
                             }
                         }
-                        metrics.records_out.inc();
+                        if first_read {
+                            metrics.records_out.inc();
+                        }
                     }
                 }
                 Err(rejection) => {
-                    tracing::warn!(
-                        topic = raw.topic,
-                        partition = raw.partition,
-                        offset = raw.offset,
-                        reason = ?rejection.reason,
-                        message = %rejection.message,
-                        "record dead-lettered"
-                    );
-                    metrics.dead_letter(rejection.reason);
+                    if first_read {
+                        let mut text = rejection.message.clone();
+                        cut_for_log(&mut text);
+                        tracing::warn!(
+                            topic = raw.topic,
+                            partition = raw.partition,
+                            offset = raw.offset,
+                            reason = ?rejection.reason,
+                            message = %text,
+                            "record dead-lettered"
+                        );
+                        metrics.dead_letter(rejection.reason);
+                    }
                     outgoing.push(Pending::Ready(
                         dead_letter(
                             codec,
@@ -624,7 +702,6 @@ async fn process<N: Normalizer>(
                 }
             }
         }
-        metrics.records_in.inc_by(fresh);
         let t_process = collecting.elapsed();
         // This batch's offsets build on the previous batch's: that transaction must be settled
         // first. When it failed, this batch's outputs are dropped with it and both are read
@@ -658,6 +735,56 @@ async fn process<N: Normalizer>(
     Ok(())
 }
 
+/// Per partition, the offset below which records were counted in the metrics. A handful of
+/// partitions per instance: a scan beats hashing a key per record.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Counted(Vec<((String, i32), i64)>);
+
+impl Counted {
+    /// `true` when `offset` of the partition was read before.
+    pub(crate) fn seen(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.0
+            .iter()
+            .any(|((t, p), below)| *p == partition && t == topic && offset < *below)
+    }
+
+    /// `true` the first time `offset` of the partition is read (reading it again after an
+    /// abort or a rewind is not a new record); notes it as read.
+    pub(crate) fn first_read(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+        match self
+            .0
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+        {
+            Some((_, below)) if offset < *below => false,
+            Some((_, below)) => {
+                *below = offset + 1;
+                true
+            }
+            None => {
+                self.0.push(((topic.to_string(), partition), offset + 1));
+                true
+            }
+        }
+    }
+}
+
+/// Longest rejection message a log line carries (the dead letter keeps up to
+/// [`offport_core::model::DEAD_LETTER_MESSAGE_BYTES`]).
+const LOG_MESSAGE_BYTES: usize = 512;
+
+/// Cuts a message quoting a bad value to a log line's length, at a character boundary.
+pub(crate) fn cut_for_log(text: &mut String) {
+    if text.len() > LOG_MESSAGE_BYTES {
+        let mut end = LOG_MESSAGE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" [cut]");
+    }
+}
+
 /// A batch's transaction running on a blocking thread while the loop reads and processes the
 /// next batch (the transaction's round trips to the broker no longer stall the processing),
 /// with what the loop keeps until it knows the outcome.
@@ -667,6 +794,8 @@ pub(crate) struct InFlight<T> {
     /// batch; the stateful stages: the baseline dead letters it carries).
     kept: T,
     tally: Tally,
+    /// The input partitions whose offsets the transaction commits, named when it keeps failing.
+    partitions: Vec<(String, i32)>,
 }
 
 /// What a batch's metrics need once its transaction committed.
@@ -685,7 +814,7 @@ impl<T> InFlight<T> {
     /// another.
     pub(crate) fn spawn(
         consumer: &LagConsumer,
-        producer: &FutureProducer,
+        producer: &StageProducer,
         outgoing: Vec<Pending>,
         offsets: TopicPartitionList,
         kept: T,
@@ -695,6 +824,11 @@ impl<T> InFlight<T> {
             .group_metadata()
             // Only a consumer without a group lacks metadata; the loops always have one.
             .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
+        let partitions = offsets
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
         let producer = producer.clone();
         let runtime = tokio::runtime::Handle::current();
         // A blocking thread of its own: a task spawned from the loop's worker would wait in
@@ -709,14 +843,19 @@ impl<T> InFlight<T> {
             transact_blocking(&metadata, &producer, &outgoing, &offsets, &runtime)
                 .map_err(TxnFailure::Kafka)
         });
-        Ok(Self { task, kept, tally })
+        Ok(Self {
+            task,
+            kept,
+            tally,
+            partitions,
+        })
     }
 
     /// Waits for the transaction. Committed: its metrics recorded and `Ok(kept)`. Failed (not
     /// fatally): aborted and `Err(kept)`; the caller rewinds. A fatal error stops the loop.
     pub(crate) async fn outcome(
         self,
-        producer: &FutureProducer,
+        producer: &StageProducer,
         options: &PipelineOptions,
         metrics: &PipelineMetrics,
     ) -> Result<Result<T, T>, PipelineError> {
@@ -727,6 +866,10 @@ impl<T> InFlight<T> {
             Ok(Err(TxnFailure::Encode(error))) => return Err(PipelineError::Codec(error)),
             Err(_) => Err(KafkaError::Canceled),
         };
+        match &result {
+            Ok(()) => metrics.health.progressed(),
+            Err(error) => metrics.health.aborted(self.partitions, &error.to_string()),
+        }
         if abort_unless_committed(result, producer, options, metrics).await? {
             metrics.committed(&self.tally.timestamps);
             metrics.records_committed.inc_by(self.tally.inputs);
@@ -744,7 +887,7 @@ impl<T> InFlight<T> {
 #[derive(Clone, Copy)]
 struct Shell<'a> {
     consumer: &'a LagConsumer,
-    producer: &'a FutureProducer,
+    producer: &'a StageProducer,
     options: &'a PipelineOptions,
     metrics: &'a PipelineMetrics,
 }
@@ -798,12 +941,16 @@ pub(crate) async fn collect_batch<'c>(
             batch.push(message);
         }
         Err(error) => {
-            // Consumer errors are reported by librdkafka and retried internally.
-            tracing::warn!(%error, "consumer error");
+            // Consumer errors are reported by librdkafka and retried internally; an
+            // unreachable cluster is logged once per outage.
+            if !metrics.health.kafka_error(&error, "consumer") {
+                tracing::warn!(%error, "consumer error");
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
             return Ok(batch);
         }
     }
+    metrics.health.reachable();
     let linger = tokio::time::sleep(options.batch_linger);
     tokio::pin!(linger);
     while batch.len() < options.batch_max {
@@ -812,7 +959,9 @@ pub(crate) async fn collect_batch<'c>(
             received = consumer.recv() => match received {
                 Ok(message) => batch.push(message),
                 Err(error) => {
-                    tracing::warn!(%error, "consumer error");
+                    if !metrics.health.kafka_error(&error, "consumer") {
+                        tracing::warn!(%error, "consumer error");
+                    }
                     break;
                 }
             },
@@ -887,7 +1036,7 @@ pub(crate) async fn dead_letter(
     shutdown: &Shutdown,
     now: EpochMillis,
 ) -> Result<Outgoing, PipelineError> {
-    let letter = DeadLetter {
+    let mut letter = DeadLetter {
         original_key: raw.key.map(<[u8]>::to_vec),
         original_value: raw.value.map(<[u8]>::to_vec),
         original_headers: raw
@@ -906,7 +1055,11 @@ pub(crate) async fn dead_letter(
         reason: rejection.reason,
         message: rejection.message.clone(),
         failed_time: now,
+        original_value_size: None,
+        original_value_sha256: None,
+        truncated: false,
     };
+    letter.fit_within(options.dead_letter_max_bytes);
     let value = retrying(options, metrics, shutdown, "dead-letter encode", || {
         codec.encode_value(topic, Contract::DeadLetter, &letter)
     })
@@ -934,7 +1087,7 @@ pub(crate) async fn dead_letter(
         ),
         (
             "offport.errors.message".to_string(),
-            rejection.message.as_bytes().to_vec(),
+            letter.message.as_bytes().to_vec(),
         ),
     ];
     Ok(Outgoing {
@@ -1049,7 +1202,7 @@ fn batch_offsets<N: Normalizer>(
 /// loop; any other error aborts the transaction and gives `false` (the caller rewinds).
 pub(crate) async fn abort_unless_committed(
     result: Result<(), KafkaError>,
-    producer: &FutureProducer,
+    producer: &StageProducer,
     options: &PipelineOptions,
     metrics: &PipelineMetrics,
 ) -> Result<bool, PipelineError> {
@@ -1079,7 +1232,7 @@ pub(crate) async fn abort_unless_committed(
 /// On error the caller aborts.
 fn transact_blocking(
     metadata: &rdkafka::consumer::ConsumerGroupMetadata,
-    producer: &FutureProducer,
+    producer: &StageProducer,
     outgoing: &[Outgoing],
     offsets: &TopicPartitionList,
     runtime: &tokio::runtime::Handle,

@@ -71,14 +71,14 @@ use offport_core::score::WARM_GROUP;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::baselines::{BaselineFeed, FeedError, Rejected};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{
-    blocking, collect_batch, dead_letter, owned_headers, retrying, wall_clock_millis, InFlight,
+    blocking, collect_batch, cut_for_log, dead_letter, owned_headers, retrying, wall_clock_millis, Counted, InFlight,
     LagConsumer, Outgoing, Pending, PipelineError, PipelineOptions, ReadToEnd, Tally,
 };
 use crate::registry::{CodecError, RegistryCodec};
@@ -236,6 +236,7 @@ pub async fn run_stateful<S: StatefulStage>(
         &shutdown,
     )
     .await?;
+    options.fit_dead_letters_to_topic(settings).await;
     let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
     let consumer: LagConsumer =
         crate::pipeline::stage_consumer(settings, &options, "range", &STAGE_FETCH, &metrics)?;
@@ -250,7 +251,7 @@ pub async fn run_stateful<S: StatefulStage>(
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .create_with_context(ReadToEnd)?;
-    let producer = crate::pipeline::transactional_producer(settings, &options.transactional_id)?;
+    let producer = crate::pipeline::transactional_producer(settings, &options.transactional_id, &metrics)?;
     blocking(|| producer.init_transactions(Duration::from_secs(30)))?;
     // The restorer learns the changelog's partition leaders now: otherwise the first restore
     // waited for them, 0.5-1 s, before its first fetch.
@@ -284,6 +285,7 @@ pub async fn run_stateful<S: StatefulStage>(
         dead_letter_topic: TopicRole::DeadLetter.spec(&settings.topics).name,
         tasks: BTreeMap::new(),
         positions: BTreeMap::new(),
+        counted: Counted::default(),
         rebalances: 0,
         last_gauges: Instant::now(),
         pool: task_pool(stage.name(), settings.stream.worker_threads()),
@@ -351,13 +353,15 @@ struct Runner<'a, S: StatefulStage> {
     metrics: &'a PipelineMetrics,
     shutdown: &'a Shutdown,
     consumer: &'a LagConsumer,
-    producer: &'a FutureProducer,
+    producer: &'a crate::pipeline::StageProducer,
     restorer: &'a BaseConsumer<ReadToEnd>,
     changelog: String,
     dead_letter_topic: String,
     tasks: BTreeMap<i32, Slot<S::Task>>,
     /// Next offset of every input partition read since its task was restored.
     positions: BTreeMap<(String, i32), i64>,
+    /// What the metrics counted: a batch read again after an abort is not counted again.
+    counted: Counted,
     rebalances: u64,
     last_gauges: Instant,
     /// The task threads (`stream.workers`), when there are more than one.
@@ -453,7 +457,15 @@ impl<S: StatefulStage> Runner<'_, S> {
             let mut by_task: BTreeMap<i32, Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
             let mut next_offsets: HashMap<(&str, i32), i64> = HashMap::new();
             let mut schemas = BatchSchemas::default();
+            let counted_before = self.counted.clone();
+            let mut first_reads = 0_u64;
             for message in &batch {
+                if self
+                    .counted
+                    .first_read(message.topic(), message.partition(), message.offset())
+                {
+                    first_reads += 1;
+                }
                 let partition = message.partition();
                 if !self.tasks.contains_key(&partition) {
                     let task = self.restore(partition, feed.set()).await?;
@@ -512,14 +524,19 @@ impl<S: StatefulStage> Runner<'_, S> {
                     Produced::Encoded(record) => record,
                     Produced::Unencoded(emit) => self.encode(emit).await?,
                     Produced::Rejected(message, rejection) => {
-                        self.dead_letter(message, &rejection).await?
+                        let first_read = !counted_before.seen(
+                            message.topic(),
+                            message.partition(),
+                            message.offset(),
+                        );
+                        self.dead_letter(message, &rejection, first_read).await?
                     }
                 });
             }
             for emit in lag_emits {
                 outgoing.push(self.encode(emit).await?);
             }
-            self.metrics.records_in.inc_by(fresh);
+            self.metrics.records_in.inc_by(first_reads);
 
             // The idle-partition rule.
             let mut idle_emits = Vec::new();
@@ -849,16 +866,21 @@ impl<S: StatefulStage> Runner<'_, S> {
         &self,
         message: &BorrowedMessage<'_>,
         rejection: &Rejection,
+        first_read: bool,
     ) -> Result<Outgoing, PipelineError> {
-        tracing::warn!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            reason = ?rejection.reason,
-            message = %rejection.message,
-            "record dead-lettered"
-        );
-        self.metrics.dead_letter(rejection.reason);
+        if first_read {
+            let mut text = rejection.message.clone();
+            cut_for_log(&mut text);
+            tracing::warn!(
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                reason = ?rejection.reason,
+                message = %text,
+                "record dead-lettered"
+            );
+            self.metrics.dead_letter(rejection.reason);
+        }
         let headers = owned_headers(message);
         let raw = RawRecord {
             topic: message.topic(),

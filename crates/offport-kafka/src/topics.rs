@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
@@ -175,6 +175,12 @@ pub enum TopicError {
         /// Consequence.
         why: &'static str,
     },
+    /// The broker's answer about a topic's configuration had no `max.message.bytes`.
+    #[error("topic {topic}: no max.message.bytes in its configuration")]
+    Describe {
+        /// Topic.
+        topic: String,
+    },
 }
 
 /// Creates every topic in `specs` that does not exist, and checks the partition count of those
@@ -228,6 +234,31 @@ pub async fn ensure_topics(
         }
     }
     Ok(outcomes)
+}
+
+/// The `max.message.bytes` of `topic`: the largest record batch the broker accepts for it
+/// (the topic's own setting, else the broker's `message.max.bytes`).
+pub async fn max_message_bytes(
+    client_config: &ClientConfig,
+    topic: &str,
+) -> Result<usize, TopicError> {
+    let admin: AdminClient<DefaultClientContext> = client_config.create()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await?;
+    let limit = results
+        .into_iter()
+        .flatten()
+        .find_map(|resource| {
+            resource
+                .get("max.message.bytes")
+                .and_then(|entry| entry.value.as_deref())
+                .and_then(|v| v.parse().ok())
+        });
+    limit.ok_or_else(|| TopicError::Describe {
+        topic: topic.to_string(),
+    })
 }
 
 /// Partition count of `topic` once the broker's metadata shows it. A topic created a moment
