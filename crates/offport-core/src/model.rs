@@ -1142,7 +1142,11 @@ mod tests {
         letter.fit_within(1_000_000);
         let kept = letter.original_value.as_ref().unwrap();
         assert!(letter.truncated);
-        assert!(kept.len() > 900_000, "most of the value is kept: {}", kept.len());
+        assert!(
+            kept.len() > 900_000,
+            "most of the value is kept: {}",
+            kept.len()
+        );
         assert_eq!(kept[..], value[..kept.len()]);
         assert_eq!(letter.original_value_size, Some(1_048_300));
         assert_eq!(

@@ -242,7 +242,11 @@ mod tests {
         health.reachable();
         assert!(!health.is_unreachable());
         assert!(health.kafka_error(&down, "again"));
-        assert_eq!(health.kafka_outages.get(), 2, "a new outage after the end of the first");
+        assert_eq!(
+            health.kafka_outages.get(),
+            2,
+            "a new outage after the end of the first"
+        );
         // Other errors are not outages.
         assert!(!health.kafka_error(
             &KafkaError::Global(RDKafkaErrorCode::InvalidArgument),

@@ -1215,11 +1215,20 @@ pub(crate) async fn abort_unless_committed(
         Err(error) => {
             metrics.aborts.inc();
             tracing::warn!(%error, stage = options.stage, "transaction failed; aborting and rewinding");
-            if let Err(abort) = blocking(|| producer.abort_transaction(Duration::from_secs(30))) {
-                if is_fatal(&abort) {
-                    return Err(abort.into());
+            // A timed-out abort goes on in the background; calling again resumes it (a new
+            // transaction could not begin before it ends).
+            for attempt in 1..=3 {
+                match blocking(|| producer.abort_transaction(Duration::from_secs(30))) {
+                    Ok(()) => break,
+                    Err(abort) if is_fatal(&abort) => return Err(abort.into()),
+                    Err(abort) if is_retriable(&abort) && attempt < 3 => {
+                        tracing::warn!(error = %abort, attempt, "abort not finished; resuming it");
+                    }
+                    Err(abort) => {
+                        tracing::warn!(error = %abort, "abort failed");
+                        break;
+                    }
                 }
-                tracing::warn!(error = %abort, "abort failed");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok(false)
@@ -1305,6 +1314,14 @@ fn transact_blocking(
         "transaction"
     );
     Ok(())
+}
+
+/// A transaction call that timed out and may be called again to resume.
+fn is_retriable(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::Transaction(e) => e.is_retriable(),
+        _ => false,
+    }
 }
 
 pub(crate) fn is_fatal(error: &KafkaError) -> bool {

@@ -78,8 +78,9 @@ use serde::Serialize;
 use crate::baselines::{BaselineFeed, FeedError, Rejected};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{
-    blocking, collect_batch, cut_for_log, dead_letter, owned_headers, retrying, wall_clock_millis, Counted, InFlight,
-    LagConsumer, Outgoing, Pending, PipelineError, PipelineOptions, ReadToEnd, Tally,
+    blocking, collect_batch, cut_for_log, dead_letter, owned_headers, retrying, wall_clock_millis,
+    Counted, InFlight, LagConsumer, Outgoing, Pending, PipelineError, PipelineOptions, ReadToEnd,
+    Tally,
 };
 use crate::registry::{CodecError, RegistryCodec};
 use crate::settings::Settings;
@@ -251,7 +252,8 @@ pub async fn run_stateful<S: StatefulStage>(
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .create_with_context(ReadToEnd)?;
-    let producer = crate::pipeline::transactional_producer(settings, &options.transactional_id, &metrics)?;
+    let producer =
+        crate::pipeline::transactional_producer(settings, &options.transactional_id, &metrics)?;
     blocking(|| producer.init_transactions(Duration::from_secs(30)))?;
     // The restorer learns the changelog's partition leaders now: otherwise the first restore
     // waited for them, 0.5-1 s, before its first fetch.

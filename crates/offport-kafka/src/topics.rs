@@ -247,15 +247,12 @@ pub async fn max_message_bytes(
     let results = admin
         .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
         .await?;
-    let limit = results
-        .into_iter()
-        .flatten()
-        .find_map(|resource| {
-            resource
-                .get("max.message.bytes")
-                .and_then(|entry| entry.value.as_deref())
-                .and_then(|v| v.parse().ok())
-        });
+    let limit = results.into_iter().flatten().find_map(|resource| {
+        resource
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.as_deref())
+            .and_then(|v| v.parse().ok())
+    });
     limit.ok_or_else(|| TopicError::Describe {
         topic: topic.to_string(),
     })

@@ -149,7 +149,47 @@ async fn baselines_are_validated_diffed_applied_shown_and_deleted() -> Result<()
         ],
     )?;
 
-    // diff against an empty topic: new. show: the built-in default alone.
+    // A misspelt field would publish a version without its rules, withdrawing what the
+    // previous version approved: validate and apply refuse it, naming the field.
+    let misspelt = write(
+        &dir,
+        "misspelt.yaml",
+        &document("v2", 8884).replace("allowed_protocol_ports:", "allowed_protocol_portz:"),
+    )?;
+    for command in ["validate", "apply"] {
+        fails(
+            &settings,
+            &["baselines", command, misspelt.to_str().unwrap()],
+            &["misspelt.yaml", "allowed_protocol_portz"],
+        )?;
+    }
+    // Two documents of one scope and effective time: the second would replace the first.
+    let twice = write(
+        &dir,
+        "twice.yaml",
+        &format!(
+            "- {}\n- {}\n",
+            serde_json::to_string(&serde_yaml_ng::from_str::<serde_json::Value>(&document(
+                "a", 8884
+            ))?)?,
+            serde_json::to_string(&serde_yaml_ng::from_str::<serde_json::Value>(&document(
+                "b", 8885
+            ))?)?,
+        ),
+    )?;
+    for command in ["validate", "apply"] {
+        fails(
+            &settings,
+            &["baselines", command, twice.to_str().unwrap()],
+            &[
+                "documents 1 (version \"a\") and 2 (version \"b\")",
+                "app:com.example.vendor",
+            ],
+        )?;
+    }
+
+    // diff against an empty topic: new. show: the built-in default alone (neither refused
+    // file published anything).
     succeeds(
         &settings,
         &["baselines", "diff", v1_path],
