@@ -512,3 +512,66 @@ pub async fn read_until_quiet(
         }
     }
 }
+
+/// One record of the bad-record corpus (`tests/fixtures/bad`, see its README).
+#[derive(Debug, serde::Deserialize)]
+pub struct BadRecord {
+    /// What is wrong with it.
+    pub case: String,
+    /// The dead-letter reason offport must give it (its Avro symbol).
+    pub reason: String,
+    value: Option<String>,
+    value_base64: Option<String>,
+    #[serde(default)]
+    repeats: Vec<Repeat>,
+    /// Its headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Repeat {
+    unit: String,
+    times: usize,
+}
+
+impl BadRecord {
+    /// The record's value, its long runs expanded; `None` for a tombstone.
+    pub fn value(&self) -> Result<Option<Vec<u8>>> {
+        use base64::Engine;
+        if let Some(encoded) = &self.value_base64 {
+            return Ok(Some(
+                base64::engine::general_purpose::STANDARD.decode(encoded)?,
+            ));
+        }
+        let Some(mut text) = self.value.clone() else {
+            return Ok(None);
+        };
+        for (index, repeat) in self.repeats.iter().enumerate() {
+            text = text.replacen(
+                &format!("\u{1}{index}\u{1}"),
+                &repeat.unit.repeat(repeat.times),
+                1,
+            );
+        }
+        Ok(Some(text.into_bytes()))
+    }
+
+    /// The headers as a [`offport_core::normalize::RawRecord`] takes them.
+    pub fn raw_headers(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone().into_bytes())))
+            .collect()
+    }
+}
+
+/// The bad-record corpus of one raw topic (`proxy.jsonl`, `edr.jsonl`, `mdm.jsonl`).
+pub fn bad_corpus(file: &str) -> Result<Vec<BadRecord>> {
+    let path = format!("{}/fixtures/bad/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)
+        .with_context(|| path.clone())?
+        .lines()
+        .map(|line| serde_json::from_str(line).with_context(|| path.clone()))
+        .collect()
+}

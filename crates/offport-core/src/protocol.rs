@@ -666,7 +666,12 @@ pub fn shannon_entropy_of(bytes: impl Iterator<Item = u8>) -> f64 {
 /// Decodes client payload bytes carried as text: hex (`16030100...`, optional `0x` prefix, spaces
 /// or colons allowed) or standard/URL-safe base64. Returns `None` when the text is neither.
 pub fn decode_payload_text(text: &str) -> Option<Vec<u8>> {
-    use base64::Engine as _;
+    decode_hex_text(text).or_else(|| decode_base64_text(text))
+}
+
+/// Decodes hex text (`16030100...`, optional `0x` prefix, spaces or colons allowed); `None`
+/// when it is not an even number of hex digits.
+pub fn decode_hex_text(text: &str) -> Option<Vec<u8>> {
     let trimmed = text.trim();
     let hexish: String = trimmed
         .strip_prefix("0x")
@@ -680,6 +685,13 @@ pub fn decode_payload_text(text: &str) -> Option<Vec<u8>> {
     {
         return hex::decode(hexish).ok();
     }
+    None
+}
+
+/// Decodes standard, URL-safe or unpadded base64; `None` when it is none of them.
+pub fn decode_base64_text(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let trimmed = text.trim();
     base64::engine::general_purpose::STANDARD
         .decode(trimmed)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(trimmed))

@@ -123,6 +123,20 @@ impl EdrJson {
             (_, None) => None,
         };
         let app_id = trimmed(json.app_id);
+        // A lifecycle event says what one app did: without the app it would be joined to no
+        // app's timeline (UsageStats rows need their package for the same reason).
+        if app_id.is_none()
+            && matches!(
+                kind,
+                DeviceEventKind::AppForeground
+                    | DeviceEventKind::AppBackground
+                    | DeviceEventKind::AppStopped
+            )
+        {
+            return Err(Rejection::unparseable(format!(
+                "a {kind_name} event needs an app_id"
+            )));
+        }
         let event_id = trimmed(json.event_id).unwrap_or_else(|| {
             derived_id(&[
                 &device_id,

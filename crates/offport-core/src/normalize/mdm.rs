@@ -139,6 +139,18 @@ struct Webhook {
     topic: Option<String>,
     created_at: Option<String>,
     acknowledge_event: Option<Acknowledge>,
+    /// Read only to check its shape: check-ins carry no context.
+    #[allow(dead_code)]
+    checkin_event: Option<Checkin>,
+}
+
+/// A check-in event's envelope (Authenticate, TokenUpdate, CheckOut).
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct Checkin {
+    udid: Option<String>,
+    enrollment_id: Option<String>,
+    raw_payload: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,11 +377,22 @@ fn amapi(
     let device: AmapiDevice = serde_json::from_value(unwrap_pubsub(value)?).map_err(|e| {
         Rejection::unparseable(format!("not an Android Management API Device: {e}"))
     })?;
-    let enrollment = device
-        .name
-        .as_deref()
-        .and_then(|n| n.rsplit('/').next())
-        .filter(|id| !id.is_empty());
+    let enrollment = match device.name.as_deref().map(str::trim) {
+        None => None,
+        Some(name) => match name.split('/').collect::<Vec<_>>()[..] {
+            ["enterprises", enterprise, "devices", id]
+                if !enterprise.is_empty() && !id.is_empty() =>
+            {
+                Some(id)
+            }
+            _ => {
+                return Err(Rejection::new(
+                    crate::model::DeadLetterReason::MissingDeviceId,
+                    format!("name={name:?} is not enterprises/{{enterprise}}/devices/{{device}}"),
+                ))
+            }
+        },
+    };
     let device_id = check_device_id(record.outside_device().or(enrollment))?;
     let time_text = trimmed(device.last_status_report_time)
         .or(trimmed(device.last_policy_sync_time))
@@ -385,8 +408,9 @@ fn amapi(
     let apps = device
         .application_reports
         .into_iter()
-        .filter(|r| r.state.as_deref() != Some("REMOVED"))
-        .filter_map(|report| {
+        .enumerate()
+        .filter(|(_, r)| r.state.as_deref() != Some("REMOVED"))
+        .map(|(index, report)| {
             let status = [
                 report.state.as_deref(),
                 report.application_source.as_deref(),
@@ -395,8 +419,12 @@ fn amapi(
             .flatten()
             .collect::<Vec<_>>()
             .join(" ");
-            Some(ManagedApp {
-                app_id: trimmed(report.package_name)?,
+            Ok(ManagedApp {
+                app_id: trimmed(report.package_name).ok_or_else(|| {
+                    Rejection::unparseable(format!(
+                        "applicationReports[{index}] has no packageName"
+                    ))
+                })?,
                 name: trimmed(report.display_name),
                 version: trimmed(report.version_name),
                 // Application reports cover the apps in the managed scope (the work profile,
@@ -409,7 +437,7 @@ fn amapi(
                 service_class: None,
             })
         })
-        .collect();
+        .collect::<Result<Vec<_>, Rejection>>()?;
     Ok(DeviceContext {
         device_id,
         platform: Platform::Android,

@@ -27,7 +27,10 @@ use crate::model::{
     AppProtocol, AttributionSource, DnsInfo, EpochMillis, HttpInfo, NetworkSession, Platform,
     ProtocolEvidence, SourceFormat, TlsInfo, Transport,
 };
-use crate::protocol::{decode_payload_text, recognize, sensor_verdict, shannon_entropy};
+use crate::protocol::{
+    decode_base64_text, decode_hex_text, decode_payload_text, recognize, sensor_verdict,
+    shannon_entropy,
+};
 
 pub use super::DEVICE_HEADER;
 
@@ -468,12 +471,15 @@ impl OffportJson {
                 })
                 .transpose()
         };
+        // Each field in its own encoding: "abc" would decode as base64 too.
         let client_bytes = match (json.client_bytes_hex, json.client_bytes_b64) {
-            (Some(text), _) | (None, Some(text)) => {
-                Some(decode_payload_text(&text).ok_or_else(|| {
-                    Rejection::unparseable("client bytes are neither hex nor base64")
-                })?)
-            }
+            (Some(text), _) => Some(decode_hex_text(&text).ok_or_else(|| {
+                Rejection::unparseable("client_bytes_hex is not an even number of hex digits")
+            })?),
+            (None, Some(text)) => Some(
+                decode_base64_text(&text)
+                    .ok_or_else(|| Rejection::unparseable("client_bytes_b64 is not base64"))?,
+            ),
             (None, None) => None,
         };
         let http = (json.http_host.is_some()

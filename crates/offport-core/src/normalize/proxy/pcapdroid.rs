@@ -119,6 +119,7 @@ pub fn sessions(
         .trim(csv::Trim::All)
         .from_reader(bytes);
     let mut columns = DEFAULT_COLUMNS;
+    let mut rows = 0_usize;
     let mut out = Vec::new();
     for (index, row) in reader.records().enumerate() {
         let line = index + 1;
@@ -134,6 +135,7 @@ pub fn sessions(
         if row.iter().all(str::is_empty) {
             continue;
         }
+        rows += 1;
         let row = columns.mend(row);
         let Some(draft) = draft(&row, &columns).map_err(at_line)? else {
             continue;
@@ -148,6 +150,11 @@ pub fn sessions(
                 )
                 .map_err(at_line)?,
         );
+    }
+    if rows == 0 {
+        return Err(Rejection::unparseable(
+            "PCAPdroid CSV with a header and no rows",
+        ));
     }
     Ok(out)
 }
