@@ -24,6 +24,8 @@
 pub mod edr;
 #[cfg(test)]
 mod fixture_tests;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mdm;
 pub mod proxy;
 

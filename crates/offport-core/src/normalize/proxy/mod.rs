@@ -28,8 +28,7 @@ use crate::model::{
     ProtocolEvidence, SourceFormat, TlsInfo, Transport,
 };
 use crate::protocol::{
-    decode_base64_text, decode_hex_text, decode_payload_text, recognize, sensor_verdict,
-    shannon_entropy,
+    decode_base64_text, decode_hex_text, recognize, sensor_verdict, shannon_entropy,
 };
 
 pub use super::DEVICE_HEADER;
