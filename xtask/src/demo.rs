@@ -33,7 +33,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 
-const SERVICES: [(&str, &str); 5] = [
+pub(crate) const SERVICES: [(&str, &str); 5] = [
     ("normalize-proxy", "offport-normalize-proxy"),
     ("normalize-edr", "offport-normalize-edr"),
     ("normalize-mdm", "offport-normalize-mdm"),
@@ -42,8 +42,8 @@ const SERVICES: [(&str, &str); 5] = [
 ];
 const FIRST_PORT: u16 = 19_464;
 
-pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
-    let (bootstrap, registry, _) = crate::ensure_stack(options)?;
+/// Builds the five services; returns the directory of their binaries.
+pub(crate) fn build_services() -> Result<PathBuf> {
     println!("building the five services...");
     let status = crate::cargo()
         .args(["build", "--quiet"])
@@ -53,10 +53,15 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
     if !status.success() {
         bail!("cargo build of the services failed");
     }
-    let bin_dir = std::env::current_exe()?
+    std::env::current_exe()?
         .parent()
         .map(PathBuf::from)
-        .context("no directory of the xtask binary")?;
+        .context("no directory of the xtask binary")
+}
+
+pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
+    let (bootstrap, registry, _) = crate::ensure_stack(options)?;
+    let bin_dir = build_services()?;
     let prefix = format!(
         "demo-{}.",
         std::time::SystemTime::now()

@@ -9,6 +9,7 @@
 //!
 //! It is tooling, not product: the services never depend on it.
 
+mod chaos;
 mod demo;
 
 use std::process::{Command, ExitCode};
@@ -42,6 +43,9 @@ enum Task {
     },
     /// Run the main job end to end, as far as it exists.
     Demo,
+    /// The fault suite: the five services killed and stopped at random, the broker and the
+    /// registry restarted, on a private stack; the answer must be the undisturbed run's.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Subcommand)]
@@ -133,6 +137,7 @@ fn run(task: Task) -> Result<ExitCode> {
         },
         Task::Test { args } => test(&options, &args),
         Task::Demo => demo::run(&options),
+        Task::Chaos(args) => chaos::run(&options, &args),
     }
 }
 

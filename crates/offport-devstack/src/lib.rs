@@ -9,6 +9,7 @@
 //!
 //! This crate is developer tooling: the services never depend on it.
 
+pub mod faults;
 pub mod fetch;
 pub mod java;
 pub mod secure;

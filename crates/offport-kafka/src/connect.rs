@@ -324,6 +324,25 @@ pub async fn wait_for_connections(
     }
 }
 
+/// [`wait_for_connections`] for a stage's start: `Ok(false)` when shutdown came while the
+/// cluster or the registry was still unreachable (nothing was read, so stopping is clean, not
+/// an error), `Ok(true)` once both answer.
+pub async fn connected_unless_shut_down(
+    kafka: &KafkaSettings,
+    registry: &RegistrySettings,
+    max_backoff: Duration,
+    shutdown: &Shutdown,
+) -> Result<bool, ConnectError> {
+    match wait_for_connections(kafka, registry, max_backoff, shutdown).await {
+        Ok(()) => Ok(true),
+        Err(error) if error.is_transient() && shutdown.is_triggered() => {
+            tracing::info!(%error, "shut down before Kafka and the registry answered");
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

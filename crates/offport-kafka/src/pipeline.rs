@@ -475,13 +475,16 @@ pub async fn run_normalizer<N: Normalizer>(
     metrics: Arc<PipelineMetrics>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
-    crate::connect::wait_for_connections(
+    if !crate::connect::connected_unless_shut_down(
         &settings.kafka,
         &settings.registry,
         options.max_backoff,
         &shutdown,
     )
-    .await?;
+    .await?
+    {
+        return Ok(());
+    }
     let mut options = options;
     options.fit_dead_letters_to_topic(settings).await;
     let consumer = stage_consumer(settings, &options, "cooperative-sticky", &[], &metrics)?;

@@ -230,13 +230,16 @@ pub async fn run_stateful<S: StatefulStage>(
         // A bounded replay looks for its end as soon as records stop coming.
         options.first_record_wait = options.batch_linger.max(Duration::from_millis(10));
     }
-    crate::connect::wait_for_connections(
+    if !crate::connect::connected_unless_shut_down(
         &settings.kafka,
         &settings.registry,
         options.max_backoff,
         &shutdown,
     )
-    .await?;
+    .await?
+    {
+        return Ok(());
+    }
     options.fit_dead_letters_to_topic(settings).await;
     let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
     let consumer: LagConsumer =

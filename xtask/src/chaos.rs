@@ -1,0 +1,884 @@
+//! `cargo xtask chaos`: the fault suite. The five services, as built, on a private broker and
+//! registry (`offport_devstack::faults`), run twice over the same raw input: once undisturbed
+//! (the reference) and once with faults: random SIGKILLs and SIGTERMs of every service, the
+//! broker killed and started again on its data, and the registry killed and started again on
+//! its database. The input is a simulated fleet, the raw fixtures of `tests/fixtures/raw`
+//! (PCAPdroid, Zeek, Suricata EVE, UsageStats, MicroMDM/NanoMDM and Android Management API
+//! records as those tools write them, each sensor's on one partition) and the bad-record corpus
+//! of `tests/fixtures/bad` (every raw topic's).
+//!
+//! Each run goes stage by stage: the three normalizers until their groups have committed every
+//! raw record, then the joiner and then the scorer to the end of their input
+//! (`stream.stop_at_end`). Staged, a run's answer does not depend on how fast one service is
+//! against another, so the two runs must agree exactly:
+//!
+//! - the normalized topics hold the same records, each once (nothing lost, nothing doubled;
+//!   records compared without their ingest time and source offset, which differ run to run);
+//! - every bad record is dead-lettered exactly once, with the corpus's reason;
+//! - the enriched sessions and the alerts are the same records;
+//! - no service panicked or exited with an error; every SIGTERM ended its service cleanly.
+//!
+//! `--kills` sets how many service stops the faulty run makes (spread over the stages); CI
+//! runs a reduced form.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use offport_backtest::sim::{simulate, FleetConfig, Stream};
+use offport_core::baseline::parse_documents;
+use offport_core::model::{
+    DeadLetter, DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession,
+};
+use offport_devstack::faults::FaultStack;
+use offport_devstack::stack::StackOptions;
+use offport_kafka::baselines::{publish, version_key};
+use offport_kafka::registry::RegistryCodec;
+use offport_kafka::settings::{KafkaSettings, RegistrySettings, Settings, TopicSettings};
+use offport_kafka::topics::{ensure_topics, TopicRole};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use serde_json::Value;
+
+/// How the fault suite runs.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ChaosArgs {
+    /// Service stops (SIGKILL or SIGTERM, half each) in the faulty run.
+    #[arg(long, default_value_t = 60)]
+    kills: usize,
+    /// Devices of the simulated fleet.
+    #[arg(long, default_value_t = 150)]
+    devices: usize,
+    /// Hours of the simulated fleet.
+    #[arg(long, default_value_t = 12)]
+    hours: u32,
+    /// Seed of the fleet and of the faults.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// The address map the bad-record corpus is written for (`tests/fixtures/bad/README.md`):
+/// without it its Zeek and EVE records would name no device.
+const SOURCES_YAML: &str = "normalize:\n  sources:\n    - {network: 10.8.0.12/32, device_id: android-7f3a, platform: android}\n    - {network: fd00:8::/64, device_id: android-7f3a, platform: android}\n    - {network: 10.8.0.13/32, device_id: ios-91c2, platform: ios}\n";
+
+/// Which stage a service is.
+const NORMALIZERS: [&str; 3] = ["normalize-proxy", "normalize-edr", "normalize-mdm"];
+
+/// What the faulty run did.
+#[derive(Debug, Default)]
+struct Faults {
+    kills: BTreeMap<&'static str, u32>,
+    terms: BTreeMap<&'static str, u32>,
+    /// Stops that hit a service while its group still had records to commit.
+    during_work: u32,
+    broker_restarts: u32,
+    registry_outages: u32,
+}
+
+/// A service process of a run.
+struct Service {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+/// One run's topics and how it starts services.
+struct Run<'a> {
+    settings: Settings,
+    bin_dir: &'a Path,
+    log_dir: PathBuf,
+    /// The configuration file every service reads: the corpus's address map.
+    config: PathBuf,
+    starts: u32,
+}
+
+impl Run<'_> {
+    fn spawn(&mut self, name: &'static str) -> Result<Service> {
+        let binary = crate::demo::SERVICES
+            .iter()
+            .find(|(package, _)| *package == name)
+            .map(|(_, binary)| self.bin_dir.join(binary))
+            .context("unknown service")?;
+        self.starts += 1;
+        let log = self.log_dir.join(format!("{name}-{}.log", self.starts));
+        let stateful = !NORMALIZERS.contains(&name);
+        let child = Command::new(&binary)
+            .env(
+                "OFFPORT__KAFKA__BOOTSTRAP_SERVERS",
+                &self.settings.kafka.bootstrap_servers,
+            )
+            .env("OFFPORT__REGISTRY__URL", &self.settings.registry.url)
+            .env("OFFPORT__TOPICS__PREFIX", &self.settings.topics.prefix)
+            .env(
+                "OFFPORT__TOPICS__PARTITIONS",
+                self.settings.topics.partitions.to_string(),
+            )
+            .env(
+                "OFFPORT__PIPELINE__GROUP_PREFIX",
+                format!("{}offport-", self.settings.topics.prefix),
+            )
+            .env("OFFPORT__PIPELINE__INSTANCE_ID", name)
+            // Small transactions: a stop lands in the middle of the work, not after it.
+            .env("OFFPORT__PIPELINE__BATCH_MAX_RECORDS", "500")
+            .env("OFFPORT__OBSERVABILITY__LISTEN", "127.0.0.1:0")
+            .env("OFFPORT__STREAM__STOP_AT_END", stateful.to_string())
+            .env("OFFPORT__LOG__FILTER", "info")
+            .env("OFFPORT_CONFIG", &self.config)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(log.with_extension("err.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Service { name, child, log })
+    }
+}
+
+/// Sends `signal` to a service and waits for it to end; a SIGTERM must end it cleanly within
+/// 15 s.
+fn stop(service: &mut Service, signal: nix::sys::signal::Signal) -> Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(service.child.id())?);
+    let _ = nix::sys::signal::kill(pid, signal);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = service.child.try_wait()? {
+            if signal == nix::sys::signal::Signal::SIGTERM && !status.success() {
+                bail!(
+                    "{} ended with {status} on SIGTERM; see {}",
+                    service.name,
+                    service.log.display()
+                );
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = service.child.kill();
+            let _ = service.child.wait();
+            bail!("{} did not stop within 15 s of {signal}", service.name);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Records the input topics of a consumer group have left to commit (`None` when the broker
+/// does not answer).
+fn remaining(settings: &Settings, group: &str, topics: &[String]) -> Option<i64> {
+    let consumer: BaseConsumer = settings
+        .kafka
+        .client_config()
+        .set("group.id", group)
+        .create()
+        .ok()?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        for partition in 0..settings.topics.partitions {
+            list.add_partition(topic, partition);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(5))
+        .ok()?;
+    let mut left = 0;
+    for element in committed.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5))
+            .ok()?;
+        let at = match element.offset() {
+            rdkafka::Offset::Offset(at) => at,
+            _ => 0,
+        };
+        left += (high - at).max(0);
+    }
+    Some(left)
+}
+
+fn raw_topics(settings: &Settings) -> Vec<(String, &'static str)> {
+    [
+        (TopicRole::RawProxy, "normalize-proxy"),
+        (TopicRole::RawEdr, "normalize-edr"),
+        (TopicRole::RawMdm, "normalize-mdm"),
+    ]
+    .map(|(role, stage)| (role.spec(&settings.topics).name, stage))
+    .to_vec()
+}
+
+/// Records each normalizer still has to commit, summed (`None` while the broker is away).
+fn normalizers_left(settings: &Settings) -> Option<i64> {
+    let mut left = 0;
+    for (topic, stage) in raw_topics(settings) {
+        left += remaining(
+            settings,
+            &format!("{}offport-{stage}", settings.topics.prefix),
+            &[topic],
+        )?;
+    }
+    Some(left)
+}
+
+/// The faults the faulty run injects into one stage: `kills` service stops, and in the
+/// normalizer stage one broker restart and one registry outage.
+struct Plan<'a> {
+    kills: usize,
+    rng: &'a mut ChaCha8Rng,
+    stack: Option<&'a mut FaultStack>,
+    faults: &'a mut Faults,
+}
+
+/// The plan of a stage: faults only in the faulty run.
+fn plan<'a>(
+    faulty: bool,
+    kills: usize,
+    rng: &'a mut ChaCha8Rng,
+    stack: Option<&'a mut FaultStack>,
+    faults: &'a mut Faults,
+) -> Option<Plan<'a>> {
+    faulty.then_some(Plan {
+        kills,
+        rng,
+        stack,
+        faults,
+    })
+}
+
+/// Runs the three normalizers until every raw record is committed, with the plan's faults.
+fn normalize(run: &mut Run<'_>, mut plan: Option<Plan<'_>>) -> Result<Vec<PathBuf>> {
+    let mut services: Vec<Service> = NORMALIZERS
+        .iter()
+        .map(|n| run.spawn(n))
+        .collect::<Result<_>>()?;
+    let mut logs: Vec<PathBuf> = services.iter().map(|s| s.log.clone()).collect();
+    if let Some(plan) = plan.as_mut() {
+        let kills = plan.kills;
+        for round in 0..kills {
+            std::thread::sleep(Duration::from_millis(plan.rng.random_range(200..1_500)));
+            let index = plan.rng.random_range(0..services.len());
+            let working = normalizers_left(&run.settings).is_some_and(|left| left > 0);
+            let signal = if plan.rng.random_bool(0.5) {
+                nix::sys::signal::Signal::SIGKILL
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
+            let service = services.get_mut(index).context("service")?;
+            stop(service, signal)?;
+            record(plan.faults, service.name, signal, working);
+            let name = service.name;
+            *service = run.spawn(name)?;
+            logs.push(service.log.clone());
+            if let Some(stack) = plan.stack.as_deref_mut() {
+                if round == kills / 3 {
+                    println!("  broker killed; started again on its data in 5 s");
+                    stack.kill_broker()?;
+                    std::thread::sleep(Duration::from_secs(5));
+                    stack.start_broker()?;
+                    plan.faults.broker_restarts += 1;
+                }
+                if round == 2 * kills / 3 {
+                    println!("  registry killed; started again on its database in 8 s");
+                    stack.kill_registry()?;
+                    std::thread::sleep(Duration::from_secs(8));
+                    stack.start_registry()?;
+                    plan.faults.registry_outages += 1;
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while normalizers_left(&run.settings) != Some(0) {
+        for service in &mut services {
+            if let Some(status) = service.child.try_wait()? {
+                bail!(
+                    "{} exited on its own ({status}); see {}",
+                    service.name,
+                    service.log.display()
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the normalizers did not commit their input within 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for service in &mut services {
+        stop(service, nix::sys::signal::Signal::SIGTERM)?;
+    }
+    Ok(logs)
+}
+
+fn record(
+    faults: &mut Faults,
+    name: &'static str,
+    signal: nix::sys::signal::Signal,
+    working: bool,
+) {
+    let counts = if signal == nix::sys::signal::Signal::SIGKILL {
+        &mut faults.kills
+    } else {
+        &mut faults.terms
+    };
+    *counts.entry(name).or_default() += 1;
+    if working {
+        faults.during_work += 1;
+    }
+}
+
+/// Runs a stateful stage to the end of its input (it exits 0 then), with the plan's stops.
+fn to_the_end(
+    run: &mut Run<'_>,
+    name: &'static str,
+    mut plan: Option<Plan<'_>>,
+) -> Result<Vec<PathBuf>> {
+    let mut service = run.spawn(name)?;
+    let mut logs = vec![service.log.clone()];
+    let mut left = plan.as_ref().map_or(0, |p| p.kills);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if let Some(status) = service.child.try_wait()? {
+            if status.success() {
+                return Ok(logs);
+            }
+            bail!("{name} exited with {status}; see {}", service.log.display());
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not reach the end of its input within 900 s");
+        }
+        match plan.as_mut() {
+            Some(plan) if left > 0 => {
+                std::thread::sleep(Duration::from_millis(plan.rng.random_range(200..1_500)));
+                if service.child.try_wait()?.is_some() {
+                    continue;
+                }
+                let signal = if plan.rng.random_bool(0.5) {
+                    nix::sys::signal::Signal::SIGKILL
+                } else {
+                    nix::sys::signal::Signal::SIGTERM
+                };
+                stop(&mut service, signal)?;
+                record(plan.faults, name, signal, true);
+                left -= 1;
+                service = run.spawn(name)?;
+                logs.push(service.log.clone());
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Every record of `topic` (read_committed), decoded and projected: ingest times and source
+/// offsets (which differ run to run) removed; sorted.
+async fn projected<T>(
+    settings: &Settings,
+    codec: &RegistryCodec,
+    topic: TopicRole,
+) -> Result<Vec<String>>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + apache_avro::AvroSchema + 'static,
+{
+    let mut out = Vec::new();
+    for value in read_all(settings, &topic.spec(&settings.topics).name).await? {
+        let record: T = codec.decode(&value).await?;
+        let mut json = serde_json::to_value(&record)?;
+        strip(&mut json);
+        out.push(json.to_string());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn strip(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("ingest_time");
+            map.remove("source_ref");
+            map.values_mut().for_each(strip);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip),
+        _ => {}
+    }
+}
+
+/// Every record value of `topic`, read_committed, until 3 s pass without one.
+async fn read_all(settings: &Settings, topic: &str) -> Result<Vec<Vec<u8>>> {
+    let consumer: StreamConsumer = settings
+        .kafka
+        .client_config()
+        .set(
+            "group.id",
+            format!(
+                "{}chaos-reader-{}",
+                settings.topics.prefix,
+                uuid::Uuid::new_v4()
+            ),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    while let Ok(message) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
+        out.extend(message?.payload().map(<[u8]>::to_vec));
+    }
+    Ok(out)
+}
+
+/// The raw fixtures (`tests/fixtures/raw`: each tool's records as it writes them) as records:
+/// topic, key, `offport.device_id` header, values. Each sensor's records share one key, so one
+/// partition holds them in the order the sensor wrote them (Zeek and EVE application records
+/// before their connection's record), whatever the partition count.
+fn sensor_records() -> Vec<(TopicRole, &'static str, Option<&'static str>, Vec<String>)> {
+    use offport_tests::{fixture_lines, raw_fixture};
+    let zeek: Vec<String> = [
+        "zeek/ssl.log",
+        "zeek/http.log",
+        "zeek/dns.log",
+        "zeek/conn.log",
+        "zeek/conn-iso8601.log",
+    ]
+    .into_iter()
+    .flat_map(fixture_lines)
+    .collect();
+    let mdm: Vec<String> = [
+        "mdm/micromdm-webhook.jsonl",
+        "mdm/nanomdm-webhook.jsonl",
+        "mdm/amapi-devices.jsonl",
+    ]
+    .into_iter()
+    .flat_map(fixture_lines)
+    .collect();
+    vec![
+        (
+            TopicRole::RawProxy,
+            "pcapdroid-android-7f3a",
+            Some("android-7f3a"),
+            vec![
+                raw_fixture("pcapdroid.csv"),
+                raw_fixture("pcapdroid-unquoted.csv"),
+            ],
+        ),
+        (TopicRole::RawProxy, "zeek-tun0", None, zeek),
+        (
+            TopicRole::RawProxy,
+            "suricata-tun0",
+            None,
+            fixture_lines("suricata/eve.json"),
+        ),
+        (
+            TopicRole::RawEdr,
+            "usagestats",
+            None,
+            vec![raw_fixture("edr/usagestats.csv")],
+        ),
+        (TopicRole::RawMdm, "mdm", None, mdm),
+    ]
+}
+
+/// Which stream a corpus file belongs to.
+const CORPUS: [(&str, Stream); 3] = [
+    ("proxy.jsonl", Stream::Proxy),
+    ("edr.jsonl", Stream::Edr),
+    ("mdm.jsonl", Stream::Mdm),
+];
+
+/// What a run pair reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// The simulated fleet with its baseline, and the bad-record corpus: all five services.
+    Fleet,
+    /// The raw fixtures in the sensors' own formats: the normalizers.
+    Sensors,
+}
+
+/// Creates a run's topics and produces its input to them.
+async fn prepare(
+    settings: &Settings,
+    input: Input,
+    fleet: &offport_backtest::sim::Fleet,
+) -> Result<()> {
+    let specs: Vec<_> = TopicRole::ALL
+        .iter()
+        .map(|role| role.spec(&settings.topics))
+        .collect();
+    ensure_topics(&settings.kafka.client_config(), &specs).await?;
+    let producer: rdkafka::producer::FutureProducer = settings
+        .kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .create()?;
+    if input == Input::Sensors {
+        for (role, key, header, records) in sensor_records() {
+            let topic = role.spec(&settings.topics).name;
+            for value in records {
+                let mut headers = rdkafka::message::OwnedHeaders::new();
+                if let Some(device) = header {
+                    headers = headers.insert(rdkafka::message::Header {
+                        key: offport_core::normalize::proxy::DEVICE_HEADER,
+                        value: Some(device),
+                    });
+                }
+                let out = rdkafka::producer::FutureRecord::<str, str>::to(&topic)
+                    .key(key)
+                    .payload(&value)
+                    .headers(headers);
+                producer
+                    .send(out, Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| anyhow::anyhow!("{key}: {e}"))?;
+            }
+        }
+        return Ok(());
+    }
+    let codec = RegistryCodec::new(&settings.registry)?;
+    let baseline: Vec<(String, Option<_>)> = parse_documents(&fleet.baseline_yaml)?
+        .into_iter()
+        .map(|d| (version_key(&d), Some(d)))
+        .collect();
+    publish(settings, &codec, &baseline).await?;
+    offport_kafka::backtest::produce_raw(settings, &fleet.records, &mut |_| {}).await?;
+    for (file, stream) in CORPUS {
+        let role = match stream {
+            Stream::Proxy => TopicRole::RawProxy,
+            Stream::Edr => TopicRole::RawEdr,
+            Stream::Mdm => TopicRole::RawMdm,
+        };
+        let topic = role.spec(&settings.topics).name;
+        for bad in offport_tests::bad_corpus(file)? {
+            let value = bad.value()?;
+            let mut headers = rdkafka::message::OwnedHeaders::new();
+            for (key, value) in &bad.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut out: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =
+                rdkafka::producer::FutureRecord::to(&topic).headers(headers);
+            if let Some(value) = &value {
+                out = out.payload(value);
+            }
+            producer
+                .send(out, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("{}: {e}", bad.case))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a run produced, projected for comparison.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    sessions: Vec<String>,
+    events: Vec<String>,
+    contexts: Vec<String>,
+    enriched: Vec<String>,
+    alerts: Vec<String>,
+    /// (SHA-256 of the original value, or "null", reason), sorted.
+    dead_letters: Vec<(String, String)>,
+}
+
+async fn answer(settings: &Settings) -> Result<Answer> {
+    use sha2::Digest;
+    let codec = RegistryCodec::new(&settings.registry)?;
+    let mut dead_letters = Vec::new();
+    for value in read_all(settings, &TopicRole::DeadLetter.spec(&settings.topics).name).await? {
+        let letter: DeadLetter = codec.decode(&value).await?;
+        let hash = match (&letter.original_value_sha256, &letter.original_value) {
+            (Some(hash), _) => hash.clone(),
+            (None, Some(value)) => hex::encode(sha2::Sha256::digest(value)),
+            (None, None) => "null".to_string(),
+        };
+        dead_letters.push((hash, letter.reason.code().to_string()));
+    }
+    dead_letters.sort();
+    Ok(Answer {
+        sessions: projected::<NetworkSession>(settings, &codec, TopicRole::Sessions).await?,
+        events: projected::<DeviceEvent>(settings, &codec, TopicRole::DeviceEvents).await?,
+        contexts: projected::<DeviceContext>(settings, &codec, TopicRole::DeviceContexts).await?,
+        enriched: projected::<EnrichedSession>(settings, &codec, TopicRole::EnrichedSessions)
+            .await?,
+        alerts: projected::<Finding>(settings, &codec, TopicRole::Alerts).await?,
+        dead_letters,
+    })
+}
+
+/// The corpus's records as (hash of the value, reason), sorted: what the dead letters of each
+/// run must hold, besides the fleet's own.
+fn expected_dead_letters() -> Result<Vec<(String, String)>> {
+    use sha2::Digest;
+    let mut out = Vec::new();
+    for (file, _) in CORPUS {
+        for bad in offport_tests::bad_corpus(file)? {
+            let hash = bad.value()?.map_or_else(
+                || "null".to_string(),
+                |v| hex::encode(sha2::Sha256::digest(&v)),
+            );
+            out.push((hash, bad.reason.clone()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Lines of the logs that say a service panicked.
+fn panics(logs: &[PathBuf]) -> Vec<String> {
+    logs.iter()
+        .flat_map(|log| [log.clone(), log.with_extension("err.log")])
+        .filter_map(|path| std::fs::read_to_string(&path).ok().map(|text| (path, text)))
+        .flat_map(|(path, text)| {
+            text.lines()
+                .filter(|l| l.contains("panicked"))
+                .map(|l| format!("{}: {l}", path.display()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Compares two sorted lists as multisets, printing the first differences; `true` when equal.
+fn same(what: &str, reference: &[String], faulty: &[String]) -> bool {
+    if reference == faulty {
+        println!("  {what:<18} identical ({} records)", reference.len());
+        return true;
+    }
+    let count = |list: &[String]| {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for item in list {
+            *counts.entry(item.clone()).or_default() += 1;
+        }
+        counts
+    };
+    let (a, b) = (count(reference), count(faulty));
+    let mut lost = Vec::new();
+    let mut extra = Vec::new();
+    for item in a.keys().chain(b.keys()) {
+        let diff = b.get(item).copied().unwrap_or(0) - a.get(item).copied().unwrap_or(0);
+        if diff < 0 && !lost.contains(item) {
+            lost.push(item.clone());
+        } else if diff > 0 && !extra.contains(item) {
+            extra.push(item.clone());
+        }
+    }
+    println!(
+        "  {what:<18} DIFFER: {} against {} records; {} missing or fewer in the faulty run, {} new or more often",
+        reference.len(),
+        faulty.len(),
+        lost.len(),
+        extra.len()
+    );
+    for item in lost.iter().take(3) {
+        println!(
+            "    missing: {}",
+            item.chars().take(300).collect::<String>()
+        );
+    }
+    for item in extra.iter().take(3) {
+        println!(
+            "    extra:   {}",
+            item.chars().take(300).collect::<String>()
+        );
+    }
+    false
+}
+
+pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> {
+    let bin_dir = crate::demo::build_services()?;
+    let dir = options.run_dir.join("chaos");
+    println!(
+        "starting a private broker and registry in {}...",
+        dir.display()
+    );
+    let mut stack = FaultStack::start(options, &dir)?;
+    let config = FleetConfig {
+        devices: args.devices,
+        hours: args.hours,
+        seed: args.seed,
+        infected_share: 0.1,
+        ..FleetConfig::default()
+    };
+    let fleet = simulate(&config).map_err(anyhow::Error::msg)?;
+    let settings = |prefix: &str| Settings {
+        kafka: KafkaSettings {
+            bootstrap_servers: stack.bootstrap.clone(),
+            ..KafkaSettings::default()
+        },
+        registry: RegistrySettings {
+            url: stack.registry_url.clone(),
+            ..RegistrySettings::default()
+        },
+        topics: TopicSettings {
+            prefix: prefix.to_string(),
+            partitions: options.partitions,
+            replication_factor: 1,
+        },
+        ..Settings::default()
+    };
+    let (reference, faulty) = (settings("chaos-ref."), settings("chaos-run."));
+    let (sensors_reference, sensors_faulty) = (
+        settings("chaos-sensors-ref."),
+        settings("chaos-sensors-run."),
+    );
+    let corpus = expected_dead_letters()?;
+    println!(
+        "input: {} devices x {} h, {} raw records, {} planted behaviours, and {} bad records; the sensors' fixtures on topics of their own",
+        config.devices,
+        config.hours,
+        fleet.records.len(),
+        fleet.truth.planted.len(),
+        corpus.len()
+    );
+    let runtime = crate::runtime()?;
+    let mut logs = Vec::new();
+    let mut faults = Faults::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    // A sixth of the stops for the sensors' normalizers; of the rest a third each for the
+    // fleet's normalizers, joiner and scorer.
+    let sensor_share = args.kills / 6;
+    let share = (args.kills - sensor_share) / 3;
+    let runs = [
+        ("reference", &reference, false, Input::Fleet),
+        ("faulty", &faulty, true, Input::Fleet),
+        (
+            "sensors-reference",
+            &sensors_reference,
+            false,
+            Input::Sensors,
+        ),
+        ("sensors-faulty", &sensors_faulty, true, Input::Sensors),
+    ];
+    for (label, settings, faulty_run, input) in runs {
+        println!("{label} run: topics {}*", settings.topics.prefix);
+        runtime.block_on(prepare(settings, input, &fleet))?;
+        let log_dir = dir.join(label);
+        std::fs::create_dir_all(&log_dir)?;
+        let config = log_dir.join("offport.yaml");
+        std::fs::write(&config, SOURCES_YAML)?;
+        let mut run = Run {
+            settings: settings.clone(),
+            bin_dir: &bin_dir,
+            log_dir,
+            config,
+            starts: 0,
+        };
+        let started = Instant::now();
+        if input == Input::Sensors {
+            logs.extend(normalize(
+                &mut run,
+                plan(faulty_run, sensor_share, &mut rng, None, &mut faults),
+            )?);
+            println!(
+                "  normalizers done ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
+        logs.extend(normalize(
+            &mut run,
+            plan(
+                faulty_run,
+                args.kills - sensor_share - 2 * share,
+                &mut rng,
+                Some(&mut stack),
+                &mut faults,
+            ),
+        )?);
+        println!(
+            "  normalizers done ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
+        logs.extend(to_the_end(
+            &mut run,
+            "joiner",
+            plan(faulty_run, share, &mut rng, None, &mut faults),
+        )?);
+        println!("  joiner done ({:.0} s)", started.elapsed().as_secs_f64());
+        logs.extend(to_the_end(
+            &mut run,
+            "scorer",
+            plan(faulty_run, share, &mut rng, None, &mut faults),
+        )?);
+        println!("  scorer done ({:.0} s)", started.elapsed().as_secs_f64());
+    }
+    let expected = runtime.block_on(answer(&reference))?;
+    let actual = runtime.block_on(answer(&faulty))?;
+    println!(
+        "faults: SIGKILL {:?}, SIGTERM {:?} ({} in all, {} while the stage had records left), broker restarts {}, registry outages {}",
+        faults.kills,
+        faults.terms,
+        faults.kills.values().chain(faults.terms.values()).sum::<u32>(),
+        faults.during_work,
+        faults.broker_restarts,
+        faults.registry_outages
+    );
+    let mut good = true;
+    good &= same("sessions", &expected.sessions, &actual.sessions);
+    good &= same("device events", &expected.events, &actual.events);
+    good &= same("device contexts", &expected.contexts, &actual.contexts);
+    good &= same("enriched sessions", &expected.enriched, &actual.enriched);
+    good &= same("alerts", &expected.alerts, &actual.alerts);
+    let letters = |list: &[(String, String)]| {
+        list.iter()
+            .map(|(h, r)| format!("{h} {r}"))
+            .collect::<Vec<_>>()
+    };
+    good &= same(
+        "dead letters",
+        &letters(&expected.dead_letters),
+        &letters(&actual.dead_letters),
+    );
+    // Every corpus record dead-lettered exactly once with its reason (the fleet adds none).
+    good &= same(
+        "corpus letters",
+        &letters(&corpus),
+        &letters(&actual.dead_letters),
+    );
+    let sensors_expected = runtime.block_on(answer(&sensors_reference))?;
+    let sensors_actual = runtime.block_on(answer(&sensors_faulty))?;
+    good &= same(
+        "sensor sessions",
+        &sensors_expected.sessions,
+        &sensors_actual.sessions,
+    );
+    good &= same(
+        "sensor events",
+        &sensors_expected.events,
+        &sensors_actual.events,
+    );
+    good &= same(
+        "sensor contexts",
+        &sensors_expected.contexts,
+        &sensors_actual.contexts,
+    );
+    good &= same(
+        "sensor letters",
+        &letters(&sensors_expected.dead_letters),
+        &letters(&sensors_actual.dead_letters),
+    );
+    if sensors_expected.sessions.is_empty() {
+        println!("  the sensors' fixtures made no session: nothing to compare");
+        good = false;
+    }
+    if expected.alerts.is_empty() {
+        println!("  the reference raised no alert: nothing to compare");
+        good = false;
+    }
+    let panicked = panics(&logs);
+    if panicked.is_empty() {
+        println!("  no panic in {} service logs", logs.len());
+    } else {
+        good = false;
+        for line in panicked.iter().take(10) {
+            println!("  PANIC {line}");
+        }
+    }
+    drop(stack);
+    Ok(if good {
+        println!("chaos: the faulty run's answer is the reference's");
+        ExitCode::SUCCESS
+    } else {
+        println!("chaos: FAILED (service logs in {})", dir.display());
+        ExitCode::FAILURE
+    })
+}
