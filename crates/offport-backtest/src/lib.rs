@@ -12,6 +12,7 @@
 //! Everything is deterministic: the same seed gives the same fleet, the same records and
 //! baseline give the same findings.
 
+pub mod order;
 pub mod replay;
 pub mod report;
 pub mod sim;

@@ -14,7 +14,7 @@ use offport_core::join::{JoinConfig, JoinInput, JoinStats, Joiner};
 use offport_core::model::{DeadLetterReason, EnrichedSession, EpochMillis, Finding};
 use offport_core::normalize::edr::EdrNormalizer;
 use offport_core::normalize::mdm::MdmNormalizer;
-use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
+use offport_core::normalize::proxy::{ProxyConfig, ProxyNormalizer};
 use offport_core::normalize::{Limits, Normalized, Normalizer, RawRecord};
 use offport_core::score::{ScoreConfig, ScoreStats, Scorer};
 use serde::Serialize;
@@ -33,6 +33,12 @@ pub struct ReplayOptions {
     /// The time the records count as read (normalizers refuse event times more than a day
     /// after it).
     pub ingest_time: EpochMillis,
+    /// The proxy normalizer's configuration, as the services take it from `normalize.*`:
+    /// formats, the address map that attributes Zeek and EVE records to devices, the default
+    /// device, the flow join's bounds.
+    pub proxy: ProxyConfig,
+    /// Input bounds of the EDR and MDM normalizers (`normalize.max_record_bytes`).
+    pub limits: Limits,
 }
 
 impl ReplayOptions {
@@ -51,6 +57,8 @@ impl ReplayOptions {
             join: JoinConfig::default(),
             score: ScoreConfig::default(),
             ingest_time,
+            proxy: ProxyConfig::default(),
+            limits: Limits::default(),
         })
     }
 }
@@ -137,7 +145,7 @@ pub fn latest_revisions(findings: &[Finding]) -> Vec<Finding> {
 impl Replay {
     /// A replay under `options`.
     pub fn new(options: ReplayOptions) -> Self {
-        let limits = Limits::default();
+        let limits = options.limits;
         let join = JoinConfig {
             time_window_ms: options
                 .join
@@ -146,7 +154,7 @@ impl Replay {
             ..options.join
         };
         Self {
-            proxy: ProxyNormalizer::new(ProxyFormat::Auto, limits),
+            proxy: ProxyNormalizer::configured(options.proxy),
             edr: EdrNormalizer::new(limits),
             mdm: MdmNormalizer::new(limits),
             joiner: Joiner::new(join),
@@ -162,6 +170,17 @@ impl Replay {
     /// Feeds one raw record of `stream`, keyed by `key` (the device id a producer would give
     /// it, or none). Its offset is its position in the stream so far.
     pub fn push(&mut self, stream: Stream, key: Option<&str>, value: &[u8]) {
+        self.push_with_headers(stream, key, &[], value);
+    }
+
+    /// [`Self::push`] with the record's headers (a PCAPdroid export's `offport.device_id`).
+    pub fn push_with_headers(
+        &mut self,
+        stream: Stream,
+        key: Option<&str>,
+        headers: &[(String, Option<Vec<u8>>)],
+        value: &[u8],
+    ) {
         let offset = {
             let next = self.offsets.entry(stream).or_insert(0);
             let offset = *next;
@@ -170,6 +189,7 @@ impl Replay {
         };
         let record = RawRecord {
             key: key.map(str::as_bytes),
+            headers,
             ..RawRecord::new(stream.file_name(), 0, offset, value)
         };
         for normalized in self.normalize(stream, &record) {

@@ -332,8 +332,11 @@ pub async fn replay_topics(
         let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
         let normalized: Vec<Normalized> = match range.source {
             ReplaySource::Raw => {
+                // The services read the headers too: a PCAPdroid export names its device there.
+                let headers = crate::pipeline::owned_headers(&message);
                 let record = RawRecord {
                     key: message.key(),
+                    headers: &headers,
                     timestamp: message.timestamp().to_millis(),
                     ..RawRecord::new(
                         message.topic(),

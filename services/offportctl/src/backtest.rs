@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use offport_backtest::order::report_time;
 use offport_backtest::replay::{latest_revisions, Replay, ReplayOptions, ReplayOutcome};
 use offport_backtest::report::{compare, Report};
 use offport_backtest::sim::{self, FleetConfig, Stream, Truth};
@@ -210,50 +211,128 @@ pub fn write_fleet(dir: &Path, fleet: &sim::Fleet) -> Result<()> {
     Ok(())
 }
 
-/// One raw record of a fleet directory: stream, device, the line, its report time.
-type Line = (Stream, Option<String>, String, EpochMillis);
+/// One raw record of an input directory, as a producer would write it to its raw topic.
+struct FileRecord {
+    stream: Stream,
+    /// The record key: the device id of offport JSON and UsageStats rows, else none.
+    key: Option<String>,
+    /// Headers: `offport.device_id` for a PCAPdroid export's rows.
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    value: String,
+    /// When its source reported it ([`offport_backtest::order::report_time`]).
+    time: EpochMillis,
+}
 
-/// Reads a fleet directory's records back in report-time order (see [`line_time`]), ties by
-/// stream and device as the simulator orders them.
-fn read_fleet(dir: &Path) -> Result<Vec<Line>> {
+/// Reads an input directory: `proxy.raw`, `edr.raw`, `mdm.raw` (one raw record per line, any
+/// format the stream's normalizer reads), and the sensors' own files: `pcapdroid/<device
+/// id>.csv` (a PCAPdroid export per device, its file name the device), `zeek/*.log` (Zeek JSON
+/// logs) and `suricata/*.json` (EVE), attributed to devices through `normalize.sources` as the
+/// services attribute them. Records come back in report-time order, ties by stream and key.
+fn read_fleet(dir: &Path) -> Result<Vec<FileRecord>> {
     let mut all = Vec::new();
+    let mut found = false;
     for stream in Stream::ALL {
         let path = dir.join(stream.file_name());
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let time = line_time(&line).unwrap_or(EpochMillis::MIN);
-            all.push((stream, sim::device_of_line(&line), line, time));
+        if !path.exists() {
+            continue;
+        }
+        found = true;
+        for line in read_lines(&path)? {
+            // A CSV line keys by its first column only as a UsageStats row (device first);
+            // a PCAPdroid row's first column is its IP protocol.
+            let key = if line.starts_with('{') || stream == Stream::Edr {
+                sim::device_of_line(&line)
+            } else {
+                None
+            };
+            all.push(FileRecord {
+                stream,
+                key,
+                headers: Vec::new(),
+                time: report_time(&line).unwrap_or(EpochMillis::MIN),
+                value: line,
+            });
         }
     }
-    all.sort_by(|a, b| (a.3, a.0, &a.1).cmp(&(b.3, b.0, &b.1)));
+    for (folder, extension) in [("zeek", "log"), ("suricata", "json")] {
+        for path in files_in(&dir.join(folder), extension)? {
+            found = true;
+            for line in read_lines(&path)? {
+                all.push(FileRecord {
+                    stream: Stream::Proxy,
+                    key: None,
+                    headers: Vec::new(),
+                    time: report_time(&line).unwrap_or(EpochMillis::MIN),
+                    value: line,
+                });
+            }
+        }
+    }
+    for path in files_in(&dir.join("pcapdroid"), "csv")? {
+        found = true;
+        let device = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("a PCAPdroid export's file name is its device id")?
+            .to_string();
+        let lines = read_lines(&path)?;
+        let (header, rows) = match lines.split_first() {
+            Some((first, rest)) if first.starts_with("IPProto") => (Some(first), rest),
+            _ => (None, lines.as_slice()),
+        };
+        for row in rows {
+            // Each row with the export's header, so its columns are found by name.
+            let value = match header {
+                Some(header) => format!("{header}\n{row}"),
+                None => row.clone(),
+            };
+            all.push(FileRecord {
+                stream: Stream::Proxy,
+                key: Some(device.clone()),
+                headers: vec![(
+                    offport_core::normalize::DEVICE_HEADER.to_string(),
+                    Some(device.clone().into_bytes()),
+                )],
+                time: report_time(&value).unwrap_or(EpochMillis::MIN),
+                value,
+            });
+        }
+    }
+    if !found {
+        bail!(
+            "{} holds no input: proxy.raw, edr.raw, mdm.raw, pcapdroid/*.csv, zeek/*.log or suricata/*.json",
+            dir.display()
+        );
+    }
+    all.sort_by(|a, b| (a.time, a.stream, &a.key).cmp(&(b.time, b.stream, &b.key)));
     Ok(all)
 }
 
-/// The report time of a raw line: a session's end (`end_time`, or `start_time` plus
-/// `duration_ms`), an event's `event_time`, the second column of a UsageStats row. Only for
-/// ordering; the normalizers read the records properly.
-fn line_time(line: &str) -> Option<EpochMillis> {
-    use offport_core::normalize::time_from_json;
-    if line.starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        if let Some(end) = value.get("end_time").and_then(time_from_json) {
-            return Some(end);
+/// The non-empty lines of a file.
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if !line.trim().is_empty() {
+            out.push(line);
         }
-        if let Some(start) = value.get("start_time").and_then(time_from_json) {
-            let duration = value
-                .get("duration_ms")
-                .and_then(serde_json::Value::as_i64)
-                .unwrap_or(0);
-            return Some(start.saturating_add(duration));
-        }
-        return value.get("event_time").and_then(time_from_json);
     }
-    offport_core::normalize::time_from_text(line.split(',').nth(1)?)
+    Ok(out)
+}
+
+/// The files of `dir` ending in `.extension`, sorted; none when `dir` does not exist.
+fn files_in(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn baseline_set(files: &[PathBuf]) -> Result<BaselineSet> {
@@ -270,27 +349,44 @@ fn baseline_set(files: &[PathBuf]) -> Result<BaselineSet> {
     Ok(set)
 }
 
-fn options(baselines: BaselineSet, settings: Option<&Settings>) -> ReplayOptions {
+/// Replay options from the services' configuration: the same normalizer, join and scoring
+/// settings (`normalize.*`, `stream.*`), so a replay attributes and joins as they do.
+fn options(baselines: BaselineSet, settings: Option<&Settings>) -> Result<ReplayOptions> {
     let mut join = offport_core::join::JoinConfig::default();
     let mut score = offport_core::score::ScoreConfig::default();
+    let mut proxy = offport_core::normalize::proxy::ProxyConfig::default();
+    let mut limits = offport_core::normalize::Limits::default();
     if let Some(settings) = settings {
         join.allowed_lateness_ms = settings.stream.allowed_lateness_ms;
         join.max_entries_per_timeline = settings.stream.max_timeline_entries;
         score.suppression_window_ms = settings.stream.suppression_window_ms;
+        proxy = settings
+            .normalize
+            .proxy_config()
+            .map_err(anyhow::Error::msg)
+            .context("normalize settings")?;
+        limits = proxy.limits;
     }
-    ReplayOptions {
+    Ok(ReplayOptions {
         baselines,
         join,
         score,
         ingest_time: now_millis(),
-    }
+        proxy,
+        limits,
+    })
 }
 
-fn in_process(records: &[Line], options: ReplayOptions, quiet: bool) -> ReplayOutcome {
+fn in_process(records: &[FileRecord], options: ReplayOptions, quiet: bool) -> ReplayOutcome {
     let progress = bar(records.len() as u64, quiet, "replaying");
     let mut replay = Replay::new(options);
-    for (i, (stream, key, line, _)) in records.iter().enumerate() {
-        replay.push(*stream, key.as_deref(), line.as_bytes());
+    for (i, record) in records.iter().enumerate() {
+        replay.push_with_headers(
+            record.stream,
+            record.key.as_deref(),
+            &record.headers,
+            record.value.as_bytes(),
+        );
         if i % 10_000 == 0 {
             progress.set_position(i as u64);
         }
@@ -333,7 +429,7 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         let records = read_fleet(dir)?;
         let outcome = in_process(
             &records,
-            options(baseline_set(&baseline_files)?, settings),
+            options(baseline_set(&baseline_files)?, settings)?,
             args.quiet,
         );
         let compared = if args.compare.is_empty() {
@@ -341,7 +437,7 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         } else {
             Some(in_process(
                 &records,
-                options(baseline_set(&args.compare)?, settings),
+                options(baseline_set(&args.compare)?, settings)?,
                 args.quiet,
             ))
         };
@@ -393,7 +489,7 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
             let outcome = runtime.block_on(replay_topics(
                 settings,
                 &codec,
-                options(baselines, Some(settings)),
+                options(baselines, Some(settings))?,
                 range,
                 &mut |done, total| {
                     progress.set_length(total);
