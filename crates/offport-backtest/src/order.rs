@@ -90,7 +90,7 @@ fn csv_time(record: &str) -> Option<EpochMillis> {
         (None, first)
     };
     let cells: Vec<&str> = row.split(',').map(str::trim).collect();
-    let pcapdroid = header.is_some() || cells.len() >= PCAPDROID_LAST_SEEN + 1;
+    let pcapdroid = header.is_some() || cells.len() > PCAPDROID_LAST_SEEN;
     if pcapdroid {
         // An app name with a comma spills into extra cells: LastSeen is always the last.
         return cells.last().and_then(|t| time_from_text(t));

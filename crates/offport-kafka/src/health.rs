@@ -6,7 +6,8 @@
 //! partitions and the last error, and `offport_stalled_partitions` counts them, so a liveness
 //! probe or an alert sees what the log alone would bury. An outage of the cluster (every
 //! broker unreachable) is logged once when it begins and once when it ends, with the number of
-//! client errors in between; the errors themselves are counted, not logged one by one.
+//! client errors in between; the errors themselves are counted, not logged one by one, and so
+//! are librdkafka's connection-failure log lines while it lasts.
 //!
 //! Not here: the retry policy (the loops) and the HTTP server (`metrics.rs`).
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -176,6 +178,36 @@ impl Health {
         }
     }
 
+    /// Takes one of librdkafka's log lines. A broker connection failure (`FAIL`) is a warning,
+    /// and only a debug line while an outage is open (it is counted in the outage's errors):
+    /// during an outage librdkafka writes one per connection attempt to every broker and
+    /// coordinator. Everything else goes out at its level.
+    pub fn librdkafka_log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        use RDKafkaLogLevel::*;
+        if facility == "FAIL" {
+            if self.is_unreachable() {
+                self.kafka_errors.inc();
+                if let Ok(mut outage) = self.outage.lock() {
+                    if let Some(open) = outage.as_mut() {
+                        open.errors += 1;
+                    }
+                }
+                tracing::debug!(target: "librdkafka", "{facility} {message}");
+            } else {
+                tracing::warn!(target: "librdkafka", "{facility} {message}");
+            }
+            return;
+        }
+        match level {
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(target: "librdkafka", "{facility} {message}")
+            }
+            Warning => tracing::warn!(target: "librdkafka", "{facility} {message}"),
+            Notice | Info => tracing::info!(target: "librdkafka", "{facility} {message}"),
+            Debug => tracing::debug!(target: "librdkafka", "{facility} {message}"),
+        }
+    }
+
     /// Whether an outage is open.
     pub fn is_unreachable(&self) -> bool {
         self.unreachable.load(Ordering::Acquire)
@@ -253,5 +285,22 @@ mod tests {
             "bad property"
         ));
         assert_eq!(health.kafka_errors.get(), 102);
+    }
+
+    #[test]
+    fn connection_failures_during_an_outage_are_counted_not_logged_one_by_one() {
+        let health = Health::default();
+        // Before an outage a failed connection is a warning, not counted.
+        health.librdkafka_log(RDKafkaLogLevel::Error, "FAIL", "Connection refused");
+        assert_eq!(health.kafka_errors.get(), 0);
+        health.kafka_error(
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        for _ in 0..50 {
+            health.librdkafka_log(RDKafkaLogLevel::Error, "FAIL", "Connection refused");
+        }
+        assert_eq!(health.kafka_errors.get(), 51);
+        assert_eq!(health.kafka_outages.get(), 1);
     }
 }

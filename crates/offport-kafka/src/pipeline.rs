@@ -43,6 +43,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::metrics::PipelineMetrics;
@@ -165,6 +166,10 @@ impl rdkafka::ClientContext for HealthContext {
             tracing::error!(%error, %reason, "librdkafka");
         }
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.metrics.health.librdkafka_log(level, facility, message);
+    }
 }
 
 /// The transactional producer of a stage.
@@ -198,6 +203,10 @@ impl rdkafka::ClientContext for LagContext {
         if !self.metrics.health.kafka_error(&error, reason) {
             tracing::error!(%error, %reason, "librdkafka");
         }
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.metrics.health.librdkafka_log(level, facility, message);
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -953,7 +962,6 @@ pub(crate) async fn collect_batch<'c>(
             return Ok(batch);
         }
     }
-    metrics.health.reachable();
     let linger = tokio::time::sleep(options.batch_linger);
     tokio::pin!(linger);
     while batch.len() < options.batch_max {
@@ -1275,9 +1283,23 @@ fn transact_blocking(
         if let Some(partition) = out.partition {
             record = record.partition(partition);
         }
-        match producer.send_result(record) {
-            Ok(delivery) => deliveries.push(delivery),
-            Err((error, _)) => return Err(error),
+        // A large batch (a flush at the end of input) can fill librdkafka's queue: wait for
+        // deliveries to make room rather than fail the transaction.
+        let waited = Instant::now();
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if waited.elapsed() < timeout =>
+                {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(error),
+            }
         }
     }
     let produced = began.elapsed();

@@ -525,8 +525,9 @@ pub struct NormalizeSettings {
     pub default_device_id: Option<String>,
     /// Client address blocks to device (and per-app VPN app) for Zeek and Suricata.
     pub sources: Vec<offport_core::normalize::proxy::sources::SourceMapping>,
-    /// How long (event time, ms) a Zeek/Suricata application record waits for its connection
-    /// record before it is emitted on its own.
+    /// How long (event time of its raw partition, ms) a Zeek/Suricata application record is
+    /// held, its offset uncommitted, for its connection record; past it, it is kept in memory
+    /// only.
     pub flow_wait_ms: i64,
     /// Most flows held by the Zeek/Suricata join at once.
     pub flow_max_held: usize,

@@ -288,7 +288,7 @@ fn zeek_conn_logs_take_their_ssl_http_and_dns_companions_by_uid() {
 }
 
 #[test]
-fn zeek_companions_without_a_connection_wait_then_leave_on_their_own() {
+fn zeek_companions_without_a_connection_are_released_after_the_wait_and_never_emitted_alone() {
     let mut normalizer = ProxyNormalizer::configured(ProxyConfig {
         sources: fleet_sources(),
         flows: FlowJoinLimits {
@@ -302,17 +302,28 @@ fn zeek_companions_without_a_connection_wait_then_leave_on_their_own() {
     assert!(out.is_empty());
     assert_eq!(normalizer.held_flows(), 4);
     assert_eq!(normalizer.held_from("raw.zeek", 0), Some(0));
-    // Much later traffic moves event time on: the four leave as sessions of their own.
-    let mut later: serde_json::Value =
-        serde_json::from_str(&lines(&fixture("zeek/conn.log")).pop().unwrap()).unwrap();
+    // Much later traffic moves event time on: the four are released (their offsets may be
+    // committed) but not emitted: a flow is one session, made by its connection record.
+    let conns = lines(&fixture("zeek/conn.log"));
+    let mut later: serde_json::Value = serde_json::from_str(conns.last().unwrap()).unwrap();
     later["ts"] = serde_json::json!(1_795_176_000.0); // 12:00Z, past every wait
-    let later = later.to_string();
-    let out = sessions(run(&mut normalizer, "raw.zeek", &[later], &[]));
-    assert_eq!(out.len(), 5);
-    let alone = out.iter().filter(|s| s.tls.is_some()).count();
-    assert_eq!(alone, 4);
+    later["uid"] = serde_json::json!("CLater");
+    let out = sessions(run(&mut normalizer, "raw.zeek", &[later.to_string()], &[]));
+    assert_eq!(out.len(), 1);
+    assert!(out[0].tls.is_none());
     assert_eq!(normalizer.held_flows(), 0);
     assert_eq!(normalizer.held_from("raw.zeek", 0), None);
+    // Their connection records, even hours late, still take their SNIs.
+    let conns: Vec<String> = conns
+        .into_iter()
+        .chain(lines(&fixture("zeek/conn-iso8601.log")))
+        .collect();
+    let out = sessions(run(&mut normalizer, "raw.zeek", &conns, &[]));
+    let with_sni = out
+        .iter()
+        .filter(|s| s.tls.as_ref().and_then(|t| t.sni.as_ref()).is_some())
+        .count();
+    assert_eq!(with_sni, 4, "{out:?}");
 }
 
 #[test]
@@ -323,15 +334,10 @@ fn suricata_flows_take_their_tls_http_and_dns_events_by_flow_id() {
     });
     let events = lines(&fixture("suricata/eve.json"));
     let all = sessions(run(&mut normalizer, "raw.eve", &events, &[]));
-    // Five flow events, and the two DNS flows that have none leave on their own once later
-    // traffic moves event time past their wait.
-    assert_eq!(all.len(), 7);
+    // Five flow events, five sessions. The two DNS flows without a flow event are released
+    // once later traffic moves event time past their wait, and not emitted on their own.
+    assert_eq!(all.len(), 5);
     assert_eq!(normalizer.held_flows(), 0);
-    let dns_alone: Vec<_> = all.iter().filter(|s| s.dns.is_some()).collect();
-    assert_eq!(dns_alone.len(), 2);
-    assert!(dns_alone
-        .iter()
-        .any(|s| s.device_id == "ios-91c2" && s.dst_port == 53));
     let beacon = all
         .iter()
         .find(|s| s.dst_port == 8443 && s.protocol == AppProtocol::Tls)
@@ -366,9 +372,12 @@ fn suricata_flows_take_their_tls_http_and_dns_events_by_flow_id() {
         },
         ..ProxyConfig::default()
     });
-    let v3: Vec<String> = events.get(4..6).unwrap().to_vec();
+    let mut v3: Vec<String> = events.get(4..6).unwrap().to_vec();
+    // The flow's own record, as Suricata writes it when the flow times out.
+    v3.push(r#"{"timestamp":"2026-11-20T10:03:00.000000+0000","flow_id":2048163305519872,"event_type":"flow","src_ip":"10.8.0.13","src_port":61044,"dest_ip":"10.8.0.1","dest_port":53,"proto":"UDP","app_proto":"dns","flow":{"pkts_toserver":1,"pkts_toclient":1,"bytes_toserver":76,"bytes_toclient":92,"start":"2026-11-20T10:01:59.812004+0000","end":"2026-11-20T10:01:59.838771+0000","state":"established"}}"#.to_string());
     let out = sessions(run(&mut normalizer, "raw.eve", &v3, &[]));
-    let dns = out.first().expect("expired on its own");
+    assert_eq!(out.len(), 1, "one flow, one session");
+    let dns = &out[0];
     assert_eq!(dns.device_id, "ios-91c2");
     assert_eq!(dns.dst_port, 53);
     assert_eq!(dns.dns.as_ref().unwrap().qname, "mdm.corp.example");
@@ -527,4 +536,51 @@ fn sensor_records_missing_their_core_are_rejected_with_the_missing_part_named() 
     );
     assert_eq!(messages[3], "ok: 1 records");
     assert_eq!(normalizer.held_flows(), 0);
+}
+
+/// Sessions of a Zeek stream keyed per flow (`uid`) over `partitions` partitions and read one
+/// partition after the other (the worst order a consumer can give): (session id, SNI), sorted.
+fn zeek_by_flow(partitions: i32) -> Vec<(String, Option<String>)> {
+    let mut normalizer = ProxyNormalizer::configured(ProxyConfig {
+        sources: fleet_sources(),
+        flows: FlowJoinLimits {
+            wait_ms: 60_000,
+            ..FlowJoinLimits::default()
+        },
+        ..ProxyConfig::default()
+    });
+    let mut by_partition: Vec<Vec<String>> = vec![Vec::new(); partitions as usize];
+    for line in zeek_input() {
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let uid = value["uid"].as_str().unwrap_or_default();
+        let partition = uid.bytes().map(i32::from).sum::<i32>() % partitions;
+        by_partition[partition as usize].push(line);
+    }
+    let mut out = Vec::new();
+    for (partition, lines) in by_partition.iter().enumerate() {
+        for (offset, line) in lines.iter().enumerate() {
+            let record =
+                RawRecord::new("raw.zeek", partition as i32, offset as i64, line.as_bytes());
+            for n in normalizer.normalize(&record, NOW).unwrap() {
+                if let Normalized::Session(s) = n {
+                    out.push((s.session_id, s.tls.and_then(|t| t.sni)));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn zeek_flows_keyed_per_flow_on_many_partitions_come_out_once_each_with_their_sni() {
+    // One clock across partitions released a partition's companions by another partition's
+    // (hours later) time: flows came out twice, or without their SNI.
+    let one = zeek_by_flow(1);
+    let six = zeek_by_flow(6);
+    assert_eq!(one.len(), 12);
+    assert_eq!(six, one);
+    let ids: std::collections::BTreeSet<_> = six.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), six.len(), "a flow emitted twice");
+    assert_eq!(six.iter().filter(|(_, sni)| sni.is_some()).count(), 4);
 }

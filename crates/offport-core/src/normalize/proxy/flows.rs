@@ -2,24 +2,29 @@
 //!
 //! Sensors write the application-layer records of a connection (Zeek ssl/http/dns.log,
 //! Suricata tls/http/dns events) while it runs and the connection record (Zeek conn.log,
-//! Suricata `flow`) when it ends. So the connection record completes a session:
+//! Suricata `flow`) when it ends. So the connection record completes a session, and only it:
 //!
 //! - a **companion** (application-layer record) is checked at once (a bad one is rejected on
 //!   its own) and held, merged with other companions of its flow;
-//! - the **connection record** takes the held companions of its flow, fills what it lacks from
-//!   them (SNI, JA3/JA4, Host, DNS name, the protocol when it has no `service`) and is emitted;
-//! - a companion whose connection record has not come within the wait (`wait_ms` of event time
-//!   past it, measured by the latest event time seen) or that is pushed out by the cap on held
-//!   flows is emitted as a session of its own, from its own addresses and time, so nothing is
-//!   lost;
+//! - the **connection record** takes what its flow's companions said, fills what it lacks from
+//!   them (SNI, JA3/JA4, Host, DNS name, the protocol when it has no `service`) and is emitted:
+//!   every flow becomes exactly one session;
+//! - event time is kept **per source partition** (the latest record time read from it): how far
+//!   one partition has been read says nothing of another, so a companion waits by the clock of
+//!   the partition it came from, whatever the raw keying (per device, per flow, per sensor);
+//! - a companion whose connection record has not come within the wait (`wait_ms` of its
+//!   partition's event time) or that is pushed out by the cap on held flows stops being held:
+//!   its offsets are released (so the pipeline can commit past it) and what it said is kept, up
+//!   to `remember` flows, for a connection record that comes later (a push channel held open
+//!   for a day still gets its SNI). It is never emitted as a session of its own; one whose
+//!   connection never comes is counted ([`FlowJoin::orphans`]) when it is forgotten;
 //! - a companion arriving after its flow was emitted (the last `remember` flows are
-//!   remembered) is dropped: its flow is already out, and a second session would double it;
-//! - a connection record whose companions already left on their own (a connection longer than
-//!   the wait) is still emitted, with the same session id: the later record is the complete
-//!   one, and consumers keep it in place of the earlier.
+//!   remembered) is dropped and counted: its flow is already out.
 //!
 //! The pipeline commits the input offsets of held companions as not yet processed
-//! ([`FlowJoin::held_from`]), so a restart reads them again and no companion is lost in a crash.
+//! ([`FlowJoin::held_from`]), so a restart reads them again and no companion within the wait
+//! is lost in a crash. A companion past the wait lives only in memory: after a restart its
+//! connection record comes without it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -40,17 +45,21 @@ struct Origin {
 struct Held {
     draft: SessionDraft,
     time: EpochMillis,
+    /// The source partition whose clock it waits by (its first record's).
+    clock: (String, i32),
     origins: Vec<Origin>,
 }
 
 /// Bounds of the flow join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowJoinLimits {
-    /// How long (event time) a companion waits for its connection record.
+    /// How long (event time of its partition) a companion is held for its connection record
+    /// before its offsets are released.
     pub wait_ms: i64,
-    /// Most flows held at once; beyond it the oldest is emitted on its own.
+    /// Most flows held at once; beyond it the oldest is released.
     pub max_held: usize,
-    /// How many emitted flows are remembered to drop late companions.
+    /// How many emitted flows are remembered to drop late companions, and how many released
+    /// companions are kept for a late connection record.
     pub remember: usize,
 }
 
@@ -64,19 +73,37 @@ impl Default for FlowJoinLimits {
     }
 }
 
+/// Counters of the flow join.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowJoinStats {
+    /// Connection records that found companions (held or released).
+    pub joined: u64,
+    /// Companions released after the wait or by the cap and later taken by their connection.
+    pub joined_late: u64,
+    /// Companions forgotten without their connection record ever coming.
+    pub orphans: u64,
+    /// Companions dropped because their flow was emitted already.
+    pub after_their_flow: u64,
+}
+
 /// The join state of one normalizer instance.
 ///
-/// Two indexes keep the per-record work logarithmic: held flows by (time, id), for expiry, and
-/// held offsets by partition, for [`FlowJoin::held_from`].
+/// Indexes keep the per-record work logarithmic: held flows by partition and (time, id), for
+/// expiry, and held offsets by partition, for [`FlowJoin::held_from`].
 #[derive(Debug, Default)]
 pub struct FlowJoin {
     limits: FlowJoinLimits,
     held: FxHashMap<String, Held>,
-    by_age: BTreeSet<(EpochMillis, String)>,
+    by_age: BTreeMap<(String, i32), BTreeSet<(EpochMillis, String)>>,
     offsets: BTreeMap<(String, i32), BTreeSet<i64>>,
+    /// Released companions waiting for a late connection record.
+    released: FxHashMap<String, SessionDraft>,
+    released_order: VecDeque<String>,
     emitted: FxHashSet<String>,
     emitted_order: VecDeque<String>,
-    latest: EpochMillis,
+    /// Latest event time read from each source partition.
+    clocks: FxHashMap<(String, i32), EpochMillis>,
+    stats: FlowJoinStats,
 }
 
 impl FlowJoin {
@@ -93,8 +120,26 @@ impl FlowJoin {
         self.held.len()
     }
 
+    /// The join's counters.
+    pub fn stats(&self) -> FlowJoinStats {
+        self.stats
+    }
+
+    /// Companions forgotten without their connection record.
+    pub fn orphans(&self) -> u64 {
+        self.stats.orphans
+    }
+
+    fn tick(&mut self, topic: &str, partition: i32, time: EpochMillis) {
+        match self.clocks.get_mut(&(topic.to_string(), partition)) {
+            Some(clock) => *clock = (*clock).max(time),
+            None => {
+                self.clocks.insert((topic.to_string(), partition), time);
+            }
+        }
+    }
+
     /// Holds a companion of flow `id` (event time `time`) read at `topic/partition@offset`.
-    /// Returns the drafts that leave the join because of it (expired or pushed out).
     pub fn companion(
         &mut self,
         id: String,
@@ -103,10 +148,12 @@ impl FlowJoin {
         topic: &str,
         partition: i32,
         offset: i64,
-    ) -> Vec<SessionDraft> {
-        self.latest = self.latest.max(time);
+    ) {
+        self.tick(topic, partition, time);
         if self.emitted.contains(&id) {
-            return self.expire();
+            self.stats.after_their_flow += 1;
+            self.expire(topic, partition);
+            return;
         }
         self.offsets
             .entry((topic.to_string(), partition))
@@ -119,7 +166,7 @@ impl FlowJoin {
         };
         let held = match self.held.remove(&id) {
             Some(mut held) => {
-                self.by_age.remove(&(held.time, id.clone()));
+                self.unindex(&held, &id);
                 held.draft = std::mem::take(&mut held.draft).absorb(draft);
                 held.time = held.time.min(time);
                 held.origins.push(origin);
@@ -128,31 +175,41 @@ impl FlowJoin {
             None => Held {
                 draft,
                 time,
+                clock: (topic.to_string(), partition),
                 origins: vec![origin],
             },
         };
-        self.by_age.insert((held.time, id.clone()));
+        self.by_age
+            .entry(held.clock.clone())
+            .or_default()
+            .insert((held.time, id.clone()));
         self.held.insert(id, held);
-        self.expire()
+        self.expire(topic, partition);
     }
 
-    /// The connection record of flow `id`: returns it completed with its held companions,
-    /// followed by whatever expired.
+    /// The connection record of flow `id`, read from `topic/partition`: returns it completed
+    /// with what its companions said. Its flow is then emitted: later companions are dropped.
     pub fn connection(
         &mut self,
         id: String,
         draft: SessionDraft,
         time: EpochMillis,
-    ) -> Vec<SessionDraft> {
-        self.latest = self.latest.max(time);
-        let completed = match self.release(&id) {
-            Some(held) => draft.absorb(held.draft),
-            None => draft,
-        };
+        topic: &str,
+        partition: i32,
+    ) -> SessionDraft {
+        self.tick(topic, partition, time);
+        let mut completed = draft;
+        if let Some(held) = self.release(&id) {
+            completed = completed.absorb(held.draft);
+            self.stats.joined += 1;
+        }
+        if let Some(released) = self.released.remove(&id) {
+            completed = completed.absorb(released);
+            self.stats.joined_late += 1;
+        }
         self.remember(id);
-        let mut out = vec![completed];
-        out.extend(self.expire());
-        out
+        self.expire(topic, partition);
+        completed
     }
 
     /// The smallest offset of `topic/partition` still held: the pipeline must not commit past
@@ -179,12 +236,22 @@ impl FlowJoin {
         for id in ids {
             self.release(&id);
         }
+        self.clocks.remove(&(topic.to_string(), partition));
+    }
+
+    fn unindex(&mut self, held: &Held, id: &str) {
+        if let Some(ages) = self.by_age.get_mut(&held.clock) {
+            ages.remove(&(held.time, id.to_string()));
+            if ages.is_empty() {
+                self.by_age.remove(&held.clock);
+            }
+        }
     }
 
     /// Takes flow `id` out of the join and its indexes.
     fn release(&mut self, id: &str) -> Option<Held> {
         let held = self.held.remove(id)?;
-        self.by_age.remove(&(held.time, id.to_string()));
+        self.unindex(&held, id);
         for origin in &held.origins {
             let key = (origin.topic.clone(), origin.partition);
             if let Some(offsets) = self.offsets.get_mut(&key) {
@@ -211,21 +278,62 @@ impl FlowJoin {
         }
     }
 
-    /// Emits companions past the wait, then the oldest beyond the cap; oldest first, ties by id,
-    /// so the order is the same in every replay.
-    fn expire(&mut self) -> Vec<SessionDraft> {
-        let horizon = self.latest.saturating_sub(self.limits.wait_ms);
-        let mut out = Vec::new();
-        while let Some((time, id)) = self.by_age.first().cloned() {
-            if time >= horizon && self.held.len() <= self.limits.max_held {
+    /// Keeps what a released companion said for a late connection record; the oldest beyond
+    /// `remember` are forgotten and counted.
+    fn keep_released(&mut self, id: String, draft: SessionDraft) {
+        if self.limits.remember == 0 {
+            self.stats.orphans += 1;
+            return;
+        }
+        match self.released.get_mut(&id) {
+            Some(kept) => *kept = std::mem::take(kept).absorb(draft),
+            None => {
+                self.released.insert(id.clone(), draft);
+                self.released_order.push_back(id);
+            }
+        }
+        while self.released_order.len() > self.limits.remember {
+            if let Some(old) = self.released_order.pop_front() {
+                if self.released.remove(&old).is_some() {
+                    self.stats.orphans += 1;
+                }
+            }
+        }
+    }
+
+    /// Releases the companions of `topic/partition` past the wait by that partition's clock,
+    /// then the oldest beyond the cap; oldest first, ties by id, so the order is the same in
+    /// every replay.
+    fn expire(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        let horizon = self
+            .clocks
+            .get(&key)
+            .copied()
+            .unwrap_or(EpochMillis::MIN)
+            .saturating_sub(self.limits.wait_ms);
+        while let Some((time, id)) = self.by_age.get(&key).and_then(|ages| ages.first().cloned()) {
+            if time >= horizon {
                 break;
             }
             if let Some(held) = self.release(&id) {
-                out.push(held.draft);
+                self.keep_released(id, held.draft);
             }
-            self.remember(id);
         }
-        out
+        while self.held.len() > self.limits.max_held {
+            let Some((_, id)) = self
+                .by_age
+                .values()
+                .filter_map(|ages| ages.first())
+                .min()
+                .cloned()
+            else {
+                break;
+            };
+            if let Some(held) = self.release(&id) {
+                self.keep_released(id, held.draft);
+            }
+        }
     }
 }
 
@@ -246,7 +354,7 @@ mod tests {
     #[test]
     fn a_connection_takes_its_companions_and_releases_their_offsets() {
         let mut join = FlowJoin::new(FlowJoinLimits::default());
-        let out = join.companion(
+        join.companion(
             "C1".into(),
             draft(Some("c2.example"), None),
             1_000,
@@ -254,44 +362,84 @@ mod tests {
             0,
             7,
         );
-        assert!(out.is_empty());
         assert_eq!(join.held_from("t", 0), Some(7));
         assert_eq!(join.held_from("t", 1), None);
-        let out = join.connection("C1".into(), draft(None, Some(900)), 2_000);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].sni.as_deref(), Some("c2.example"));
-        assert_eq!(out[0].bytes_out, Some(900));
+        let out = join.connection("C1".into(), draft(None, Some(900)), 2_000, "t", 0);
+        assert_eq!(out.sni.as_deref(), Some("c2.example"));
+        assert_eq!(out.bytes_out, Some(900));
         assert_eq!(join.held_from("t", 0), None);
-        // A late companion of an emitted flow is dropped, not emitted twice.
-        let out = join.companion("C1".into(), draft(Some("late"), None), 2_100, "t", 0, 9);
-        assert!(out.is_empty());
+        // A late companion of an emitted flow is dropped and counted.
+        join.companion("C1".into(), draft(Some("late"), None), 2_100, "t", 0, 9);
         assert_eq!(join.held(), 0);
+        assert_eq!(join.stats().after_their_flow, 1);
     }
 
     #[test]
-    fn companions_without_a_connection_leave_after_the_wait_or_the_cap() {
+    fn a_companion_past_the_wait_is_released_but_its_late_connection_still_takes_it() {
         let limits = FlowJoinLimits {
             wait_ms: 1_000,
             max_held: 2,
             remember: 10,
         };
         let mut join = FlowJoin::new(limits);
-        assert!(join
-            .companion("A".into(), draft(Some("a"), None), 10_000, "t", 0, 1)
-            .is_empty());
-        assert!(join
-            .companion("B".into(), draft(Some("b"), None), 10_500, "t", 0, 2)
-            .is_empty());
-        // C pushes the oldest (A) out by the cap.
-        let out = join.companion("C".into(), draft(Some("c"), None), 10_600, "t", 0, 3);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].sni.as_deref(), Some("a"));
+        join.companion("A".into(), draft(Some("a"), None), 10_000, "t", 0, 1);
+        join.companion("B".into(), draft(Some("b"), None), 10_500, "t", 0, 2);
+        // C pushes the oldest (A) out of the held set by the cap: its offset is released.
+        join.companion("C".into(), draft(Some("c"), None), 10_600, "t", 0, 3);
+        assert_eq!(join.held(), 2);
         assert_eq!(join.held_from("t", 0), Some(2));
-        // Event time moves past B's and C's wait.
-        let out = join.connection("D".into(), draft(None, Some(1)), 11_601);
-        let snis: Vec<_> = out.iter().map(|d| d.sni.clone()).collect();
-        assert_eq!(snis, [None, Some("b".to_string()), Some("c".to_string())]);
+        // Event time of partition 0 moves past B's and C's wait: released, nothing emitted.
+        let d = join.connection("D".into(), draft(None, Some(1)), 11_601, "t", 0);
+        assert_eq!(d.sni, None);
         assert_eq!(join.held(), 0);
+        assert_eq!(join.held_from("t", 0), None);
+        // A's connection record comes a day later (a push channel): it gets A's SNI, once.
+        let a = join.connection("A".into(), draft(None, Some(5)), 86_400_000, "t", 0);
+        assert_eq!(a.sni.as_deref(), Some("a"));
+        assert_eq!(join.stats().joined_late, 1);
+    }
+
+    #[test]
+    fn each_partition_waits_by_its_own_clock() {
+        let limits = FlowJoinLimits {
+            wait_ms: 1_000,
+            ..FlowJoinLimits::default()
+        };
+        let mut join = FlowJoin::new(limits);
+        // Partition 1 is read while partition 0 is hours ahead: its companion is not released
+        // by partition 0's clock.
+        join.connection("X".into(), draft(None, Some(1)), 7_200_000, "t", 0);
+        join.companion("Y".into(), draft(Some("y"), None), 1_000, "t", 1, 4);
+        join.connection("Z".into(), draft(None, Some(1)), 7_300_000, "t", 0);
+        assert_eq!(join.held(), 1);
+        assert_eq!(join.held_from("t", 1), Some(4));
+        let y = join.connection("Y".into(), draft(None, Some(700)), 1_500, "t", 1);
+        assert_eq!((y.sni.as_deref(), y.bytes_out), (Some("y"), Some(700)));
+        assert_eq!(join.held(), 0);
+    }
+
+    #[test]
+    fn released_companions_beyond_the_memory_are_counted_as_orphans() {
+        let limits = FlowJoinLimits {
+            wait_ms: 10,
+            max_held: 100,
+            remember: 2,
+        };
+        let mut join = FlowJoin::new(limits);
+        for (i, id) in ["A", "B", "C"].into_iter().enumerate() {
+            join.companion(
+                id.into(),
+                draft(Some(id), None),
+                i as i64 * 100,
+                "t",
+                0,
+                i as i64,
+            );
+        }
+        join.connection("Z".into(), draft(None, Some(1)), 1_000, "t", 0);
+        assert_eq!(join.orphans(), 1, "A forgotten, B and C kept");
+        let c = join.connection("C".into(), draft(None, Some(1)), 2_000, "t", 0);
+        assert_eq!(c.sni.as_deref(), Some("C"));
     }
 
     #[test]

@@ -710,9 +710,7 @@ impl ProxyNormalizer {
         }
         // A bad record is rejected now, on its own, rather than when its flow leaves the join.
         draft.clone().finish(record, format, None, ingest_time)?;
-        let drafts = if completes {
-            self.join.connection(id, draft, time)
-        } else {
+        if !completes {
             self.join.companion(
                 id,
                 draft,
@@ -720,15 +718,18 @@ impl ProxyNormalizer {
                 record.topic,
                 record.partition,
                 record.offset,
-            )
-        };
-        drafts
-            .into_iter()
-            .map(|d| {
-                d.finish(record, format, None, ingest_time)
-                    .map(Normalized::Session)
-            })
-            .collect()
+            );
+            return Ok(Vec::new());
+        }
+        let completed = self
+            .join
+            .connection(id, draft, time, record.topic, record.partition);
+        Ok(vec![Normalized::Session(completed.finish(
+            record,
+            format,
+            None,
+            ingest_time,
+        )?)])
     }
 
     fn zeek(
