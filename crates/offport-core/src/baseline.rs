@@ -1106,6 +1106,15 @@ mod tests {
         assert!(b.permits(AppProtocol::Dns, Transport::Udp, 53));
         assert!(b.permits(AppProtocol::Dns, Transport::Tcp, 53));
         assert!(!b.permits(AppProtocol::Dns, Transport::Udp, 5300));
+        // TLS-wrapped variants on their IANA ports, under the protocol a sensor names.
+        assert!(b.permits(AppProtocol::Mqtt, Transport::Tcp, 8883));
+        assert!(b.permits(AppProtocol::Imap, Transport::Tcp, 993));
+        assert!(b.permits(AppProtocol::Pop3, Transport::Tcp, 995));
+        assert!(b.permits(AppProtocol::Smtp, Transport::Tcp, 465));
+        assert!(b.permits(AppProtocol::Xmpp, Transport::Tcp, 5223));
+        assert!(b.permits(AppProtocol::Dns, Transport::Tcp, 853));
+        // mDNS is not a resolver port: 5353 is an exception towards its group address only.
+        assert!(!b.permits(AppProtocol::Dns, Transport::Udp, 5353));
         assert!(b.permits(AppProtocol::Quic, Transport::Udp, 443));
         assert!(
             !b.permits(AppProtocol::Quic, Transport::Tcp, 443),
@@ -1155,6 +1164,10 @@ mod tests {
                 None,
             ),
             (None, "17.57.144.20", &[], 5223, Tcp, Some("apns")),
+            (None, "224.0.0.251", &[], 5353, Udp, Some("mdns")),
+            (None, "ff02::fb", &[], 5353, Udp, Some("mdns")),
+            (None, "8.8.8.8", &[], 5353, Udp, None),
+            (None, "224.0.0.252", &[], 5355, Udp, Some("llmnr")),
             (None, "18.57.144.20", &[], 5223, Tcp, None),
             (
                 None,

@@ -284,6 +284,31 @@ fn lock_of(rank: u64) -> LockState {
     }
 }
 
+/// An app's run state at `at`: its last lifecycle event, unless background work the system
+/// started for it (a job, WorkManager, a foreground service, a background refresh, a
+/// persistent service) came after that event and within `window`: then the app was running
+/// without being in the foreground, so `Background`, unless its last lifecycle event put it in
+/// the foreground (work while the user has the app open). Apps that only ever run in the
+/// background report no lifecycle events at all; without this they stayed `Unknown`.
+fn app_state_at(app: &AppState, at: EpochMillis, window: i64) -> AppRunState {
+    let lifecycle = app.lifecycle.as_of(at);
+    let work = app
+        .background
+        .as_of(at)
+        .filter(|work| at - work.time <= window);
+    match (lifecycle, work) {
+        (Some(event), Some(work)) if work.time >= event.time => {
+            match lifecycle_state(event.payload) {
+                AppRunState::Foreground => AppRunState::Foreground,
+                _ => AppRunState::Background,
+            }
+        }
+        (None, Some(_)) => AppRunState::Background,
+        (Some(event), _) => lifecycle_state(event.payload),
+        (None, None) => AppRunState::Unknown,
+    }
+}
+
 /// The background-execution kinds the join keeps, in their payload order.
 const BACKGROUND_KINDS: [DeviceEventKind; 5] = [
     DeviceEventKind::BackgroundJob,
@@ -925,9 +950,7 @@ impl Joiner {
             d.app(*key)
         });
 
-        let app_state = app
-            .and_then(|a| a.lifecycle.as_of(start))
-            .map_or(AppRunState::Unknown, |e| lifecycle_state(e.payload));
+        let app_state = app.map_or(AppRunState::Unknown, |a| app_state_at(a, start, window));
         let foreground_transition_during = app.is_some_and(|a| {
             a.lifecycle
                 .between(start, end)
@@ -1703,6 +1726,52 @@ mod tests {
             Some(false),
             "known only as installed: unmanaged"
         );
+    }
+
+    #[test]
+    fn background_work_puts_an_app_without_lifecycle_events_in_the_background() {
+        let app = Some("com.x");
+        let state = |events: Vec<JoinInput>| {
+            let mut joiner = Joiner::new(JoinConfig {
+                allowed_lateness_ms: 0,
+                ..JoinConfig::default()
+            });
+            run(&mut joiner, events);
+            let out = run(
+                &mut joiner,
+                vec![JoinInput::Session(session("s", app, T0, 0))],
+            );
+            out[0].app_state
+        };
+        // Only a background job: the app runs, not in the foreground.
+        let job = |t| JoinInput::Event(event(DeviceEventKind::BackgroundJob, app, t));
+        let refresh = |t| JoinInput::Event(event(DeviceEventKind::BackgroundRefresh, app, t));
+        let fg = |t| JoinInput::Event(event(DeviceEventKind::AppForeground, app, t));
+        let stopped = |t| JoinInput::Event(event(DeviceEventKind::AppStopped, app, t));
+        assert_eq!(state(vec![job(T0 - 1_000)]), AppRunState::Background);
+        assert_eq!(state(vec![refresh(T0 - 1_000)]), AppRunState::Background);
+        // Work while the user has the app open stays foreground.
+        assert_eq!(
+            state(vec![fg(T0 - 2_000), job(T0 - 1_000)]),
+            AppRunState::Foreground
+        );
+        // A stopped app woken by a job is in the background.
+        assert_eq!(
+            state(vec![stopped(T0 - 2_000), job(T0 - 1_000)]),
+            AppRunState::Background
+        );
+        // The last lifecycle event after the work wins.
+        assert_eq!(
+            state(vec![job(T0 - 2_000), fg(T0 - 1_000)]),
+            AppRunState::Foreground
+        );
+        // Arrival order does not matter.
+        assert_eq!(
+            state(vec![job(T0 - 1_000), fg(T0 - 2_000)]),
+            AppRunState::Foreground
+        );
+        // Nothing known: unknown.
+        assert_eq!(state(vec![]), AppRunState::Unknown);
     }
 
     #[test]

@@ -184,6 +184,60 @@ fn the_default_baseline_keeps_fcm_apns_and_whatsapp_quiet() {
     assert_eq!(scorer.stats().excepted, 36);
 }
 
+/// A foreground session of `protocol` over `transport` to `ip:port`, otherwise benign.
+fn labelled(protocol: AppProtocol, transport: Transport, ip: &str, port: i32) -> EnrichedSession {
+    let mut e = benign();
+    e.session.protocol = protocol;
+    e.session.transport = transport;
+    e.session.dst_ip = ip.to_string();
+    e.session.dst_port = port;
+    e.session.tls = None;
+    e
+}
+
+#[test]
+fn tls_wrapped_protocols_on_their_iana_ports_are_standard_and_mdns_only_to_its_group() {
+    // An MQTT IoT app on secure-mqtt, mail on imaps/pop3s/submissions: standard, silent.
+    let mut scorer = scorer();
+    let standard = [
+        (AppProtocol::Mqtt, 8883),
+        (AppProtocol::Imap, 993),
+        (AppProtocol::Pop3, 995),
+        (AppProtocol::Smtp, 465),
+        (AppProtocol::Xmpp, 5223),
+    ];
+    let sessions = standard
+        .iter()
+        .enumerate()
+        .flat_map(|(k, (protocol, port))| {
+            (0..6).map(move |i| {
+                at(
+                    labelled(*protocol, Transport::Tcp, "198.51.100.20", *port),
+                    T0 + (k as i64 * 6 + i) * 300_000,
+                )
+            })
+        });
+    assert_eq!(run(&mut scorer, sessions.collect::<Vec<_>>()), vec![]);
+    // mDNS to its multicast group is excepted; DNS on 5353 to a public resolver is not.
+    let mut scorer = self::scorer();
+    let mdns = at(
+        labelled(AppProtocol::Dns, Transport::Udp, "224.0.0.251", 5353),
+        T0,
+    );
+    assert_eq!(run(&mut scorer, [mdns]), vec![]);
+    assert_eq!(scorer.stats().excepted, 1);
+    let tunnel = at(
+        labelled(AppProtocol::Dns, Transport::Udp, "8.8.8.8", 5353),
+        T0 + 1,
+    );
+    let findings = run(&mut scorer, [tunnel]);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        kinds(&findings[0]).contains(&EvidenceKind::ProtocolPortMismatch),
+        "{findings:?}"
+    );
+}
+
 #[test]
 fn benign_traffic_raises_nothing() {
     let mut scorer = scorer();

@@ -584,3 +584,23 @@ fn zeek_flows_keyed_per_flow_on_many_partitions_come_out_once_each_with_their_sn
     assert_eq!(ids.len(), six.len(), "a flow emitted twice");
     assert_eq!(six.iter().filter(|(_, sni)| sni.is_some()).count(), 4);
 }
+
+#[test]
+fn a_pcapdroid_http_host_with_a_port_keeps_the_host_alone() {
+    let mut normalizer = ProxyNormalizer::new(ProxyFormat::PcapdroidCsv, Limits::default());
+    let row = "6,10.8.0.12,51200,198.51.100.138,8080,10234,Weather,com.example.weather,HTTP,Closed,198.51.100.138:8080,412,811,8,6,1795169002500,1795169003112".to_string();
+    let named = "6,10.8.0.12,51201,198.51.100.23,8080,10234,Weather,com.example.weather,HTTP,Closed,updates.wx-telemetry.net:8080,412,811,8,6,1795169002500,1795169003112".to_string();
+    let all = sessions(run(&mut normalizer, "raw", &[row, named], &device_header()));
+    let hosts: Vec<_> = all
+        .iter()
+        .map(|s| s.http.as_ref().and_then(|h| h.host.clone()))
+        .collect();
+    // The IP literal is what the Host indicators judge; with `:8080` it was not an address.
+    assert_eq!(
+        hosts,
+        [
+            Some("198.51.100.138".to_string()),
+            Some("updates.wx-telemetry.net".to_string())
+        ]
+    );
+}

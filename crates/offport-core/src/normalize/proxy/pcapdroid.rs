@@ -215,8 +215,11 @@ fn draft(row: &csv::StringRecord, c: &Columns) -> Result<Option<SessionDraft>, R
                 })
             }
             Some(crate::model::AppProtocol::Http | crate::model::AppProtocol::Websocket) => {
+                // nDPI's Info for HTTP is the Host header, port included when the request
+                // named one (`198.51.100.138:8080`); the host alone is what the Host
+                // indicators (an IP literal, the name's shape) judge, as for Zeek's host.
                 http = Some(HttpInfo {
-                    host: Some(info.to_ascii_lowercase()),
+                    host: Some(crate::protocol::strip_port(&info).to_ascii_lowercase()),
                     ..HttpInfo::default()
                 })
             }
