@@ -691,9 +691,15 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
         dir.display()
     );
     let mut stack = FaultStack::start(options, &dir)?;
+    // The fleet's last hours, as the demo's: records within the broker's usual retention.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let hour = offport_backtest::sim::HOUR;
     let config = FleetConfig {
         devices: args.devices,
         hours: args.hours,
+        start: now - now.rem_euclid(hour) - i64::from(args.hours) * hour,
         seed: args.seed,
         infected_share: 0.1,
         ..FleetConfig::default()
@@ -871,6 +877,16 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
         good = false;
         for line in panicked.iter().take(10) {
             println!("  PANIC {line}");
+        }
+    }
+    if !good {
+        if let Ok(seconds) = std::env::var("OFFPORT_CHAOS_HOLD_SECS") {
+            // Keep the private stack up to look at what differs.
+            println!(
+                "holding the private stack for {seconds} s: bootstrap {} registry {}",
+                stack.bootstrap, stack.registry_url
+            );
+            std::thread::sleep(Duration::from_secs(seconds.parse().unwrap_or(600)));
         }
     }
     drop(stack);

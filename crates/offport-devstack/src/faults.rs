@@ -77,7 +77,10 @@ impl FaultStack {
             listeners: format!("PLAINTEXT://127.0.0.1:{broker}"),
             advertised: format!("PLAINTEXT://127.0.0.1:{broker}"),
             protocol_map: "PLAINTEXT:PLAINTEXT".to_string(),
-            extra: String::new(),
+            // Keep every record: a fault run replays simulated days whose Kafka timestamps may
+            // be older than the default 7-day retention, which would delete them mid-run (the
+            // broker restart brings the retention check forward).
+            extra: "log.retention.ms=-1\n".to_string(),
         };
         let properties = dir.join("server.properties");
         std::fs::write(

@@ -493,6 +493,22 @@ fn android_management_api_devices_of_the_fixture() {
         "a work profile"
     );
     assert!(all.iter().all(|c| !c.apps.is_empty()));
+    // The sideloaded weather app (APPLICATION_SOURCE_UNSPECIFIED) is not managed; apps from
+    // Play and the system image are.
+    let first = &all[0];
+    let managed = |id: &str| {
+        first
+            .apps
+            .iter()
+            .find(|a| a.app_id == id)
+            .map(|a| a.managed)
+    };
+    assert_eq!(managed("com.example.weather"), Some(false));
+    assert!(first
+        .apps
+        .iter()
+        .filter(|a| a.app_id != "com.example.weather")
+        .all(|a| a.managed));
 }
 
 #[test]

@@ -350,6 +350,31 @@ struct ApplicationReport {
     version_name: Option<String>,
     state: Option<String>,
     application_source: Option<String>,
+    installer_package_name: Option<String>,
+}
+
+/// The package of the Google Play Store, the installer of managed Play apps.
+const PLAY_STORE: &str = "com.android.vending";
+
+/// Whether an Android Management API application report describes a managed app: one from
+/// (managed) Google Play or the system image. `APPLICATION_SOURCE_UNSPECIFIED` is the API's
+/// word for "sideloaded from an unspecified source": not managed. Without a source, the
+/// installer decides (the Play Store, or none for a system app, is managed; any other
+/// installer is a sideload); with neither, the report's scope (the work profile or the fully
+/// managed device) stands for it: managed.
+fn amapi_managed(report: &ApplicationReport) -> bool {
+    match report.application_source.as_deref() {
+        Some(
+            "INSTALLED_FROM_PLAY_STORE"
+            | "SYSTEM_APP_FACTORY_VERSION"
+            | "SYSTEM_APP_UPDATED_VERSION",
+        ) => true,
+        Some(_) => false,
+        None => report
+            .installer_package_name
+            .as_deref()
+            .is_none_or(|installer| installer == PLAY_STORE),
+    }
 }
 
 /// The Device JSON inside a Pub/Sub push envelope, or the value itself.
@@ -411,6 +436,7 @@ fn amapi(
         .enumerate()
         .filter(|(_, r)| r.state.as_deref() != Some("REMOVED"))
         .map(|(index, report)| {
+            let managed = amapi_managed(&report);
             let status = [
                 report.state.as_deref(),
                 report.application_source.as_deref(),
@@ -427,9 +453,7 @@ fn amapi(
                 })?,
                 name: trimmed(report.display_name),
                 version: trimmed(report.version_name),
-                // Application reports cover the apps in the managed scope (the work profile,
-                // or the whole fully managed device).
-                managed: true,
+                managed,
                 approved: None,
                 status: (!status.is_empty()).then_some(status),
                 management_flags: None,
