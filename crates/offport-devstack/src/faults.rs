@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::secure::free_port;
 use crate::stack::{
     format_storage, kafka_answers, kafka_properties, process_alive, registry_command, spawn_kafka,
     spawn_logged, stop_group, wait_until, write_log4j, Listeners, StackOptions,
@@ -38,12 +39,6 @@ pub struct FaultStack {
     registry_pid: Option<i32>,
     start_timeout: Duration,
     restarts: u32,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// SIGKILL to a process group, as a crash; waits until it is gone.

@@ -57,7 +57,8 @@ pub struct SecureBroker {
     needle: String,
 }
 
-fn free_port() -> Result<u16> {
+/// A port the system has free on loopback now.
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
