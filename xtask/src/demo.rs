@@ -300,7 +300,7 @@ impl Drop for Services {
     }
 }
 
-/// Series every service must expose (README, "Operating a service"), and those of the two
+/// Series every service must expose (docs/operations.md, "Operating a service"), and those of the two
 /// stateful ones.
 const SERIES: [&str; 8] = [
     "offport_records_in_total",

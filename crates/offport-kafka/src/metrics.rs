@@ -399,11 +399,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// The `offport_*` series named in the first column of README's metrics table.
+    /// The `offport_*` series named in the first column of the metrics table in docs/operations.md.
     fn documented() -> Vec<String> {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-                .unwrap();
+        let readme = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/operations.md"
+        ))
+        .unwrap();
         readme
             .lines()
             .filter_map(|line| line.strip_prefix("| `offport_"))
@@ -424,7 +426,7 @@ mod tests {
         let documented = documented();
         assert!(
             documented.len() >= 15,
-            "README table not found: {documented:?}"
+            "metrics table of docs/operations.md not found: {documented:?}"
         );
         for series in &documented {
             // A histogram shows as _bucket/_sum/_count lines, a counter with _total.
@@ -438,7 +440,7 @@ mod tests {
             let name = line.split_whitespace().nth(2).unwrap();
             assert!(
                 documented.iter().any(|d| d.starts_with(name)),
-                "{name} is exposed but not in README's table"
+                "{name} is exposed but not in the table of docs/operations.md"
             );
         }
     }

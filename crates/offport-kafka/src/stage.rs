@@ -1,6 +1,6 @@
 //! What each deployable stage reads and writes, and the common start-up of a stage binary.
 //!
-//! [`Stage`] is the wiring table of the topology; the service mains and the README's topic list
+//! [`Stage`] is the wiring table of the topology; the service mains and the README's topic table
 //! agree with it. Normalizer binaries run [`run_normalizer`]; the joiner and scorer run
 //! [`run_stateful`].
 

@@ -3,7 +3,7 @@
 //! once; bad records to the dead-letter topic.
 //!
 //! Usage: `offport-normalize-mdm [--config <file>]` (or `OFFPORT_CONFIG`); every setting can be
-//! overridden with `OFFPORT__<SECTION>__<KEY>`. See the README's configuration reference.
+//! overridden with `OFFPORT__<SECTION>__<KEY>`. See docs/configuration.md.
 
 // mimalloc: the stages allocate and free several small buffers per record (decoded values,
 // encoded bytes, Kafka messages); glibc's malloc and free were a fifth of their CPU time.

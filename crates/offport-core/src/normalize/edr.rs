@@ -2,7 +2,7 @@
 //! UsageStats event rows.
 //!
 //! **offport EDR JSON** ([`EdrJson`]): one JSON object per record, fields described in the
-//! README ("Input formats"). **Android UsageStats rows** ([`UsageStatsRows`]): CSV lines
+//! docs/formats.md. **Android UsageStats rows** ([`UsageStatsRows`]): CSV lines
 //! `device_id,timestamp,event_type,package_name,class_name` as an agent exports
 //! `UsageEvents.Event`s (a header line naming the columns may come first, in any order; several
 //! rows may share one record). The event types the analytics use are mapped; the others are read
@@ -97,7 +97,7 @@ impl EdrJson {
         let kind_name = trimmed(json.kind).ok_or_else(|| Rejection::unparseable("no kind"))?;
         let kind = kind_from(&kind_name).ok_or_else(|| {
             Rejection::unparseable(format!(
-                "kind={kind_name:?} is not an event kind offport knows (see the README)"
+                "kind={kind_name:?} is not an event kind offport knows (see docs/formats.md)"
             ))
         })?;
         let event_time = match json.event_time.filter(|v| !v.is_null()) {

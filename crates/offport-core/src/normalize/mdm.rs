@@ -16,7 +16,7 @@
 //!   envelope `{"message":{"data": base64}}`): `managementMode` `DEVICE_OWNER` means fully
 //!   managed (supervised), `applicationReports` the apps in the managed scope. The device id is
 //!   the header or key, else the last segment of `name`.
-//! - **offport MDM JSON**, the documented reference format (README).
+//! - **offport MDM JSON**, the documented reference format (docs/formats.md).
 //!
 //! Inventory rules: a `ManagedApplicationList` is the complete list of managed apps
 //! (`inventory_complete`); an app is managed when its `Status` is `Managed` or an update of a

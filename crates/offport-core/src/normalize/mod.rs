@@ -11,7 +11,7 @@
 //! - [`mdm`]: supervision and app inventory from MicroMDM/NanoMDM, the Android Management API
 //!   and offport's MDM JSON.
 //!
-//! Shared rules, documented once here and in the README's format reference:
+//! Shared rules, documented once here and in docs/formats.md:
 //!
 //! - **Times** may be RFC 3339 text or numbers. A number below 10^11 is epoch seconds (fractions
 //!   allowed), otherwise epoch milliseconds: 10^11 s is the year 5138 and 10^11 ms is 1973, so

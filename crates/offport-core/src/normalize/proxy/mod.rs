@@ -7,7 +7,7 @@
 //! derives a stable session id when the source has none.
 //!
 //! Formats: offport's own JSON session record ([`OffportJson`], the reference format, described
-//! field by field in the README), PCAPdroid's CSV export ([`pcapdroid`]), Zeek JSON logs
+//! field by field in docs/formats.md), PCAPdroid's CSV export ([`pcapdroid`]), Zeek JSON logs
 //! ([`zeek`]) and Suricata EVE JSON ([`suricata`]); the two sensors' records of one flow are
 //! joined by [`flows`], and their client addresses mapped to devices by [`sources`].
 
@@ -405,7 +405,7 @@ pub fn transport_from(text: Option<&str>) -> Result<Transport, Rejection> {
 }
 
 /// offport's own session record: one JSON object per Kafka record. The reference format; every
-/// field is described in the README ("Input formats").
+/// field is described in docs/formats.md.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SessionJson {
