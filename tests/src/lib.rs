@@ -575,3 +575,41 @@ pub fn bad_corpus(file: &str) -> Result<Vec<BadRecord>> {
         .map(|line| serde_json::from_str(line).with_context(|| path.clone()))
         .collect()
 }
+
+/// Produces `corpus` to `topic` in order (on `partition`, else where the partitioner puts a
+/// record without key), each with its headers; a tombstone as a record without a value.
+pub async fn produce_bad_corpus(
+    kafka: &offport_kafka::settings::KafkaSettings,
+    topic: &str,
+    partition: Option<i32>,
+    corpus: &[BadRecord],
+) -> Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .create()?;
+    for bad in corpus {
+        let value = bad.value()?;
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in &bad.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        if let Some(value) = &value {
+            record = record.payload(value);
+        }
+        producer
+            .send(record, std::time::Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("{}: {e}", bad.case))?;
+    }
+    Ok(())
+}

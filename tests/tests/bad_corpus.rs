@@ -19,7 +19,7 @@ use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
 use offport_kafka::topics::TopicRole;
 use offport_tests::{
-    bad_corpus, dead_letters, isolated_settings, read_until_quiet, Background, BadRecord,
+    bad_corpus, dead_letters, isolated_settings, produce_bad_corpus, read_until_quiet, Background,
 };
 
 /// When the records are checked (after every time in the corpus that is meant to be valid).
@@ -94,38 +94,6 @@ fn every_bad_record_is_rejected_with_its_reason_by_the_pure_normalizers() -> Res
     check_pure("mdm.jsonl", || MdmNormalizer::new(Limits::default()))
 }
 
-/// Produces the corpus to `topic` in order on partition 0 (tombstones as records without a
-/// value); returns each record's offset.
-async fn produce_corpus(settings: &Settings, topic: &str, corpus: &[BadRecord]) -> Result<()> {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = settings
-        .kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .create()?;
-    for bad in corpus {
-        let value = bad.value()?;
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in &bad.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).partition(0).headers(headers);
-        if let Some(value) = &value {
-            record = record.payload(value);
-        }
-        producer
-            .send(record, std::time::Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("{}: {e}", bad.case))?;
-    }
-    Ok(())
-}
-
 /// Runs one normalizer service over its corpus and checks the dead letters one by one.
 async fn through_the_service<N>(
     settings: &Settings,
@@ -139,7 +107,13 @@ where
     N: Normalizer + Send + Sync + 'static,
 {
     let corpus = bad_corpus(file)?;
-    produce_corpus(settings, &raw.spec(&settings.topics).name, &corpus).await?;
+    produce_bad_corpus(
+        &settings.kafka,
+        &raw.spec(&settings.topics).name,
+        Some(0),
+        &corpus,
+    )
+    .await?;
     let running = Background::normalizer(settings, stage, raw, normalizer)?;
     let codec = RegistryCodec::new(&settings.registry)?;
     let letters: Vec<DeadLetter> = dead_letters(settings, &codec, corpus.len())

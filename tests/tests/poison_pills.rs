@@ -270,3 +270,54 @@ async fn a_stage_whose_transactions_keep_failing_reports_its_stalled_partition()
     running.stop().await?;
     Ok(())
 }
+
+/// The dead-letter topic's own `max.message.bytes`, read at start, bounds the dead letters
+/// when it is below the producer's limit: a record under the producer's limit but over the
+/// topic's still becomes one dead letter, cut to fit, and the record behind it is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_fit_a_dead_letter_topic_smaller_than_the_producers_limit() -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let settings = settings("it-small-dlq", TopicRole::RawProxy, TopicRole::Sessions).await?;
+    let letters_topic = TopicRole::DeadLetter.spec(&settings.topics).name;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        settings.kafka.client_config().create()?;
+    let small = AlterConfig::new(ResourceSpecifier::Topic(&letters_topic))
+        .set("max.message.bytes", "200000");
+    for result in admin.alter_configs([&small], &AdminOptions::new()).await? {
+        result.map_err(|(_, code)| anyhow::anyhow!("alter {letters_topic}: {code}"))?;
+    }
+    let oversize = vec![b'{'; 300_000];
+    let session = r#"{"device_id":"dev-1","dst_ip":"203.0.113.7","dst_port":8443,"start_time":"2026-11-20T10:00:00Z","sensor_protocol":"tls"}"#;
+    let raw = TopicRole::RawProxy.spec(&settings.topics).name;
+    produce(
+        &settings.kafka,
+        &raw,
+        &[
+            RawInput::value(oversize.clone()).partition(0),
+            RawInput::value(session).partition(0),
+        ],
+    )
+    .await?;
+    let running = Background::normalizer(
+        &settings,
+        "normalize-proxy",
+        TopicRole::RawProxy,
+        ProxyNormalizer::new(offport_core::normalize::proxy::ProxyFormat::Auto, LIMITS),
+    )?;
+    let sessions = TopicRole::Sessions.spec(&settings.topics).name;
+    let codec = RegistryCodec::new(&settings.registry)?;
+    let (outputs, letters) = tokio::try_join!(
+        read_committed(&settings.kafka, &sessions, 1),
+        dead_letters(&settings, &codec, 1)
+    )?;
+    let metrics = running.stop().await?;
+    assert_eq!(outputs.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.reason, DeadLetterReason::Oversize);
+    assert!(letter.truncated);
+    assert_eq!(letter.original_value_size, Some(300_000));
+    let kept = letter.original_value.as_deref().unwrap_or_default().len();
+    assert!(kept < 200_000 && kept > 100_000, "{kept} bytes kept");
+    assert_eq!(metrics.aborts.get(), 0);
+    Ok(())
+}

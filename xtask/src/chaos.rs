@@ -40,8 +40,7 @@ use offport_kafka::settings::{KafkaSettings, RegistrySettings, Settings, TopicSe
 use offport_kafka::topics::{ensure_topics, TopicRole};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 
 /// How the fault suite runs.
@@ -402,27 +401,15 @@ fn strip(value: &mut Value) {
 
 /// Every record value of `topic`, read_committed, until 3 s pass without one.
 async fn read_all(settings: &Settings, topic: &str) -> Result<Vec<Vec<u8>>> {
-    let consumer: StreamConsumer = settings
-        .kafka
-        .client_config()
-        .set(
-            "group.id",
-            format!(
-                "{}chaos-reader-{}",
-                settings.topics.prefix,
-                uuid::Uuid::new_v4()
-            ),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&[topic])?;
-    let mut out = Vec::new();
-    while let Ok(message) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
-        out.extend(message?.payload().map(<[u8]>::to_vec));
-    }
-    Ok(out)
+    let received = offport_tests::read_until_quiet(
+        &settings.kafka,
+        topic,
+        0,
+        Duration::from_secs(3),
+        Duration::from_secs(900),
+    )
+    .await?;
+    Ok(received.into_iter().map(|(_, _, value, _)| value).collect())
 }
 
 /// The raw fixtures (`tests/fixtures/raw`: each tool's records as it writes them) as records:
@@ -545,25 +532,13 @@ async fn prepare(
             Stream::Mdm => TopicRole::RawMdm,
         };
         let topic = role.spec(&settings.topics).name;
-        for bad in offport_tests::bad_corpus(file)? {
-            let value = bad.value()?;
-            let mut headers = rdkafka::message::OwnedHeaders::new();
-            for (key, value) in &bad.headers {
-                headers = headers.insert(rdkafka::message::Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            let mut out: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =
-                rdkafka::producer::FutureRecord::to(&topic).headers(headers);
-            if let Some(value) = &value {
-                out = out.payload(value);
-            }
-            producer
-                .send(out, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| anyhow::anyhow!("{}: {e}", bad.case))?;
-        }
+        offport_tests::produce_bad_corpus(
+            &settings.kafka,
+            &topic,
+            None,
+            &offport_tests::bad_corpus(file)?,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -842,26 +817,30 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
     );
     let sensors_expected = runtime.block_on(answer(&sensors_reference))?;
     let sensors_actual = runtime.block_on(answer(&sensors_faulty))?;
-    good &= same(
-        "sensor sessions",
-        &sensors_expected.sessions,
-        &sensors_actual.sessions,
-    );
-    good &= same(
-        "sensor events",
-        &sensors_expected.events,
-        &sensors_actual.events,
-    );
-    good &= same(
-        "sensor contexts",
-        &sensors_expected.contexts,
-        &sensors_actual.contexts,
-    );
-    good &= same(
-        "sensor letters",
-        &letters(&sensors_expected.dead_letters),
-        &letters(&sensors_actual.dead_letters),
-    );
+    for (what, expected, actual) in [
+        (
+            "sensor sessions",
+            &sensors_expected.sessions,
+            &sensors_actual.sessions,
+        ),
+        (
+            "sensor events",
+            &sensors_expected.events,
+            &sensors_actual.events,
+        ),
+        (
+            "sensor contexts",
+            &sensors_expected.contexts,
+            &sensors_actual.contexts,
+        ),
+        (
+            "sensor letters",
+            &letters(&sensors_expected.dead_letters),
+            &letters(&sensors_actual.dead_letters),
+        ),
+    ] {
+        good &= same(what, expected, actual);
+    }
     if sensors_expected.sessions.is_empty() {
         println!("  the sensors' fixtures made no session: nothing to compare");
         good = false;

@@ -15,7 +15,7 @@ use offport_core::model::{DeadLetterReason, EnrichedSession, EpochMillis, Findin
 use offport_core::normalize::edr::EdrNormalizer;
 use offport_core::normalize::mdm::MdmNormalizer;
 use offport_core::normalize::proxy::{ProxyConfig, ProxyNormalizer};
-use offport_core::normalize::{Limits, Normalized, Normalizer, RawRecord};
+use offport_core::normalize::{Normalized, Normalizer, RawRecord};
 use offport_core::score::{ScoreConfig, ScoreStats, Scorer};
 use serde::Serialize;
 
@@ -35,10 +35,8 @@ pub struct ReplayOptions {
     pub ingest_time: EpochMillis,
     /// The proxy normalizer's configuration, as the services take it from `normalize.*`:
     /// formats, the address map that attributes Zeek and EVE records to devices, the default
-    /// device, the flow join's bounds.
+    /// device, the flow join's bounds, and the input bounds all three normalizers take.
     pub proxy: ProxyConfig,
-    /// Input bounds of the EDR and MDM normalizers (`normalize.max_record_bytes`).
-    pub limits: Limits,
 }
 
 impl ReplayOptions {
@@ -58,7 +56,6 @@ impl ReplayOptions {
             score: ScoreConfig::default(),
             ingest_time,
             proxy: ProxyConfig::default(),
-            limits: Limits::default(),
         })
     }
 }
@@ -145,7 +142,8 @@ pub fn latest_revisions(findings: &[Finding]) -> Vec<Finding> {
 impl Replay {
     /// A replay under `options`.
     pub fn new(options: ReplayOptions) -> Self {
-        let limits = options.limits;
+        // One `normalize.max_record_bytes` for the three normalizers, as in the services.
+        let limits = options.proxy.limits;
         let join = JoinConfig {
             time_window_ms: options
                 .join

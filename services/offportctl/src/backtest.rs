@@ -355,7 +355,6 @@ fn options(baselines: BaselineSet, settings: Option<&Settings>) -> Result<Replay
     let mut join = offport_core::join::JoinConfig::default();
     let mut score = offport_core::score::ScoreConfig::default();
     let mut proxy = offport_core::normalize::proxy::ProxyConfig::default();
-    let mut limits = offport_core::normalize::Limits::default();
     if let Some(settings) = settings {
         join.allowed_lateness_ms = settings.stream.allowed_lateness_ms;
         join.max_entries_per_timeline = settings.stream.max_timeline_entries;
@@ -365,7 +364,6 @@ fn options(baselines: BaselineSet, settings: Option<&Settings>) -> Result<Replay
             .proxy_config()
             .map_err(anyhow::Error::msg)
             .context("normalize settings")?;
-        limits = proxy.limits;
     }
     Ok(ReplayOptions {
         baselines,
@@ -373,7 +371,6 @@ fn options(baselines: BaselineSet, settings: Option<&Settings>) -> Result<Replay
         score,
         ingest_time: now_millis(),
         proxy,
-        limits,
     })
 }
 

@@ -17,7 +17,7 @@
 //!   its offsets are released (so the pipeline can commit past it) and what it said is kept, up
 //!   to `remember` flows, for a connection record that comes later (a push channel held open
 //!   for a day still gets its SNI). It is never emitted as a session of its own; one whose
-//!   connection never comes is counted ([`FlowJoin::orphans`]) when it is forgotten;
+//!   connection never comes is counted ([`FlowJoinStats::orphans`]) when it is forgotten;
 //! - a companion arriving after its flow was emitted (the last `remember` flows are
 //!   remembered) is dropped and counted: its flow is already out.
 //!
@@ -123,11 +123,6 @@ impl FlowJoin {
     /// The join's counters.
     pub fn stats(&self) -> FlowJoinStats {
         self.stats
-    }
-
-    /// Companions forgotten without their connection record.
-    pub fn orphans(&self) -> u64 {
-        self.stats.orphans
     }
 
     fn tick(&mut self, topic: &str, partition: i32, time: EpochMillis) {
@@ -437,7 +432,7 @@ mod tests {
             );
         }
         join.connection("Z".into(), draft(None, Some(1)), 1_000, "t", 0);
-        assert_eq!(join.orphans(), 1, "A forgotten, B and C kept");
+        assert_eq!(join.stats().orphans, 1, "A forgotten, B and C kept");
         let c = join.connection("C".into(), draft(None, Some(1)), 2_000, "t", 0);
         assert_eq!(c.sni.as_deref(), Some("C"));
     }
