@@ -41,6 +41,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{self, Durable, RestoreError, StateChange};
+use crate::progress::{Floor, Marker, Sources};
 
 use crate::model::{
     AppRunState, BackgroundExecution, DeviceContext, DeviceEvent, DeviceEventKind, EnrichedSession,
@@ -448,6 +449,10 @@ pub struct Joiner {
     input_max: [Option<EpochMillis>; 3],
     /// Inputs known to have records not read yet ([`Self::set_lagging`]).
     lagging: [bool; 3],
+    /// The raw partitions' progress, from the markers on the inputs ([`Self::observe_progress`]).
+    sources: Sources,
+    /// A raw topic with records has not been heard from ([`Self::set_awaiting`]).
+    awaiting: bool,
     watermark: Option<EpochMillis>,
     /// Watermark at the last prune; pruning runs once per [`PRUNE_STEP_MS`] of event time.
     pruned_at: Option<EpochMillis>,
@@ -466,6 +471,7 @@ struct Journal {
     /// added and emitted between two drains leaves no trace.
     sessions: FxHashMap<(EpochMillis, String), bool>,
     meta: bool,
+    sources: bool,
 }
 
 impl Journal {
@@ -519,6 +525,7 @@ struct JoinMeta {
 const DEVICE_PREFIX: &str = "device/";
 const SESSION_PREFIX: &str = "session/";
 const META_KEY: &str = "meta";
+const SOURCES_KEY: &str = "sources";
 
 /// Event time between two prunes: pruning walks every device, so it is amortised.
 const PRUNE_STEP_MS: i64 = 60_000;
@@ -645,7 +652,16 @@ impl Joiner {
     /// it plus the wall time since that record, and raising it here fed each advance back into
     /// the next, so event time ran ahead of the clock (after 90 s of quiet the watermark stood
     /// an hour ahead and the next records were joined as late).
+    ///
+    /// The raw partitions' progress bounds it: while a raw partition that is not idle is
+    /// behind, or a raw topic with records has not been heard from, wall time says nothing
+    /// about what is still to come.
     pub fn advance_watermark(&mut self, to: EpochMillis) -> Vec<EnrichedSession> {
+        let to = match self.source_limit() {
+            Some(Floor::Hold) => return self.emit_ready(),
+            Some(Floor::At(at)) => to.min(at.saturating_sub(self.config.allowed_lateness_ms)),
+            _ => to,
+        };
         if self.watermark.is_none_or(|w| to > w) {
             if let Some(journal) = &mut self.journal {
                 journal.meta = true;
@@ -697,6 +713,11 @@ impl Joiner {
                 }
             }
         }
+        match self.source_limit() {
+            Some(Floor::Hold) => return,
+            Some(Floor::At(at)) => limit = limit.min(at),
+            _ => {}
+        }
         let candidate = limit.saturating_sub(self.config.allowed_lateness_ms);
         if self.watermark.is_none_or(|w| candidate > w) {
             // Journaled here, not only by a record: a set_lagging without one moves it too.
@@ -719,6 +740,47 @@ impl Joiner {
         self.lagging = lagging;
         self.raise_watermark();
         self.emit_ready()
+    }
+
+    /// Takes a progress marker read on `input` ([`JoinInput::input`] order): the watermark
+    /// never passes the slowest raw partition that is not idle (see [`crate::progress`]).
+    /// Returns the sessions this completes.
+    pub fn observe_progress(&mut self, input: usize, marker: &Marker) -> Vec<EnrichedSession> {
+        let input = u8::try_from(input).unwrap_or(u8::MAX);
+        if self.sources.observe(input, marker) {
+            if let Some(journal) = &mut self.journal {
+                journal.sources = true;
+            }
+            self.raise_watermark();
+        }
+        self.emit_ready()
+    }
+
+    /// Whether a raw topic with records has sent no marker yet (its normalizer has not
+    /// started, or is catching up): the watermark then holds, up to
+    /// [`JoinConfig::max_waiting_sessions`] waiting sessions. Returns the sessions releasing
+    /// the hold completes.
+    pub fn set_awaiting(&mut self, awaiting: bool) -> Vec<EnrichedSession> {
+        self.awaiting = awaiting;
+        self.raise_watermark();
+        self.emit_ready()
+    }
+
+    /// The raw topics this joiner has had progress markers from.
+    pub fn heard_from(&self) -> impl Iterator<Item = &str> {
+        self.sources.heard_from()
+    }
+
+    /// What the raw partitions' progress allows, unless the waiting sessions are past their
+    /// cap (then only the plain rule holds, so memory stays bounded).
+    fn source_limit(&self) -> Option<Floor> {
+        if self.pending.len() > self.config.max_waiting_sessions {
+            return None;
+        }
+        if self.awaiting {
+            return Some(Floor::Hold);
+        }
+        Some(self.sources.floor())
     }
 
     fn emit_ready(&mut self) -> Vec<EnrichedSession> {
@@ -942,8 +1004,11 @@ impl Joiner {
     }
 
     fn enrich(&self, session: NetworkSession, end: EpochMillis) -> EnrichedSession {
-        let start = session.start_time;
         let window = self.config.time_window_ms;
+        // A session longer than TimeWindow is judged over its last TimeWindow: the state
+        // before that may be pruned by the time it arrives (a connection log is written at the
+        // connection's end), and how much of it was left would depend on arrival timing.
+        let start = session.start_time.max(end.saturating_sub(window));
         let device = self.devices.get(&session.device_id);
         let app = device.and_then(|d| {
             let key = self.app_keys.get(session.app_id.as_deref()?)?;
@@ -977,9 +1042,13 @@ impl Joiner {
                 event_time: e.time,
                 ms_before_session: start - e.time,
             });
+        // No further back than TimeWindow before the end, for the same reason.
         let network_api_calls_before = app.map_or(0, |a| {
             a.api_calls
-                .between(start.saturating_sub(window), start)
+                .between(
+                    start.saturating_sub(window).max(end.saturating_sub(window)),
+                    start,
+                )
                 .map(|e| i64::try_from(e.payload).unwrap_or(0))
                 .sum()
         });
@@ -1077,6 +1146,9 @@ impl Durable for Joiner {
                 None => changes.push(StateChange::Delete { key }),
             }
         }
+        if journal.sources {
+            changes.push(durable::put(SOURCES_KEY.to_string(), &self.sources));
+        }
         if journal.meta {
             changes.push(durable::put(
                 META_KEY.to_string(),
@@ -1098,6 +1170,8 @@ impl Durable for Joiner {
             self.watermark = meta.watermark;
             self.pruned_at = meta.pruned_at;
             self.cutoff = meta.cutoff;
+        } else if key == SOURCES_KEY {
+            self.sources = durable::read(key, value)?;
         } else if let Some(id) = key.strip_prefix(DEVICE_PREFIX) {
             let snapshot: DeviceSnapshot = durable::read(key, value)?;
             let apps = snapshot
@@ -1139,6 +1213,7 @@ impl Durable for Joiner {
             // above emptied (their tombstones are due).
             journal.sessions.clear();
             journal.meta = false;
+            journal.sources = false;
         }
     }
 }
@@ -1957,6 +2032,148 @@ mod tests {
         }
     }
 
+    fn marker(source: &str, time: EpochMillis) -> Marker {
+        Marker {
+            source: source.to_string(),
+            partition: 0,
+            partitions: 1,
+            time: Some(time),
+            idle: false,
+        }
+    }
+
+    /// Feeds records and markers: `Ok` a record, `Err((input, marker))` a marker.
+    fn run_marked(
+        joiner: &mut Joiner,
+        items: Vec<Result<JoinInput, (usize, Marker)>>,
+    ) -> Vec<EnrichedSession> {
+        let mut out = Vec::new();
+        for item in items {
+            out.extend(match item {
+                Ok(input) => joiner.push(input),
+                Err((input, marker)) => joiner.observe_progress(input, &marker),
+            });
+        }
+        out.extend(joiner.flush());
+        out
+    }
+
+    #[test]
+    fn a_raw_partition_behind_holds_the_watermark_however_far_the_others_are() {
+        let mut joiner = Joiner::new(JoinConfig::default());
+        // EDR's raw partition has reported, up to T0 - 1 s; the device locks at T0.
+        joiner.observe_progress(1, &marker("raw.edr", T0 - 1_000));
+        // Sessions run a day ahead; under the plain rule the lock at T0 would come too late.
+        let mut out = Vec::new();
+        out.extend(joiner.push(JoinInput::Session(session(
+            "s",
+            Some("com.a"),
+            T0 + 1_000,
+            500,
+        ))));
+        out.extend(joiner.observe_progress(0, &marker("raw.proxy", T0 + 1_000)));
+        out.extend(joiner.push(JoinInput::Session(session(
+            "later",
+            None,
+            T0 + 86_400_000,
+            0,
+        ))));
+        out.extend(joiner.observe_progress(0, &marker("raw.proxy", T0 + 86_400_000)));
+        assert!(
+            out.is_empty(),
+            "emitted before the EDR partition passed its end"
+        );
+        assert_eq!(joiner.watermark(), Some(T0 - 1_000 - 30_000));
+        // A raw topic with records but no marker yet holds too.
+        assert!(joiner.set_awaiting(true).is_empty());
+        joiner.push(JoinInput::Event(event(
+            DeviceEventKind::DeviceLocked,
+            None,
+            T0,
+        )));
+        assert!(joiner
+            .observe_progress(1, &marker("raw.edr", T0 + 60_000))
+            .is_empty());
+        let out = joiner.set_awaiting(false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].lock_state, LockState::Locked);
+        // The idle rule cannot pass the slowest raw partition either.
+        assert!(joiner.advance_watermark(T0 + 90_000_000).is_empty());
+        assert_eq!(joiner.watermark(), Some(T0 + 60_000 - 30_000));
+        // Once it is idle, nothing holds: the plain rule applies.
+        let mut idle = marker("raw.edr", T0 + 60_000);
+        idle.idle = true;
+        assert!(joiner.observe_progress(1, &idle).is_empty());
+        assert_eq!(joiner.watermark(), Some(T0 + 86_400_000 - 30_000));
+        let mut idle = marker("raw.proxy", T0 + 86_400_000);
+        idle.idle = true;
+        joiner.observe_progress(0, &idle);
+        let out = joiner.advance_watermark(T0 + 86_400_000);
+        assert_eq!(
+            out.len(),
+            1,
+            "all idle: the idle rule releases the day-ahead session"
+        );
+    }
+
+    #[test]
+    fn the_sources_survive_a_restore() {
+        let mut joiner = Joiner::new(JoinConfig::default());
+        joiner.journal_changes();
+        joiner.observe_progress(1, &marker("raw.edr", T0));
+        joiner.push(JoinInput::Session(session("s", None, T0 + 100_000, 0)));
+        let mut changelog = BTreeMap::new();
+        compact(&mut changelog, joiner.drain_changes());
+        let mut restored = restore_from(JoinConfig::default(), &changelog);
+        assert_eq!(restored.heard_from().collect::<Vec<_>>(), ["raw.edr"]);
+        assert_eq!(restored.watermark(), Some(T0 - 30_000), "held by raw.edr");
+        restored.observe_progress(1, &marker("raw.edr", T0 + 100_000));
+        assert_eq!(
+            restored.watermark(),
+            Some(T0 + 70_000),
+            "the restored floor moved on"
+        );
+    }
+
+    #[test]
+    fn a_session_longer_than_the_time_window_is_judged_over_its_last_window_however_late_it_comes()
+    {
+        let hour = 3_600_000;
+        let config = JoinConfig {
+            time_window_ms: 2 * hour,
+            ..JoinConfig::default()
+        };
+        let events = [
+            JoinInput::Event(event(DeviceEventKind::DeviceLocked, None, T0 - 1_000)),
+            JoinInput::Event(event(DeviceEventKind::DeviceUnlocked, None, T0 + hour)),
+            JoinInput::Event(event(DeviceEventKind::DeviceLocked, None, T0 + 3 * hour)),
+            JoinInput::Event(event(DeviceEventKind::UserInteraction, None, T0 + 3 * hour)),
+        ];
+        // A ten-hour session, written (as a connection log is) at its end.
+        let long = JoinInput::Session(session("long", None, T0, 10 * hour));
+        let mut answers = Vec::new();
+        for session_first in [true, false] {
+            let mut joiner = Joiner::new(config.clone());
+            let mut items: Vec<_> = events.iter().cloned().map(Ok).collect();
+            // EDR progresses through the day in steps: pruning runs as it goes.
+            for h in 0..12 {
+                items.push(Err((1, marker("raw.edr", T0 + h * hour))));
+            }
+            let at = if session_first { 0 } else { 11 };
+            items.insert(at, Ok(long.clone()));
+            let out = run_marked(&mut joiner, items);
+            assert_eq!(out.len(), 1);
+            answers.push(out[0].clone());
+        }
+        assert_eq!(answers[0], answers[1]);
+        // Judged from T0 + 8 h: locked since T0 + 3 h, the interaction 5 h before.
+        assert_eq!(answers[0].lock_state, LockState::Locked);
+        assert_eq!(
+            answers[0].last_user_interaction_ms_before, None,
+            "5 h > TimeWindow"
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Shuffling records within the lateness bound changes nothing in the output.
@@ -1981,6 +2198,51 @@ mod tests {
             actual.extend(joiner.flush());
 
             let key = |e: &EnrichedSession| (e.watermark, e.session.session_id.clone());
+            expected.sort_by_key(key);
+            actual.sort_by_key(key);
+            prop_assert_eq!(expected, actual);
+        }
+
+        /// With progress markers, any interleaving of the session and EDR streams (each in its
+        /// own order, one arbitrarily far ahead of the other) gives the same output, with no
+        /// lateness allowed at all.
+        #[test]
+        fn with_markers_the_output_does_not_depend_on_how_far_one_stream_runs_ahead(
+            picks in proptest::collection::vec(any::<bool>(), 120)
+        ) {
+            let config = JoinConfig { allowed_lateness_ms: 0, ..JoinConfig::default() };
+            let mut context = None;
+            let mut sessions = std::collections::VecDeque::new();
+            let mut events = std::collections::VecDeque::new();
+            for input in scenario() {
+                let time = input.event_time();
+                match input {
+                    JoinInput::Session(_) => {
+                        sessions.push_back(vec![Ok(input), Err((0, marker("raw.proxy", time)))]);
+                    }
+                    JoinInput::Event(_) => {
+                        events.push_back(vec![Ok(input), Err((1, marker("raw.edr", time)))]);
+                    }
+                    JoinInput::Context(_) => {
+                        context = Some(vec![Ok(input), Err((2, marker("raw.mdm", time)))]);
+                    }
+                }
+            }
+            let head: Vec<_> = context.into_iter().flatten().collect();
+            let mut reference = head.clone();
+            reference.extend(events.iter().flatten().cloned());
+            reference.extend(sessions.iter().flatten().cloned());
+            let mut interleaved = head;
+            let mut picks = picks.into_iter();
+            while !sessions.is_empty() || !events.is_empty() {
+                let from_sessions = events.is_empty() || (!sessions.is_empty() && picks.next().unwrap_or(true));
+                let next = if from_sessions { sessions.pop_front() } else { events.pop_front() };
+                interleaved.extend(next.into_iter().flatten());
+            }
+            let expected = run_marked(&mut Joiner::new(config.clone()), reference);
+            let actual = run_marked(&mut Joiner::new(config), interleaved);
+            let key = |e: &EnrichedSession| (e.watermark, e.session.session_id.clone());
+            let (mut expected, mut actual) = (expected, actual);
             expected.sort_by_key(key);
             actual.sort_by_key(key);
             prop_assert_eq!(expected, actual);

@@ -10,6 +10,7 @@
 //! - [`examples`]: fully populated example records, for documentation and tests.
 //! - [`normalize`]: raw records in the formats users have, into the contracts.
 //! - [`durable`]: the changelog form of the stateful cores (joiner, scorer).
+//! - [`progress`]: event-time progress markers from the raw partitions to the joiner.
 
 pub mod baseline;
 pub mod durable;
@@ -18,6 +19,7 @@ pub mod join;
 pub mod model;
 pub mod normalize;
 pub mod ocsf;
+pub mod progress;
 pub mod protocol;
 pub mod schema;
 pub mod score;

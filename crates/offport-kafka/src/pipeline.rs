@@ -47,6 +47,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::metrics::PipelineMetrics;
+use crate::progress::RawClocks;
 use crate::registry::{CodecError, Registered, RegistryCodec};
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
@@ -99,6 +100,9 @@ pub struct PipelineOptions {
     /// at start to the dead-letter topic's `max.message.bytes` when that is smaller
     /// ([`PipelineOptions::fit_dead_letters_to_topic`]). Dead letters are cut to fit.
     pub dead_letter_max_bytes: usize,
+    /// The normalized topics a normalizer's progress markers go to (see [`crate::progress`]):
+    /// those it writes. All three unless the stage says otherwise.
+    pub progress_topics: Vec<String>,
 }
 
 /// librdkafka's default `message.max.bytes`.
@@ -133,6 +137,13 @@ impl PipelineOptions {
                 .get("message.max.bytes")
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(PRODUCER_MESSAGE_MAX_BYTES),
+            progress_topics: [
+                TopicRole::Sessions,
+                TopicRole::DeviceEvents,
+                TopicRole::DeviceContexts,
+            ]
+            .map(|role| role.spec(&settings.topics).name)
+            .to_vec(),
         }
     }
 
@@ -572,6 +583,10 @@ async fn process<N: Normalizer>(
     let mut counted = Counted::default();
     // The previous batch's transaction, committing while this batch is read and processed.
     let mut in_flight = None;
+    let mut clocks = RawClocks::new(
+        options.progress_topics.clone(),
+        Duration::from_millis(settings.stream.idle_timeout_ms),
+    );
     while !shutdown.is_triggered() {
         let revoked: Vec<(String, i32)> = consumer
             .context()
@@ -587,6 +602,7 @@ async fn process<N: Normalizer>(
                 .any(|(topic, partition)| normalizer.held_from(topic, *partition).is_some());
             for (topic, partition) in &revoked {
                 normalizer.forget(topic, *partition);
+                clocks.forget(topic, *partition);
                 progress.remove(&(topic.clone(), *partition));
             }
             // A held flow may mix partitions, and forgetting the revoked ones dropped whole
@@ -599,7 +615,28 @@ async fn process<N: Normalizer>(
         let batch = collect_batch(consumer, options, shutdown, metrics).await?;
         let t_collect = collecting.elapsed();
         if batch.is_empty() {
-            settle(&mut in_flight, shell, normalizer, &mut progress).await?;
+            if !settle(&mut in_flight, shell, normalizer, &mut progress).await? {
+                clocks.rewound();
+                continue;
+            }
+            // A quiet loop still tells the joiner when its partitions turn idle.
+            let markers = clocks.markers(consumer, Instant::now(), |t, p| {
+                normalizer.held_from(t, p).is_some()
+            });
+            if !markers.is_empty() {
+                in_flight = Some(InFlight::spawn(
+                    consumer,
+                    producer,
+                    markers.into_iter().map(Pending::Ready).collect(),
+                    TopicPartitionList::new(),
+                    progress.clone(),
+                    Tally {
+                        inputs: 0,
+                        timestamps: Vec::new(),
+                        started: Instant::now(),
+                    },
+                )?);
+            }
             continue;
         }
         let started = Instant::now();
@@ -645,8 +682,14 @@ async fn process<N: Normalizer>(
             if replaying {
                 // Read again only to rebuild held state; its outputs are committed already.
                 metrics.replayed.inc();
+                clocks.record(topic, partition, started, None);
                 continue;
             }
+            let newest = result
+                .as_ref()
+                .ok()
+                .and_then(|records| records.iter().map(Normalized::event_time).max());
+            clocks.record(topic, partition, started, newest);
             match result {
                 Ok(records) => {
                     for record in records {
@@ -719,9 +762,19 @@ async fn process<N: Normalizer>(
         // first. When it failed, this batch's outputs are dropped with it and both are read
         // again from the committed offsets.
         if !settle(&mut in_flight, shell, normalizer, &mut progress).await? {
+            clocks.rewound();
             continue;
         }
         let (offsets, after) = batch_offsets(&batch, &progress, normalizer)?;
+        // After the batch's records, in its transaction: what they bring is covered.
+        outgoing.extend(
+            clocks
+                .markers(consumer, Instant::now(), |t, p| {
+                    normalizer.held_from(t, p).is_some()
+                })
+                .into_iter()
+                .map(Pending::Ready),
+        );
         tracing::debug!(
             records = batch.len(),
             collect_ms = t_collect.as_secs_f64() * 1e3,

@@ -148,7 +148,19 @@ where
         .iter()
         .map(|role| role.spec(&settings.topics).name)
         .collect();
-    let options = PipelineOptions::for_stage(stage.name, inputs, settings);
+    let mut options = PipelineOptions::for_stage(stage.name, inputs, settings);
+    // Progress markers go where the stage writes records (see offport_core::progress).
+    options.progress_topics = stage
+        .writes
+        .iter()
+        .filter(|role| {
+            matches!(
+                role,
+                TopicRole::Sessions | TopicRole::DeviceEvents | TopicRole::DeviceContexts
+            )
+        })
+        .map(|role| role.spec(&settings.topics).name)
+        .collect();
     let result = pipeline::run_normalizer(
         settings,
         options,

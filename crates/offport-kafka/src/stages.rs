@@ -5,6 +5,7 @@ use offport_core::baseline::BaselineSet;
 use offport_core::join::{JoinConfig, JoinInput, Joiner};
 use offport_core::model::{DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession};
 use offport_core::ocsf;
+use offport_core::progress::Marker;
 use offport_core::schema::Contract;
 use offport_core::score::{ScoreConfig, Scorer};
 use serde::Serialize;
@@ -157,6 +158,26 @@ impl StatefulStage for JoinerStage {
 
     fn baselines_changed(&self, task: &mut Joiner, baselines: &BaselineSet) {
         task.set_time_window(baselines.longest_time_window());
+    }
+
+    fn upstream(&self) -> &[TopicRole] {
+        &[TopicRole::RawProxy, TopicRole::RawEdr, TopicRole::RawMdm]
+    }
+
+    fn progress(
+        &self,
+        task: &mut Joiner,
+        input: usize,
+        marker: &Marker,
+    ) -> Vec<Emit<EnrichedSession>> {
+        self.emit(task.observe_progress(input, marker))
+    }
+
+    fn awaiting(&self, task: &mut Joiner, with_records: &[String]) -> Vec<Emit<EnrichedSession>> {
+        let missing = with_records
+            .iter()
+            .any(|topic| !task.heard_from().any(|heard| heard == topic));
+        self.emit(task.set_awaiting(missing))
     }
 
     fn state_size(&self, task: &Joiner) -> (usize, usize) {

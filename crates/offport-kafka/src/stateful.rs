@@ -66,11 +66,12 @@ use offport_core::baseline::BaselineSet;
 use offport_core::durable::{Durable, StateChange};
 use offport_core::model::{DeadLetterReason, EpochMillis};
 use offport_core::normalize::{RawRecord, Rejection};
+use offport_core::progress::{Marker, HEADER as PROGRESS_HEADER};
 use offport_core::schema::Contract;
 use offport_core::score::WARM_GROUP;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -167,6 +168,30 @@ pub trait StatefulStage: Send + Sync {
     /// read from the broker); returns what that completes. Called before a task's records of a
     /// batch and again as each input's last record in the batch is processed.
     fn inputs_lagging(&self, _task: &mut Self::Task, _lagging: &[bool]) -> Vec<Emit<Self::Output>> {
+        vec![]
+    }
+
+    /// Raw topics whose progress markers ([`offport_core::progress`]) the stage waits for
+    /// while they hold records: the joiner's. Others ignore markers.
+    fn upstream(&self) -> &[TopicRole] {
+        &[]
+    }
+    /// A progress marker read on input `input`; returns what that completes.
+    fn progress(
+        &self,
+        _task: &mut Self::Task,
+        _input: usize,
+        _marker: &Marker,
+    ) -> Vec<Emit<Self::Output>> {
+        vec![]
+    }
+    /// Which of [`Self::upstream`] hold records (the task waits for any it has no marker
+    /// from); returns what that completes. Called before each batch's records.
+    fn awaiting(
+        &self,
+        _task: &mut Self::Task,
+        _with_records: &[String],
+    ) -> Vec<Emit<Self::Output>> {
         vec![]
     }
 
@@ -295,6 +320,15 @@ pub async fn run_stateful<S: StatefulStage>(
         last_gauges: Instant::now(),
         pool: task_pool(stage.name(), settings.stream.worker_threads()),
         carried: Vec::new(),
+        upstream: Upstream {
+            topics: stage
+                .upstream()
+                .iter()
+                .map(|role| role.spec(&settings.topics).name)
+                .collect(),
+            with_records: Vec::new(),
+            checked: None,
+        },
     };
     let result = runner.run(&mut feed).await;
     tracing::info!(
@@ -374,7 +408,19 @@ struct Runner<'a, S: StatefulStage> {
     /// Records not tied to an input batch (dead letters of rejected baselines), kept until a
     /// transaction carrying them commits.
     carried: Vec<Outgoing>,
+    upstream: Upstream,
 }
+
+/// The raw topics upstream of a stage that waits for their progress markers, and which of them
+/// hold records (a topic that never had any is not waited for).
+struct Upstream {
+    topics: Vec<String>,
+    with_records: Vec<String>,
+    checked: Option<Instant>,
+}
+
+/// How often the broker is asked whether an upstream topic without records has some now.
+const UPSTREAM_CHECK: Duration = Duration::from_secs(2);
 
 impl<S: StatefulStage> Runner<'_, S> {
     async fn run(&mut self, feed: &mut BaselineFeed) -> Result<(), PipelineError> {
@@ -521,6 +567,18 @@ impl<S: StatefulStage> Runner<'_, S> {
                     }
                 }
             }
+            // Raw topics with records not heard from yet hold the watermark (a normalizer not
+            // started yet, or behind).
+            self.refresh_upstream(now);
+            for (partition, slot) in &mut self.tasks {
+                let emitted = self
+                    .stage
+                    .awaiting(&mut slot.task, &self.upstream.with_records);
+                if !emitted.is_empty() {
+                    caught_up.push(*partition);
+                    lag_emits.extend(emitted);
+                }
+            }
             touched.extend(caught_up);
             let produced = self.process_tasks(by_task, &schemas, &lagging, now);
             let processed = Instant::now();
@@ -628,6 +686,52 @@ impl<S: StatefulStage> Runner<'_, S> {
             }
         }
         Ok(())
+    }
+
+    /// Learns which upstream raw topics hold records: asked of the broker until all do, at
+    /// most every [`UPSTREAM_CHECK`].
+    fn refresh_upstream(&mut self, now: Instant) {
+        let upstream = &mut self.upstream;
+        if upstream.with_records.len() == upstream.topics.len()
+            || upstream
+                .checked
+                .is_some_and(|at| now.saturating_duration_since(at) < UPSTREAM_CHECK)
+        {
+            return;
+        }
+        upstream.checked = Some(now);
+        let restorer = self.restorer;
+        for topic in &upstream.topics {
+            if upstream.with_records.contains(topic) {
+                continue;
+            }
+            let has_records = blocking(|| {
+                let timeout = Duration::from_secs(10);
+                let Ok(metadata) = restorer.fetch_metadata(Some(topic), timeout) else {
+                    return false;
+                };
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map_or(0, |t| t.partitions().len());
+                (0..partitions).any(|p| {
+                    i32::try_from(p).is_ok_and(|p| {
+                        restorer
+                            .fetch_watermarks(topic, p, timeout)
+                            .is_ok_and(|(low, high)| high > low)
+                    })
+                })
+            });
+            if has_records {
+                tracing::info!(
+                    stage = self.options.stage,
+                    %topic,
+                    "upstream topic holds records: waiting for its progress markers"
+                );
+                upstream.with_records.push(topic.clone());
+            }
+        }
     }
 
     /// The partition numbers (tasks) assigned to this instance.
@@ -1242,25 +1346,36 @@ impl<S: StatefulStage> TaskWork<'_, S> {
         }
         let mut decoded: VecDeque<_> = messages
             .into_iter()
-            .map(|message| (message, self.decode(message)))
+            .map(|message| (message, self.item(message)))
             .collect();
         while !decoded.is_empty() {
             let group = WARM_GROUP.min(decoded.len());
             let warmed = decoded
                 .range(group..)
                 .take(WARM_GROUP)
-                .filter_map(|(_, input)| Some(self.stage.warm(&slot.task, input.as_ref().ok()?)))
+                .filter_map(|(_, item)| match item {
+                    Item::Record(Ok(input)) => Some(self.stage.warm(&slot.task, input)),
+                    _ => None,
+                })
                 .fold(0, |acc, touched| acc ^ touched);
             std::hint::black_box(warmed);
-            for (message, input) in decoded.drain(..group) {
-                match input {
-                    Ok(input) => {
+            for (message, item) in decoded.drain(..group) {
+                match item {
+                    Item::Record(Ok(input)) => {
                         slot.last_record = self.now;
                         for emit in self.stage.process(&mut slot.task, input) {
                             produced.push(self.encode(emit));
                         }
                     }
-                    Err(rejection) => produced.push(Produced::Rejected(message, rejection)),
+                    Item::Progress(input, marker) => {
+                        slot.last_record = self.now;
+                        for emit in self.stage.progress(&mut slot.task, input, &marker) {
+                            produced.push(self.encode(emit));
+                        }
+                    }
+                    Item::Record(Err(rejection)) => {
+                        produced.push(Produced::Rejected(message, rejection));
+                    }
                 }
                 // After an input's last record in the batch it lags only if more is unread.
                 let (Some(unread), Some(i)) = (lagging, input_of(message)) else {
@@ -1280,6 +1395,25 @@ impl<S: StatefulStage> TaskWork<'_, S> {
             }
         }
         produced
+    }
+
+    /// A progress marker (a record with the marker header), or a record to decode.
+    fn item(&self, message: &BorrowedMessage<'_>) -> Item<S::Input> {
+        let marker = message.headers().and_then(|headers| {
+            (0..headers.count())
+                .map(|i| headers.get(i))
+                .find(|h| h.key == PROGRESS_HEADER)
+                .map(|h| h.value.unwrap_or_default())
+        });
+        let Some(value) = marker else {
+            return Item::Record(self.decode(message));
+        };
+        let input = self.inputs.iter().position(|t| t == message.topic());
+        match (input, Marker::from_header(value)) {
+            (Some(input), Ok(marker)) => Item::Progress(input, marker),
+            (_, Err(why)) => Item::Record(Err(Rejection::new(DeadLetterReason::Unparseable, why))),
+            (None, Ok(_)) => Item::Record(self.decode(message)),
+        }
     }
 
     /// The typed input, or why the record is dead-lettered.
@@ -1340,6 +1474,13 @@ impl<S: StatefulStage> TaskWork<'_, S> {
         self.metrics.records_out.inc();
         Produced::Encoded(record)
     }
+}
+
+/// A record of a task's batch: a record of an input, decoded (or why not), or a progress marker
+/// on input `.0`.
+enum Item<I> {
+    Record(Result<I, Rejection>),
+    Progress(usize, Marker),
 }
 
 /// Wall-clock now in epoch milliseconds (for stages' idle rules).

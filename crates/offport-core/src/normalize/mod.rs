@@ -156,6 +156,16 @@ impl Normalized {
         }
     }
 
+    /// The event time the joiner orders the record by: a session's start, an event's or
+    /// report's time.
+    pub fn event_time(&self) -> EpochMillis {
+        match self {
+            Normalized::Session(s) => s.start_time,
+            Normalized::Event(e) => e.event_time,
+            Normalized::Context(c) => c.event_time,
+        }
+    }
+
     /// The Avro contract of the record.
     pub fn contract(&self) -> Contract {
         match self {
