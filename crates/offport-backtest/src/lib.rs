@@ -15,4 +15,5 @@
 pub mod order;
 pub mod replay;
 pub mod report;
+pub mod sensors;
 pub mod sim;

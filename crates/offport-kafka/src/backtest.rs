@@ -324,7 +324,7 @@ pub async fn replay_topics(
             continue;
         }
         lane.position = message.offset() + 1;
-        if message.offset() >= lane.end {
+        if message.offset() >= lane.end || crate::progress::is_marker(&message) {
             continue;
         }
         read += 1;

@@ -12,7 +12,7 @@ pub mod connect;
 pub mod health;
 pub mod metrics;
 pub mod pipeline;
-mod progress;
+pub mod progress;
 pub mod registry;
 pub mod settings;
 pub mod shutdown;

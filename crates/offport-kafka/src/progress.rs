@@ -18,6 +18,14 @@ use rdkafka::Offset;
 
 use crate::pipeline::{blocking, LagConsumer, Outgoing};
 
+/// True for a progress marker: readers of the normalized topics other than the joiner skip it.
+pub fn is_marker(message: &impl rdkafka::message::Message) -> bool {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .is_some_and(|headers| headers.iter().any(|h| h.key == HEADER))
+}
+
 #[derive(Debug, Clone)]
 struct Clock {
     time: Option<EpochMillis>,
