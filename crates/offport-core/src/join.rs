@@ -766,6 +766,12 @@ impl Joiner {
         self.emit_ready()
     }
 
+    /// True when progress markers say every raw partition upstream is read to its end and
+    /// quiet (and no raw topic with records is unheard of): nothing more is on its way.
+    pub fn upstream_idle(&self) -> bool {
+        !self.awaiting && self.sources.floor() == Floor::Open
+    }
+
     /// The raw topics this joiner has had progress markers from.
     pub fn heard_from(&self) -> impl Iterator<Item = &str> {
         self.sources.heard_from()

@@ -130,9 +130,15 @@ impl StatefulStage for JoinerStage {
         let (Some(max), Some(due)) = (task.max_event_time(), task.next_due()) else {
             return vec![];
         };
-        let to = max
+        let mut to = max
             .saturating_add(idle_ms)
             .saturating_sub(task.allowed_lateness_ms());
+        if task.upstream_idle() {
+            // Every raw partition is read to its end and quiet: whatever comes later is late
+            // anyway, so event time may stand at the wall clock (a session still open at the
+            // end of a sensor's log is emitted now, not after as much wall time as its tail).
+            to = to.max(crate::stateful::now_millis().saturating_sub(task.allowed_lateness_ms()));
+        }
         if due > to {
             return vec![];
         }
