@@ -5,8 +5,9 @@
 //!    (`demo-<time>.`), after publishing the simulated organisation's baseline to its
 //!    baselines topic. Topics of earlier demo runs are deleted first.
 //! 3. Simulates a small fleet (60 devices, the last 6 hours, every fifth device with one planted
-//!    malicious behaviour) and produces its raw proxy/VPN, EDR and MDM records to the raw
-//!    topics.
+//!    malicious behaviour) and produces its raw records to the raw topics in the sensors' own
+//!    formats (PCAPdroid rows from the Android devices, Zeek logs and Suricata EVE from the
+//!    iOS devices' per-app tunnel, attributed through its address map, EDR and MDM feeds).
 //! 4. Prints each finding as it arrives on the alerts topic, with its evidence.
 //! 5. Ends with a summary against the simulator's ground truth, beside an in-process replay of
 //!    the same records, scrapes every service's `/metrics` for the documented series, and stops
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use offport_backtest::replay::{latest_revisions, Replay, ReplayOptions};
 use offport_backtest::report::{matches, Report};
+use offport_backtest::sensors::sensor_formats;
 use offport_backtest::sim::{simulate, FleetConfig, HOUR};
 use offport_core::baseline::parse_documents;
 use offport_core::model::Finding;
@@ -102,6 +104,11 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
             ..FleetConfig::default()
         };
         let fleet = simulate(&config).map_err(anyhow::Error::msg)?;
+        let sensors = sensor_formats(&fleet).map_err(anyhow::Error::msg)?;
+        // The tunnel sensors' address map, as a deployment configures it.
+        let config_file = log_dir.join("offport.yaml");
+        std::fs::write(&config_file, sensors.sources_yaml())?;
+        let records = sensors.raw_lines();
         let codec = RegistryCodec::new(&settings.registry)?;
         let baseline: Vec<(String, Option<_>)> = parse_documents(&fleet.baseline_yaml)?
             .into_iter()
@@ -127,6 +134,7 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
                 .env("OFFPORT__OBSERVABILITY__LISTEN", format!("127.0.0.1:{port}"))
                 .env("OFFPORT__STREAM__IDLE_TIMEOUT_MS", "3000")
                 .env("OFFPORT__LOG__FILTER", "info")
+                .env("OFFPORT_CONFIG", &config_file)
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log)?)
                 .stderr(std::fs::File::create(log.with_extension("err.log"))?)
@@ -153,13 +161,14 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
         consumer.subscribe(&[&alerts_topic])?;
 
         println!(
-            "simulated fleet: {} devices over the last {} h, {} raw records, {} planted malicious behaviours; producing to the raw topics...",
+            "simulated fleet: {} devices over the last {} h, {} raw records in the sensors' formats (PCAPdroid, Zeek, Suricata EVE; tunnel address map in {}), {} planted malicious behaviours; producing to the raw topics...",
             config.devices,
             config.hours,
-            fleet.records.len(),
+            records.len(),
+            config_file.display(),
             fleet.truth.planted.len()
         );
-        offport_kafka::backtest::produce_raw(&settings, &fleet.records, &mut |_| {}).await?;
+        offport_kafka::backtest::produce_raw(&settings, &records, &mut |_| {}).await?;
         println!("produced; findings as they arrive on {alerts_topic}:\n");
 
         let started = Instant::now();
@@ -194,8 +203,11 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
         }
 
         // The same records in this process, for comparison.
-        let mut replay = Replay::new(ReplayOptions::with_baseline_yaml(&fleet.baseline_yaml, now)?);
-        for record in &fleet.records {
+        let mut options = ReplayOptions::with_baseline_yaml(&fleet.baseline_yaml, now)?;
+        options.proxy.sources =
+            offport_core::normalize::proxy::sources::SourceMap::new(sensors.sources.clone());
+        let mut replay = Replay::new(options);
+        for record in &records {
             replay.push(record.stream, Some(&record.device_id), record.value.as_bytes());
         }
         let local = replay.finish().latest();

@@ -12,8 +12,9 @@
 //!   address map a deployment configures as `normalize.sources`.
 //! - EDR and MDM records are as the simulator writes them.
 //!
-//! What a sensor cannot see is lost, as in the field: the first client bytes (so a WebSocket
-//! upgrade is plain HTTP to PCAPdroid), and on iOS nothing but the tunnel address names the app.
+//! What a sensor cannot see is lost, as in the field: the first client bytes themselves (what
+//! the sensors' dissectors make of them stays: an HTTP request's Host, a WebSocket upgrade),
+//! and on iOS nothing but the tunnel address names the app.
 
 use offport_core::model::EpochMillis;
 use offport_core::normalize::proxy::sources::SourceMapping;
@@ -57,6 +58,10 @@ pub struct SensorLine {
     pub sensor: Sensor,
     /// The flow's id (Zeek `uid`, EVE `flow_id`) for a tunnel sensor's records.
     pub flow: Option<String>,
+    /// Where the sensor writes it, relative to a fleet directory: `pcapdroid/<device>.csv`,
+    /// `zeek/<log>.log`, `suricata/eve.json`, `edr.raw`, `mdm.raw` (the layout
+    /// `offportctl replay --input` reads).
+    pub file: String,
 }
 
 /// A fleet in the sensors' formats.
@@ -85,6 +90,48 @@ impl SensorFleet {
     }
 }
 
+/// PCAPdroid's CSV export header.
+pub const PCAPDROID_HEADER: &str = "IPProto,SrcIP,SrcPort,DstIp,DstPort,UID,App,PackageName,Proto,Status,Info,BytesSent,BytesRcvd,PktsSent,PktsRcvd,FirstSeen,LastSeen";
+
+impl SensorFleet {
+    /// Writes the records under `dir` in the sensors' file layout (each PCAPdroid export with
+    /// its header row) and the address map as `sources.yaml`, a configuration file for
+    /// `offportctl replay --config` and the services. Returns how many files it wrote.
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<usize> {
+        use std::io::Write;
+        let mut files: std::collections::BTreeMap<&str, std::io::BufWriter<std::fs::File>> =
+            std::collections::BTreeMap::new();
+        for record in &self.records {
+            if !files.contains_key(record.file.as_str()) {
+                let path = dir.join(&record.file);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                if record.sensor == Sensor::Pcapdroid {
+                    writeln!(file, "{PCAPDROID_HEADER}")?;
+                }
+                files.insert(record.file.as_str(), file);
+            }
+            if let Some(file) = files.get_mut(record.file.as_str()) {
+                writeln!(file, "{}", record.line.value)?;
+            }
+        }
+        let count = files.len();
+        for (_, mut file) in files {
+            file.flush()?;
+        }
+        std::fs::write(dir.join("sources.yaml"), self.sources_yaml())?;
+        Ok(count + 1)
+    }
+
+    /// The records as raw lines for the raw topics, keyed by device (PCAPdroid rows name
+    /// their device by the key; Zeek and EVE by the address map).
+    pub fn raw_lines(&self) -> Vec<RawLine> {
+        self.records.iter().map(|r| r.line.clone()).collect()
+    }
+}
+
 /// PCAPdroid's address for the device inside its VPN.
 const PCAPDROID_ADDRESS: &str = "10.215.173.1";
 
@@ -100,6 +147,7 @@ pub fn sensor_formats(fleet: &Fleet) -> Result<SensorFleet, String> {
                 line: line.clone(),
                 sensor: Sensor::Feed,
                 flow: None,
+                file: line.stream.file_name().to_string(),
             });
             continue;
         }
@@ -114,6 +162,7 @@ pub fn sensor_formats(fleet: &Fleet) -> Result<SensorFleet, String> {
                 },
                 sensor: Sensor::Pcapdroid,
                 flow: None,
+                file: format!("pcapdroid/{}.csv", session.device_id),
             });
             continue;
         }
@@ -140,8 +189,9 @@ pub fn sensor_formats(fleet: &Fleet) -> Result<SensorFleet, String> {
         } else {
             (Sensor::Suricata, session.eve(&address))
         };
-        for (time, value, flow) in lines {
+        for (time, value, flow, file) in lines {
             records.push(SensorLine {
+                file: file.to_string(),
                 line: RawLine {
                     stream: Stream::Proxy,
                     device_id: session.device_id.clone(),
@@ -189,6 +239,33 @@ struct Session {
 impl Session {
     fn of(s: &Value) -> Result<Self, String> {
         let text = |k: &str| s.get(k).and_then(Value::as_str).map(str::to_string);
+        // What the sensors' own dissectors make of the first client bytes: an HTTP request
+        // (nDPI, Zeek and Suricata read its Host), a WebSocket upgrade (nDPI's `WebSocket`,
+        // Zeek's `websocket` service, Suricata's `websocket` app-layer).
+        let request = text("client_bytes_hex")
+            .and_then(|h| hex::decode(h).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .filter(|r| r.contains(" HTTP/1."));
+        let header = |name: &str| {
+            request.as_deref().and_then(|r| {
+                r.lines().find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    key.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| value.trim().to_string())
+                })
+            })
+        };
+        let upgrade = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        let seen_label = match (&request, upgrade) {
+            (Some(_), true) => Some("websocket".to_string()),
+            (Some(_), false) => Some("http".to_string()),
+            (None, _) => None,
+        };
+        let seen_host = header("host");
+        let seen_method = request
+            .as_deref()
+            .and_then(|r| r.split_whitespace().next().map(str::to_string));
         let number = |k: &str| s.get(k).and_then(Value::as_i64);
         let required = |k: &str| text(k).ok_or_else(|| format!("a simulated session without {k}"));
         Ok(Self {
@@ -204,14 +281,19 @@ impl Session {
             src_port: number("src_port").unwrap_or(40_000),
             bytes_out: number("bytes_out").unwrap_or(0),
             bytes_in: number("bytes_in").unwrap_or(0),
-            label: text("sensor_protocol").unwrap_or_default(),
+            label: text("sensor_protocol")
+                .filter(|l| !l.is_empty())
+                .or(seen_label)
+                .unwrap_or_default(),
             sni: text("sni"),
             // A host header may carry the port; the sensors report the name.
-            host: text("http_host").map(|h| match h.rsplit_once(':') {
-                Some((name, port)) if port.parse::<u16>().is_ok() => name.to_string(),
-                _ => h,
-            }),
-            method: text("http_method"),
+            host: text("http_host")
+                .or(seen_host)
+                .map(|h| match h.rsplit_once(':') {
+                    Some((name, port)) if port.parse::<u16>().is_ok() => name.to_string(),
+                    _ => h,
+                }),
+            method: text("http_method").or(seen_method),
             qname: text("dns_qname"),
             qtype: text("dns_qtype"),
             open: s.get("still_open").and_then(Value::as_bool) == Some(true),
@@ -246,7 +328,7 @@ impl Session {
     fn pcapdroid_row(&self) -> String {
         let proto = match self.label.as_str() {
             "" => "Unknown".to_string(),
-            "websocket" => "HTTP".to_string(),
+            "websocket" => "WebSocket".to_string(),
             "Zoom" => "Zoom".to_string(),
             other => other.to_ascii_uppercase(),
         };
@@ -273,7 +355,7 @@ impl Session {
 
     /// `(time written, line, uid)` of the Zeek logs: the app-layer log near the start, conn.log
     /// at the end.
-    fn zeek(&self, address: &str) -> Vec<(EpochMillis, String, String)> {
+    fn zeek(&self, address: &str) -> Vec<(EpochMillis, String, String, &'static str)> {
         let uid = format!("C{}", &hex::encode(self.digest())[..17]);
         let ids = |mut v: Value| {
             if let Some(map) = v.as_object_mut() {
@@ -287,19 +369,22 @@ impl Session {
         };
         let mut out = Vec::new();
         let app = match (self.label.as_str(), &self.sni, &self.host, &self.qname) {
-            ("tls", Some(sni), _, _) => Some(
+            ("tls", Some(sni), _, _) => Some((
+                "zeek/ssl.log",
                 json!({"ts": seconds(self.app_time()), "version": "TLSv13", "server_name": sni, "established": true}),
-            ),
-            ("http" | "websocket", _, Some(host), _) => Some(
+            )),
+            ("http" | "websocket", _, Some(host), _) => Some((
+                "zeek/http.log",
                 json!({"ts": seconds(self.app_time()), "trans_depth": 1, "method": self.method.as_deref().unwrap_or("GET"), "host": host, "uri": "/", "version": "1.1"}),
-            ),
-            ("dns", _, _, Some(q)) => Some(
+            )),
+            ("dns", _, _, Some(q)) => Some((
+                "zeek/dns.log",
                 json!({"ts": seconds(self.app_time()), "proto": "udp", "query": q, "qtype_name": self.qtype.as_deref().unwrap_or("A"), "rcode_name": "NOERROR"}),
-            ),
+            )),
             _ => None,
         };
-        if let Some(app) = app {
-            out.push((self.app_time(), ids(app).to_string(), uid.clone()));
+        if let Some((file, app)) = app {
+            out.push((self.app_time(), ids(app).to_string(), uid.clone(), file));
         }
         let service = match self.label.as_str() {
             "tls" => Some("ssl"),
@@ -324,13 +409,13 @@ impl Session {
         if let (Some(service), Some(map)) = (service, conn.as_object_mut()) {
             map.insert("service".into(), json!(service));
         }
-        out.push((self.end(), ids(conn).to_string(), uid));
+        out.push((self.end(), ids(conn).to_string(), uid, "zeek/conn.log"));
         out
     }
 
     /// `(time written, event, flow id)` of Suricata's EVE: the app-layer event near the start,
     /// the flow event at the end.
-    fn eve(&self, address: &str) -> Vec<(EpochMillis, String, String)> {
+    fn eve(&self, address: &str) -> Vec<(EpochMillis, String, String, &'static str)> {
         let digest = self.digest();
         let flow_id = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8])) >> 12;
         let base = |time: EpochMillis, kind: &str| {
@@ -364,7 +449,12 @@ impl Session {
             if let Some(map) = event.as_object_mut() {
                 map.insert(kind.into(), object);
             }
-            out.push((self.app_time(), event.to_string(), flow_id.to_string()));
+            out.push((
+                self.app_time(),
+                event.to_string(),
+                flow_id.to_string(),
+                "suricata/eve.json",
+            ));
         }
         let app_proto = match self.label.as_str() {
             "tls" | "http" | "dns" | "quic" | "mqtt" | "ssh" | "websocket" => self.label.as_str(),
@@ -389,7 +479,12 @@ impl Session {
                 }),
             );
         }
-        out.push((self.end(), flow.to_string(), flow_id.to_string()));
+        out.push((
+            self.end(),
+            flow.to_string(),
+            flow_id.to_string(),
+            "suricata/eve.json",
+        ));
         out
     }
 }

@@ -55,6 +55,20 @@ pub struct SimulateArgs {
     /// Also produce the records to the raw topics (timestamps = event times).
     #[arg(long)]
     to_kafka: bool,
+    /// How the proxy/VPN records are written: `offport` (offport session JSON) or `sensors`
+    /// (PCAPdroid rows for Android; Zeek logs or Suricata EVE from a per-app tunnel for iOS,
+    /// with its address map in `sources.yaml`, as `normalize.sources`).
+    #[arg(long, value_enum, default_value_t = FormatsArg::Offport)]
+    formats: FormatsArg,
+}
+
+/// The proxy/VPN formats `simulate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatsArg {
+    /// offport session JSON.
+    Offport,
+    /// The sensors' own formats.
+    Sensors,
 }
 
 /// Which topics `replay --kafka` reads.
@@ -172,20 +186,44 @@ pub fn simulate(settings: Option<&Settings>, args: SimulateArgs) -> Result<()> {
         fleet.truth.planted.len(),
         started.elapsed().as_secs_f64()
     );
+    let sensors = match args.formats {
+        FormatsArg::Offport => None,
+        FormatsArg::Sensors => {
+            Some(offport_backtest::sensors::sensor_formats(&fleet).map_err(anyhow::Error::msg)?)
+        }
+    };
     if let Some(dir) = &args.out {
-        write_fleet(dir, &fleet)?;
+        match &sensors {
+            None => write_fleet(dir, &fleet)?,
+            Some(sensors) => {
+                write_truth(dir, &fleet)?;
+                sensors
+                    .write(dir)
+                    .with_context(|| format!("writing {}", dir.display()))?;
+            }
+        }
         eprintln!("wrote {}", dir.display());
+        if sensors.is_some() {
+            eprintln!(
+                "the tunnel sensors' address map is {}: give it to `offportctl replay --config` and to normalize-proxy",
+                dir.join("sources.yaml").display()
+            );
+        }
     }
     if args.to_kafka {
         let settings = settings.context("--to-kafka needs a configuration")?;
-        let progress = bar(fleet.records.len() as u64, false, "producing");
-        crate::runtime()?.block_on(produce_raw(settings, &fleet.records, &mut |n| {
+        let records = match &sensors {
+            None => fleet.records.clone(),
+            Some(sensors) => sensors.raw_lines(),
+        };
+        let progress = bar(records.len() as u64, false, "producing");
+        crate::runtime()?.block_on(produce_raw(settings, &records, &mut |n| {
             progress.set_position(n)
         }))?;
         progress.finish();
         eprintln!(
             "produced {} records to the raw topics ({}raw.*)",
-            fleet.records.len(),
+            records.len(),
             settings.topics.prefix
         );
     }
@@ -203,6 +241,12 @@ pub fn write_fleet(dir: &Path, fleet: &sim::Fleet) -> Result<()> {
         sim::write_lines(&mut file, fleet.stream(stream))?;
         file.flush()?;
     }
+    write_truth(dir, fleet)
+}
+
+/// Writes a fleet's ground truth and organisation baseline.
+fn write_truth(dir: &Path, fleet: &sim::Fleet) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(
         dir.join("truth.json"),
         serde_json::to_string_pretty(&fleet.truth)?,
