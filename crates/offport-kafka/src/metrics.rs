@@ -88,6 +88,9 @@ pub struct PipelineMetrics {
     pub state_bytes: Gauge<i64, AtomicI64>,
     /// Keys evicted by the state memory cap (`offport_state_evictions_total`).
     pub evictions: Counter,
+    /// Joiner: device-side records and sessions that arrived behind the watermark
+    /// (`offport_late_records_total`).
+    pub late_records: Counter,
     /// Tasks (partition numbers) a stateful stage owns now (`offport_tasks`).
     pub tasks: Gauge<i64, AtomicI64>,
     /// State tasks (partitions) restored from the changelog (`offport_state_restores_total`).
@@ -136,6 +139,7 @@ impl PipelineMetrics {
             state_keys: Gauge::default(),
             state_bytes: Gauge::default(),
             evictions: Counter::default(),
+            late_records: Counter::default(),
             tasks: Gauge::default(),
             restores: Counter::default(),
             restored_records: Counter::default(),
@@ -220,6 +224,11 @@ impl PipelineMetrics {
             "state_evictions",
             "Keys evicted by the state memory cap (stream.max_state_bytes)",
             metrics.evictions.clone(),
+        );
+        offport.register(
+            "late_records",
+            "Joiner: EDR/MDM records and sessions that arrived behind the watermark (joined with the state left; sessions emitted already are not revised)",
+            metrics.late_records.clone(),
         );
         offport.register(
             "tasks",

@@ -166,6 +166,11 @@ impl StatefulStage for JoinerStage {
         task.set_time_window(baselines.longest_time_window());
     }
 
+    fn late_records(&self, task: &Joiner) -> u64 {
+        let stats = task.stats();
+        stats.late_events + stats.late_sessions
+    }
+
     fn upstream(&self) -> &[TopicRole] {
         &[TopicRole::RawProxy, TopicRole::RawEdr, TopicRole::RawMdm]
     }

@@ -195,6 +195,12 @@ pub trait StatefulStage: Send + Sync {
         vec![]
     }
 
+    /// Records the task took after its watermark had passed them, since it was built or
+    /// restored (the joiner's late-data rule); 0 for stages without one.
+    fn late_records(&self, _task: &Self::Task) -> u64 {
+        0
+    }
+
     /// Holds a task's state to at most `max_bytes`, evicting what matters least; returns how
     /// many keys were evicted. Stages without a cap keep everything.
     fn enforce_cap(&self, _task: &mut Self::Task, _max_bytes: usize) -> usize {
@@ -225,6 +231,8 @@ struct Slot<T> {
     /// When each input last brought the task a record (or the task was set up): an input
     /// silent for `stream.idle_timeout_ms` is not waited for.
     input_records: Vec<Instant>,
+    /// Late records of the task already counted in the metric.
+    late_counted: u64,
 }
 
 impl<T> Slot<T> {
@@ -233,6 +241,7 @@ impl<T> Slot<T> {
             task,
             last_record: now,
             input_records: vec![now; inputs],
+            late_counted: 0,
         }
     }
 }
@@ -1234,6 +1243,13 @@ impl<S: StatefulStage> Runner<'_, S> {
                     "state over stream.max_state_bytes: least recently active keys evicted"
                 );
             }
+        }
+        for slot in self.tasks.values_mut() {
+            let late = self.stage.late_records(&slot.task);
+            self.metrics
+                .late_records
+                .inc_by(late.saturating_sub(slot.late_counted));
+            slot.late_counted = late;
         }
         let (keys, bytes) = self
             .tasks
