@@ -5,7 +5,7 @@
 //!
 //! - 6 partitions keyed by device, idle timeout 1 s, a busy thread loading the other core;
 //! - 1 partition keyed by sensor (every Zeek line on one key, every EVE event on another),
-//!   idle timeout 10 s;
+//!   idle timeout 10 s, the busy thread again;
 //! - 6 partitions keyed by flow, the joiner and scorer started first and the normalizers one
 //!   after another, and the joiner stopped (SIGTERM's path) and restarted mid-run.
 //!
@@ -328,7 +328,7 @@ async fn the_sensors_formats_give_one_answer_however_the_services_run() -> Resul
             partitions: 1,
             keying: Keying::Sensor,
             idle_timeout_ms: 10_000,
-            busy_core: false,
+            busy_core: true,
             staggered_and_restarted: false,
         },
         Run {

@@ -394,10 +394,10 @@ impl Normalizer for EdrNormalizer {
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection> {
         let bytes = value_of(record, &self.json.limits)?;
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        super::canonical_device_ids(match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => self.json.normalize(record, ingest_time),
             _ => self.usage.normalize(record, ingest_time),
-        }
+        })
     }
 }
 

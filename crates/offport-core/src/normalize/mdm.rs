@@ -533,7 +533,7 @@ impl Normalizer for MdmNormalizer {
                 "not a JSON object",
             ));
         };
-        Ok(context.map(Normalized::Context).into_iter().collect())
+        super::canonical_device_ids(Ok(context.map(Normalized::Context).into_iter().collect()))
     }
 }
 
@@ -587,7 +587,9 @@ mod tests {
         answer.insert("ManagedApplicationList".into(), managed.into());
         answer.insert("Status".into(), "Acknowledged".into());
         let c = &contexts(&ack(&plist_b64(&answer.into()))).unwrap()[0];
-        assert_eq!(c.device_id, "00008110-001A2C3E0E01801E");
+        // The device id in its canonical lower case; the UDID as the device reported it.
+        assert_eq!(c.device_id, "00008110-001a2c3e0e01801e");
+        assert_eq!(c.udid.as_deref(), Some("00008110-001A2C3E0E01801E"));
         assert!(c.inventory_complete);
         assert_eq!(c.event_time, 1_795_168_800_000);
         let mail = c

@@ -166,6 +166,15 @@ impl Normalized {
         }
     }
 
+    /// The device id, to change.
+    fn device_id_mut(&mut self) -> &mut String {
+        match self {
+            Normalized::Session(s) => &mut s.device_id,
+            Normalized::Event(e) => &mut e.device_id,
+            Normalized::Context(c) => &mut c.device_id,
+        }
+    }
+
     /// The Avro contract of the record.
     pub fn contract(&self) -> Contract {
         match self {
@@ -211,6 +220,24 @@ pub trait Normalizer {
     /// Drops whatever is held from `topic/partition`: the partition was revoked, or the
     /// pipeline rewinds it and will read those records again.
     fn forget(&mut self, _topic: &str, _partition: i32) {}
+}
+
+/// The records with their device ids in canonical form: ASCII lower case. Device ids are
+/// compared case-insensitively, because the sources disagree on case for the same device (a
+/// MicroMDM webhook carries an iOS UDID in upper case, EDR agents and inventories often in
+/// lower case): every normalizer writes them in lower case, so one device's records meet in one
+/// join task and one finding.
+pub fn canonical_device_ids(
+    records: Result<Vec<Normalized>, Rejection>,
+) -> Result<Vec<Normalized>, Rejection> {
+    let mut records = records?;
+    for record in &mut records {
+        let id = record.device_id_mut();
+        if id.bytes().any(|b| b.is_ascii_uppercase()) {
+            id.make_ascii_lowercase();
+        }
+    }
+    Ok(records)
 }
 
 /// Text trimmed, or `None` when nothing is left.
@@ -444,5 +471,39 @@ mod tests {
             DeadLetterReason::MissingDeviceId
         );
         assert_eq!(check_device_id(Some(" dev-1 ")).unwrap(), "dev-1");
+    }
+}
+
+#[cfg(test)]
+mod device_id_tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+
+    fn first(normalizer: &mut dyn Normalizer, value: &str) -> Normalized {
+        let record = RawRecord::new("t", 0, 0, value.as_bytes());
+        normalizer
+            .normalize(&record, 1_795_168_900_000)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn every_normalizer_writes_device_ids_in_lower_case_so_one_device_meets_itself() {
+        let limits = Limits::default();
+        let session = first(
+            &mut proxy::ProxyNormalizer::new(proxy::ProxyFormat::Auto, limits),
+            r#"{"session_id":"s1","device_id":"iPhone-ABC","platform":"IOS","start_time":1795168800000,"dst_ip":"203.0.113.5","dst_port":8443,"transport":"TCP"}"#,
+        );
+        let event = first(
+            &mut edr::EdrNormalizer::new(limits),
+            r#"{"device_id":"IPHONE-abc","platform":"IOS","kind":"DEVICE_LOCKED","event_time":1795168800000}"#,
+        );
+        let context = first(
+            &mut mdm::MdmNormalizer::new(limits),
+            r#"{"device_id":"iphone-ABC","platform":"IOS","event_time":1795168800000,"apps":[]}"#,
+        );
+        for record in [&session, &event, &context] {
+            assert_eq!(record.device_id(), "iphone-abc", "{record:?}");
+        }
     }
 }

@@ -802,6 +802,25 @@ impl Normalizer for ProxyNormalizer {
         record: &RawRecord<'_>,
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection> {
+        super::canonical_device_ids(self.any_format(record, ingest_time))
+    }
+
+    fn held_from(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.join.held_from(topic, partition)
+    }
+
+    fn forget(&mut self, topic: &str, partition: i32) {
+        self.join.forget(topic, partition);
+    }
+}
+
+impl ProxyNormalizer {
+    /// A record in whichever format it is, device ids as the record gives them.
+    fn any_format(
+        &mut self,
+        record: &RawRecord<'_>,
+        ingest_time: EpochMillis,
+    ) -> Result<Vec<Normalized>, Rejection> {
         let bytes = value_of(record, &self.config.limits)?;
         match self.config.format.unwrap_or(ProxyFormat::Auto) {
             ProxyFormat::OffportJson => self.offport(bytes, record, ingest_time),
@@ -844,14 +863,6 @@ impl Normalizer for ProxyNormalizer {
                 }
             }
         }
-    }
-
-    fn held_from(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.join.held_from(topic, partition)
-    }
-
-    fn forget(&mut self, topic: &str, partition: i32) {
-        self.join.forget(topic, partition);
     }
 }
 
