@@ -106,6 +106,10 @@ fn reference(baseline_yaml: &str, fleet: &SensorFleet) -> (Vec<Finding>, u64) {
     }
     let outcome = replay.finish();
     assert_eq!(outcome.counts.dead_letters, 0, "{:?}", outcome.dead_letters);
+    println!(
+        "in process: {} late events, {} late sessions",
+        outcome.join.late_events, outcome.join.late_sessions
+    );
     let mut findings = outcome.findings;
     sort(&mut findings);
     (findings, outcome.counts.enriched)
@@ -273,6 +277,10 @@ async fn services(
         Duration::from_secs(60),
     )
     .await?;
+    println!(
+        "{run:?}: the joiner counted {} late records",
+        joiner.metrics.late_records.get()
+    );
     for stage in normalizers.into_iter().chain([joiner, scorer]) {
         stage.stop().await?;
     }
