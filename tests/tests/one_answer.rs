@@ -209,12 +209,19 @@ async fn services(
     let scorer = Background::stateful(&settings, ScorerStage::new(&settings))?;
     let mut normalizers = Vec::new();
     for stream in [Stream::Proxy, Stream::Edr, Stream::Mdm] {
-        if run.staggered_and_restarted {
-            // The joiner is up before the device-side normalizers: the raw topics it has not
-            // heard from hold it, not the wall clock.
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        }
         normalizers.push(normalizer(&settings, stream)?);
+        if run.staggered_and_restarted && stream == Stream::Proxy {
+            // The device-side normalizers start only once the joiner has read sessions: the
+            // raw topics it has not heard from hold it, not the wall clock.
+            let waiting = tokio::time::Instant::now() + Duration::from_secs(60);
+            while joiner.metrics.records_in.get() < sessions / 2 {
+                assert!(
+                    tokio::time::Instant::now() < waiting,
+                    "no sessions reached the joiner"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
