@@ -443,7 +443,7 @@ impl Default for Thresholds {
             beacon_interval_tolerance: 0.15,
             foreground_state_required: false,
             supervised_required: false,
-            beacon_interval_variance_threshold: 0.1,
+            beacon_interval_variance_threshold: 0.2,
             connection_frequency_threshold: 120.0,
             payload_entropy_threshold: 7.2,
             cadence_anomaly_threshold: 0.8,

@@ -1538,17 +1538,21 @@ impl Rules<'_> {
         .filter(|x| *x)
         .count();
 
-        // Periodicity: tight intervals, or a RITA-style cadence score over the threshold.
-        let beacon = (recurrence.count >= self.config.min_series)
+        // Beacons are machine-timed: a series is judged only while nobody attends the app. A
+        // session of an app in the foreground on an unlocked device with a recent interaction
+        // follows its user's rhythm (a player fetching the next track, a feed refreshing as it
+        // is scrolled), however regular that looks.
+        let attended = (enriched.app_state == AppRunState::Foreground
+            || enriched.foreground_transition_during)
+            && enriched.lock_state != LockState::Locked
+            && enriched
+                .last_user_interaction_ms_before
+                .is_some_and(|d| d <= t.recent_user_interaction_window_ms);
+        // Periodicity: the intervals' MAD/median within BeaconIntervalVarianceThreshold.
+        let beacon = (!attended && recurrence.count >= self.config.min_series)
             .then(|| recurrence.intervals())
             .flatten()
-            .filter(|intervals| {
-                // The sizes' regularity is at most 1: when even that could not lift the cadence
-                // to the threshold, their statistics are not needed.
-                intervals.dispersion() <= t.beacon_interval_variance_threshold
-                    || ((intervals.regularity() + 1.0) / 2.0 >= t.cadence_anomaly_threshold
-                        && cadence(intervals, recurrence) >= t.cadence_anomaly_threshold)
-            });
+            .filter(|intervals| intervals.dispersion() <= t.beacon_interval_variance_threshold);
         if cheap + usize::from(beacon.is_some()) + 1 < 2 {
             return None;
         }
@@ -1562,7 +1566,7 @@ impl Rules<'_> {
                 s.dispersion() <= self.config.uniform_size_dispersion && share >= UNIFORM_SHARE
             })
         };
-        let uniform = sized
+        let uniform = (sized && !attended)
             .then(|| uniform_series(recurrence.sizes_out()))
             .flatten()
             .and_then(|out| uniform_series(recurrence.sizes_in()).map(|inn| (out, inn)));
@@ -1572,10 +1576,17 @@ impl Rules<'_> {
 
         let mut collected = Collected::new(full);
         if let Some(intervals) = beacon {
+            // A regular series whose sizes are regular too (RITA's beacon score over
+            // CadenceAnomalyThreshold) is a strong indicator; a regular series alone, a weak one.
             let cadence = cadence(&intervals, recurrence);
+            let weight = if cadence >= t.cadence_anomaly_threshold {
+                25.0
+            } else {
+                15.0
+            };
             collected.add(
                 EvidenceKind::BeaconPeriodicity,
-                25.0,
+                weight,
                 Some(intervals.dispersion()),
                 || {
                     text(

@@ -1092,3 +1092,67 @@ fn histories_written_before_the_sorted_series_restore() {
     assert_eq!(history.last_hour(), 3);
     assert_eq!(history.newest, 121_000);
 }
+
+/// A music player's track fetches: every ~3 min with the given relative jitters (cycled), sizes
+/// alike, to the service's own host over TLS 443.
+fn track_fetches(jitters: &[f64], attended: bool) -> Vec<EnrichedSession> {
+    let mut start = T0;
+    (0..16)
+        .map(|i| {
+            let jitter = jitters[i % jitters.len()];
+            start += (180_000.0 * (1.0 + jitter)) as i64;
+            let mut e = at(benign(), start);
+            e.session.tls = Some(TlsInfo {
+                sni: Some("audio-fa.scdn.co".into()),
+                ..TlsInfo::default()
+            });
+            e.session.bytes_out = 900 + (i as i64 % 3) * 5;
+            e.session.bytes_in = 160_000 + (i as i64 % 4) * 800;
+            if !attended {
+                e.app_state = AppRunState::Background;
+                e.lock_state = LockState::Locked;
+                e.last_user_interaction_ms_before = Some(7_200_000);
+            }
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn a_player_fetching_tracks_while_in_use_is_not_c2_however_regular_it_looks() {
+    // MAD/median 0.15 and sizes within 1 %: a beacon's series, but the app is in the foreground
+    // on an unlocked device touched seconds before.
+    let jitters = [-0.3, -0.15, 0.0, 0.15, 0.3];
+    assert_eq!(run(&mut scorer(), track_fetches(&jitters, true)), vec![]);
+    // The same series with nobody there is machine-timed traffic.
+    let findings = latest(&run(&mut scorer(), track_fetches(&jitters, false)));
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].analytic, Analytic::AppLayerC2);
+    assert!(kinds(&findings[0]).contains(&EvidenceKind::BeaconPeriodicity));
+}
+
+#[test]
+fn intervals_looser_than_the_variance_threshold_are_not_periodic() {
+    // MAD/median 0.3 (over BeaconIntervalVarianceThreshold 0.2), symmetric, sizes alike: RITA's
+    // score alone would call it a beacon.
+    let jitters = [-0.6, -0.3, 0.0, 0.3, 0.6];
+    let findings = run(&mut scorer(), track_fetches(&jitters, false));
+    assert!(
+        findings
+            .iter()
+            .all(|f| !kinds(f).contains(&EvidenceKind::BeaconPeriodicity)),
+        "{findings:?}"
+    );
+    // Raised to 0.35 in a baseline, the same series is periodic.
+    let loose = "{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, thresholds: {beacon_interval_variance_threshold: 0.35}}";
+    let findings = latest(&run(
+        &mut scorer_with(loose),
+        track_fetches(&jitters, false),
+    ));
+    assert!(
+        findings
+            .iter()
+            .any(|f| kinds(f).contains(&EvidenceKind::BeaconPeriodicity)),
+        "{findings:?}"
+    );
+}
