@@ -499,34 +499,34 @@ fn datetime(ms: EpochMillis) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-/// PCAPdroid's times: RFC 3339 with milliseconds.
-fn rfc3339(ms: EpochMillis) -> String {
+/// A UTC time as `YYYY-MM-DDTHH:MM:SS.<fraction><offset>`, the fraction in milliseconds or
+/// microseconds.
+fn stamp(ms: EpochMillis, micros: bool, offset: &str) -> String {
     let t = datetime(ms);
+    let fraction = if micros {
+        format!("{:06}", t.microsecond())
+    } else {
+        format!("{:03}", t.millisecond())
+    };
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+00:00",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{fraction}{offset}",
         t.year(),
         u8::from(t.month()),
         t.day(),
         t.hour(),
         t.minute(),
         t.second(),
-        t.millisecond()
     )
+}
+
+/// PCAPdroid's times: RFC 3339 with milliseconds.
+fn rfc3339(ms: EpochMillis) -> String {
+    stamp(ms, false, "+00:00")
 }
 
 /// EVE's times: microseconds and a `+0000` offset.
 fn eve_time(ms: EpochMillis) -> String {
-    let t = datetime(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+0000",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    stamp(ms, true, "+0000")
 }
 
 #[cfg(test)]

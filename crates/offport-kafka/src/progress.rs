@@ -36,6 +36,18 @@ struct Clock {
     checked: Option<Instant>,
 }
 
+impl Clock {
+    /// A partition first seen `now`.
+    fn new(now: Instant) -> Self {
+        Self {
+            time: None,
+            last_record: now,
+            sent: None,
+            checked: None,
+        }
+    }
+}
+
 /// The clocks of the raw partitions a normalizer reads.
 pub(crate) struct RawClocks {
     idle_after: Duration,
@@ -76,12 +88,7 @@ impl RawClocks {
             None => self
                 .clocks
                 .entry((topic.to_string(), partition))
-                .or_insert(Clock {
-                    time: None,
-                    last_record: now,
-                    sent: None,
-                    checked: None,
-                }),
+                .or_insert_with(|| Clock::new(now)),
         };
         clock.last_record = now;
         if let Some(time) = time {
@@ -122,12 +129,7 @@ impl RawClocks {
             let clock = self
                 .clocks
                 .entry((topic.to_string(), partition))
-                .or_insert(Clock {
-                    time: None,
-                    last_record: now,
-                    sent: None,
-                    checked: None,
-                });
+                .or_insert_with(|| Clock::new(now));
             let quiet = now.saturating_duration_since(clock.last_record) >= self.idle_after;
             let was_idle = clock.sent.is_some_and(|(_, idle)| idle);
             // The broker is asked only when the partition may have turned idle, and at most
