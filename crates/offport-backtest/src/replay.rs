@@ -366,4 +366,45 @@ mod tests {
             fleet.stream(Stream::Proxy).count() as u64
         );
     }
+
+    /// A device known only through the Android Management API gets the group its policy names,
+    /// so the `developers` group's tooling exception applies to it.
+    #[test]
+    fn an_amapi_devices_policy_is_its_group_for_device_group_baselines() {
+        let start = 1_795_132_800_000;
+        let org = crate::sim::organisation_baseline(start);
+        let findings = |policy: &str| {
+            let mut replay = Replay::new(options(&org));
+            let device = format!(
+                r#"{{"name":"enterprises/LC01/devices/dev1","managementMode":"DEVICE_OWNER","policyName":"enterprises/LC01/policies/{policy}","lastStatusReportTime":"2026-11-20T00:10:00Z","applicationReports":[{{"packageName":"com.example.devtool","applicationSource":"INSTALLED_FROM_PLAY_STORE","state":"INSTALLED"}}]}}"#
+            );
+            replay.push(Stream::Mdm, None, device.as_bytes());
+            for i in 0..3_i64 {
+                let session = format!(
+                    r#"{{"session_id":"s{i}","device_id":"dev1","platform":"ANDROID","app_id":"com.example.devtool","start_time":{},"duration_ms":2000,"dst_ip":"10.1.2.3","dst_port":3000,"transport":"TCP","sensor_protocol":"http","http_host":"10.1.2.3"}}"#,
+                    start + 3_600_000 + i * 60_000
+                );
+                replay.push(Stream::Proxy, None, session.as_bytes());
+            }
+            let outcome = replay.finish();
+            assert!(
+                outcome.dead_letters.is_empty(),
+                "{:?}",
+                outcome.dead_letters
+            );
+            outcome.latest()
+        };
+        assert_eq!(
+            findings("developers"),
+            vec![],
+            "the developers group allows HTTP on 3000"
+        );
+        let staff = findings("fleet-default");
+        assert!(
+            staff
+                .iter()
+                .any(|f| f.analytic == offport_core::model::Analytic::NonStandardPortAndroid),
+            "{staff:?}"
+        );
+    }
 }

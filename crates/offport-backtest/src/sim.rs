@@ -64,7 +64,7 @@ impl Default for FleetConfig {
         Self {
             devices: 100,
             hours: 24,
-            start: 1_795_132_800_000, // 2026-11-21T00:00:00Z
+            start: 1_795_132_800_000, // 2026-11-20T00:00:00Z
             seed: 1,
             ios_share: 0.4,
             supervised_share: 0.8,

@@ -321,6 +321,8 @@ fn webhook(
 struct AmapiDevice {
     name: Option<String>,
     management_mode: Option<String>,
+    policy_name: Option<String>,
+    applied_policy_name: Option<String>,
     last_status_report_time: Option<String>,
     last_policy_sync_time: Option<String>,
     enrollment_time: Option<String>,
@@ -375,6 +377,15 @@ fn amapi_managed(report: &ApplicationReport) -> bool {
             .as_deref()
             .is_none_or(|installer| installer == PLAY_STORE),
     }
+}
+
+/// An Android device's group: the id of the policy applied to it (`appliedPolicyName`, else
+/// `policyName`: `enterprises/{enterprise}/policies/{policy}`). Organisations give each group of
+/// devices its policy, so the policy id is the group a DEVICE_GROUP baseline names
+/// (`fleet-default`, `developers`).
+fn amapi_group(policy: Option<&str>) -> Option<String> {
+    let id = policy?.trim().rsplit_once("/policies/")?.1.trim();
+    (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
 }
 
 /// The Device JSON inside a Pub/Sub push envelope, or the value itself.
@@ -469,7 +480,12 @@ fn amapi(
             .management_mode
             .as_deref()
             .map(|mode| mode == "DEVICE_OWNER"),
-        device_group: None,
+        device_group: amapi_group(
+            device
+                .applied_policy_name
+                .as_deref()
+                .or(device.policy_name.as_deref()),
+        ),
         device_role: None,
         serial_number: device.hardware_info.and_then(|h| trimmed(h.serial_number)),
         udid: enrollment.map(str::to_string),
@@ -682,6 +698,20 @@ mod tests {
         let c = &contexts(device).unwrap()[0];
         assert_eq!(c.device_id, "3a1b2c3d4e5f");
         assert_eq!(c.supervised, Some(false));
+        assert_eq!(c.device_group, None, "no policy named");
+        let with_policy = device.replacen(
+            r#""state":"ACTIVE","#,
+            r#""state":"ACTIVE","policyName":"enterprises/LC01abcd/policies/fleet-default","appliedPolicyName":"enterprises/LC01abcd/policies/developers","#,
+            1,
+        );
+        let grouped = &contexts(&with_policy).unwrap()[0];
+        assert_eq!(
+            grouped.device_group.as_deref(),
+            Some("developers"),
+            "the applied policy"
+        );
+        assert_eq!(amapi_group(Some("enterprises/e/policies/")), None);
+        assert_eq!(amapi_group(Some("not-a-policy")), None);
         assert_eq!(c.apps.len(), 1);
         assert_eq!(
             c.apps[0].status.as_deref(),
