@@ -162,3 +162,94 @@ async fn an_unreachable_registry_is_a_transient_error() -> Result<()> {
     );
     Ok(())
 }
+
+/// Posts `schema` as a new version of `subject`; returns the HTTP status.
+fn register(registry_url: &str, subject: &str, schema: &serde_json::Value) -> Result<u16> {
+    let body = serde_json::json!({ "schema": schema.to_string() });
+    let response = ureq::post(&format!("{registry_url}/subjects/{subject}/versions"))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(&body)?;
+    Ok(response.status().as_u16())
+}
+
+/// The contract's schema with one more field.
+fn with_field(contract: Contract, field: serde_json::Value) -> Result<serde_json::Value> {
+    let mut schema: serde_json::Value = serde_json::from_str(&contract.schema_json()?)?;
+    schema
+        .get_mut("fields")
+        .and_then(serde_json::Value::as_array_mut)
+        .context("a record schema has fields")?
+        .push(field);
+    Ok(schema)
+}
+
+#[tokio::test]
+async fn the_subjects_offport_registers_refuse_an_incompatible_schema() -> Result<()> {
+    let endpoints = endpoints().await?;
+    let topic = format!("{}.normalized.sessions", unique("it-compat"));
+    let subject = format!("{topic}-value");
+    let codec = RegistryCodec::new(&endpoints.registry())?;
+    codec
+        .encode_value(
+            &topic,
+            Contract::NetworkSession,
+            &examples::network_session(),
+        )
+        .await?;
+    let config: serde_json::Value =
+        ureq::get(&format!("{}/config/{subject}", endpoints.registry_url))
+            .call()?
+            .body_mut()
+            .read_json()?;
+    assert_eq!(config["compatibilityLevel"], "FULL", "{config}");
+
+    // A new required field: old records cannot be read with it.
+    let breaking = with_field(
+        Contract::NetworkSession,
+        serde_json::json!({"name": "tenant", "type": "string"}),
+    )?;
+    assert_eq!(register(&endpoints.registry_url, &subject, &breaking)?, 409);
+    // With a default, both ways work: accepted.
+    let additive = with_field(
+        Contract::NetworkSession,
+        serde_json::json!({"name": "tenant", "type": ["null", "string"], "default": null}),
+    )?;
+    assert_eq!(register(&endpoints.registry_url, &subject, &additive)?, 200);
+
+    // A level an operator set is kept; KEEP leaves a new subject alone.
+    let kept = format!("{}-value", unique("it-compat-kept"));
+    ureq::put(&format!("{}/config/{kept}", endpoints.registry_url))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .send_json(serde_json::json!({"compatibility": "BACKWARD"}))?;
+    let codec_keep = RegistryCodec::new(&RegistrySettings {
+        compatibility: "KEEP".to_string(),
+        ..endpoints.registry()
+    })?;
+    let loose = unique("it-compat-loose");
+    for (codec, topic) in [
+        (&codec, kept.trim_end_matches("-value").to_string()),
+        (&codec_keep, loose.clone()),
+    ] {
+        codec
+            .encode_value(
+                &topic,
+                Contract::NetworkSession,
+                &examples::network_session(),
+            )
+            .await?;
+    }
+    let level = |subject: &str| -> Result<serde_json::Value> {
+        let config: serde_json::Value =
+            ureq::get(&format!("{}/config/{subject}", endpoints.registry_url))
+                .call()?
+                .body_mut()
+                .read_json()?;
+        Ok(config["compatibilityLevel"].clone())
+    };
+    assert_eq!(level(&kept)?, "BACKWARD");
+    assert_eq!(level(&format!("{loose}-value"))?, "NONE");
+    Ok(())
+}
