@@ -484,6 +484,76 @@ impl Background {
     }
 }
 
+/// Reads `topic` (read_committed, from the start) to the end its partitions have now: every
+/// record committed before the call, however slowly the broker serves them (a quiet spell does
+/// not end the read); fails after `limit`. Progress markers are skipped.
+pub async fn read_to_end(
+    kafka: &offport_kafka::settings::KafkaSettings,
+    topic: &str,
+    limit: std::time::Duration,
+) -> Result<Vec<Received>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use std::time::Duration;
+    let probe: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", unique("it-probe"))
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let ends: Vec<(i32, i64)> = tokio::task::block_in_place(|| -> Result<Vec<(i32, i64)>> {
+        let metadata = probe.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        (0..partitions)
+            .map(|p| {
+                let p = i32::try_from(p)?;
+                let (_, high) = probe.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+                Ok((p, high))
+            })
+            .collect()
+    })?;
+    let consumer = committed_consumer(kafka, topic)?;
+    let mut out: Vec<Received> = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let positions = consumer.position()?;
+        let done = ends.iter().all(|(p, high)| {
+            *high == 0
+                || positions
+                    .find_partition(topic, *p)
+                    .and_then(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .is_some_and(|o| o >= *high)
+        });
+        if done {
+            return Ok(out);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} records of {topic} read in {limit:?}, not yet to its end",
+            out.len()
+        );
+        if let Ok(message) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        {
+            let message = message?;
+            if offport_kafka::progress::is_marker(&message) {
+                continue;
+            }
+            out.push((
+                message.key().map(<[u8]>::to_vec),
+                message.partition(),
+                message.payload().unwrap_or_default().to_vec(),
+                Default::default(),
+            ));
+        }
+    }
+}
+
 /// Reads `topic` (read_committed, from the start) until no record has arrived for `quiet`,
 /// at least `min` records have, or `limit` has passed (then fails).
 pub async fn read_until_quiet(
