@@ -253,29 +253,3 @@ async fn the_subjects_offport_registers_refuse_an_incompatible_schema() -> Resul
     assert_eq!(level(&format!("{loose}-value"))?, "NONE");
     Ok(())
 }
-
-#[tokio::test]
-async fn stages_registering_one_subject_at_once_all_go_on() -> Result<()> {
-    // Every stage writes the dead-letter topic: its subject's level is set by whichever comes
-    // first, and the others must take that as done.
-    let endpoints = endpoints().await?;
-    for _ in 0..5 {
-        let topic = format!("{}.dead-letter", unique("it-compat-race"));
-        let codecs: Vec<RegistryCodec> = (0..4)
-            .map(|_| RegistryCodec::new(&endpoints.registry()))
-            .collect::<Result<_, _>>()?;
-        let session = examples::network_session();
-        let encode = |i: usize| codecs[i].encode_value(&topic, Contract::NetworkSession, &session);
-        let (a, b, c, d) = tokio::join!(encode(0), encode(1), encode(2), encode(3));
-        for result in [a, b, c, d] {
-            result?;
-        }
-        let config: serde_json::Value =
-            ureq::get(&format!("{}/config/{topic}-value", endpoints.registry_url))
-                .call()?
-                .body_mut()
-                .read_json()?;
-        assert_eq!(config["compatibilityLevel"], "FULL", "{config}");
-    }
-    Ok(())
-}

@@ -405,13 +405,6 @@ impl Compatibility {
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            // Another stage set it first (every stage writes the dead-letter topic; Apicurio
-            // answers a second creation of the rule with 409): what counts is that it is set.
-            if let Some(now) = self.level_of(subject).await? {
-                if now != "NONE" {
-                    return Ok(());
-                }
-            }
             return Err(CodecError::Registry(SRCError::new(
                 &format!(
                     "the registry refused compatibility {level} on {subject}: HTTP {status} \
