@@ -118,8 +118,6 @@ struct WriterSchema {
 pub struct RegistryCodec {
     encoder: AvroEncoder,
     sr: SrSettings,
-    /// Sets the compatibility level of the subjects this codec registers.
-    compatibility: Compatibility,
     /// By topic, then contract (looked up by `&str`, no allocation per value).
     registered: RwLock<HashMap<String, HashMap<Contract, std::sync::Arc<Registered>>>>,
     /// Writer schemas by id, fetched once each (leaked: a handful per process).
@@ -145,7 +143,6 @@ impl RegistryCodec {
         Ok(Self {
             encoder: AvroEncoder::new(sr.clone()),
             sr,
-            compatibility: Compatibility::new(settings)?,
             registered: RwLock::new(HashMap::new()),
             writers: RwLock::new(HashMap::new()),
             readers: RwLock::new(HashMap::new()),
@@ -188,9 +185,7 @@ impl RegistryCodec {
         if let Some(encoded) = self.encode_registered(topic, contract, value) {
             return encoded;
         }
-        // Only the first value of a subject comes here, so the strategy is not cached. The
-        // subject's compatibility level is set first, so that this registration is checked too.
-        self.compatibility.ensure(&format!("{topic}-value")).await?;
+        // Only the first value of a subject comes here, so the strategy is not cached.
         let supplied = SuppliedSchema::new(
             Some(contract.full_name()),
             SchemaType::Avro,
@@ -315,113 +310,6 @@ impl RegistryCodec {
         }
         Ok(reader)
     }
-}
-
-/// Sets the compatibility level of the subjects offport registers (`registry.compatibility`).
-///
-/// FULL by default: a new version must read what the old one wrote (an analyst's replay of last
-/// month's topics reads them with today's schema) and the old one what the new one writes (a
-/// downstream tool built against an older schema keeps reading the alerts topic). Fields are
-/// therefore only added or removed with a default. A subject whose level is NONE (Apicurio's
-/// default) or unset gets the configured level; a level an operator set is left alone.
-struct Compatibility {
-    client: reqwest::Client,
-    url: String,
-    auth: Option<(String, Option<String>)>,
-    /// `None`: leave subjects alone (`KEEP`).
-    level: Option<String>,
-}
-
-impl Compatibility {
-    fn new(settings: &RegistrySettings) -> Result<Self, CodecError> {
-        let level = settings.compatibility.trim().to_ascii_uppercase();
-        Ok(Self {
-            client: http_client(settings)?
-                .timeout(Duration::from_millis(settings.timeout_ms))
-                .build()
-                .map_err(|e| {
-                    CodecError::Registry(SRCError::non_retryable_with_cause(e, "HTTP client"))
-                })?,
-            url: settings.url.trim_end_matches('/').to_string(),
-            auth: settings.username.clone().map(|u| {
-                (
-                    u,
-                    settings.password.as_ref().map(|p| p.expose().to_string()),
-                )
-            }),
-            level: (level != "KEEP").then_some(level),
-        })
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self
-            .client
-            .request(method, format!("{}/{path}", self.url))
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json");
-        match &self.auth {
-            Some((user, password)) => request.basic_auth(user, password.as_deref()),
-            None => request,
-        }
-    }
-
-    /// The subject's level as the registry reports it; `None` when it has none of its own.
-    async fn level_of(&self, subject: &str) -> Result<Option<String>, CodecError> {
-        let response = self
-            .request(reqwest::Method::GET, &format!("config/{subject}"))
-            .send()
-            .await
-            .map_err(|e| transient(e, "reading a subject's compatibility"))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let body: serde_json::Value = response
-            .error_for_status()
-            .map_err(|e| transient(e, "reading a subject's compatibility"))?
-            .json()
-            .await
-            .map_err(|e| transient(e, "reading a subject's compatibility"))?;
-        Ok(body
-            .get("compatibilityLevel")
-            .or_else(|| body.get("compatibility"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string))
-    }
-
-    /// Sets the configured level on `subject` unless it has a level other than NONE.
-    async fn ensure(&self, subject: &str) -> Result<(), CodecError> {
-        let Some(level) = &self.level else {
-            return Ok(());
-        };
-        match self.level_of(subject).await?.as_deref() {
-            None | Some("NONE") => {}
-            Some(_) => return Ok(()),
-        }
-        let response = self
-            .request(reqwest::Method::PUT, &format!("config/{subject}"))
-            .json(&serde_json::json!({ "compatibility": level }))
-            .send()
-            .await
-            .map_err(|e| transient(e, "setting a subject's compatibility"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Err(CodecError::Registry(SRCError::new(
-                &format!(
-                    "the registry refused compatibility {level} on {subject}: HTTP {status} \
-                     (registry.compatibility: KEEP leaves subjects as they are)"
-                ),
-                Some(text),
-                status.is_server_error(),
-            )));
-        }
-        tracing::info!(subject, %level, "subject compatibility set");
-        Ok(())
-    }
-}
-
-/// A failed call to the registry, to be tried again.
-fn transient(error: reqwest::Error, what: &str) -> CodecError {
-    CodecError::Registry(SRCError::retryable_with_cause(error, what))
 }
 
 /// Registry client settings: timeout, basic authentication, and the HTTP client's TLS (extra

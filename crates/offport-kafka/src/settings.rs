@@ -314,21 +314,7 @@ pub struct RegistrySettings {
     pub certificate_location: Option<PathBuf>,
     /// PEM file of this client's PKCS#8 private key (mutual TLS).
     pub key_location: Option<PathBuf>,
-    /// Compatibility level set on every subject offport registers whose level is NONE
-    /// (Apicurio's default) or unset: `FULL` by default, `KEEP` to leave subjects alone.
-    pub compatibility: String,
 }
-
-/// The compatibility levels `registry.compatibility` takes, besides `KEEP`.
-pub const COMPATIBILITY_LEVELS: [&str; 7] = [
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-    "NONE",
-];
 
 impl Default for RegistrySettings {
     fn default() -> Self {
@@ -341,7 +327,6 @@ impl Default for RegistrySettings {
             ca_location: None,
             certificate_location: None,
             key_location: None,
-            compatibility: "FULL".to_string(),
         }
     }
 }
@@ -858,17 +843,6 @@ fn validate_registry_security(registry: &RegistrySettings) -> Result<(), Setting
     if registry.password.is_some() && registry.username.is_none() {
         return Err(invalid("username", "required when a password is set"));
     }
-    let level = registry.compatibility.trim().to_ascii_uppercase();
-    if level != "KEEP" && !COMPATIBILITY_LEVELS.contains(&level.as_str()) {
-        return Err(invalid(
-            "compatibility",
-            &format!(
-                "{:?} is not KEEP or a level ({})",
-                registry.compatibility,
-                COMPATIBILITY_LEVELS.join(", ")
-            ),
-        ));
-    }
     validate_tls_files(
         "registry",
         [
@@ -1066,7 +1040,7 @@ mod tests {
 
     #[test]
     fn inconsistent_security_settings_name_the_key() {
-        let cases: [(Vec<(String, String)>, &str); 7] = [
+        let cases: [(Vec<(String, String)>, &str); 6] = [
             (
                 sasl_env(&[]),
                 "configuration: kafka.security.sasl_password: required with protocol sasl_ssl",
@@ -1099,10 +1073,6 @@ mod tests {
             (
                 env(&[("OFFPORT__REGISTRY__PASSWORD", "p")]),
                 "configuration: registry.username: required when a password is set",
-            ),
-            (
-                env(&[("OFFPORT__REGISTRY__COMPATIBILITY", "STRICT")]),
-                "configuration: registry.compatibility: \"STRICT\" is not KEEP or a level",
             ),
         ];
         for (pairs, expected) in cases {
