@@ -484,6 +484,19 @@ impl Background {
     }
 }
 
+/// A record read back, without its headers; `None` for a progress marker (the normalizers'
+/// markers are for the joiner).
+fn received(message: &impl rdkafka::message::Message) -> Option<Received> {
+    (!offport_kafka::progress::is_marker(message)).then(|| {
+        (
+            message.key().map(<[u8]>::to_vec),
+            message.partition(),
+            message.payload().unwrap_or_default().to_vec(),
+            Default::default(),
+        )
+    })
+}
+
 /// Reads `topic` (read_committed, from the start) to the end its partitions have now: every
 /// record committed before the call, however slowly the broker serves them (a quiet spell does
 /// not end the read); fails after `limit`. Progress markers are skipped.
@@ -493,7 +506,6 @@ pub async fn read_to_end(
     limit: std::time::Duration,
 ) -> Result<Vec<Received>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
     use std::time::Duration;
     let probe: BaseConsumer = kafka
         .client_config()
@@ -540,16 +552,7 @@ pub async fn read_to_end(
         );
         if let Ok(message) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
         {
-            let message = message?;
-            if offport_kafka::progress::is_marker(&message) {
-                continue;
-            }
-            out.push((
-                message.key().map(<[u8]>::to_vec),
-                message.partition(),
-                message.payload().unwrap_or_default().to_vec(),
-                Default::default(),
-            ));
+            out.extend(received(&message?));
         }
     }
 }
@@ -563,24 +566,12 @@ pub async fn read_until_quiet(
     quiet: std::time::Duration,
     limit: std::time::Duration,
 ) -> Result<Vec<Received>> {
-    use rdkafka::message::Message;
     let consumer = committed_consumer(kafka, topic)?;
     let mut out: Vec<Received> = Vec::new();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         match tokio::time::timeout(quiet, consumer.recv()).await {
-            Ok(message) => {
-                let message = message?;
-                if offport_kafka::progress::is_marker(&message) {
-                    continue;
-                }
-                out.push((
-                    message.key().map(<[u8]>::to_vec),
-                    message.partition(),
-                    message.payload().unwrap_or_default().to_vec(),
-                    Default::default(),
-                ));
-            }
+            Ok(message) => out.extend(received(&message?)),
             Err(_) if out.len() >= min => return Ok(out),
             Err(_) => {}
         }

@@ -39,7 +39,9 @@ use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
 use offport_kafka::stages::{JoinerStage, ScorerStage};
 use offport_kafka::topics::TopicRole;
-use offport_tests::{isolated_settings, produce, read_until_quiet, Background, RawInput};
+use offport_tests::{
+    isolated_settings, produce, read_to_end, read_until_quiet, Background, RawInput,
+};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -263,27 +265,19 @@ async fn services(
     }
     busy.store(false, Ordering::Relaxed);
     spinner.join().unwrap();
-    let enriched = read_until_quiet(
-        &settings.kafka,
-        &TopicRole::EnrichedSessions.spec(&settings.topics).name,
-        0,
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await?;
+    // The services are done: their topics are read to the end they have.
+    let read = |role: TopicRole| {
+        let topic = role.spec(&settings.topics).name;
+        let kafka = &settings.kafka;
+        async move { read_to_end(kafka, &topic, Duration::from_secs(60)).await }
+    };
+    let enriched = read(TopicRole::EnrichedSessions).await?;
     assert_eq!(
         enriched.len() as u64,
         sessions,
         "{run:?}: enriched sessions"
     );
-    let alerts = read_until_quiet(
-        &settings.kafka,
-        &TopicRole::Alerts.spec(&settings.topics).name,
-        0,
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let alerts = read(TopicRole::Alerts).await?;
     println!(
         "{run:?}: the joiner counted {} late records",
         joiner.metrics.late_records.get()

@@ -534,9 +534,10 @@ fn uniform_size_polling_over_443_with_a_dga_name_is_application_layer_c2() {
     assert!(f.score >= 70, "{}", f.score);
 }
 
-/// The sessions of a simulated iOS weather app's background refresh that once raised a false C2
-/// finding in the demo: periodic (one indicator, rightly), and at its 8th session five of eight
-/// response sizes agreed within 3% by chance, which made the MAD of the sizes tight.
+/// The sessions of a simulated iOS weather app's background refresh: periodic (one indicator,
+/// rightly), and with sizes that can agree by chance: when five of eight response sizes fall
+/// within 3% of each other the MAD of the sizes is tight, so the MAD alone cannot make them
+/// uniform.
 fn weather_refresh(sizes: &[(i64, i64)]) -> Vec<EnrichedSession> {
     let starts = [
         0, 775_619, 1_766_860, 2_494_010, 3_220_005, 4_052_271, 5_045_611, 5_737_769,

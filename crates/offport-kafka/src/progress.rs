@@ -149,16 +149,21 @@ impl RawClocks {
                 clock.sent = Some((clock.time, idle));
             }
         }
+        if due.is_empty() {
+            return vec![];
+        }
+        let Some(outputs) = self
+            .topics
+            .clone()
+            .into_iter()
+            .map(|t| self.partition_count(consumer, &t).map(|n| (t, n)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return vec![];
+        };
         let mut out = Vec::new();
         for (source, partition, time, idle) in due {
-            let (Some(partitions), Some(outputs)) = (
-                self.partition_count(consumer, &source),
-                self.topics
-                    .clone()
-                    .into_iter()
-                    .map(|t| self.partition_count(consumer, &t).map(|n| (t, n)))
-                    .collect::<Option<Vec<_>>>(),
-            ) else {
+            let Some(partitions) = self.partition_count(consumer, &source) else {
                 return vec![];
             };
             let header = Marker {
@@ -169,8 +174,8 @@ impl RawClocks {
                 idle,
             }
             .to_header();
-            for (topic, count) in outputs {
-                for output in 0..count {
+            for (topic, count) in &outputs {
+                for output in 0..*count {
                     out.push(Outgoing {
                         topic: topic.clone(),
                         partition: Some(output),
