@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use offport_core::model::{EpochMillis, Finding};
+use offport_core::model::{Analytic, EpochMillis, Finding};
 use serde::Serialize;
 
 use crate::sim::{Behaviour, Planted, Truth};
@@ -83,6 +83,8 @@ pub struct BehaviourRecall {
     pub detected: usize,
     /// Findings that match these plants.
     pub findings: usize,
+    /// Plants that every analytic the behaviour calls for (see [`Behaviour::expects`]) raised.
+    pub complete: usize,
 }
 
 /// The findings judged against the ground truth.
@@ -110,6 +112,13 @@ pub struct Evaluation {
     pub missed: Vec<Planted>,
     /// Findings no planted behaviour explains.
     pub false_cases: Vec<FindingSummary>,
+    /// False findings by the benign behaviour that made their sessions (the simulator's
+    /// `app:port` attribution; `unattributed` when none did).
+    pub false_by_behaviour: BTreeMap<String, usize>,
+    /// False findings by analytic.
+    pub false_by_rule: BTreeMap<String, usize>,
+    /// False findings carrying each evidence kind.
+    pub false_by_evidence: BTreeMap<String, usize>,
 }
 
 /// What two baselines raise differently over the same records.
@@ -169,10 +178,17 @@ pub fn evaluate(latest: &[Finding], truth: &Truth) -> Evaluation {
     let mut missed = Vec::new();
     let mut detected = 0;
     for planted in &truth.planted {
-        let hits = latest.iter().filter(|f| matches(f, planted)).count();
+        let hits: Vec<&Finding> = latest.iter().filter(|f| matches(f, planted)).collect();
+        let port = hits.iter().any(|f| f.analytic != Analytic::AppLayerC2);
+        let c2 = hits.iter().any(|f| f.analytic == Analytic::AppLayerC2);
+        let (wants_port, wants_c2) = planted.behaviour.expects();
         let entry = by_behaviour.entry(planted.behaviour).or_default();
         entry.planted += 1;
-        entry.findings += hits;
+        entry.findings += hits.len();
+        if (port || !wants_port) && (c2 || !wants_c2) {
+            entry.complete += 1;
+        }
+        let hits = hits.len();
         if hits > 0 {
             entry.detected += 1;
             detected += 1;
@@ -185,6 +201,17 @@ pub fn evaluate(latest: &[Finding], truth: &Truth) -> Evaluation {
         .filter(|f| !truth.planted.iter().any(|p| matches(f, p)))
         .map(FindingSummary::from)
         .collect();
+    let mut false_by_behaviour: BTreeMap<String, usize> = BTreeMap::new();
+    let mut false_by_rule: BTreeMap<String, usize> = BTreeMap::new();
+    let mut false_by_evidence: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &false_cases {
+        let behaviour = truth.benign_behaviour(f.app_id.as_deref(), f.dst_port);
+        *false_by_behaviour.entry(behaviour).or_default() += 1;
+        *false_by_rule.entry(f.analytic.clone()).or_default() += 1;
+        for kind in f.evidence.iter().collect::<BTreeSet<_>>() {
+            *false_by_evidence.entry(kind.clone()).or_default() += 1;
+        }
+    }
     let false_findings = false_cases.len();
     let true_findings = latest.len() - false_findings;
     let ratio = |num: usize, den: usize| {
@@ -210,6 +237,9 @@ pub fn evaluate(latest: &[Finding], truth: &Truth) -> Evaluation {
         by_behaviour,
         missed,
         false_cases,
+        false_by_behaviour,
+        false_by_rule,
+        false_by_evidence,
     }
 }
 
@@ -321,12 +351,27 @@ impl Report {
             for (behaviour, r) in &e.by_behaviour {
                 let _ = writeln!(
                     out,
-                    "  {:<28} {}/{} detected, {} findings",
+                    "  {:<28} {}/{} detected, {} with every analytic it calls for, {} findings",
                     format!("{behaviour:?}"),
                     r.detected,
                     r.planted,
+                    r.complete,
                     r.findings
                 );
+            }
+            for (title, map) in [
+                ("false findings by benign behaviour", &e.false_by_behaviour),
+                ("false findings by rule", &e.false_by_rule),
+                ("false findings by evidence item", &e.false_by_evidence),
+            ] {
+                if !map.is_empty() {
+                    let _ = writeln!(out, "{title}:");
+                    let mut rows: Vec<_> = map.iter().collect();
+                    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                    for (k, n) in rows {
+                        let _ = writeln!(out, "  {k:<40} {n}");
+                    }
+                }
             }
             for m in &e.missed {
                 let _ = writeln!(
@@ -389,16 +434,32 @@ th{{background:#f4f4f4}}.num{{text-align:right}}svg{{margin:0.5em 0 1.5em}}</sty
                 e.false_per_1000_benign_device_days, e.benign_device_days
             );
             h.push_str(
-                "<table><tr><th>planted behaviour</th><th>planted</th><th>detected</th></tr>",
+                "<table><tr><th>planted behaviour</th><th>planted</th><th>detected</th><th>by every analytic it calls for</th></tr>",
             );
             for (b, r) in &e.by_behaviour {
                 let _ = write!(
                     h,
-                    "<tr><td>{b:?}</td><td class=num>{}</td><td class=num>{}</td></tr>",
-                    r.planted, r.detected
+                    "<tr><td>{b:?}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
+                    r.planted, r.detected, r.complete
                 );
             }
             h.push_str("</table>");
+            for (title, head, map) in [
+                ("False findings by benign behaviour", "behaviour", &e.false_by_behaviour),
+                ("False findings by rule", "analytic", &e.false_by_rule),
+                ("False findings by evidence item", "evidence", &e.false_by_evidence),
+            ] {
+                if map.is_empty() {
+                    continue;
+                }
+                let _ = write!(h, "<h3>{title}</h3><table><tr><th>{head}</th><th>false findings</th></tr>");
+                let mut rows: Vec<_> = map.iter().collect();
+                rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                for (k, n) in rows {
+                    let _ = write!(h, "<tr><td>{}</td><td class=num>{n}</td></tr>", escape(k));
+                }
+                h.push_str("</table>");
+            }
             if !e.missed.is_empty() {
                 h.push_str("<h3>Missed</h3><table><tr><th>behaviour</th><th>device</th><th>app</th><th>destination</th><th>sessions</th></tr>");
                 for m in &e.missed {

@@ -326,12 +326,7 @@ impl Session {
     }
 
     fn pcapdroid_row(&self) -> String {
-        let proto = match self.label.as_str() {
-            "" => "Unknown".to_string(),
-            "websocket" => "WebSocket".to_string(),
-            "Zoom" => "Zoom".to_string(),
-            other => other.to_ascii_uppercase(),
-        };
+        let proto = sensor_names(&self.label).0;
         let digest = self.digest();
         let uid = 10_000 + u32::from(digest[0]) * 4 + u32::from(digest[1] % 4);
         let app = self.app_id.rsplit('.').next().unwrap_or(&self.app_id);
@@ -368,16 +363,17 @@ impl Session {
             v
         };
         let mut out = Vec::new();
-        let app = match (self.label.as_str(), &self.sni, &self.host, &self.qname) {
-            ("tls", Some(sni), _, _) => Some((
+        let service = sensor_names(&self.label).1;
+        let app = match (service, &self.sni, &self.host, &self.qname) {
+            (Some("ssl"), Some(sni), _, _) => Some((
                 "zeek/ssl.log",
                 json!({"ts": seconds(self.app_time()), "version": "TLSv13", "server_name": sni, "established": true}),
             )),
-            ("http" | "websocket", _, Some(host), _) => Some((
+            (Some("http" | "http,websocket"), _, Some(host), _) => Some((
                 "zeek/http.log",
                 json!({"ts": seconds(self.app_time()), "trans_depth": 1, "method": self.method.as_deref().unwrap_or("GET"), "host": host, "uri": "/", "version": "1.1"}),
             )),
-            ("dns", _, _, Some(q)) => Some((
+            (Some("dns"), _, _, Some(q)) => Some((
                 "zeek/dns.log",
                 json!({"ts": seconds(self.app_time()), "proto": "udp", "query": q, "qtype_name": self.qtype.as_deref().unwrap_or("A"), "rcode_name": "NOERROR"}),
             )),
@@ -386,16 +382,6 @@ impl Session {
         if let Some((file, app)) = app {
             out.push((self.app_time(), ids(app).to_string(), uid.clone(), file));
         }
-        let service = match self.label.as_str() {
-            "tls" => Some("ssl"),
-            "http" => Some("http"),
-            "websocket" => Some("http,websocket"),
-            "dns" => Some("dns"),
-            "quic" => Some("quic"),
-            "mqtt" => Some("mqtt"),
-            "ssh" => Some("ssh"),
-            _ => None,
-        };
         let mut conn = json!({
             "ts": seconds(self.start),
             "proto": if self.udp { "udp" } else { "tcp" },
@@ -432,7 +418,8 @@ impl Session {
             })
         };
         let mut out = Vec::new();
-        let app = match (self.label.as_str(), &self.sni, &self.host, &self.qname) {
+        let app_proto = sensor_names(&self.label).2;
+        let app = match (app_proto, &self.sni, &self.host, &self.qname) {
             ("tls", Some(sni), _, _) => Some(("tls", json!({"sni": sni, "version": "TLS 1.3"}))),
             ("http" | "websocket", _, Some(host), _) => Some((
                 "http",
@@ -456,10 +443,6 @@ impl Session {
                 "suricata/eve.json",
             ));
         }
-        let app_proto = match self.label.as_str() {
-            "tls" | "http" | "dns" | "quic" | "mqtt" | "ssh" | "websocket" => self.label.as_str(),
-            _ => "failed",
-        };
         let mut flow = base(self.end(), "flow");
         if let Some(map) = flow.as_object_mut() {
             map.insert("app_proto".into(), json!(app_proto));
@@ -487,6 +470,37 @@ impl Session {
         ));
         out
     }
+}
+
+/// What each sensor calls the protocol of a simulated session's label: nDPI's name as
+/// PCAPdroid exports it, Zeek's `service` (none where Zeek has no analyzer for it) and
+/// Suricata's `app_proto` (`failed` where it has no parser).
+fn sensor_names(label: &str) -> (String, Option<&'static str>, &'static str) {
+    let (ndpi, zeek, suricata) = match label.to_ascii_lowercase().as_str() {
+        "" => ("Unknown", None, "failed"),
+        "tls" => ("TLS", Some("ssl"), "tls"),
+        // nDPI names TLS on a mail or DNS port by the service; Zeek and Suricata see TLS.
+        "imaps" => ("IMAPS", Some("ssl"), "tls"),
+        "pop3s" => ("POP3S", Some("ssl"), "tls"),
+        "smtps" => ("SMTPS", Some("ssl"), "tls"),
+        "doh_dot" => ("DoH_DoT", Some("ssl"), "tls"),
+        "http" => ("HTTP", Some("http"), "http"),
+        "websocket" => ("WebSocket", Some("http,websocket"), "websocket"),
+        "dns" => ("DNS", Some("dns"), "dns"),
+        "mdns" => ("MDNS", Some("dns"), "dns"),
+        "quic" => ("QUIC", Some("quic"), "quic"),
+        "mqtt" => ("MQTT", Some("mqtt"), "mqtt"),
+        "ssh" => ("SSH", Some("ssh"), "ssh"),
+        "smtp" => ("SMTP", Some("smtp"), "smtp"),
+        "ntp" => ("NTP", Some("ntp"), "ntp"),
+        "sip" => ("SIP", Some("sip"), "sip"),
+        "rdp" => ("RDP", Some("rdp"), "rdp"),
+        "ipsec" => ("IPSec", None, "ike"),
+        "stun" => ("STUN", None, "failed"),
+        // Application names nDPI knows and the others do not (Zoom, Spotify, Telegram, ...).
+        _ => return (label.to_string(), None, "failed"),
+    };
+    (ndpi.to_string(), zeek, suricata)
 }
 
 /// Zeek's `ts`: epoch seconds with a fraction.

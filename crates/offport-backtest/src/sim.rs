@@ -20,6 +20,7 @@
 //! [`Behaviour`] each, at a random time of the run: see [`Behaviour`]. Each plant is one
 //! [`Planted`] label of the ground truth.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use offport_core::model::EpochMillis;
@@ -28,6 +29,10 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+mod library;
+
+pub use library::{BenignBehaviour, Flow, Rhythm, Seen, To, LIBRARY};
 
 /// One minute in milliseconds.
 pub const MINUTE: i64 = 60_000;
@@ -173,18 +178,50 @@ pub enum Behaviour {
     /// Uniform-size polling over 443 to an algorithmically generated SNI, every one to two
     /// minutes, jittered 5-15 %.
     DgaUniformPolling443,
+    /// A beacon hiding in a push-like channel: short TLS sessions to 5223 (the APNs and
+    /// Samsung push port) on an address no push service uses, every 4-12 minutes, uniform
+    /// sizes, from a sideloaded app in the background.
+    PushLikeBeacon5223,
+    /// DNS tunnelling on 5353 (the mDNS port) to a public resolver, not the mDNS group.
+    DnsTunnel5353,
+    /// Command and control over MQTT on its standard TLS port 8883: the app reconnects to its
+    /// broker (by address, so no server name) every 3-10 minutes in the background, uniform
+    /// sizes.
+    MqttC2Over8883,
 }
 
 impl Behaviour {
     /// Every behaviour, in planting order.
-    pub const ALL: [Behaviour; 6] = [
+    pub const ALL: [Behaviour; 9] = [
         Behaviour::TlsC2UncommonPort,
         Behaviour::HttpC2UncommonPort,
         Behaviour::DnsNonStandardPort,
         Behaviour::WebsocketUnmanaged8081,
         Behaviour::PersistentSession4444,
         Behaviour::DgaUniformPolling443,
+        Behaviour::PushLikeBeacon5223,
+        Behaviour::DnsTunnel5353,
+        Behaviour::MqttC2Over8883,
     ];
+
+    /// What a correct detector raises for it: the platform's port analytic (a recognisable
+    /// protocol off its baseline ports), the application-layer C2 analytic, or both.
+    pub fn expects(self) -> (bool, bool) {
+        match self {
+            // Off-baseline port and machine-timed, uniform beacons (or a persistent session).
+            Behaviour::TlsC2UncommonPort
+            | Behaviour::PushLikeBeacon5223
+            | Behaviour::PersistentSession4444 => (true, true),
+            // Off-baseline port, and an IP-literal Host on timed POSTs.
+            Behaviour::HttpC2UncommonPort => (true, true),
+            // Off-baseline port; each query a new name, so no series.
+            Behaviour::DnsNonStandardPort | Behaviour::DnsTunnel5353 => (true, false),
+            // Off-baseline port from an unmanaged app; a few sessions, no series.
+            Behaviour::WebsocketUnmanaged8081 => (true, false),
+            // Standard ports: only the C2 analytic can see them.
+            Behaviour::DgaUniformPolling443 | Behaviour::MqttC2Over8883 => (false, true),
+        }
+    }
 }
 
 /// One planted malicious behaviour: a ground-truth label.
@@ -227,7 +264,40 @@ pub struct Truth {
     pub benign_device_days: f64,
     /// Every planted behaviour.
     pub planted: Vec<Planted>,
+    /// Which benign behaviours made the sessions of each `app:port` (see
+    /// [`Truth::benign_behaviour`]).
+    #[serde(default)]
+    pub benign: BTreeMap<String, BTreeSet<String>>,
 }
+
+impl Truth {
+    /// The benign behaviours that made sessions of `app` to `port`, joined by `+`
+    /// (`unattributed` when none did).
+    pub fn benign_behaviour(&self, app: Option<&str>, port: i32) -> String {
+        app.and_then(|a| self.benign.get(&format!("{a}:{port}")))
+            .map(|names| names.iter().cloned().collect::<Vec<_>>().join("+"))
+            .unwrap_or_else(|| "unattributed".to_string())
+    }
+}
+
+/// The benign behaviours the simulator's own generator writes, beside the [`LIBRARY`]:
+/// `(name, what, source)`.
+pub const CORE_BEHAVIOURS: &[(&str, &str, &str)] = &[
+    ("web-browsing", "a browser in use: DNS on 53, TLS/QUIC on 443, some HTTP on 80", "IANA domain 53, https 443, http 80"),
+    ("messaging", "a messaging app in use on 443", "IANA https 443"),
+    ("mail-sync", "mail apps fetching in the background and in use", "IANA https 443"),
+    ("background-sync", "weather, maps, music and storage apps syncing on jittered periods", "Android WorkManager / iOS background app refresh"),
+    ("fcm-push", "the FCM channel held open for hours", "firebase.google.com/docs/cloud-messaging (TCP 5228-5230)"),
+    ("apns-push", "the APNs channel held open for hours", "support.apple.com/en-us/102266 (TCP 5223 to 17.0.0.0/8)"),
+    ("push-wakeup", "messaging and mail apps woken by a push, then fetching on 443", "FCM high-priority messages; APNs background pushes"),
+    ("whatsapp-chat", "WhatsApp's chat channel on 5222", "WhatsApp FAQ 'Connecting on a network with a firewall'"),
+    ("zoom-meeting", "Zoom meeting media on UDP 8801", "support.zoom.com 'Zoom network firewall or proxy server settings'"),
+    ("teams-meeting", "Teams meeting media on UDP 3478 to Microsoft's media ranges", "Microsoft 365 URLs and IP address ranges, ID 11"),
+    ("corp-proxy", "the intranet through the explicit enterprise proxy on 8080", "the simulated organisation's baseline exception"),
+    ("corp-vpn", "the corporate VPN relay on 8443", "the simulated organisation's baseline exception"),
+    ("developer-tooling", "dev servers, a debugger's WebSocket and SSH on developer devices", "the developers group's baseline"),
+    ("store-updates", "app-store updates at night while charging", "IANA https 443"),
+];
 
 /// A simulated fleet: raw records in event-time order, the organisation baseline, the truth.
 #[derive(Debug, Clone)]
@@ -266,9 +336,13 @@ pub fn simulate(config: &FleetConfig) -> Result<Fleet, String> {
     let mut records = Vec::new();
     let mut planted = Vec::new();
     let mut infected = 0usize;
+    let mut benign: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for index in 0..config.devices {
         let mut device = Device::new(config, index);
         device.generate();
+        for (key, name) in std::mem::take(&mut device.made) {
+            benign.entry(key).or_default().insert(name.to_string());
+        }
         if let Some(label) = device.planted.take() {
             infected += 1;
             planted.push(label);
@@ -286,6 +360,7 @@ pub fn simulate(config: &FleetConfig) -> Result<Fleet, String> {
         device_days: config.devices as f64 * days,
         benign_device_days: (config.devices - infected) as f64 * days,
         planted,
+        benign,
     };
     Ok(Fleet {
         records,
@@ -501,6 +576,12 @@ struct Device<'a> {
     out: Vec<RawLine>,
     sessions: u64,
     planted: Option<Planted>,
+    /// Uses of the device (unlocked, an app in the foreground), so that no two overlap.
+    busy: Vec<(EpochMillis, EpochMillis)>,
+    /// The benign behaviour whose sessions are being written (`planted` for a plant).
+    doing: &'static str,
+    /// `app:port` of every session written, with the behaviour that wrote it.
+    made: BTreeSet<(String, &'static str)>,
 }
 
 impl<'a> Device<'a> {
@@ -548,6 +629,9 @@ impl<'a> Device<'a> {
             out: Vec::new(),
             sessions: 0,
             planted: None,
+            busy: Vec::new(),
+            doing: "unattributed",
+            made: BTreeSet::new(),
         }
         .infected(infected)
     }
@@ -654,6 +738,9 @@ impl<'a> Device<'a> {
         let still_open = at + duration_ms > run_end;
         let duration_ms = duration_ms.min(run_end - at);
         self.sessions += 1;
+        if self.doing != "planted" {
+            self.made.insert((format!("{app}:{dst_port}"), self.doing));
+        }
         let transport = if matches!(label, "dns" | "Zoom" | "stun" | "quic") {
             "UDP"
         } else {
@@ -765,10 +852,24 @@ impl<'a> Device<'a> {
         let end = self.config.end();
         // The MDM inventory, before anything else.
         let infected_app = self.infection.map(|b| self.malicious_app(b));
+        // The library draws from a stream of its own, so the rest of the device is as it
+        // would be without it.
+        let own = self.rng.replace(ChaCha8Rng::seed_from_u64(
+            self.config
+                .seed
+                .wrapping_mul(0xD1B5_4A32_D192_ED03)
+                .wrapping_add(self.index as u64),
+        ));
+        let library = self.library_picks();
+        let library_rng = self.rng.replace(own);
         let mut inventory: Vec<Value> = self
             .apps
             .iter()
-            .map(|a| json!({"app_id": a.id, "managed": true}))
+            .map(|a| a.id)
+            .chain(library.iter().map(|(_, app)| *app))
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(|app| json!({"app_id": app, "managed": true}))
             .collect();
         inventory.push(json!({"app_id": if self.ios { "com.apple.apsd" } else { "com.google.android.gms" }, "managed": true}));
         if let Some(app) = &infected_app {
@@ -806,6 +907,12 @@ impl<'a> Device<'a> {
             }
         }
         self.night_updates(start, end);
+        let own = self.rng.replace(library_rng);
+        for (behaviour, app) in library {
+            self.doing = behaviour.name;
+            self.library(behaviour, app, start, end);
+        }
+        self.rng.replace(own);
         if let (Some(behaviour), Some(app)) = (self.infection, infected_app) {
             self.plant(behaviour, &app, start, end);
         }
@@ -883,6 +990,13 @@ impl<'a> Device<'a> {
     }
 
     fn use_period(&mut self, spec: &AppSpec, from: EpochMillis, to: EpochMillis) {
+        self.busy.push((from, to));
+        let doing = match spec.kind {
+            AppKind::Browser => "web-browsing",
+            AppKind::Mail => "mail-sync",
+            AppKind::Corp => "corp-proxy",
+            _ => "messaging",
+        };
         self.edr("DEVICE_UNLOCKED", None, from);
         self.edr("USER_INTERACTION", None, from + 800);
         self.edr("APP_FOREGROUND", Some(spec.id), from + 1_500);
@@ -893,6 +1007,11 @@ impl<'a> Device<'a> {
                 "dev-tools"
             } else {
                 self.pick_host(spec)
+            };
+            self.doing = if host == "dev-tools" {
+                "developer-tooling"
+            } else {
+                doing
             };
             match (spec.kind, host) {
                 (_, "dev-tools") => {
@@ -991,6 +1110,12 @@ impl<'a> Device<'a> {
     /// A meeting: foreground, interacting, media over UDP for its whole length.
     fn meeting(&mut self, spec: &AppSpec, from: EpochMillis) {
         let length = self.range(25..60) * MINUTE;
+        self.busy.push((from, from + length + 30_000));
+        self.doing = if spec.kind == AppKind::Zoom {
+            "zoom-meeting"
+        } else {
+            "teams-meeting"
+        };
         self.edr("DEVICE_UNLOCKED", None, from);
         self.edr("APP_FOREGROUND", Some(spec.id), from + 1_000);
         let host = self.pick_host(spec);
@@ -1039,6 +1164,7 @@ impl<'a> Device<'a> {
         } else {
             ("com.google.android.gms", "mtalk.google.com", 5228)
         };
+        self.doing = if self.ios { "apns-push" } else { "fcm-push" };
         let mut t = start + self.range(0..10 * MINUTE);
         while t < end {
             let length = self.range(60..240) * MINUTE;
@@ -1055,6 +1181,7 @@ impl<'a> Device<'a> {
         if receivers.is_empty() {
             return;
         }
+        self.doing = "push-wakeup";
         let mut t = start + self.range(5..60) * MINUTE;
         while t < end {
             let pick = self.range(0..receivers.len());
@@ -1077,6 +1204,11 @@ impl<'a> Device<'a> {
 
     /// Regular but jittered background sync with varying sizes.
     fn background_sync(&mut self, spec: &AppSpec, start: EpochMillis, end: EpochMillis) {
+        self.doing = if spec.kind == AppKind::Mail {
+            "mail-sync"
+        } else {
+            "background-sync"
+        };
         let period = [15, 30, 60].get(self.range(0..3)).copied().unwrap_or(30) * MINUTE;
         let jitter = self.range(0.10..0.25);
         let mut t = start + self.range(0..period);
@@ -1112,6 +1244,7 @@ impl<'a> Device<'a> {
         start: EpochMillis,
         end: EpochMillis,
     ) {
+        self.doing = "whatsapp-chat";
         let mut t = start + self.range(0..30) * MINUTE;
         while t < end {
             let length = self.range(60..360) * MINUTE;
@@ -1123,6 +1256,7 @@ impl<'a> Device<'a> {
 
     /// The corporate VPN's relay: long TLS sessions on 8443.
     fn vpn(&mut self, app: &str, relay: &str, start: EpochMillis, end: EpochMillis) {
+        self.doing = "corp-vpn";
         let mut t = start + self.range(0..60) * MINUTE;
         while t < end {
             let length = self.range(120..480) * MINUTE;
@@ -1148,6 +1282,7 @@ impl<'a> Device<'a> {
         } else {
             ("com.android.vending", "play.googleapis.com")
         };
+        self.doing = "store-updates";
         let mut day = start - start.rem_euclid(DAY);
         while day < end {
             let at = day + 2 * HOUR + self.range(0..120) * MINUTE;
@@ -1168,6 +1303,7 @@ impl<'a> Device<'a> {
 
     /// Plants `behaviour` on this device for `app`.
     fn plant(&mut self, behaviour: Behaviour, app: &str, start: EpochMillis, end: EpochMillis) {
+        self.doing = "planted";
         let span = end - start;
         // A start that leaves room for the behaviour within the run.
         let room = (span - 2 * HOUR).max(HOUR);
@@ -1304,6 +1440,67 @@ impl<'a> Device<'a> {
                     t += (interval as f64 * (1.0 + self.range(-jitter..=jitter))) as i64;
                 }
                 (ip, 443, interval, jitter)
+            }
+            Behaviour::PushLikeBeacon5223 => {
+                let interval = self.range(4..13) * MINUTE;
+                let jitter = self.range(0.05..0.25);
+                let ip = format!("198.51.100.{}", 10 + self.index % 200);
+                let sni = format!("push{}.notify-gateway.net", self.index % 5);
+                self.edr("DEVICE_LOCKED", None, first - 30_000);
+                let mut t = first;
+                while t < end && starts.len() < 30 {
+                    let bytes = (self.vary(700.0, 0.02), self.vary(1_900.0, 0.02));
+                    let duration = self.range(1_000..4_000);
+                    self.tls_to(app, t, duration, &ip, &sni, 5223, bytes);
+                    starts.push(t);
+                    t += (interval as f64 * (1.0 + self.range(-jitter..=jitter))) as i64;
+                }
+                (ip, 5223, interval, jitter)
+            }
+            Behaviour::DnsTunnel5353 => {
+                let ip = format!("203.0.113.{}", 10 + self.index % 200);
+                let mut t = first;
+                while t < end && starts.len() < 30 {
+                    let mut label = String::new();
+                    for _ in 0..24 {
+                        let _ = write!(label, "{:x}", self.range(0..16));
+                    }
+                    let qname = format!("{label}.d.cdn-metrics{}.com", self.index % 5);
+                    let bytes = (
+                        40 + qname.len() as i64,
+                        90 + qname.len() as i64 + self.range(0..120),
+                    );
+                    self.session(
+                        app,
+                        t,
+                        self.range(20..200),
+                        &ip,
+                        5353,
+                        "dns",
+                        bytes,
+                        json!({"dns_qname": qname, "dns_qtype": "TXT"}),
+                    );
+                    starts.push(t);
+                    t += self.range(30_000..240_000);
+                }
+                (ip, 5353, 0, 0.0)
+            }
+            Behaviour::MqttC2Over8883 => {
+                let interval = self.range(3..11) * MINUTE;
+                let jitter = self.range(0.05..0.25);
+                let ip = format!("192.0.2.{}", 10 + self.index % 200);
+                self.edr("DEVICE_LOCKED", None, first - 30_000);
+                let mut t = first;
+                while t < end && starts.len() < 30 {
+                    self.background_execution(app, t - self.range(1_000..5_000));
+                    let bytes = (self.vary(410.0, 0.02), self.vary(260.0, 0.02));
+                    let duration = self.range(1_500..6_000);
+                    // The broker by address: TLS sends no server name for an IP (RFC 6066).
+                    self.session(app, t, duration, &ip, 8883, "tls", bytes, json!({}));
+                    starts.push(t);
+                    t += (interval as f64 * (1.0 + self.range(-jitter..=jitter))) as i64;
+                }
+                (ip, 8883, interval, jitter)
             }
         };
         self.planted = Some(Planted {

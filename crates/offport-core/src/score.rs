@@ -654,7 +654,41 @@ fn label_looks_algorithmic(label: &[u8]) -> bool {
     if !shaped {
         return false;
     }
-    shannon_entropy_of(label.iter().map(u8::to_ascii_lowercase)) >= 3.3
+    // A short label cannot reach a long one's entropy (14 draws give at most log2(14) = 3.8
+    // bits): one with almost no vowels or a run of six consonants, which no word or brand
+    // has, needs 80 % of what its length allows; the others 3.3 bits.
+    let unpronounceable = vowel_share < 0.1 || longest_run >= 6;
+    let bar = if unpronounceable {
+        (0.8 * (label.len() as f64).log2()).min(3.3)
+    } else {
+        3.3
+    };
+    shannon_entropy_of(label.iter().map(u8::to_ascii_lowercase)) >= bar
+}
+
+/// An address on the internet: not private, loopback, link-local, multicast, shared (CGNAT)
+/// or unspecified.
+fn is_public_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments().first().copied().unwrap_or(0);
+            !(v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
 }
 
 fn is_ip_literal(host: &str) -> bool {
@@ -850,6 +884,8 @@ struct Judged<'a> {
     baseline: &'a EffectiveBaseline,
     recurrence: &'a Recurrence<'a>,
     host: Option<&'a str>,
+    /// A recognised protocol on a port its baseline does not approve.
+    off_baseline: bool,
 }
 
 /// The scorer's state and logic.
@@ -1085,6 +1121,7 @@ impl Scorer {
             baseline: &baseline,
             recurrence: &recurrence,
             host,
+            off_baseline: candidate,
         };
         let rules = Rules {
             config: &self.config,
@@ -1127,6 +1164,7 @@ impl Scorer {
             baseline: &baseline,
             recurrence: &settled,
             host,
+            off_baseline: candidate,
         };
         let mut findings = Vec::new();
         if let Some(dry) = port {
@@ -1177,13 +1215,7 @@ impl Rules<'_> {
             Analytic::NonStandardPortAndroid | Analytic::NonStandardPortIos => Some(
                 self.non_standard_port(judged.enriched, judged.baseline, judged.recurrence, full),
             ),
-            Analytic::AppLayerC2 => self.app_layer_c2(
-                judged.enriched,
-                judged.baseline,
-                judged.recurrence,
-                judged.host,
-                full,
-            ),
+            Analytic::AppLayerC2 => self.app_layer_c2(judged, full),
         }
     }
 
@@ -1482,20 +1514,23 @@ impl Rules<'_> {
         }
     }
 
-    fn app_layer_c2(
-        &self,
-        enriched: &EnrichedSession,
-        baseline: &EffectiveBaseline,
-        recurrence: &Recurrence<'_>,
-        host: Option<&str>,
-        full: bool,
-    ) -> Option<Collected> {
+    fn app_layer_c2(&self, judged: &Judged<'_>, full: bool) -> Option<Collected> {
+        let Judged {
+            enriched,
+            baseline,
+            recurrence,
+            host,
+            off_baseline,
+        } = *judged;
         let session = &enriched.session;
         let t = &baseline.thresholds;
-        // C2 needs two of its seven core indicators: SNI/Host mismatch, IP-literal host,
-        // algorithmic name, high payload entropy, background persistence (from the session
-        // alone, so first) and periodicity, uniform sizes (from the series, which cost
-        // statistics that a session with two others, or with no chance, does not need).
+        // C2 needs two independent core indicators, at least one of them about the session
+        // itself: SNI/Host mismatch, a destination known only by its address, an algorithmic
+        // name, high payload entropy, background persistence, a protocol off its approved
+        // ports. Periodicity and uniform sizes are one more, together: they are what every
+        // machine-timed heartbeat shows (NTP polls, MDM check-ins, ActiveSync pings, config
+        // polls), so timing alone never makes a finding. The session's indicators come first;
+        // the series' statistics are computed only for a session that has one.
         let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
         let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
         let mismatch = match (sni, http_host) {
@@ -1514,6 +1549,18 @@ impl Rules<'_> {
             .into_iter()
             .flatten()
             .find(|h| kept(h).map_or_else(|| is_ip_literal(h), |v| v.ip_literal));
+        // TLS or QUIC to a public address with no server name: a client that connects by
+        // name sends it (RFC 6066 forbids an address there), so the destination is an address
+        // the app carries, as with an IP-literal Host.
+        let nameless = (literal.is_none()
+            && matches!(session.protocol, AppProtocol::Tls | AppProtocol::Quic)
+            && sni.is_none()
+            && http_host.is_none()
+            && session
+                .dst_ip
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(is_public_address))
+        .then_some(session.dst_ip.as_str());
         let algorithmic = all_hosts(enriched)
             .find(|h| kept(h).map_or_else(|| looks_algorithmic(h), |v| v.algorithmic));
         let encrypted_by_design = matches!(
@@ -1529,14 +1576,18 @@ impl Rules<'_> {
         let persistent = background && duration > t.session_persistence_threshold_ms;
         let cheap = [
             mismatch.is_some(),
-            literal.is_some(),
+            literal.is_some() || nameless.is_some(),
             algorithmic.is_some(),
             entropy.is_some(),
             persistent,
+            off_baseline,
         ]
         .into_iter()
         .filter(|x| *x)
         .count();
+        if cheap == 0 {
+            return None;
+        }
 
         // Beacons are machine-timed: a series is judged only while nobody attends the app. A
         // session of an app in the foreground on an unlocked device with a recent interaction
@@ -1553,7 +1604,7 @@ impl Rules<'_> {
             .then(|| recurrence.intervals())
             .flatten()
             .filter(|intervals| intervals.dispersion() <= t.beacon_interval_variance_threshold);
-        if cheap + usize::from(beacon.is_some()) + 1 < 2 {
+        if cheap < 2 && beacon.is_none() && recurrence.count < self.config.min_series {
             return None;
         }
         // Not for DNS: the series of one query name is the same lookup again, the same size
@@ -1570,7 +1621,7 @@ impl Rules<'_> {
             .then(|| uniform_series(recurrence.sizes_out()))
             .flatten()
             .and_then(|out| uniform_series(recurrence.sizes_in()).map(|inn| (out, inn)));
-        if cheap + usize::from(beacon.is_some()) + usize::from(uniform.is_some()) < 2 {
+        if cheap + usize::from(beacon.is_some() || uniform.is_some()) < 2 {
             return None;
         }
 
@@ -1636,6 +1687,38 @@ impl Rules<'_> {
             collected.add(EvidenceKind::IpLiteralHost, 10.0, None, || {
                 text("SNI or Host is an IP literal", literal.to_string(), None)
             });
+        } else if let Some(address) = nameless {
+            collected.add(EvidenceKind::IpLiteralHost, 10.0, None, || {
+                text(
+                    "TLS without a server name: the destination is known only by its address",
+                    format!("{} to {address}, no SNI", session.protocol.name()),
+                    None,
+                )
+            });
+        }
+        if off_baseline {
+            collected.add(
+                EvidenceKind::ProtocolPortMismatch,
+                10.0,
+                Some(f64::from(session.dst_port)),
+                || {
+                    text(
+                        format!(
+                            "{} on {}/{}, outside its approved ports",
+                            session.protocol.name(),
+                            session.dst_port,
+                            session.transport.name().to_ascii_lowercase()
+                        ),
+                        format!(
+                            "{} on {}/{}",
+                            session.protocol.name(),
+                            session.dst_port,
+                            session.transport.name().to_ascii_lowercase()
+                        ),
+                        Some(baseline.describe_ports(session.protocol, session.transport)),
+                    )
+                },
+            );
         }
         if let Some(name) = algorithmic {
             collected.add(
