@@ -120,28 +120,7 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
             baseline.len()
         );
 
-        for (i, (package, binary)) in SERVICES.iter().enumerate() {
-            let port = FIRST_PORT + u16::try_from(i)?;
-            let log = log_dir.join(format!("{package}.log"));
-            let child = Command::new(bin_dir.join(binary))
-                .env("OFFPORT__KAFKA__BOOTSTRAP_SERVERS", &bootstrap)
-                .env("OFFPORT__REGISTRY__URL", &registry)
-                .env("OFFPORT__TOPICS__PREFIX", &prefix)
-                // The demo's own consumer groups: none of a test's or an earlier demo's
-                // members to wait for.
-                .env("OFFPORT__PIPELINE__GROUP_PREFIX", format!("{prefix}offport-"))
-                .env("OFFPORT__TOPICS__PARTITIONS", options.partitions.to_string())
-                .env("OFFPORT__OBSERVABILITY__LISTEN", format!("127.0.0.1:{port}"))
-                .env("OFFPORT__STREAM__IDLE_TIMEOUT_MS", "3000")
-                .env("OFFPORT__LOG__FILTER", "info")
-                .env("OFFPORT_CONFIG", &config_file)
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log)?)
-                .stderr(std::fs::File::create(log.with_extension("err.log"))?)
-                .spawn()
-                .with_context(|| format!("starting {}", bin_dir.join(binary).display()))?;
-            services.0.push((package, port, child));
-        }
+        services = start_services(&bin_dir, &settings, &config_file, &log_dir)?;
         wait_ready(&mut services).await?;
         println!(
             "five services running on topics {prefix}* (logs in {}; metrics on 127.0.0.1:{FIRST_PORT}-{})",
@@ -244,8 +223,62 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
     })
 }
 
+/// Starts the five services on `settings`' stack and topics, with `config_file` as their
+/// `OFFPORT_CONFIG` and their logs in `log_dir`; metrics on consecutive ports from
+/// 127.0.0.1:19464.
+pub(crate) fn start_services(
+    bin_dir: &std::path::Path,
+    settings: &Settings,
+    config_file: &std::path::Path,
+    log_dir: &std::path::Path,
+) -> Result<Services> {
+    let prefix = &settings.topics.prefix;
+    let mut services = Services(Vec::new());
+    for (i, (package, binary)) in SERVICES.iter().enumerate() {
+        let port = FIRST_PORT + u16::try_from(i)?;
+        let log = log_dir.join(format!("{package}.log"));
+        let child = Command::new(bin_dir.join(binary))
+            .env(
+                "OFFPORT__KAFKA__BOOTSTRAP_SERVERS",
+                &settings.kafka.bootstrap_servers,
+            )
+            .env("OFFPORT__REGISTRY__URL", &settings.registry.url)
+            .env("OFFPORT__TOPICS__PREFIX", prefix)
+            // The run's own consumer groups: none of a test's or an earlier run's members to
+            // wait for.
+            .env(
+                "OFFPORT__PIPELINE__GROUP_PREFIX",
+                format!("{prefix}offport-"),
+            )
+            .env(
+                "OFFPORT__TOPICS__PARTITIONS",
+                settings.topics.partitions.to_string(),
+            )
+            .env(
+                "OFFPORT__OBSERVABILITY__LISTEN",
+                format!("127.0.0.1:{port}"),
+            )
+            .env("OFFPORT__STREAM__IDLE_TIMEOUT_MS", "3000")
+            .env("OFFPORT__LOG__FILTER", "info")
+            .env("OFFPORT_CONFIG", config_file)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(log.with_extension("err.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin_dir.join(binary).display()))?;
+        services.0.push((package, port, child));
+    }
+    Ok(services)
+}
+
 /// Deletes the topics of earlier demo runs and creates this run's.
 async fn prepare(settings: &Settings) -> Result<()> {
+    prepare_family(settings, "demo-").await
+}
+
+/// Deletes the topics of earlier runs named `family*` (other than this run's) and creates
+/// this run's.
+pub(crate) async fn prepare_family(settings: &Settings, family: &str) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = settings.kafka.client_config().create()?;
     let metadata = admin
         .inner()
@@ -255,7 +288,7 @@ async fn prepare(settings: &Settings) -> Result<()> {
         .topics()
         .iter()
         .map(|t| t.name().to_string())
-        .filter(|name| name.starts_with("demo-") && !name.starts_with(&settings.topics.prefix))
+        .filter(|name| name.starts_with(family) && !name.starts_with(&settings.topics.prefix))
         .collect();
     if !old.is_empty() {
         let refs: Vec<&str> = old.iter().map(String::as_str).collect();
@@ -263,7 +296,7 @@ async fn prepare(settings: &Settings) -> Result<()> {
             .delete_topics(&refs, &AdminOptions::new())
             .await
             .context("deleting topics of earlier demo runs")?;
-        println!("deleted {} topics of earlier demo runs", old.len());
+        println!("deleted {} topics of earlier {family}* runs", old.len());
     }
     let specs: Vec<_> = TopicRole::ALL
         .iter()
@@ -273,10 +306,10 @@ async fn prepare(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-struct Services(Vec<(&'static str, u16, Child)>);
+pub(crate) struct Services(pub(crate) Vec<(&'static str, u16, Child)>);
 
 impl Services {
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         for (_, _, child) in &mut self.0 {
             if let Ok(pid) = i32::try_from(child.id()) {
                 let _ = nix::sys::signal::kill(
@@ -376,7 +409,7 @@ fn scrape_metrics(services: &Services) -> Result<bool> {
     Ok(good)
 }
 
-async fn wait_ready(services: &mut Services) -> Result<()> {
+pub(crate) async fn wait_ready(services: &mut Services) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let agent = ureq::Agent::new_with_defaults();
     for (name, port, child) in &mut services.0 {

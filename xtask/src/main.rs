@@ -6,11 +6,14 @@
 //! - `test`: runs every test against the local stack (or the one named by
 //!   `OFFPORT_BOOTSTRAP_SERVERS` / `OFFPORT_REGISTRY_URL`).
 //! - `demo`: the main job end to end: the five services on a simulated fleet (see `demo.rs`).
+//! - `precision`: recall and false findings of the five services on simulated fleets in the
+//!   sensors' formats, per seed, benign behaviour and rule (see `precision.rs`).
 //!
 //! It is tooling, not product: the services never depend on it.
 
 mod chaos;
 mod demo;
+mod precision;
 
 use std::process::{Command, ExitCode};
 
@@ -46,6 +49,9 @@ enum Task {
     /// The fault suite: the five services killed and stopped at random, the broker and the
     /// registry restarted, on a private stack; the answer must be the undisturbed run's.
     Chaos(chaos::ChaosArgs),
+    /// Recall and false findings of the five services on simulated fleets in the sensors'
+    /// formats: per seed, per benign behaviour and per rule.
+    Precision(precision::PrecisionArgs),
 }
 
 #[derive(Subcommand)]
@@ -138,6 +144,7 @@ fn run(task: Task) -> Result<ExitCode> {
         Task::Test { args } => test(&options, &args),
         Task::Demo => demo::run(&options),
         Task::Chaos(args) => chaos::run(&options, &args),
+        Task::Precision(args) => precision::run(&options, &args),
     }
 }
 

@@ -445,14 +445,25 @@ th{{background:#f4f4f4}}.num{{text-align:right}}svg{{margin:0.5em 0 1.5em}}</sty
             }
             h.push_str("</table>");
             for (title, head, map) in [
-                ("False findings by benign behaviour", "behaviour", &e.false_by_behaviour),
+                (
+                    "False findings by benign behaviour",
+                    "behaviour",
+                    &e.false_by_behaviour,
+                ),
                 ("False findings by rule", "analytic", &e.false_by_rule),
-                ("False findings by evidence item", "evidence", &e.false_by_evidence),
+                (
+                    "False findings by evidence item",
+                    "evidence",
+                    &e.false_by_evidence,
+                ),
             ] {
                 if map.is_empty() {
                     continue;
                 }
-                let _ = write!(h, "<h3>{title}</h3><table><tr><th>{head}</th><th>false findings</th></tr>");
+                let _ = write!(
+                    h,
+                    "<h3>{title}</h3><table><tr><th>{head}</th><th>false findings</th></tr>"
+                );
                 let mut rows: Vec<_> = map.iter().collect();
                 rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
                 for (k, n) in rows {
@@ -655,6 +666,12 @@ mod tests {
                 planted("d3", "evil", 4444, Behaviour::PersistentSession4444),
                 planted("d4", "evil", 8081, Behaviour::WebsocketUnmanaged8081),
             ],
+            benign: [(
+                "chrome:443".to_string(),
+                ["web-browsing".to_string()].into_iter().collect(),
+            )]
+            .into_iter()
+            .collect(),
         };
         let mut c2 = finding("f2", "d1", "evil", 8443, 80);
         c2.analytic = Analytic::AppLayerC2;
@@ -683,6 +700,21 @@ mod tests {
             ["f5", "f6"]
         );
         assert_eq!(e.by_behaviour[&Behaviour::TlsC2UncommonPort].detected, 1);
+        // d1 raised both analytics its behaviour calls for; d3's persistent session only the
+        // port analytic, not C2; d2's DNS calls for the port analytic alone.
+        let complete = |b: Behaviour| e.by_behaviour[&b].complete;
+        assert_eq!(complete(Behaviour::TlsC2UncommonPort), 1);
+        assert_eq!(complete(Behaviour::DnsNonStandardPort), 1);
+        assert_eq!(complete(Behaviour::PersistentSession4444), 0);
+        // The false findings by the benign behaviour that made them, and by rule.
+        assert_eq!(
+            e.false_by_behaviour.iter().collect::<Vec<_>>(),
+            [
+                (&"unattributed".to_string(), &1),
+                (&"web-browsing".to_string(), &1)
+            ]
+        );
+        assert_eq!(e.false_by_rule.values().sum::<usize>(), 2);
         assert_eq!(
             e.by_behaviour[&Behaviour::WebsocketUnmanaged8081].detected,
             0

@@ -365,9 +365,17 @@ impl Session {
         let mut out = Vec::new();
         let service = sensor_names(&self.label).1;
         let app = match (service, &self.sni, &self.host, &self.qname) {
-            (Some("ssl"), Some(sni), _, _) => Some((
+            // ssl.log has a line for every handshake; server_name only when the client sent one.
+            (Some("ssl"), sni, _, _) => Some((
                 "zeek/ssl.log",
-                json!({"ts": seconds(self.app_time()), "version": "TLSv13", "server_name": sni, "established": true}),
+                match sni {
+                    Some(sni) => {
+                        json!({"ts": seconds(self.app_time()), "version": "TLSv13", "server_name": sni, "established": true})
+                    }
+                    None => {
+                        json!({"ts": seconds(self.app_time()), "version": "TLSv13", "established": true})
+                    }
+                },
             )),
             (Some("http" | "http,websocket"), _, Some(host), _) => Some((
                 "zeek/http.log",
@@ -421,6 +429,7 @@ impl Session {
         let app_proto = sensor_names(&self.label).2;
         let app = match (app_proto, &self.sni, &self.host, &self.qname) {
             ("tls", Some(sni), _, _) => Some(("tls", json!({"sni": sni, "version": "TLS 1.3"}))),
+            ("tls", None, _, _) => Some(("tls", json!({"version": "TLS 1.3"}))),
             ("http" | "websocket", _, Some(host), _) => Some((
                 "http",
                 json!({"hostname": host, "url": "/", "http_method": self.method.as_deref().unwrap_or("GET"), "protocol": "HTTP/1.1"}),

@@ -283,20 +283,76 @@ impl Truth {
 /// The benign behaviours the simulator's own generator writes, beside the [`LIBRARY`]:
 /// `(name, what, source)`.
 pub const CORE_BEHAVIOURS: &[(&str, &str, &str)] = &[
-    ("web-browsing", "a browser in use: DNS on 53, TLS/QUIC on 443, some HTTP on 80", "IANA domain 53, https 443, http 80"),
-    ("messaging", "a messaging app in use on 443", "IANA https 443"),
-    ("mail-sync", "mail apps fetching in the background and in use", "IANA https 443"),
-    ("background-sync", "weather, maps, music and storage apps syncing on jittered periods", "Android WorkManager / iOS background app refresh"),
-    ("fcm-push", "the FCM channel held open for hours", "firebase.google.com/docs/cloud-messaging (TCP 5228-5230)"),
-    ("apns-push", "the APNs channel held open for hours", "support.apple.com/en-us/102266 (TCP 5223 to 17.0.0.0/8)"),
-    ("push-wakeup", "messaging and mail apps woken by a push, then fetching on 443", "FCM high-priority messages; APNs background pushes"),
-    ("whatsapp-chat", "WhatsApp's chat channel on 5222", "WhatsApp FAQ 'Connecting on a network with a firewall'"),
-    ("zoom-meeting", "Zoom meeting media on UDP 8801", "support.zoom.com 'Zoom network firewall or proxy server settings'"),
-    ("teams-meeting", "Teams meeting media on UDP 3478 to Microsoft's media ranges", "Microsoft 365 URLs and IP address ranges, ID 11"),
-    ("corp-proxy", "the intranet through the explicit enterprise proxy on 8080", "the simulated organisation's baseline exception"),
-    ("corp-vpn", "the corporate VPN relay on 8443", "the simulated organisation's baseline exception"),
-    ("developer-tooling", "dev servers, a debugger's WebSocket and SSH on developer devices", "the developers group's baseline"),
-    ("store-updates", "app-store updates at night while charging", "IANA https 443"),
+    (
+        "web-browsing",
+        "a browser in use: DNS on 53, TLS/QUIC on 443, some HTTP on 80",
+        "IANA domain 53, https 443, http 80",
+    ),
+    (
+        "messaging",
+        "a messaging app in use on 443",
+        "IANA https 443",
+    ),
+    (
+        "mail-sync",
+        "mail apps fetching in the background and in use",
+        "IANA https 443",
+    ),
+    (
+        "background-sync",
+        "weather, maps, music and storage apps syncing on jittered periods",
+        "Android WorkManager / iOS background app refresh",
+    ),
+    (
+        "fcm-push",
+        "the FCM channel held open for hours",
+        "firebase.google.com/docs/cloud-messaging (TCP 5228-5230)",
+    ),
+    (
+        "apns-push",
+        "the APNs channel held open for hours",
+        "support.apple.com/en-us/102266 (TCP 5223 to 17.0.0.0/8)",
+    ),
+    (
+        "push-wakeup",
+        "messaging and mail apps woken by a push, then fetching on 443",
+        "FCM high-priority messages; APNs background pushes",
+    ),
+    (
+        "whatsapp-chat",
+        "WhatsApp's chat channel on 5222",
+        "WhatsApp FAQ 'Connecting on a network with a firewall'",
+    ),
+    (
+        "zoom-meeting",
+        "Zoom meeting media on UDP 8801",
+        "support.zoom.com 'Zoom network firewall or proxy server settings'",
+    ),
+    (
+        "teams-meeting",
+        "Teams meeting media on UDP 3478 to Microsoft's media ranges",
+        "Microsoft 365 URLs and IP address ranges, ID 11",
+    ),
+    (
+        "corp-proxy",
+        "the intranet through the explicit enterprise proxy on 8080",
+        "the simulated organisation's baseline exception",
+    ),
+    (
+        "corp-vpn",
+        "the corporate VPN relay on 8443",
+        "the simulated organisation's baseline exception",
+    ),
+    (
+        "developer-tooling",
+        "dev servers, a debugger's WebSocket and SSH on developer devices",
+        "the developers group's baseline",
+    ),
+    (
+        "store-updates",
+        "app-store updates at night while charging",
+        "IANA https 443",
+    ),
 ];
 
 /// A simulated fleet: raw records in event-time order, the organisation baseline, the truth.
@@ -1642,6 +1698,60 @@ mod tests {
         assert!(
             (fleet.truth.device_days - fleet.truth.benign_device_days - infected * 0.25).abs()
                 < 1e-9
+        );
+    }
+
+    #[test]
+    fn the_benign_library_has_forty_sourced_behaviours_and_the_fleet_shows_them_attributed() {
+        let names: BTreeSet<&str> = LIBRARY
+            .iter()
+            .map(|b| b.name)
+            .chain(CORE_BEHAVIOURS.iter().map(|(name, _, _)| *name))
+            .collect();
+        assert!(names.len() >= 40, "{} behaviours", names.len());
+        assert_eq!(
+            names.len(),
+            LIBRARY.len() + CORE_BEHAVIOURS.len(),
+            "a name used twice"
+        );
+        for b in LIBRARY {
+            assert!(!b.source.is_empty() && !b.what.is_empty(), "{}", b.name);
+            assert!(b.android.is_some() || b.ios.is_some(), "{}", b.name);
+        }
+        let fleet = simulate(&FleetConfig {
+            devices: 200,
+            hours: 24,
+            ..FleetConfig::default()
+        })
+        .unwrap();
+        let shown: BTreeSet<&str> = fleet
+            .truth
+            .benign
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        for b in LIBRARY {
+            assert!(
+                shown.contains(b.name),
+                "{} never shown in 200 devices",
+                b.name
+            );
+        }
+        // A session of a library behaviour is attributed to it by app and port.
+        let ntp = fleet
+            .stream(Stream::Proxy)
+            .find(|r| r.value.contains("\"dst_port\":123,"))
+            .unwrap();
+        let value: Value = serde_json::from_str(&ntp.value).unwrap();
+        assert_eq!(
+            fleet.truth.benign_behaviour(value["app_id"].as_str(), 123),
+            "ntp-time-sync"
+        );
+        assert_eq!(value["transport"], "UDP");
+        assert_eq!(
+            fleet.truth.benign_behaviour(Some("com.nobody"), 1),
+            "unattributed"
         );
     }
 

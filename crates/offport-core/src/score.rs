@@ -56,7 +56,7 @@ use crate::baseline::{
 use crate::durable::{self, Durable, RestoreError, StateChange};
 use crate::model::{
     Analytic, AppProtocol, AppRunState, AttributionSource, EnrichedSession, EpochMillis, Evidence,
-    EvidenceKind, Finding, FindingStatus, LockState, Platform, ProtocolEvidence,
+    EvidenceKind, Finding, FindingStatus, LockState, Platform, ProtocolEvidence, SourceFormat,
 };
 use crate::protocol::{shannon_entropy, shannon_entropy_of};
 
@@ -607,22 +607,46 @@ fn sorted_stats(sorted: &[u32]) -> Option<SeriesStats> {
     Some(SeriesStats { median, mad, skew })
 }
 
-/// True when `host` looks algorithmically generated: judged on its longest label (ignoring the
-/// public suffix), by character entropy, digit share and consonant runs. A heuristic, tuned to
-/// stay quiet on real CDN and API names; it is one evidence item, never a finding on its own.
-/// Runs on every scored session, so it does not allocate.
+/// True when `host` looks algorithmically generated: judged on the label its owner registered
+/// (the one left of the public suffix, from the Public Suffix List: `googlevideo` in
+/// `rr4---sn-5hne6nzk.googlevideo.com`, `psqdlcmzsstkkp` in `psqdlcmzsstkkp.top`), by character
+/// entropy, digit share and consonant runs. A DGA makes names to register; the labels below a
+/// registered name are its owner's choice (CDN node names, tenant ids) and say nothing of it.
+/// Where the suffix is not on the list, every label but the last is judged. A heuristic, tuned
+/// to stay quiet on real CDN and API names; it is one evidence item, never a finding on its
+/// own. Runs on every scored session, so it does not allocate.
 pub fn looks_algorithmic(host: &str) -> bool {
     if host.parse::<IpAddr>().is_ok() {
         return false;
     }
     let trimmed = host.trim_end_matches('.');
-    // The registrable part and subdomains: drop the last label (the TLD) unless it is the only one.
+    if let Some(registered) = registered_label(trimmed) {
+        return registered.len() >= 10 && label_looks_algorithmic(registered.as_bytes());
+    }
     let labels = trimmed.split('.').count();
     trimmed
         .split('.')
         .take(labels.saturating_sub(1).max(1))
         .filter(|label| label.len() >= 10)
         .any(|label| label_looks_algorithmic(label.as_bytes()))
+}
+
+/// The label left of `host`'s ICANN public suffix, when the suffix is a known one. A private
+/// suffix (`cloudfront.net`, `github.io`) is a provider's namespace whose labels the provider
+/// generates for every customer: the label judged is the provider's own.
+fn registered_label(host: &str) -> Option<&str> {
+    let mut tail = host;
+    loop {
+        let suffix = psl::suffix(tail.as_bytes()).filter(|s| s.is_known())?;
+        let bytes = suffix.as_bytes();
+        if suffix.typ() == Some(psl::Type::Icann) {
+            let rest = host.get(..host.len().checked_sub(bytes.len() + 1)?)?;
+            return rest.rsplit('.').next().filter(|label| !label.is_empty());
+        }
+        // Its ICANN part is a shorter suffix of the same name.
+        let text = host.get(host.len().checked_sub(bytes.len())?..)?;
+        tail = text.split_once('.')?.1;
+    }
 }
 
 fn label_looks_algorithmic(label: &[u8]) -> bool {
@@ -1549,10 +1573,18 @@ impl Rules<'_> {
             .into_iter()
             .flatten()
             .find(|h| kept(h).map_or_else(|| is_ip_literal(h), |v| v.ip_literal));
-        // TLS or QUIC to a public address with no server name: a client that connects by
-        // name sends it (RFC 6066 forbids an address there), so the destination is an address
-        // the app carries, as with an IP-literal Host.
+        // A TLS handshake the sensor read, with no server name, to a public address: a client
+        // that connects by name sends it (RFC 6066 forbids an address there), so the
+        // destination is an address the app carries, as with an IP-literal Host. The sensor
+        // must have read the ClientHello: a handshake record (Zeek ssl.log, an EVE tls event,
+        // the client's bytes), or nDPI's TLS verdict in a PCAPdroid row, which comes from the
+        // ClientHello and would carry its name. A session with no handshake record (a QUIC
+        // flow, a conn.log whose ssl.log never came) says nothing of the name.
+        let handshake_read = session.tls.is_some()
+            || (session.source_format == SourceFormat::PcapdroidCsv
+                && session.protocol == AppProtocol::Tls);
         let nameless = (literal.is_none()
+            && handshake_read
             && matches!(session.protocol, AppProtocol::Tls | AppProtocol::Quic)
             && sni.is_none()
             && http_host.is_none()

@@ -445,7 +445,13 @@ enterprise_exceptions:
     let mut mqtt = suspicious();
     mqtt.session.protocol = AppProtocol::Mqtt;
     mqtt.session.dst_port = 8884;
-    assert_eq!(scorer().score(&mqtt).len(), 1);
+    // The port analytic, and C2 too: a high-entropy payload in a plaintext protocol off its
+    // ports.
+    let analytics: Vec<Analytic> = scorer().score(&mqtt).iter().map(|f| f.analytic).collect();
+    assert_eq!(
+        analytics,
+        vec![Analytic::NonStandardPortAndroid, Analytic::AppLayerC2]
+    );
     let mut approved = scorer_with("{scope: {kind: APP, value: com.example.weather}, version: v, effective_time: 0, allowed_protocol_ports: [{protocol: MQTT, ports: [{first: 8884, last: 8884}]}]}");
     assert_eq!(approved.score(&mqtt), vec![]);
 }
@@ -580,7 +586,12 @@ fn uniform_sizes_hold_with_one_session_in_eight_carrying_more() {
     // A beacon's check-ins, one of which brought a task back: still uniform.
     let mut sizes = [(620, 1_380); 8];
     sizes[5] = (640, 48_000);
-    let findings = latest(&run(&mut scorer(), weather_refresh(&sizes)));
+    // To an address with no server name: timing needs an indicator about the session.
+    let mut sessions = weather_refresh(&sizes);
+    for e in &mut sessions {
+        e.session.tls = None;
+    }
+    let findings = latest(&run(&mut scorer(), sessions));
     assert_eq!(findings.len(), 1, "{findings:?}");
     let f = &findings[0];
     assert_eq!(f.analytic, Analytic::AppLayerC2);
@@ -732,6 +743,13 @@ fn app_network_behavior_flags_unexpected_protocols_and_destinations() {
 #[test]
 fn suppression_updates_the_same_id_and_opens_a_new_one_after_the_window() {
     let mut s = scorer();
+    // The port analytic's finding (a persistent session also raises C2, a finding of its own).
+    let port = |findings: Vec<Finding>| -> Vec<Finding> {
+        findings
+            .into_iter()
+            .filter(|f| f.analytic == Analytic::NonStandardPortAndroid)
+            .collect()
+    };
     let first = s.score(&at(suspicious(), T0));
     assert_eq!(first.len(), 1);
     // Same evidence, same score: counted, not emitted.
@@ -742,7 +760,7 @@ fn suppression_updates_the_same_id_and_opens_a_new_one_after_the_window() {
     // A new evidence item: an update of the same id.
     let mut long = at(suspicious(), T0 + 7_200_000);
     long.session.duration_ms = Some(2 * 3_600_000);
-    let update = s.score(&long);
+    let update = port(s.score(&long));
     assert_eq!(update.len(), 1);
     assert_eq!(
         (update[0].finding_id.as_str(), update[0].revision),
@@ -750,7 +768,7 @@ fn suppression_updates_the_same_id_and_opens_a_new_one_after_the_window() {
     );
     assert_eq!(update[0].session_count, 3);
     // After the suppression window: a new finding id.
-    let later = s.score(&at(suspicious(), T0 + 25 * 3_600_000));
+    let later = port(s.score(&at(suspicious(), T0 + 25 * 3_600_000)));
     assert_eq!(later.len(), 1);
     assert_ne!(later[0].finding_id, first[0].finding_id);
     assert_eq!(later[0].revision, 0);
@@ -942,10 +960,25 @@ fn algorithmic_names() {
     ] {
         assert!(!looks_algorithmic(real), "{real}");
     }
+    // Words and brands with few vowels stay words; generated labels below a registered name
+    // (CDN nodes, IoT endpoints) are the owner's, not a DGA's.
+    for real in [
+        "wss-primary.slack.com",
+        "rr-cdn.strmsrv.net",
+        "rr4---sn-5hne6nzk.googlevideo.com",
+        "RR4---SN-5HNE6NZK.GOOGLEVIDEO.COM",
+        "ipv4-c071-fra002-ix.1.oca.nflxvideo.net",
+        "a1x2y3z4k9q7w8-ats.iot.eu-west-1.amazonaws.com",
+        "d3kx8q2mzw7p4y.cloudfront.net",
+    ] {
+        assert!(!looks_algorithmic(real), "{real}");
+    }
     for dga in [
         "xkq9vz3tplm2wr.com",
         "qwrtzpkxmvbn.net",
         "a8f3k2m9x7q1z5.info",
+        // 14 consonants with repeats: 3.18 bits, under a long label's 3.3, yet no word.
+        "psqdlcmzsstkkp.top",
     ] {
         assert!(looks_algorithmic(dga), "{dga}");
     }
@@ -1073,12 +1106,17 @@ fn a_session_arriving_out_of_order_updates_the_open_finding_instead_of_replacing
     assert_eq!(first.len(), 1);
     let mut earlier = at(suspicious(), T0);
     earlier.session.duration_ms = Some(2 * 3_600_000);
-    let update = s.score(&earlier);
+    // Two hours in the background off the approved ports is C2 as well: a finding of its own.
+    let update: Vec<Finding> = s
+        .score(&earlier)
+        .into_iter()
+        .filter(|f| f.analytic == Analytic::NonStandardPortAndroid)
+        .collect();
     assert_eq!(update.len(), 1);
     assert_eq!(update[0].finding_id, first[0].finding_id);
     assert_eq!(update[0].first_seen, T0);
     assert_eq!(update[0].session_count, 2);
-    assert_eq!(s.open_findings(), 1);
+    assert_eq!(s.open_findings(), 2);
 }
 
 #[test]
@@ -1095,7 +1133,8 @@ fn histories_written_before_the_sorted_series_restore() {
 }
 
 /// A music player's track fetches: every ~3 min with the given relative jitters (cycled), sizes
-/// alike, to the service's own host over TLS 443.
+/// alike, over TLS 443 to an address with no server name (one indicator about the session, so
+/// that the timing decides).
 fn track_fetches(jitters: &[f64], attended: bool) -> Vec<EnrichedSession> {
     let mut start = T0;
     (0..16)
@@ -1103,10 +1142,7 @@ fn track_fetches(jitters: &[f64], attended: bool) -> Vec<EnrichedSession> {
             let jitter = jitters[i % jitters.len()];
             start += (180_000.0 * (1.0 + jitter)) as i64;
             let mut e = at(benign(), start);
-            e.session.tls = Some(TlsInfo {
-                sni: Some("audio-fa.scdn.co".into()),
-                ..TlsInfo::default()
-            });
+            e.session.tls = None;
             e.session.bytes_out = 900 + (i as i64 % 3) * 5;
             e.session.bytes_in = 160_000 + (i as i64 % 4) * 800;
             if !attended {
@@ -1156,4 +1192,166 @@ fn intervals_looser_than_the_variance_threshold_are_not_periodic() {
             .any(|f| kinds(f).contains(&EvidenceKind::BeaconPeriodicity)),
         "{findings:?}"
     );
+}
+
+/// A machine-timed heartbeat of a managed app in the background on a locked device: every
+/// 15 minutes to the minute, the same sizes each time, to a named service on `port`.
+fn heartbeat(i: i64, sni: Option<&str>, ip: &str, port: i32) -> EnrichedSession {
+    let mut e = at(benign(), T0 + i * 900_000);
+    e.session.dst_ip = ip.to_string();
+    e.session.dst_port = port;
+    e.session.tls = Some(TlsInfo {
+        sni: sni.map(str::to_string),
+        ..TlsInfo::default()
+    });
+    e.session.bytes_out = 1_100;
+    e.session.bytes_in = 600;
+    e.app_state = AppRunState::Background;
+    e.lock_state = LockState::Locked;
+    e.locked_throughout = true;
+    e.last_user_interaction_ms_before = Some(7_200_000);
+    e
+}
+
+#[test]
+fn timing_alone_is_no_c2_an_indicator_about_the_session_is_needed_beside_it() {
+    // ActiveSync pings, MDM check-ins, config polls: periodic and uniform, nothing else.
+    let mut s = scorer();
+    let pings = (0..16).map(|i| heartbeat(i, Some("outlook.office365.com"), "52.97.1.10", 443));
+    assert_eq!(run(&mut s, pings.collect::<Vec<_>>()), vec![]);
+
+    // The same timing off the protocol's approved ports: C2, and the port is its evidence.
+    let mut s = scorer();
+    let off = (0..16).map(|i| heartbeat(i, Some("cdn-sync3.example.net"), "203.0.113.7", 7443));
+    let findings = latest(&run(&mut s, off.collect::<Vec<_>>()));
+    let c2: Vec<_> = findings
+        .iter()
+        .filter(|f| f.analytic == Analytic::AppLayerC2)
+        .collect();
+    assert_eq!(c2.len(), 1, "{findings:?}");
+    for kind in [
+        EvidenceKind::BeaconPeriodicity,
+        EvidenceKind::UniformSizes,
+        EvidenceKind::ProtocolPortMismatch,
+    ] {
+        assert!(kinds(c2[0]).contains(&kind), "{kind:?}: {:?}", kinds(c2[0]));
+    }
+    assert!(c2[0].score >= 40, "{}", c2[0].score);
+
+    // TLS with no server name to a public address on 8883 (an MQTT broker by address):
+    // standard port, so only C2, with the nameless destination as its session indicator.
+    let mut s = scorer();
+    let nameless = (0..16).map(|i| {
+        let mut e = heartbeat(i, None, "192.0.2.44", 8883);
+        e.session.protocol = AppProtocol::Tls;
+        e
+    });
+    let findings = latest(&run(&mut s, nameless.collect::<Vec<_>>()));
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].analytic, Analytic::AppLayerC2);
+    let literal = evidence(&findings[0], EvidenceKind::IpLiteralHost);
+    assert!(
+        literal.description.contains("without a server name"),
+        "{literal:?}"
+    );
+
+    // The same without a name to a LAN address (a receiver on the local network): nothing.
+    let mut s = scorer();
+    let lan = (0..16).map(|i| heartbeat(i, None, "192.168.1.40", 8883));
+    assert_eq!(run(&mut s, lan.collect::<Vec<_>>()), vec![]);
+}
+
+#[test]
+fn push_channels_meet_media_and_lan_control_are_excepted_only_where_documented() {
+    let quiet = [
+        // Samsung and Huawei push on 5223 to their own domains.
+        (
+            AppProtocol::Tls,
+            Transport::Tcp,
+            "34.1.2.3",
+            5223,
+            Some("apn.push.samsungosp.com"),
+        ),
+        (
+            AppProtocol::Tls,
+            Transport::Tcp,
+            "34.1.2.4",
+            5223,
+            Some("grs.push.dbankcloud.com"),
+        ),
+        // Google Meet media to its ranges.
+        (
+            AppProtocol::Stun,
+            Transport::Udp,
+            "74.125.250.12",
+            19305,
+            None,
+        ),
+        // Casting, AirPlay and Sonos control on the LAN.
+        (AppProtocol::Tls, Transport::Tcp, "192.168.1.40", 8009, None),
+        (
+            AppProtocol::Http,
+            Transport::Tcp,
+            "192.168.1.41",
+            7000,
+            None,
+        ),
+        (AppProtocol::Http, Transport::Tcp, "10.0.0.42", 1400, None),
+    ];
+    for (protocol, transport, ip, port, sni) in quiet {
+        let mut s = scorer();
+        let mut e = labelled(protocol, transport, ip, port);
+        e.session.tls = sni.map(|sni| TlsInfo {
+            sni: Some(sni.to_string()),
+            ..TlsInfo::default()
+        });
+        assert_eq!(run(&mut s, [e]), vec![], "{ip}:{port}");
+        assert_eq!(s.stats().excepted, 1, "{ip}:{port}");
+    }
+    let raised = [
+        // 5223 to a domain no push service uses; Meet's ports outside its ranges; the LAN
+        // control ports towards the internet.
+        (
+            AppProtocol::Tls,
+            Transport::Tcp,
+            "198.51.100.9",
+            5223,
+            Some("push.notify-gateway.net"),
+        ),
+        (
+            AppProtocol::Stun,
+            Transport::Udp,
+            "198.51.100.10",
+            19305,
+            None,
+        ),
+        (
+            AppProtocol::Tls,
+            Transport::Tcp,
+            "198.51.100.11",
+            8009,
+            None,
+        ),
+        (
+            AppProtocol::Http,
+            Transport::Tcp,
+            "198.51.100.12",
+            1400,
+            None,
+        ),
+    ];
+    for (protocol, transport, ip, port, sni) in raised {
+        let mut s = scorer();
+        let mut e = labelled(protocol, transport, ip, port);
+        e.session.tls = sni.map(|sni| TlsInfo {
+            sni: Some(sni.to_string()),
+            ..TlsInfo::default()
+        });
+        let findings = run(&mut s, [e]);
+        assert_eq!(findings.len(), 1, "{ip}:{port}: {findings:?}");
+        assert!(
+            kinds(&findings[0]).contains(&EvidenceKind::ProtocolPortMismatch),
+            "{ip}:{port}"
+        );
+    }
 }

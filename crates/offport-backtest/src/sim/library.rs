@@ -97,6 +97,17 @@ pub enum Rhythm {
         /// Seconds between sessions during use.
         every: (i64, i64),
     },
+    /// Media playing with the screen locked (an Android media foreground service, iOS
+    /// background audio): `per_day` sessions of listening for `minutes`, a segment fetch every
+    /// `every` seconds, machine-timed by the player's buffer.
+    Playback {
+        /// Listening sessions per day.
+        per_day: (u32, u32),
+        /// Length of one in minutes.
+        minutes: (i64, i64),
+        /// Seconds between segment fetches.
+        every: (i64, i64),
+    },
     /// A few transfers between 01:00 and 05:00 while charging (a foreground service).
     Nightly {
         /// Transfers per night.
@@ -399,6 +410,11 @@ pub const LIBRARY: &[BenignBehaviour] = &[
         Some("com.spotify.music"), Some("com.spotify.client"), 0.3,
         tcp("Spotify", 4070, "", To::Range("35.186.224"), N).sizes(4_000.0, 3_500_000.0, 0.3).lasting(60, 240),
         in_use((1, 3), (20, 60), (150, 260))),
+    behaviour("music-locked-playback", "music playing on a locked phone: audio segments fetched on the player's buffer clock, same size each",
+        "YouTube Music audio from rrN---sn-XXXX.googlevideo.com (QUIC 443); Android media playback foreground service (developer.android.com, 'Background playback with a MediaSessionService')",
+        Some("com.google.android.apps.youtube.music"), Some("com.google.ios.youtubemusic"), 0.25,
+        udp("QUIC", 443, "rr2---sn-4g5ednsl.googlevideo.com", To::Host, S).sizes(1_200.0, 480_000.0, 0.03).lasting(1, 4),
+        Rhythm::Playback { per_day: (1, 3), minutes: (20, 90), every: (28, 32) }),
     behaviour("youtube-video", "video segments over QUIC from Google's CDN with generated-looking names",
         "YouTube media from rrN---sn-XXXX.googlevideo.com (QUIC, 443/udp)",
         Some("com.google.android.youtube"), Some("com.google.ios.youtube"), 0.6,
@@ -537,6 +553,34 @@ impl Device<'_> {
                     self.edr("DEVICE_LOCKED", None, from + length);
                 }
             }
+            Rhythm::Playback {
+                per_day,
+                minutes,
+                every,
+            } => {
+                let days = ((end - start) as f64 / DAY as f64).max(1.0 / 24.0);
+                let plays = (f64::from(self.range(per_day.0..=per_day.1)) * days).round() as u32;
+                for _ in 0..plays {
+                    let length = self.range(minutes.0..=minutes.1) * MINUTE;
+                    let Some(from) = self.free_slot(start, end, length) else {
+                        continue;
+                    };
+                    // Started in the app, then the screen goes off and the music goes on.
+                    self.edr("DEVICE_UNLOCKED", None, from);
+                    self.edr("USER_INTERACTION", None, from + 600);
+                    self.edr("APP_FOREGROUND", Some(app), from + 1_000);
+                    self.edr("FOREGROUND_SERVICE_START", Some(app), from + 4_000);
+                    self.edr("APP_BACKGROUND", Some(app), from + 8_000);
+                    self.edr("DEVICE_LOCKED", None, from + 10_000);
+                    let mut t = from + 5_000;
+                    while t < from + length {
+                        let duration = self.own_duration(&behaviour.flow);
+                        self.library_session(&behaviour.flow, app, t, duration);
+                        t += self.range(every.0..=every.1) * 1_000;
+                    }
+                    self.edr("FOREGROUND_SERVICE_STOP", Some(app), from + length);
+                }
+            }
             Rhythm::Nightly { transfers } => {
                 let mut day = start - start.rem_euclid(DAY);
                 while day < end {
@@ -557,8 +601,9 @@ impl Device<'_> {
             Rhythm::Now { per_day } => {
                 let days = ((end - start) as f64 / DAY as f64).max(1.0 / 24.0);
                 let checks = (f64::from(self.range(per_day.0..=per_day.1)) * days).round() as u32;
-                let mut times: Vec<EpochMillis> =
-                    (0..checks).map(|_| start + self.range(0..end - start)).collect();
+                let mut times: Vec<EpochMillis> = (0..checks)
+                    .map(|_| start + self.range(0..end - start))
+                    .collect();
                 times.sort_unstable();
                 for at in times {
                     let duration = self.own_duration(&behaviour.flow);
@@ -569,7 +614,12 @@ impl Device<'_> {
     }
 
     /// A start for a use of `length` that overlaps no other use of the device, in waking hours.
-    fn free_slot(&mut self, start: EpochMillis, end: EpochMillis, length: i64) -> Option<EpochMillis> {
+    fn free_slot(
+        &mut self,
+        start: EpochMillis,
+        end: EpochMillis,
+        length: i64,
+    ) -> Option<EpochMillis> {
         for _ in 0..12 {
             let from = start + self.range(0..(end - start - length).max(1));
             let hour = from.rem_euclid(DAY) / HOUR;
@@ -605,7 +655,10 @@ impl Device<'_> {
             flow.port
         };
         let bytes = if flow.spread > 0.0 {
-            (self.vary(flow.bytes.0, flow.spread), self.vary(flow.bytes.1, flow.spread))
+            (
+                self.vary(flow.bytes.0, flow.spread),
+                self.vary(flow.bytes.1, flow.spread),
+            )
         } else {
             (flow.bytes.0 as i64, flow.bytes.1 as i64)
         };
