@@ -407,4 +407,59 @@ mod tests {
             "{staff:?}"
         );
     }
+
+    /// An iOS device known to its MDM only by its UDID (MicroMDM gives no group) gets its group
+    /// from the inventory, whatever the UDID's case, and the group's baseline applies.
+    #[test]
+    fn the_inventory_gives_a_device_its_group_for_device_group_baselines() {
+        use offport_core::normalize::mdm::InventoryEntry;
+        let start = 1_795_132_800_000;
+        let org = crate::sim::organisation_baseline(start);
+        let udid = "00008110-001A2C3E0E01801E";
+        let findings = |group: Option<&str>| {
+            let mut replay = Replay::new(options(&org));
+            if let Some(group) = group {
+                let entry = InventoryEntry {
+                    device_id: udid.to_string(),
+                    group: Some(group.to_string()),
+                    role: Some("engineer".to_string()),
+                    owner: Some("alice@example.com".to_string()),
+                    effective_time: None,
+                };
+                replay.push(
+                    Stream::Mdm,
+                    Some(&entry.key()),
+                    entry.to_raw_json().as_bytes(),
+                );
+            }
+            for i in 0..3_i64 {
+                let session = format!(
+                    r#"{{"session_id":"s{i}","device_id":"{}","platform":"IOS","app_id":"com.example.devtool","start_time":{},"duration_ms":2000,"dst_ip":"10.1.2.3","dst_port":3000,"transport":"TCP","sensor_protocol":"http","http_host":"10.1.2.3"}}"#,
+                    udid.to_ascii_lowercase(),
+                    start + 3_600_000 + i * 60_000
+                );
+                replay.push(Stream::Proxy, None, session.as_bytes());
+            }
+            let outcome = replay.finish();
+            assert!(
+                outcome.dead_letters.is_empty(),
+                "{:?}",
+                outcome.dead_letters
+            );
+            outcome.latest()
+        };
+        assert_eq!(
+            findings(Some("developers")),
+            vec![],
+            "developers allow HTTP on 3000"
+        );
+        let without = findings(None);
+        assert!(
+            without
+                .iter()
+                .any(|f| f.analytic == offport_core::model::Analytic::NonStandardPortIos),
+            "{without:?}"
+        );
+        assert!(!findings(Some("sales")).is_empty());
+    }
 }

@@ -421,7 +421,7 @@ fn device_last_key(d: &DeviceState) -> u64 {
 }
 
 /// The parts of a DeviceContext the join keeps.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct MdmRecord {
     supervised: Option<bool>,
     device_group: Option<String>,
@@ -882,7 +882,7 @@ impl Joiner {
         self.devices.retain(|id, device| {
             device.lock.prune(cutoff, true);
             device.interactions.prune(cutoff, false);
-            device.mdm.prune(cutoff, true);
+            prune_mdm(&mut device.mdm, cutoff);
             device.apps.retain_mut(|(_, app)| {
                 app.lifecycle.prune(cutoff, true);
                 app.background.prune(cutoff, false);
@@ -1070,6 +1070,44 @@ impl Joiner {
             network_api_calls_before,
             mdm,
             watermark: end,
+        }
+    }
+}
+
+/// Drops the MDM records older than `cutoff` but the last, folded into that one: a group an
+/// old report (or an inventory entry) gave and later reports do not repeat stays known, and
+/// [`mdm_as_of`] answers as it did for every time the kept records cover.
+fn prune_mdm(mdm: &mut Timeline<MdmRecord>, cutoff: EpochMillis) {
+    let before = mdm.entries.partition_point(|(k, _)| *k < pack(cutoff, 0));
+    if before < 2 {
+        return;
+    }
+    let mut merged = MdmRecord::default();
+    for (_, record) in mdm.entries.drain(..before - 1) {
+        fold_into(&mut merged, record);
+    }
+    if let Some((_, last)) = mdm.entries.first_mut() {
+        let kept = std::mem::take(last);
+        fold_into(&mut merged, kept);
+        *last = merged;
+    }
+}
+
+/// Folds `record` onto `into` as [`mdm_as_of`] reads them in order.
+fn fold_into(into: &mut MdmRecord, record: MdmRecord) {
+    into.supervised = record.supervised.or(into.supervised);
+    into.device_group = record.device_group.or(into.device_group.take());
+    into.device_role = record.device_role.or(into.device_role.take());
+    if record.complete {
+        into.complete = true;
+        into.apps.clear();
+    }
+    for app in record.apps {
+        let installed_only = app.status.as_deref() == Some(crate::model::INSTALLED_ONLY_STATUS);
+        match into.apps.iter_mut().find(|a| a.app_id == app.app_id) {
+            Some(_) if installed_only => {}
+            Some(slot) => *slot = app,
+            None => into.apps.push(app),
         }
     }
 }
@@ -1308,6 +1346,66 @@ mod tests {
             event_time: at,
             ..examples::device_context()
         }
+    }
+
+    #[test]
+    fn pruning_mdm_records_folds_them_so_as_of_answers_do_not_change() {
+        let record = |group: Option<&str>, complete: bool, apps: Vec<ManagedApp>| MdmRecord {
+            supervised: None,
+            device_group: group.map(str::to_string),
+            device_role: None,
+            apps,
+            complete,
+        };
+        let installed = |app: &str| ManagedApp {
+            status: Some(crate::model::INSTALLED_ONLY_STATUS.to_string()),
+            ..managed(app, false)
+        };
+        let mut device = DeviceState::default();
+        // An inventory entry gives the group; no later report repeats it.
+        let records = [
+            (T0, record(Some("engineering"), false, vec![])),
+            (
+                T0 + 1_000,
+                record(None, true, vec![managed("a", true), managed("b", false)]),
+            ),
+            (
+                T0 + 2_000,
+                record(None, false, vec![installed("a"), installed("c")]),
+            ),
+            (T0 + 3_000, record(None, false, vec![managed("b", true)])),
+            (T0 + 4_000, record(None, true, vec![managed("d", true)])),
+            (
+                T0 + 5_000,
+                record(None, false, vec![installed("d"), managed("e", false)]),
+            ),
+        ];
+        for (at, r) in records {
+            device.mdm.insert(at, u64::from(!r.complete), r, usize::MAX);
+        }
+        let answers = |device: &DeviceState| -> Vec<String> {
+            let mut out = Vec::new();
+            for at in [T0 + 3_500, T0 + 4_000, T0 + 5_000, T0 + 9_000] {
+                for app in ["a", "b", "c", "d", "e", "z"] {
+                    out.push(format!("{at} {app} {:?}", mdm_as_of(device, Some(app), at)));
+                }
+            }
+            out
+        };
+        let before = answers(&device);
+        assert!(before[0].contains("engineering"), "{}", before[0]);
+        prune_mdm(&mut device.mdm, T0 + 3_500);
+        assert_eq!(
+            device.mdm.len(),
+            3,
+            "the last before the cutoff and the two after"
+        );
+        assert_eq!(answers(&device), before);
+        prune_mdm(&mut device.mdm, T0 + 9_000);
+        assert_eq!(device.mdm.len(), 1);
+        let last = mdm_as_of(&device, Some("e"), T0 + 9_000).unwrap();
+        assert_eq!(last.device_group.as_deref(), Some("engineering"));
+        assert_eq!(answers(&device)[18..], before[18..]);
     }
 
     #[test]

@@ -192,6 +192,8 @@ pub enum SourceFormat {
     AndroidManagementApi,
     // Not known.
     Unknown,
+    // offport device inventory entries (device to group, role, owner), published by users.
+    OffportInventory,
 }
 
 /// How a session was tied to the app that made it.

@@ -201,14 +201,32 @@ pub async fn replay_topics(
     let timeout = Duration::from_secs(30);
     let mut lanes: Vec<Lane> = Vec::new();
     let mut assignment = TopicPartitionList::new();
-    for stream in Stream::ALL {
-        let topic = role_of(stream, range.source).spec(&settings.topics).name;
+    // From the raw topics, the device inventory is read whole beside the MDM reports: its
+    // entries hold from their effective time, whenever they were published.
+    let mut sources: Vec<(Stream, String, bool)> = Stream::ALL
+        .iter()
+        .map(|&stream| {
+            let topic = role_of(stream, range.source).spec(&settings.topics).name;
+            (stream, topic, true)
+        })
+        .collect();
+    if matches!(range.source, ReplaySource::Raw) {
+        sources.push((
+            Stream::Mdm,
+            TopicRole::Inventory.spec(&settings.topics).name,
+            false,
+        ));
+    }
+    for (stream, topic, required) in sources {
         let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
         let partitions = metadata
             .topics()
             .first()
             .map(|t| t.partitions().len())
             .unwrap_or(0);
+        if partitions == 0 && !required {
+            continue;
+        }
         if partitions == 0 {
             return Err(BacktestError::Other(format!(
                 "topic {topic} does not exist or has no partitions"
@@ -232,8 +250,11 @@ pub async fn replay_topics(
                     })
                     .unwrap_or(high))
             };
-            let start = at(range.from, low)?.max(low);
-            let end = at(range.to, high)?.min(high);
+            let (start, end) = if required {
+                (at(range.from, low)?.max(low), at(range.to, high)?.min(high))
+            } else {
+                (low, high)
+            };
             assignment.add_partition_offset(&topic, partition, Offset::Offset(start))?;
             lanes.push(Lane {
                 stream,

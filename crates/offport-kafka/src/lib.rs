@@ -10,6 +10,7 @@ pub mod backtest;
 pub mod baselines;
 pub mod connect;
 pub mod health;
+pub mod inventory;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;

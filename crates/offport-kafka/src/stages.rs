@@ -172,7 +172,12 @@ impl StatefulStage for JoinerStage {
     }
 
     fn upstream(&self) -> &[TopicRole] {
-        &[TopicRole::RawProxy, TopicRole::RawEdr, TopicRole::RawMdm]
+        &[
+            TopicRole::RawProxy,
+            TopicRole::RawEdr,
+            TopicRole::RawMdm,
+            TopicRole::Inventory,
+        ]
     }
 
     fn progress(

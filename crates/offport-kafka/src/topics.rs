@@ -25,6 +25,9 @@ pub enum TopicRole {
     RawEdr,
     /// Raw MDM records.
     RawMdm,
+    /// The organisation's device inventory (device to group, role, owner), keyed by device id;
+    /// compacted, a raw input of normalize-mdm that `offportctl inventory publish` writes.
+    Inventory,
     /// `NetworkSession` (Avro), keyed by device id.
     Sessions,
     /// `DeviceEvent` (Avro), keyed by device id.
@@ -50,10 +53,11 @@ pub enum TopicRole {
 
 impl TopicRole {
     /// Every topic.
-    pub const ALL: [TopicRole; 13] = [
+    pub const ALL: [TopicRole; 14] = [
         TopicRole::RawProxy,
         TopicRole::RawEdr,
         TopicRole::RawMdm,
+        TopicRole::Inventory,
         TopicRole::Sessions,
         TopicRole::DeviceEvents,
         TopicRole::DeviceContexts,
@@ -72,6 +76,7 @@ impl TopicRole {
             TopicRole::RawProxy => "raw.proxy",
             TopicRole::RawEdr => "raw.edr",
             TopicRole::RawMdm => "raw.mdm",
+            TopicRole::Inventory => "inventory",
             TopicRole::Sessions => "normalized.sessions",
             TopicRole::DeviceEvents => "normalized.device-events",
             TopicRole::DeviceContexts => "normalized.device-context",
@@ -107,6 +112,11 @@ impl TopicRole {
                 configs.push(("cleanup.policy", "compact"));
                 configs.push(("min.cleanable.dirty.ratio", "0.1"));
                 1
+            }
+            // The latest entry of each device is all that counts.
+            TopicRole::Inventory => {
+                configs.push(("cleanup.policy", "compact"));
+                settings.partitions
             }
             // A task's state lives in the changelog partition of the task's number.
             TopicRole::JoinerChangelog | TopicRole::ScorerChangelog => {

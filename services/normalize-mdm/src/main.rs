@@ -1,6 +1,7 @@
 //! offport-normalize-mdm: raw MDM reports (MicroMDM/NanoMDM webhook events, Android Management
-//! API devices, offport MDM JSON) into `DeviceContext` Avro records keyed by device id, exactly
-//! once; bad records to the dead-letter topic.
+//! API devices, offport MDM JSON) and the organisation's device inventory (the compacted
+//! inventory topic) into `DeviceContext` Avro records keyed by device id, exactly once; bad
+//! records to the dead-letter topic.
 //!
 //! Usage: `offport-normalize-mdm [--config <file>]` (or `OFFPORT_CONFIG`); every setting can be
 //! overridden with `OFFPORT__<SECTION>__<KEY>`. See docs/configuration.md.
@@ -20,7 +21,7 @@ use offport_kafka::topics::TopicRole;
 const STAGE: Stage = Stage {
     name: "normalize-mdm",
     purpose: "raw MDM reports to DeviceContext",
-    reads: &[TopicRole::RawMdm],
+    reads: &[TopicRole::RawMdm, TopicRole::Inventory],
     writes: &[TopicRole::DeviceContexts, TopicRole::DeadLetter],
 };
 

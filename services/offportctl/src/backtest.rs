@@ -115,6 +115,11 @@ pub struct ReplayArgs {
     /// does not.
     #[arg(long)]
     compare: Vec<PathBuf>,
+    /// A device inventory file (YAML or CSV, as `offportctl inventory publish` takes) replayed
+    /// beside the MDM reports; default the input's inventory.yaml when present. A Kafka replay
+    /// of the raw topics reads the inventory topic instead.
+    #[arg(long, conflicts_with = "kafka")]
+    inventory: Option<PathBuf>,
     /// Ground truth (truth.json); default the input's truth.json when present.
     #[arg(long)]
     truth: Option<PathBuf>,
@@ -465,9 +470,34 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         ),
         None => None,
     };
+    let inventory_path = args.inventory.clone().or_else(|| {
+        args.input
+            .as_ref()
+            .map(|d| d.join("inventory.yaml"))
+            .filter(|p| p.exists())
+    });
+    let inventory = match &inventory_path {
+        Some(path) => crate::inventory::read_file(path)?,
+        None => Vec::new(),
+    };
     let started = std::time::Instant::now();
     let (outcome, compared, records) = if let Some(dir) = &args.input {
-        let records = read_fleet(dir)?;
+        let mut records: Vec<FileRecord> = inventory
+            .iter()
+            .map(|entry| FileRecord {
+                stream: Stream::Mdm,
+                key: Some(entry.key()),
+                headers: Vec::new(),
+                value: entry.to_raw_json(),
+                time: entry
+                    .effective_time
+                    .unwrap_or(offport_core::normalize::EARLIEST_TIME),
+            })
+            .collect();
+        records.extend(read_fleet(dir)?);
+        // The inventory's entries hold from their effective time: they go in among the
+        // reports by it.
+        records.sort_by_key(|r| r.time);
         let outcome = in_process(
             &records,
             options(baseline_set(&baseline_files)?, settings)?,

@@ -15,6 +15,7 @@
 //! It reads the same configuration as the services.
 
 mod backtest;
+mod inventory;
 
 // mimalloc, as in the stage binaries: `replay` runs the whole pipeline in this process.
 #[global_allocator]
@@ -53,6 +54,11 @@ enum Command {
     Baselines {
         #[command(subcommand)]
         action: BaselinesAction,
+    },
+    /// The organisation's device inventory (device to group, role, owner) and its topic.
+    Inventory {
+        #[command(subcommand)]
+        action: inventory::InventoryAction,
     },
     /// Generate a simulated fleet's raw records with ground truth.
     Simulate(backtest::SimulateArgs),
@@ -156,6 +162,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::Inventory { action } = &cli.command {
+        if let Some(done) = inventory::offline(action) {
+            return done;
+        }
+    }
     if let Command::Baselines {
         action: BaselinesAction::Validate { files },
     } = &cli.command
@@ -170,6 +181,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Topics { action } => topics(&settings, action),
         Command::Baselines { action } => runtime()?.block_on(baselines(&settings, action)),
+        Command::Inventory { action } => runtime()?.block_on(inventory::run(&settings, action)),
         Command::Simulate(args) => backtest::simulate(Some(&settings), args),
         Command::Replay(args) => backtest::replay(Some(&settings), args),
         Command::Config {

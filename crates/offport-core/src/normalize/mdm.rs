@@ -17,6 +17,11 @@
 //!   managed (supervised), `applicationReports` the apps in the managed scope. The device id is
 //!   the header or key, else the last segment of `name`.
 //! - **offport MDM JSON**, the documented reference format (docs/formats.md).
+//! - **offport device inventory** entries (`"kind": "offport.inventory.v1"`: a device's group,
+//!   role and owner as the organisation keeps them), which `offportctl inventory publish`
+//!   writes to the compacted inventory topic: see [`InventoryEntry`]. They become contexts
+//!   with only a group and role, in force from their `effective_time` (2000-01-01 when none
+//!   is given, so that a replay of history sees them).
 //!
 //! Inventory rules: a `ManagedApplicationList` is the complete list of managed apps
 //! (`inventory_complete`); an app is managed when its `Status` is `Managed` or an update of a
@@ -128,6 +133,190 @@ fn offport_json(
         event_time,
         ingest_time,
         source_format: SourceFormat::OffportJson,
+        source_ref: record.source_ref(),
+    })
+}
+
+// ---- offport device inventory ----------------------------------------------------------
+
+/// The `kind` of an inventory entry on the wire.
+pub const INVENTORY_KIND: &str = "offport.inventory.v1";
+
+/// One device of the organisation's inventory: what the MDM does not say (MicroMDM has no
+/// groups; the Android Management API only a policy). A DEVICE_GROUP-scoped baseline matches
+/// the device's `group` or its `role`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryEntry {
+    /// Device id, as the other sources name the device (compared in lower case).
+    pub device_id: String,
+    /// Device group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Device role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Owner (kept on the topic for people; the analytics do not read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// From when the entry holds (epoch ms); `None`: from 2000-01-01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_time: Option<EpochMillis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryWire {
+    kind: String,
+    device_id: Option<String>,
+    group: Option<String>,
+    role: Option<String>,
+    owner: Option<String>,
+    effective_time: Option<serde_json::Value>,
+}
+
+/// An inventory file's row before its time is read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryRow {
+    device_id: Option<String>,
+    group: Option<String>,
+    role: Option<String>,
+    owner: Option<String>,
+    effective_time: Option<serde_json::Value>,
+}
+
+impl InventoryEntry {
+    /// The entry as the raw record `offportctl inventory publish` writes (keyed by the
+    /// device id).
+    pub fn to_raw_json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("kind".into(), serde_json::json!(INVENTORY_KIND));
+        }
+        value.to_string()
+    }
+
+    /// The id the topic is keyed by: the device id in lower case (see
+    /// [`super::canonical_device_ids`]).
+    pub fn key(&self) -> String {
+        self.device_id.to_ascii_lowercase()
+    }
+}
+
+/// Reads an inventory file: a YAML list of entries, or CSV with a header naming the columns
+/// (`device_id` required; `group`, `role`, `owner`, `effective_time` optional; times RFC 3339
+/// or epoch seconds/milliseconds). Names every bad row; a device listed twice is refused.
+pub fn parse_inventory(text: &str) -> Result<Vec<InventoryEntry>, String> {
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_default();
+    let rows: Vec<(String, InventoryRow)> = if first.starts_with("device_id") && first.contains(',')
+    {
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .comment(Some(b'#'))
+            .from_reader(text.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| format!("CSV header: {e}"))?
+            .clone();
+        let mut rows = Vec::new();
+        for (index, row) in reader.records().enumerate() {
+            let row = row.map_err(|e| format!("CSV row {}: {e}", index + 2))?;
+            let mut map = serde_json::Map::new();
+            for (name, field) in headers.iter().zip(row.iter()) {
+                if !field.is_empty() {
+                    map.insert(name.to_string(), serde_json::json!(field));
+                }
+            }
+            let parsed: InventoryRow = serde_json::from_value(serde_json::Value::Object(map))
+                .map_err(|e| format!("CSV row {}: {e}", index + 2))?;
+            rows.push((format!("CSV row {}", index + 2), parsed));
+        }
+        rows
+    } else {
+        let list: Vec<InventoryRow> =
+            serde_yaml_ng::from_str(text).map_err(|e| format!("YAML: {e}"))?;
+        list.into_iter()
+            .enumerate()
+            .map(|(i, row)| (format!("entry {}", i + 1), row))
+            .collect()
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    let mut entries = Vec::with_capacity(rows.len());
+    for (place, row) in rows {
+        let device_id = trimmed(row.device_id).ok_or_else(|| format!("{place}: no device_id"))?;
+        let effective_time = match row.effective_time.filter(|v| !v.is_null()) {
+            Some(value) => Some(time_from_json(&value).ok_or_else(|| {
+                format!("{place} ({device_id}): effective_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds")
+            })?),
+            None => None,
+        };
+        if let Some(earlier) = seen.insert(
+            (device_id.to_ascii_lowercase(), effective_time),
+            place.clone(),
+        ) {
+            return Err(format!(
+                "{place}: {device_id} is listed twice for the same effective_time (also {earlier})"
+            ));
+        }
+        entries.push(InventoryEntry {
+            device_id,
+            group: trimmed(row.group),
+            role: trimmed(row.role),
+            owner: trimmed(row.owner),
+            effective_time,
+        });
+    }
+    Ok(entries)
+}
+
+fn inventory(
+    record: &RawRecord<'_>,
+    value: serde_json::Value,
+    ingest_time: EpochMillis,
+) -> Result<DeviceContext, Rejection> {
+    let wire: InventoryWire = serde_json::from_value(value)
+        .map_err(|e| Rejection::unparseable(format!("not an offport inventory entry: {e}")))?;
+    if wire.kind != INVENTORY_KIND {
+        return Err(Rejection::unparseable(format!(
+            "kind={:?} is not {INVENTORY_KIND}",
+            wire.kind
+        )));
+    }
+    let device_id = check_device_id(
+        trimmed(wire.device_id)
+            .as_deref()
+            .or(record.outside_device()),
+    )?;
+    let event_time = match wire.effective_time.filter(|v| !v.is_null()) {
+        Some(value) => time_from_json(&value).ok_or_else(|| {
+            Rejection::unparseable(format!(
+                "effective_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds"
+            ))
+        })?,
+        None => super::EARLIEST_TIME,
+    };
+    check_time("effective_time", event_time, ingest_time)?;
+    // The owner stays on the topic: nothing downstream reads it.
+    let _ = wire.owner;
+    Ok(DeviceContext {
+        device_id,
+        platform: Platform::Unknown,
+        supervised: None,
+        device_group: trimmed(wire.group),
+        device_role: trimmed(wire.role),
+        serial_number: None,
+        udid: None,
+        os_version: None,
+        apps: Vec::new(),
+        inventory_complete: false,
+        event_time,
+        ingest_time,
+        source_format: SourceFormat::OffportInventory,
         source_ref: record.source_ref(),
     })
 }
@@ -530,7 +719,13 @@ impl Normalizer for MdmNormalizer {
             )
         })?;
         let is = |key: &str| value.get(key).is_some();
-        let context = if is("acknowledge_event") || is("checkin_event") {
+        let context = if value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| k.starts_with("offport.inventory"))
+        {
+            Some(inventory(record, value, ingest_time)?)
+        } else if is("acknowledge_event") || is("checkin_event") {
             webhook(record, value, ingest_time)?
         } else if is("managementMode")
             || is("applicationReports")
@@ -562,6 +757,72 @@ mod tests {
 
     fn record(value: &[u8]) -> RawRecord<'_> {
         RawRecord::new("offport.raw.mdm", 0, 3, value)
+    }
+
+    #[test]
+    fn inventory_files_read_as_yaml_or_csv_and_name_their_bad_rows() {
+        let yaml = "- {device_id: 00008110-001A2C3E0E01801E, group: engineering, role: developer, owner: alice@example.com}\n- {device_id: android-7f3a, group: sales, effective_time: 2026-01-01T00:00:00Z}\n";
+        let entries = parse_inventory(yaml).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].key(), "00008110-001a2c3e0e01801e");
+        assert_eq!(entries[0].role.as_deref(), Some("developer"));
+        assert_eq!(entries[1].effective_time, Some(1_767_225_600_000));
+        let csv = "# exported from the asset register\ndevice_id,group,role,owner\nandroid-7f3a, sales ,,bob@example.com\nios-91c2,engineering,developer,\n";
+        let entries = parse_inventory(csv).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].group.as_deref(), Some("sales"));
+        assert_eq!(entries[0].role, None);
+        assert_eq!(entries[1].owner, None);
+        for (bad, says) in [
+            ("- {group: sales}\n", "entry 1: no device_id"),
+            ("- {device_id: a, team: x}\n", "unknown field `team`"),
+            (
+                "device_id,group\na,x\nA,y\n",
+                "CSV row 3: A is listed twice",
+            ),
+            (
+                "- {device_id: a, effective_time: yesterday}\n",
+                "effective_time",
+            ),
+        ] {
+            let err = parse_inventory(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_inventory_entry_becomes_a_context_with_its_group_and_role() {
+        let entry = InventoryEntry {
+            device_id: "00008110-001A2C3E0E01801E".into(),
+            group: Some("engineering".into()),
+            role: Some("developer".into()),
+            owner: Some("alice@example.com".into()),
+            effective_time: None,
+        };
+        let raw = entry.to_raw_json();
+        let out = MdmNormalizer::new(Limits::default())
+            .normalize(&record(raw.as_bytes()), NOW)
+            .unwrap();
+        let [Normalized::Context(c)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(c.device_id, "00008110-001a2c3e0e01801e");
+        assert_eq!(c.device_group.as_deref(), Some("engineering"));
+        assert_eq!(c.device_role.as_deref(), Some("developer"));
+        assert_eq!(c.event_time, crate::normalize::EARLIEST_TIME);
+        assert_eq!(c.source_format, SourceFormat::OffportInventory);
+        assert!(!c.inventory_complete && c.apps.is_empty());
+        // Another kind, or a field the format does not have, is refused by name.
+        let other = raw.replace("offport.inventory.v1", "offport.inventory.v9");
+        let err = MdmNormalizer::new(Limits::default())
+            .normalize(&record(other.as_bytes()), NOW)
+            .unwrap_err();
+        assert!(err.message.contains("offport.inventory.v9"), "{err:?}");
+        let extra = raw.replace("\"group\"", "\"team\"");
+        let err = MdmNormalizer::new(Limits::default())
+            .normalize(&record(extra.as_bytes()), NOW)
+            .unwrap_err();
+        assert!(err.message.contains("team"), "{err:?}");
     }
 
     fn contexts(json: &str) -> Result<Vec<DeviceContext>, Rejection> {
