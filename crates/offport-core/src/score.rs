@@ -678,16 +678,25 @@ fn label_looks_algorithmic(label: &[u8]) -> bool {
     if !shaped {
         return false;
     }
-    // A short label cannot reach a long one's entropy (14 draws give at most log2(14) = 3.8
-    // bits): one with almost no vowels or a run of six consonants, which no word or brand
-    // has, needs 80 % of what its length allows; the others 3.3 bits.
-    let unpronounceable = vowel_share < 0.1 || longest_run >= 6;
-    let bar = if unpronounceable {
-        (0.8 * (label.len() as f64).log2()).min(3.3)
-    } else {
-        3.3
-    };
-    shannon_entropy_of(label.iter().map(u8::to_ascii_lowercase)) >= bar
+    // A label with almost no vowels or a run of six consonants is no word or brand in any
+    // language; a short one cannot reach a long one's entropy (14 random consonants carry
+    // 2.9-3.6 bits), so it needs only varied characters: at least half of them distinct (a
+    // repeated pattern such as `xxxxxxxxxx` is not a generated name). Other shaped labels need
+    // 3.3 bits.
+    if vowel_share < 0.1 || longest_run >= 6 {
+        let mut seen = [false; 256];
+        let mut distinct = 0usize;
+        for byte in label.iter().map(u8::to_ascii_lowercase) {
+            if let Some(slot) = seen.get_mut(usize::from(byte)) {
+                if !*slot {
+                    *slot = true;
+                    distinct += 1;
+                }
+            }
+        }
+        return distinct * 2 >= label.len() && distinct >= 6;
+    }
+    shannon_entropy_of(label.iter().map(u8::to_ascii_lowercase)) >= 3.3
 }
 
 /// An address on the internet: not private, loopback, link-local, multicast, shared (CGNAT)

@@ -960,6 +960,8 @@ fn algorithmic_names() {
     ] {
         assert!(!looks_algorithmic(real), "{real}");
     }
+    // A repeated pattern is not a generated name.
+    assert!(!looks_algorithmic("xxxxxxxxxxxx.com"));
     // Words and brands with few vowels stay words; generated labels below a registered name
     // (CDN nodes, IoT endpoints) are the owner's, not a DGA's.
     for real in [
@@ -977,8 +979,10 @@ fn algorithmic_names() {
         "xkq9vz3tplm2wr.com",
         "qwrtzpkxmvbn.net",
         "a8f3k2m9x7q1z5.info",
-        // 14 consonants with repeats: 3.18 bits, under a long label's 3.3, yet no word.
+        // 14 consonants with repeats: 3.18 and 2.99 bits, under a long label's 3.3, yet no
+        // word.
         "psqdlcmzsstkkp.top",
+        "sggnnbpbfknmbr.top",
     ] {
         assert!(looks_algorithmic(dga), "{dga}");
     }
