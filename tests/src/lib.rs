@@ -684,3 +684,27 @@ pub async fn produce_bad_corpus(
     }
     Ok(())
 }
+
+/// Every violation of the official OCSF 1.4.0 Detection Finding (host profile) JSON Schema
+/// (`schemas/ocsf/`, see its README) in `event`, as `path: message`.
+pub fn ocsf_violations(event: &serde_json::Value) -> Vec<String> {
+    static SCHEMA: std::sync::OnceLock<Result<jsonschema::Validator, String>> =
+        std::sync::OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/ocsf/detection_finding-1.4.0-host.schema.json"
+        );
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let schema: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        jsonschema::draft202012::new(&schema).map_err(|e| format!("{path}: {e}"))
+    });
+    match validator {
+        Ok(validator) => validator
+            .iter_errors(event)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect(),
+        Err(error) => vec![error.clone()],
+    }
+}

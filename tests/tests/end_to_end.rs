@@ -271,6 +271,11 @@ async fn a_scripted_scenario_raises_exactly_the_expected_findings_on_both_alert_
         let event: serde_json::Value = serde_json::from_slice(value)?;
         assert_eq!(event["class_uid"], 2004);
         let uid = event["metadata"]["uid"].as_str().unwrap().to_string();
+        let invalid = offport_tests::ocsf_violations(&event);
+        assert!(
+            invalid.is_empty(),
+            "OCSF {uid} against the official schema: {invalid:#?}"
+        );
         let finding = by_uid
             .get(&uid)
             .unwrap_or_else(|| panic!("OCSF {uid} has no Avro revision"));

@@ -1,5 +1,8 @@
-//! A [`Finding`] as an OCSF 1.3 Detection Finding (class_uid 2004), the JSON that goes to the
-//! `alerts.ocsf` topic for SIEMs.
+//! A [`Finding`] as an OCSF 1.4.0 Detection Finding (class_uid 2004) with the `host` profile,
+//! the JSON that goes to the `alerts.ocsf` topic for SIEMs. Every record is valid against the
+//! official JSON Schema of that class and profile (`schemas/ocsf/`, checked by the tests).
+//! 1.4.0 is the first release with `is_alert` and with `device` on every finding; OCSF keeps a
+//! major version's attributes in later minor versions, so SIEMs on later 1.x releases read it.
 //!
 //! | OCSF attribute | From the finding |
 //! |---|---|
@@ -10,10 +13,13 @@
 //! | `confidence_id`, `confidence_score` | confidence under 0.5 Low, under 0.8 Medium, else High; the score 0-100 |
 //! | `risk_score` | the score 0-100 |
 //! | `finding_info` | uid = finding id, title, desc, analytic (MITRE analytic id, type Rule), attacks (technique, tactic TA0037/TA0011 Command and Control), first/last seen, types |
-//! | `metadata` | OCSF version 1.3.0, product offport, `uid` = `<finding id>:<revision>`, log name `alerts` |
+//! | `metadata` | OCSF version 1.4.0, profiles `host`, product offport, `uid` = `<finding id>:<revision>`, log name `alerts` |
+//! | `status_id`, `status`, `status_code` | 1 New; `status_code` is offport's status (`NEW`, `UPDATED`) |
+//! | `timezone_offset` | 0: every time is UTC epoch milliseconds |
 //! | `device` | uid = device id, type Mobile (5), os Android (201) or iOS (301) |
 //! | `resources` | the app (uid = package/bundle id, name, type `Mobile Application`) when attributed |
-//! | `evidences` | the destination as `dst_endpoint` (ip, port, hostname), `connection_info` (tcp/udp), and each evidence item with its observed and baseline values in `data` |
+//! | `evidences` | the destination as `dst_endpoint` (ip, port, hostname), `connection_info` (tcp/udp, direction Outbound), and each evidence item with its observed and baseline values in `data` |
+//! | `observables` | the device (Endpoint, 20), the destination address (IP Address, 2), host name (Hostname, 1) and port (Port, 11), the app (Resource UID, 10): the pivots a SIEM indexes |
 //! | `unmapped.offport` | analytic, revision, session count, baseline version, protocol |
 
 use serde_json::{json, Value};
@@ -21,7 +27,7 @@ use serde_json::{json, Value};
 use crate::model::{Analytic, Finding, Platform, Severity, Transport};
 
 /// The OCSF schema version the mapping follows.
-pub const OCSF_VERSION: &str = "1.3.0";
+pub const OCSF_VERSION: &str = "1.4.0";
 /// OCSF class of a Detection Finding.
 pub const DETECTION_FINDING: i64 = 2004;
 
@@ -58,8 +64,9 @@ fn title(finding: &Finding) -> String {
     let destination = finding.dst_host.as_deref().unwrap_or(&finding.dst_ip);
     match finding.analytic {
         Analytic::NonStandardPortAndroid | Analytic::NonStandardPortIos => format!(
-            "{:?} on non-standard port {} from {app} to {destination}",
-            finding.protocol, finding.dst_port
+            "{} on non-standard port {} from {app} to {destination}",
+            finding.protocol.name(),
+            finding.dst_port
         ),
         Analytic::AppLayerC2 => format!(
             "Application-layer C2 pattern from {app} to {destination}:{}",
@@ -102,6 +109,18 @@ pub fn detection_finding(finding: &Finding, product_version: &str) -> Value {
     if let (Some(host), Some(map)) = (&finding.dst_host, endpoint.as_object_mut()) {
         map.insert("hostname".to_string(), json!(host));
     }
+    // Every entity of the finding, as the pivots a SIEM indexes (name = the attribute's path).
+    let mut observables = vec![
+        json!({"name": "device", "type_id": 20, "type": "Endpoint", "value": finding.device_id}),
+        json!({"name": "evidences[0].dst_endpoint.ip", "type_id": 2, "type": "IP Address", "value": finding.dst_ip}),
+        json!({"name": "evidences[0].dst_endpoint.port", "type_id": 11, "type": "Port", "value": finding.dst_port.to_string()}),
+    ];
+    if let Some(host) = &finding.dst_host {
+        observables.push(json!({"name": "evidences[0].dst_endpoint.hostname", "type_id": 1, "type": "Hostname", "value": host}));
+    }
+    if let Some(app) = &finding.app_id {
+        observables.push(json!({"name": "resources[0].uid", "type_id": 10, "type": "Resource UID", "value": app}));
+    }
     let mut event = json!({
         "activity_id": activity_id,
         "activity_name": if activity_id == 1 { "Create" } else { "Update" },
@@ -115,6 +134,8 @@ pub fn detection_finding(finding: &Finding, product_version: &str) -> Value {
         "severity": severity,
         "status_id": 1,
         "status": "New",
+        "status_code": finding.status,
+        "timezone_offset": 0,
         "time": finding.event_time,
         "start_time": finding.first_seen,
         "end_time": finding.last_seen,
@@ -147,6 +168,7 @@ pub fn detection_finding(finding: &Finding, product_version: &str) -> Value {
         },
         "metadata": {
             "version": OCSF_VERSION,
+            "profiles": ["host"],
             "uid": format!("{}:{}", finding.finding_id, finding.revision),
             "log_name": "alerts",
             "product": {"name": "offport", "vendor_name": "offport", "version": product_version},
@@ -159,9 +181,15 @@ pub fn detection_finding(finding: &Finding, product_version: &str) -> Value {
         },
         "evidences": [{
             "dst_endpoint": endpoint,
-            "connection_info": {"protocol_name": protocol_name, "protocol_num": protocol_num},
+            "connection_info": {
+                "protocol_name": protocol_name,
+                "protocol_num": protocol_num,
+                "direction_id": 2,
+                "direction": "Outbound",
+            },
             "data": {"evidence": items},
         }],
+        "observables": observables,
         "unmapped": {
             "offport": {
                 "analytic": finding.analytic,
@@ -186,11 +214,38 @@ pub fn detection_finding(finding: &Finding, product_version: &str) -> Value {
     event
 }
 
+/// Every violation of the official OCSF 1.4.0 Detection Finding (host profile) JSON Schema
+/// (`schemas/ocsf/`) in `event`, as `path: message`. The integration tests have their own
+/// (`offport_tests::ocsf_violations`) for the records the services write.
+#[cfg(test)]
+fn schema_violations(event: &Value) -> Vec<String> {
+    static SCHEMA: std::sync::OnceLock<Result<jsonschema::Validator, String>> =
+        std::sync::OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let schema: Value = serde_json::from_str(include_str!(
+            "../../../schemas/ocsf/detection_finding-1.4.0-host.schema.json"
+        ))
+        .map_err(|e| format!("the OCSF schema file is not JSON: {e}"))?;
+        jsonschema::draft202012::new(&schema).map_err(|e| format!("the OCSF schema: {e}"))
+    });
+    match validator {
+        Ok(validator) => validator
+            .iter_errors(event)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect(),
+        Err(error) => vec![error.clone()],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
     use super::*;
     use crate::examples;
+
+    fn violations(event: &Value) -> Vec<String> {
+        schema_violations(event)
+    }
 
     #[test]
     fn a_finding_maps_to_a_detection_finding_with_every_required_attribute() {
@@ -226,6 +281,101 @@ mod tests {
         if let Some(app) = &finding.app_id {
             assert_eq!(event["resources"][0]["uid"], app.as_str());
         }
+    }
+
+    #[test]
+    fn every_shape_of_finding_is_valid_against_the_official_schema() {
+        use crate::model::{AppProtocol, EvidenceKind, FindingStatus};
+        let mut checked = 0;
+        for analytic in [
+            Analytic::NonStandardPortAndroid,
+            Analytic::NonStandardPortIos,
+            Analytic::AppLayerC2,
+        ] {
+            for platform in [Platform::Android, Platform::Ios, Platform::Unknown] {
+                for (transport, protocol) in [
+                    (Transport::Tcp, AppProtocol::Tls),
+                    (Transport::Udp, AppProtocol::Dns),
+                    (Transport::Tcp, AppProtocol::Unknown),
+                ] {
+                    for attributed in [true, false] {
+                        for revision in [0, 3] {
+                            let mut f = examples::finding();
+                            f.analytic = analytic;
+                            f.platform = platform;
+                            f.transport = transport;
+                            f.protocol = protocol;
+                            f.revision = revision;
+                            f.status = if revision == 0 {
+                                FindingStatus::New
+                            } else {
+                                FindingStatus::Updated
+                            };
+                            if !attributed {
+                                f.app_id = None;
+                                f.app_name = None;
+                                f.dst_host = None;
+                            }
+                            f.evidence[0].kind = EvidenceKind::IpLiteralHost;
+                            f.evidence[0].observed_number = None;
+                            f.evidence[0].baseline = None;
+                            let event = detection_finding(&f, "0.1.0");
+                            let bad = violations(&event);
+                            assert!(bad.is_empty(), "{bad:#?}\n{event:#}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 3 * 3 * 2 * 2);
+        // The schema is not a formality: what 1.4.0 requires is refused when missing.
+        let mut event = detection_finding(&examples::finding(), "0.1.0");
+        event["evidences"][0]["connection_info"]
+            .as_object_mut()
+            .unwrap()
+            .remove("direction_id");
+        event["observables"][0]["type_id"] = json!(77);
+        event["metadata"]["profiles"] = json!("host");
+        let bad = violations(&event).join("\n");
+        for path in [
+            "/evidences/0/connection_info",
+            "/observables/0/type_id",
+            "/metadata/profiles",
+        ] {
+            assert!(bad.contains(path), "{path} not refused:\n{bad}");
+        }
+    }
+
+    #[test]
+    fn titles_name_protocols_as_analysts_read_them_and_observables_name_every_entity() {
+        let mut finding = examples::finding();
+        finding.analytic = Analytic::NonStandardPortAndroid;
+        finding.protocol = crate::model::AppProtocol::Websocket;
+        let event = detection_finding(&finding, "0.1.0");
+        let title = event["finding_info"]["title"].as_str().unwrap();
+        assert!(
+            title.starts_with("WEBSOCKET on non-standard port"),
+            "{title}"
+        );
+        let types: Vec<i64> = event["observables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["type_id"].as_i64().unwrap())
+            .collect();
+        let mut expected = vec![20, 2, 11];
+        if finding.dst_host.is_some() {
+            expected.push(1);
+        }
+        if finding.app_id.is_some() {
+            expected.push(10);
+        }
+        assert_eq!(types, expected);
+        assert_eq!(event["metadata"]["profiles"], json!(["host"]));
+        assert_eq!(event["evidences"][0]["connection_info"]["direction_id"], 2);
+        assert_eq!(event["timezone_offset"], 0);
+        assert_eq!(event["status_code"], json!(finding.status));
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl StatefulStage for ScorerStage {
             out.push(Emit::Bytes {
                 topic: self.ocsf_topic.clone(),
                 key: finding.device_id.clone(),
-                value: serde_json::to_vec(&detection).unwrap_or_default(),
+                value: detection.to_string().into_bytes(),
             });
             out.push(Emit::Avro {
                 topic: self.alerts_topic.clone(),
