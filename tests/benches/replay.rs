@@ -17,9 +17,9 @@ use std::time::Instant;
 use anyhow::Result;
 use offport_backtest::replay::{Replay, ReplayOptions};
 use offport_backtest::sim::{simulate, FleetConfig, HOUR};
-use offport_kafka::backtest::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::topics::TopicRole;
+use offport_replay::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
 use offport_tests::isolated_settings;
 
 fn env(name: &str, default: u64) -> u64 {

@@ -22,9 +22,9 @@ use offport_core::normalize::edr::EdrNormalizer;
 use offport_core::normalize::mdm::MdmNormalizer;
 use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
 use offport_core::normalize::Limits;
-use offport_kafka::backtest::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::topics::TopicRole;
+use offport_replay::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
 use offport_tests::{isolated_settings, read_until_quiet, Background};
 
 fn options(baseline_yaml: &str) -> ReplayOptions {

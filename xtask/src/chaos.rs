@@ -520,7 +520,7 @@ async fn prepare(
         .map(|d| (version_key(&d), Some(d)))
         .collect();
     publish(settings, &codec, &baseline).await?;
-    offport_kafka::backtest::produce_raw(settings, &fleet.records, &mut |_| {}).await?;
+    offport_replay::produce_raw(settings, &fleet.records, &mut |_| {}).await?;
     for (file, stream) in CORPUS {
         let role = match stream {
             Stream::Proxy => TopicRole::RawProxy,

@@ -147,7 +147,7 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
             config_file.display(),
             fleet.truth.planted.len()
         );
-        offport_kafka::backtest::produce_raw(&settings, &records, &mut |_| {}).await?;
+        offport_replay::produce_raw(&settings, &records, &mut |_| {}).await?;
         println!("produced; findings as they arrive on {alerts_topic}:\n");
 
         let started = Instant::now();

@@ -181,7 +181,7 @@ async fn one_seed(
         settings.topics.prefix
     );
     let started = Instant::now();
-    offport_kafka::backtest::produce_raw(settings, &records, &mut |_| {}).await?;
+    offport_replay::produce_raw(settings, &records, &mut |_| {}).await?;
 
     let mut findings: Vec<Finding> = Vec::new();
     let mut settled_since: Option<Instant> = None;

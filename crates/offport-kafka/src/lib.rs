@@ -6,7 +6,6 @@
 //! and health endpoints ([`metrics`]), graceful shutdown ([`shutdown`]) and logging ([`telemetry`]).
 //! Detection logic does not live here; it lives in `offport-core`.
 
-pub mod backtest;
 pub mod baselines;
 pub mod connect;
 pub mod health;

@@ -330,6 +330,148 @@ impl PipelineMetrics {
     }
 }
 
+/// Registers the series of the process itself (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+/// `process_max_fds`, `process_start_time_seconds`, the names every Prometheus client library
+/// uses, read from `/proc/self` at each scrape; absent where there is no `/proc`) and
+/// `offport_build_info{stage, version}`.
+pub fn register_process(registry: &mut Registry, stage: &str) {
+    registry.register_collector(Box::new(ProcessCollector));
+    registry.register(
+        "offport_build",
+        "the stage and the offport version it was built from (always 1)",
+        prometheus_client::metrics::info::Info::new(vec![
+            ("stage".to_string(), stage.to_string()),
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ]),
+    );
+}
+
+/// The process series, from `/proc/self` at scrape time.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// What `/proc` says of this process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: i64,
+    virtual_bytes: i64,
+    start_time_seconds: f64,
+    open_fds: i64,
+    max_fds: Option<i64>,
+}
+
+impl ProcessStats {
+    /// `stat` is `/proc/self/stat`, `boot_time` the `btime` of `/proc/stat`.
+    fn parse(stat: &str, boot_time: i64, ticks_per_second: f64, page_bytes: i64) -> Option<Self> {
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+        // Field n of proc(5) (1-based) is fields[n - 3] here.
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<i64>().ok());
+        let ticks = |n: usize| field(n).map(|t| t as f64 / ticks_per_second);
+        Some(Self {
+            cpu_seconds: ticks(14)? + ticks(15)?,
+            start_time_seconds: boot_time as f64 + ticks(22)?,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * page_bytes,
+            open_fds: 0,
+            max_fds: None,
+        })
+    }
+
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100);
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096);
+        let mut stats = Self::parse(&stat, boot_time, ticks as f64, page)?;
+        stats.open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as i64)
+            .unwrap_or(0);
+        stats.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|limits| {
+                limits.lines().find_map(|l| {
+                    l.strip_prefix("Max open files")?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+            });
+        Some(stats)
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::registry::Unit;
+        let Some(p) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(p.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "user and system CPU time spent",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        let mut gauge = |name: &str, help: &str, unit: Option<&Unit>, value: f64| {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, unit, gauge.metric_type())?)
+        };
+        gauge(
+            "process_resident_memory",
+            "resident memory size",
+            Some(&Unit::Bytes),
+            p.resident_bytes as f64,
+        )?;
+        gauge(
+            "process_virtual_memory",
+            "virtual memory size",
+            Some(&Unit::Bytes),
+            p.virtual_bytes as f64,
+        )?;
+        gauge(
+            "process_start_time",
+            "start time of the process since the Unix epoch",
+            Some(&Unit::Seconds),
+            p.start_time_seconds,
+        )?;
+        gauge(
+            "process_open_fds",
+            "open file descriptors",
+            None,
+            p.open_fds as f64,
+        )?;
+        if let Some(max) = p.max_fds {
+            gauge(
+                "process_max_fds",
+                "maximum number of open file descriptors",
+                None,
+                max as f64,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
     registry: Arc<Registry>,
@@ -426,9 +568,29 @@ mod tests {
     }
 
     #[test]
+    fn the_process_line_of_proc_parses_whatever_the_command_name() {
+        let stat = "4242 (offport (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 12345 123456789 2500 18446744073709551615";
+        let p = ProcessStats::parse(stat, 1_700_000_000, 100.0, 4096).unwrap();
+        assert!((p.cpu_seconds - 3.0).abs() < 1e-9, "{p:?}");
+        assert!(
+            (p.start_time_seconds - 1_700_000_123.45).abs() < 1e-6,
+            "{p:?}"
+        );
+        assert_eq!(
+            (p.virtual_bytes, p.resident_bytes),
+            (123_456_789, 2_500 * 4096)
+        );
+        assert_eq!(ProcessStats::parse("garbage", 0, 100.0, 4096), None);
+        // This process, as a scrape shows it.
+        let live = ProcessStats::read().unwrap();
+        assert!(live.resident_bytes > 0 && live.open_fds > 0 && live.start_time_seconds > 1e9);
+    }
+
+    #[test]
     fn the_scrape_shows_exactly_the_series_the_readme_documents() {
         let mut registry = Registry::default();
         let metrics = PipelineMetrics::register(&mut registry);
+        register_process(&mut registry, "scorer");
         metrics.committed(&[1]);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -445,7 +607,28 @@ mod tests {
             });
             assert!(shown, "{series} is documented but not exposed:\n{text}");
         }
-        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        for series in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(series)),
+                "{series} missing:\n{text}"
+            );
+        }
+        assert!(
+            text.contains(&format!(
+                "offport_build_info{{stage=\"scorer\",version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE ") && !l.starts_with("# TYPE process_"))
+        {
             let name = line.split_whitespace().nth(2).unwrap();
             assert!(
                 documented.iter().any(|d| d.starts_with(name)),

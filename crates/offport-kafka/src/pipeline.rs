@@ -1414,7 +1414,8 @@ pub(crate) fn blocking<T>(call: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(call)
 }
 
-pub(crate) fn owned_headers(message: &impl Message) -> Vec<(String, Option<Vec<u8>>)> {
+/// A message's headers, owned (names as text, values as bytes), in order.
+pub fn owned_headers(message: &impl Message) -> Vec<(String, Option<Vec<u8>>)> {
     message
         .headers()
         .map(|headers| {

@@ -86,6 +86,7 @@ async fn start(stage: Stage) -> Result<Started, ExitCode> {
     shutdown.listen();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = PipelineMetrics::register(&mut registry);
+    metrics::register_process(&mut registry, stage.name);
     let listen = match settings.observability.listen.parse() {
         Ok(listen) => listen,
         Err(error) => {

@@ -12,9 +12,9 @@ use offport_backtest::report::{compare, Report};
 use offport_backtest::sim::{self, FleetConfig, Stream, Truth};
 use offport_core::baseline::{parse_documents, BaselineSet};
 use offport_core::model::EpochMillis;
-use offport_kafka::backtest::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
+use offport_replay::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
 
 /// `offportctl simulate`.
 #[derive(Args, Debug)]

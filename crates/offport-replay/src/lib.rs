@@ -1,6 +1,8 @@
-//! Backtesting against Kafka: a simulated fleet produced to the raw topics, and a replay of the
-//! raw or normalized topics for a time range through the same core as the services, with its
-//! own consumer group and its own output topic, so production is untouched.
+//! offport-replay: backtesting against Kafka. A simulated fleet produced to the raw topics, and a
+//! replay of the raw or normalized topics for a time range through the same core as the
+//! services, with its own consumer group and its own output topic, so production is untouched.
+//! `offportctl`, the developer tasks and the tests use it; the services do not link it (nor,
+//! through it, the fleet simulator and the report).
 //!
 //! The replay assigns every partition of the source topics from the first offset at or after
 //! `from` (`offsets_for_times`) up to the first at or after `to` (or the end), normalizes (raw)
@@ -23,9 +25,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::registry::RegistryCodec;
-use crate::settings::Settings;
-use crate::topics::{ensure_topics, TopicRole};
+use offport_kafka::registry::RegistryCodec;
+use offport_kafka::settings::Settings;
+use offport_kafka::topics::{ensure_topics, TopicRole};
 
 /// Errors of a Kafka backtest.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +37,10 @@ pub enum BacktestError {
     Kafka(#[from] rdkafka::error::KafkaError),
     /// The registry failed.
     #[error("registry: {0}")]
-    Registry(#[from] crate::registry::CodecError),
+    Registry(#[from] offport_kafka::registry::CodecError),
     /// Topic creation failed.
     #[error("topics: {0}")]
-    Topics(#[from] crate::topics::TopicError),
+    Topics(#[from] offport_kafka::topics::TopicError),
     /// Something else, described.
     #[error("{0}")]
     Other(String),
@@ -345,7 +347,7 @@ pub async fn replay_topics(
             continue;
         }
         lane.position = message.offset() + 1;
-        if message.offset() >= lane.end || crate::progress::is_marker(&message) {
+        if message.offset() >= lane.end || offport_kafka::progress::is_marker(&message) {
             continue;
         }
         read += 1;
@@ -354,7 +356,7 @@ pub async fn replay_topics(
         let normalized: Vec<Normalized> = match range.source {
             ReplaySource::Raw => {
                 // The services read the headers too: a PCAPdroid export names its device there.
-                let headers = crate::pipeline::owned_headers(&message);
+                let headers = offport_kafka::pipeline::owned_headers(&message);
                 let record = RawRecord {
                     key: message.key(),
                     headers: &headers,
