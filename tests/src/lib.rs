@@ -708,3 +708,42 @@ pub fn ocsf_violations(event: &serde_json::Value) -> Vec<String> {
         Err(error) => vec![error.clone()],
     }
 }
+
+/// Checks a stage binary's command line: `--help` names the stage, its purpose and
+/// `--config`, `--version` prints the version, and an unknown argument exits 2 with clap's
+/// error and usage, printed once.
+pub fn check_stage_cli(binary: &str, stage: &str) {
+    use std::process::Command;
+    let run = |args: &[&str]| {
+        Command::new(binary)
+            .args(args)
+            .env_remove("OFFPORT_CONFIG")
+            .output()
+            .unwrap_or_else(|e| panic!("running {binary}: {e}"))
+    };
+    let help = run(&["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{binary} --help: {help:?}");
+    for part in [
+        format!("offport {stage}:"),
+        "--config <FILE>".to_string(),
+        "OFFPORT_CONFIG".to_string(),
+        "Reads ".to_string(),
+    ] {
+        assert!(
+            text.contains(&part),
+            "{binary} --help lacks {part:?}:\n{text}"
+        );
+    }
+    let version = run(&["--version"]);
+    assert!(version.status.success(), "{binary} --version: {version:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("offport-{stage} {}", env!("CARGO_PKG_VERSION"))
+    );
+    let bad = run(&["--frobnicate"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{binary} --frobnicate: {bad:?}");
+    assert_eq!(err.matches("--frobnicate").count(), 1, "{err}");
+    assert!(err.contains("Usage:"), "{err}");
+}

@@ -32,27 +32,40 @@ pub struct Stage {
     pub writes: &'static [TopicRole],
 }
 
-/// The configuration file named by `--config <path>` or `OFFPORT_CONFIG`.
-pub fn config_path() -> Result<Option<PathBuf>, String> {
-    let mut args = std::env::args().skip(1);
-    if let Some(arg) = args.next() {
-        let path = match arg.as_str() {
-            "--config" => args.next().ok_or("--config needs a path")?,
-            other => match other.strip_prefix("--config=") {
-                Some(path) => path.to_string(),
-                None => {
-                    return Err(format!(
-                        "unknown argument {other:?}; usage: [--config <file>]"
-                    ))
-                }
-            },
-        };
-        if let Some(extra) = args.next() {
-            return Err(format!("unexpected argument {extra:?}"));
-        }
-        return Ok(Some(PathBuf::from(path)));
+/// The command line of a stage binary.
+#[derive(Debug, clap::Parser)]
+struct StageArgs {
+    /// Configuration file (YAML); every setting can be overridden with
+    /// `OFFPORT__<SECTION>__<KEY>` (docs/configuration.md).
+    #[arg(long, env = "OFFPORT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The configuration file named by `--config <path>` or `OFFPORT_CONFIG`. `--help` and
+/// `--version` print and exit; a bad argument prints clap's error and usage and exits 2.
+pub fn config_path(stage: &Stage) -> Option<PathBuf> {
+    use clap::{CommandFactory, FromArgMatches};
+    let topics = |roles: &[TopicRole]| {
+        roles
+            .iter()
+            .map(|r| r.suffix())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let command = StageArgs::command()
+        .name(format!("offport-{}", stage.name))
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(format!("offport {}: {}", stage.name, stage.purpose))
+        .after_help(format!(
+            "Reads {}; writes {}. Serves /metrics, /healthz and /readyz on observability.listen.",
+            topics(stage.reads),
+            topics(stage.writes)
+        ));
+    let matches = command.get_matches();
+    match StageArgs::from_arg_matches(&matches) {
+        Ok(args) => args.config,
+        Err(error) => error.exit(),
     }
-    Ok(std::env::var_os("OFFPORT_CONFIG").map(PathBuf::from))
 }
 
 /// What every stage binary sets up before its loop: settings, logging, the registry codec,
@@ -65,9 +78,8 @@ struct Started {
 }
 
 async fn start(stage: Stage) -> Result<Started, ExitCode> {
-    let settings = match config_path()
-        .and_then(|path| Settings::load(path.as_deref()).map_err(|e| e.to_string()))
-    {
+    let path = config_path(&stage);
+    let settings = match Settings::load(path.as_deref()).map_err(|e| e.to_string()) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("offport-{}: {error}", stage.name);
