@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The file or an override could not be read or does not fit the expected shape.
+    /// (Not a `#[source]`: its text is already in the message, and a reporter that prints the
+    /// chain would print it twice.)
     #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     /// A value is present but unusable.
     #[error("configuration: {key}: {why}")]
     Invalid {
@@ -25,6 +27,12 @@ pub enum SettingsError {
         /// What is wrong with it.
         why: String,
     },
+}
+
+impl From<config::ConfigError> for SettingsError {
+    fn from(error: config::ConfigError) -> Self {
+        Self::Load(error)
+    }
 }
 
 /// A secret value (password, key passphrase): kept in memory as given, but never shown. Its

@@ -138,18 +138,78 @@ fn now_millis() -> EpochMillis {
         .unwrap_or(0)
 }
 
-fn bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
+/// Progress of a long step: a bar on a terminal; elsewhere (CI, a Kubernetes Job, a pipe) a
+/// line on stderr every 10 s with the count, the rate and the time left.
+pub(crate) struct Progress {
+    bar: ProgressBar,
+    lines: bool,
+    what: String,
+    started: std::time::Instant,
+    last_line: std::cell::Cell<std::time::Instant>,
+}
+
+/// Seconds between progress lines when there is no terminal.
+const PROGRESS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Progress {
+    fn set_length(&self, total: u64) {
+        self.bar.set_length(total);
     }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what} [{{bar:40}}] {{human_pos}}/{{human_len}} {{per_sec}} ETA {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
+
+    fn set_position(&self, done: u64) {
+        self.bar.set_position(done);
+        if self.lines && self.last_line.get().elapsed() >= PROGRESS_LINE_EVERY {
+            self.last_line.set(std::time::Instant::now());
+            eprintln!("{}", self.line(done));
+        }
+    }
+
+    /// `what: done/total (pct), rate/s, ETA s`.
+    fn line(&self, done: u64) -> String {
+        let total = self.bar.length().unwrap_or(0);
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / seconds;
+        let left = if rate > 0.0 && total > done {
+            format!("{:.0} s", (total - done) as f64 / rate)
+        } else {
+            "-".to_string()
+        };
+        format!(
+            "{}: {done}/{total} records ({:.0} %), {rate:.0} records/s, ETA {left}",
+            self.what,
+            done as f64 * 100.0 / total.max(1) as f64
+        )
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn bar(total: u64, quiet: bool, what: &str) -> Progress {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if quiet || !terminal {
+        let hidden = ProgressBar::hidden();
+        hidden.set_length(total);
+        hidden
+    } else {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{what} [{{bar:40}}] {{human_pos}}/{{human_len}} {{per_sec}} ETA {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    Progress {
+        bar,
+        lines: !quiet && !terminal,
+        what: what.to_string(),
+        started: std::time::Instant::now(),
+        last_line: std::cell::Cell::new(std::time::Instant::now()),
+    }
 }
 
 /// Runs `simulate`.
@@ -179,6 +239,14 @@ pub fn simulate(settings: Option<&Settings>, args: SimulateArgs) -> Result<()> {
     };
     if args.out.is_none() && !args.to_kafka {
         bail!("nowhere to write: give --out DIR and/or --to-kafka");
+    }
+    // Where the results go is checked before the work, not after it.
+    if let Some(dir) = &args.out {
+        writable_dir(dir, "--out")?;
+    }
+    if args.to_kafka {
+        let settings = settings.context("--to-kafka needs a configuration")?;
+        crate::reachable(settings)?;
     }
     let started = std::time::Instant::now();
     let fleet = sim::simulate(&config).map_err(anyhow::Error::msg)?;
@@ -437,12 +505,36 @@ fn in_process(records: &[FileRecord], options: ReplayOptions, quiet: bool) -> Re
             progress.set_position(i as u64);
         }
     }
-    progress.finish_and_clear();
+    progress.finish();
     replay.finish()
+}
+
+/// Makes `dir` (the value of `option`) a directory this process can write to, or says why not.
+pub(crate) fn writable_dir(dir: &Path, option: &str) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!(
+            "{option} {}: a file is there, not a directory",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{option} {}: cannot create the directory", dir.display()))?;
+    let probe = dir.join(".offportctl-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("{option} {}: cannot write there", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
 }
 
 /// Runs `replay`.
 pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
+    if let Some(dir) = &args.report {
+        writable_dir(dir, "--report")?;
+    }
+    if args.kafka {
+        let settings = settings.context("--kafka needs a configuration")?;
+        crate::reachable(settings)?;
+    }
     let mut baseline_files = args.baseline.clone();
     if baseline_files.is_empty() && !args.baselines_topic {
         if let Some(default) = args
@@ -567,7 +659,7 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
                     progress.set_position(done);
                 },
             ))?;
-            progress.finish_and_clear();
+            progress.finish();
             Ok(outcome)
         };
         let outcome = run(baselines, &range)?;
@@ -648,4 +740,24 @@ fn names(files: &[PathBuf]) -> String {
         .map(|f| f.display().to_string())
         .collect::<Vec<_>>()
         .join(" + ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn without_a_terminal_progress_is_a_line_with_rate_and_time_left() {
+        let progress = bar(1_000, false, "replaying");
+        progress.set_length(1_000);
+        let line = progress.line(250);
+        assert!(
+            line.starts_with("replaying: 250/1000 records (25 %), "),
+            "{line}"
+        );
+        assert!(line.contains(" records/s, ETA "), "{line}");
+        // Nothing done yet: no time left to estimate.
+        assert!(progress.line(0).ends_with("ETA -"), "{}", progress.line(0));
+    }
 }

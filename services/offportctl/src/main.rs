@@ -179,9 +179,20 @@ fn run(cli: Cli) -> Result<()> {
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Topics { action } => topics(&settings, action),
-        Command::Baselines { action } => runtime()?.block_on(baselines(&settings, action)),
-        Command::Inventory { action } => runtime()?.block_on(inventory::run(&settings, action)),
+        Command::Topics { action } => {
+            if matches!(action, TopicsAction::Create) {
+                reachable(&settings)?;
+            }
+            topics(&settings, action)
+        }
+        Command::Baselines { action } => {
+            reachable(&settings)?;
+            runtime()?.block_on(baselines(&settings, action))
+        }
+        Command::Inventory { action } => {
+            reachable(&settings)?;
+            runtime()?.block_on(inventory::run(&settings, action))
+        }
         Command::Simulate(args) => backtest::simulate(Some(&settings), args),
         Command::Replay(args) => backtest::replay(Some(&settings), args),
         Command::Config {
@@ -191,6 +202,18 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// How long a command waits for the cluster before it says it cannot reach it.
+const REACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Fails within [`REACH_TIMEOUT`] when no broker of the configured cluster answers, naming the
+/// bootstrap servers and the security settings tried, instead of letting a command wait out
+/// librdkafka's own timeouts (up to 300 s) with nothing said.
+pub(crate) fn reachable(settings: &Settings) -> Result<()> {
+    offport_kafka::connect::check(&settings.kafka, REACH_TIMEOUT)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e} (tried for {} s)", REACH_TIMEOUT.as_secs()))
 }
 
 fn topics(settings: &Settings, action: TopicsAction) -> Result<()> {
