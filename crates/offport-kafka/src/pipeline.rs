@@ -100,6 +100,8 @@ pub struct PipelineOptions {
     /// at start to the dead-letter topic's `max.message.bytes` when that is smaller
     /// ([`PipelineOptions::fit_dead_letters_to_topic`]). Dead letters are cut to fit.
     pub dead_letter_max_bytes: usize,
+    /// The dead letters' layout (`pipeline.dead_letter_format`).
+    pub dead_letter_format: crate::settings::DeadLetterFormat,
     /// The normalized topics a normalizer's progress markers go to (see [`crate::progress`]):
     /// those it writes. All three unless the stage says otherwise.
     pub progress_topics: Vec<String>,
@@ -137,6 +139,7 @@ impl PipelineOptions {
                 .get("message.max.bytes")
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(PRODUCER_MESSAGE_MAX_BYTES),
+            dead_letter_format: pipeline.dead_letter_format,
             progress_topics: [
                 TopicRole::Sessions,
                 TopicRole::DeviceEvents,
@@ -1123,37 +1126,58 @@ pub(crate) async fn dead_letter(
         original_value_sha256: None,
         truncated: false,
     };
+    let offport_headers = |message: &str| {
+        vec![
+            (
+                "offport.errors.topic".to_string(),
+                raw.topic.as_bytes().to_vec(),
+            ),
+            (
+                "offport.errors.partition".to_string(),
+                raw.partition.to_string().into_bytes(),
+            ),
+            (
+                "offport.errors.offset".to_string(),
+                raw.offset.to_string().into_bytes(),
+            ),
+            (
+                "offport.errors.stage".to_string(),
+                options.stage.as_bytes().to_vec(),
+            ),
+            (
+                "offport.errors.reason".to_string(),
+                rejection.reason.code().as_bytes().to_vec(),
+            ),
+            (
+                "offport.errors.message".to_string(),
+                message.as_bytes().to_vec(),
+            ),
+        ]
+    };
+    if options.dead_letter_format == crate::settings::DeadLetterFormat::Connect {
+        // Kafka Connect's layout: the record as it was (a header without a value is written
+        // with an empty one), then where it came from and why.
+        let mut headers: Vec<(String, Vec<u8>)> = raw
+            .headers
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone().unwrap_or_default()))
+            .collect();
+        headers.extend(connect_headers(raw, options.stage, rejection));
+        headers.extend(offport_headers(&rejection.message));
+        return Ok(Outgoing {
+            topic: topic.to_string(),
+            partition: None,
+            key: raw.key.map(<[u8]>::to_vec),
+            value: raw.value.map(<[u8]>::to_vec),
+            headers,
+        });
+    }
     letter.fit_within(options.dead_letter_max_bytes);
     let value = retrying(options, metrics, shutdown, "dead-letter encode", || {
         codec.encode_value(topic, Contract::DeadLetter, &letter)
     })
     .await?;
-    let headers = vec![
-        (
-            "offport.errors.topic".to_string(),
-            raw.topic.as_bytes().to_vec(),
-        ),
-        (
-            "offport.errors.partition".to_string(),
-            raw.partition.to_string().into_bytes(),
-        ),
-        (
-            "offport.errors.offset".to_string(),
-            raw.offset.to_string().into_bytes(),
-        ),
-        (
-            "offport.errors.stage".to_string(),
-            options.stage.as_bytes().to_vec(),
-        ),
-        (
-            "offport.errors.reason".to_string(),
-            rejection.reason.code().as_bytes().to_vec(),
-        ),
-        (
-            "offport.errors.message".to_string(),
-            letter.message.as_bytes().to_vec(),
-        ),
-    ];
+    let headers = offport_headers(&letter.message);
     Ok(Outgoing {
         topic: topic.to_string(),
         partition: None,
@@ -1161,6 +1185,50 @@ pub(crate) async fn dead_letter(
         value: Some(value),
         headers,
     })
+}
+
+/// Kafka Connect's error headers (`errors.deadletterqueue.context.headers.enable`) for a record
+/// `stage` rejected: `__connect.errors.stage` is `VALUE_CONVERTER` for a value that could not
+/// be read as its format, `TRANSFORMATION` for one read but refused; the exception class names
+/// the rejection reason.
+pub fn connect_headers(
+    raw: &RawRecord<'_>,
+    stage: &str,
+    rejection: &Rejection,
+) -> Vec<(String, Vec<u8>)> {
+    use offport_core::model::DeadLetterReason;
+    let connect_stage = match rejection.reason {
+        DeadLetterReason::Unparseable | DeadLetterReason::UnknownFormat => "VALUE_CONVERTER",
+        _ => "TRANSFORMATION",
+    };
+    let reason = rejection.reason.code();
+    [
+        ("__connect.errors.topic", raw.topic.to_string()),
+        ("__connect.errors.partition", raw.partition.to_string()),
+        ("__connect.errors.offset", raw.offset.to_string()),
+        (
+            "__connect.errors.connector.name",
+            format!("offport-{stage}"),
+        ),
+        ("__connect.errors.task.id", raw.partition.to_string()),
+        ("__connect.errors.stage", connect_stage.to_string()),
+        ("__connect.errors.class.name", format!("offport.{stage}")),
+        (
+            "__connect.errors.exception.class.name",
+            format!("offport.DeadLetterReason.{reason}"),
+        ),
+        (
+            "__connect.errors.exception.message",
+            rejection.message.clone(),
+        ),
+        (
+            "__connect.errors.exception.stacktrace",
+            format!("{reason}: {}", rejection.message),
+        ),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value.into_bytes()))
+    .collect()
 }
 
 /// The committed progress of a partition newly seen by this consumer.

@@ -402,6 +402,22 @@ pub struct PipelineSettings {
     /// timeout. Right for stable names (StatefulSet pods), wrong for Deployment pods, whose
     /// names change on every rollout. Default: on when `instance_id` is set explicitly.
     pub static_membership: Option<bool>,
+    /// How dead letters are written: `envelope` (the `DeadLetter` Avro record with the original
+    /// key, value and headers inside) or `connect` (Kafka Connect's layout: the original bytes
+    /// and headers as they were, with `__connect.errors.*` headers saying where they came
+    /// from and why).
+    pub dead_letter_format: DeadLetterFormat,
+}
+
+/// The layout of the dead-letter topic's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterFormat {
+    /// The `DeadLetter` Avro envelope, through the registry.
+    #[default]
+    Envelope,
+    /// The original record with `__connect.errors.*` headers, as Kafka Connect writes it.
+    Connect,
 }
 
 impl Default for PipelineSettings {
@@ -413,6 +429,7 @@ impl Default for PipelineSettings {
             group_prefix: "offport-".to_string(),
             instance_id: None,
             static_membership: None,
+            dead_letter_format: DeadLetterFormat::Envelope,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! It reads the same configuration as the services.
 
 mod backtest;
+mod dead_letters;
 mod inventory;
 
 // mimalloc, as in the stage binaries: `replay` runs the whole pipeline in this process.
@@ -59,6 +60,11 @@ enum Command {
     Inventory {
         #[command(subcommand)]
         action: inventory::InventoryAction,
+    },
+    /// The dead-letter topic: list, show and re-produce the records the stages could not take.
+    DeadLetters {
+        #[command(subcommand)]
+        action: dead_letters::DeadLettersAction,
     },
     /// Generate a simulated fleet's raw records with ground truth.
     Simulate(backtest::SimulateArgs),
@@ -192,6 +198,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inventory { action } => {
             reachable(&settings)?;
             runtime()?.block_on(inventory::run(&settings, action))
+        }
+        Command::DeadLetters { action } => {
+            reachable(&settings)?;
+            runtime()?.block_on(dead_letters::run(&settings, action))
         }
         Command::Simulate(args) => backtest::simulate(Some(&settings), args),
         Command::Replay(args) => backtest::replay(Some(&settings), args),
