@@ -375,7 +375,7 @@ var configKeys = map[string][]string{
 	"registry":          {"url", "timeout_ms", "username", "password", "password_file", "ca_location", "certificate_location", "key_location"},
 	"topics":            {"prefix", "partitions", "replication_factor"},
 	"log":               {"filter", "json"},
-	"pipeline":          {"batch_max_records", "batch_linger_ms", "max_backoff_ms", "group_prefix", "instance_id"},
+	"pipeline":          {"batch_max_records", "batch_linger_ms", "max_backoff_ms", "group_prefix", "instance_id", "dead_letter_format"},
 	"observability":     {"listen"},
 	"normalize":         {"max_record_bytes", "proxy_format", "default_device_id", "sources", "flow_wait_ms", "flow_max_held"},
 	"normalize.sources": {"network", "device_id", "platform", "app_id"},

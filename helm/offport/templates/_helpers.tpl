@@ -212,7 +212,7 @@ Secrets (see offport.secretEnv).
 {{- end -}}
 {{- $topics := dict "prefix" $v.topics.prefix "partitions" (int64 $v.topics.partitions) "replication_factor" (int64 $v.topics.replicationFactor) -}}
 {{- $log := dict "filter" $v.log.filter "json" $v.log.json -}}
-{{- $pipeline := dict "batch_max_records" (int64 $v.pipeline.batchMaxRecords) "batch_linger_ms" (int64 $v.pipeline.batchLingerMs) "max_backoff_ms" (int64 $v.pipeline.maxBackoffMs) "group_prefix" $v.pipeline.groupPrefix -}}
+{{- $pipeline := dict "batch_max_records" (int64 $v.pipeline.batchMaxRecords) "batch_linger_ms" (int64 $v.pipeline.batchLingerMs) "max_backoff_ms" (int64 $v.pipeline.maxBackoffMs) "group_prefix" $v.pipeline.groupPrefix "dead_letter_format" $v.pipeline.deadLetterFormat -}}
 {{- $observability := dict "listen" (include "offport.listen" .) -}}
 {{- $sources := list -}}
 {{- range $v.normalize.sources -}}
