@@ -495,6 +495,43 @@ func checkRender(args []string) error {
 		checkConfigKeys(c, "ConfigMap "+cmName, "", cfg)
 	}
 
+	// A restricted egress lets the pods reach the brokers and the registry they are configured
+	// with: every bootstrap server's port and the registry URL's.
+	for _, np := range byKind["NetworkPolicy"] {
+		restricted := false
+		for _, t := range list(get(np, "spec", "policyTypes")) {
+			restricted = restricted || t == "Egress"
+		}
+		if !restricted {
+			continue
+		}
+		open := map[string]bool{}
+		for _, rule := range list(get(np, "spec", "egress")) {
+			for _, port := range list(get(rule, "ports")) {
+				open[fmt.Sprint(get(port, "port"))] = true
+			}
+		}
+		for cmName, cfg := range configs {
+			for _, server := range strings.Split(str(get(cfg, "kafka", "bootstrap_servers")), ",") {
+				server = strings.TrimSpace(server)
+				if i := strings.LastIndex(server, ":"); i >= 0 {
+					port := server[i+1:]
+					c.expect(open[port], "NetworkPolicy %s: egress does not open port %s of bootstrap server %s (ConfigMap %s)", str(get(np, "metadata", "name")), port, server, cmName)
+				}
+			}
+			url := str(get(cfg, "registry", "url"))
+			port := "80"
+			if strings.HasPrefix(url, "https://") {
+				port = "443"
+			}
+			host := strings.SplitN(strings.SplitN(url, "://", 2)[len(strings.SplitN(url, "://", 2))-1], "/", 2)[0]
+			if i := strings.LastIndex(host, ":"); i >= 0 {
+				port = host[i+1:]
+			}
+			c.expect(open[port], "NetworkPolicy %s: egress does not open port %s of registry %s (ConfigMap %s)", str(get(np, "metadata", "name")), port, url, cmName)
+		}
+	}
+
 	type podOwner struct {
 		doc  M
 		spec M
