@@ -902,6 +902,99 @@ mod tests {
         assert_eq!(s.stream.worker_threads(), 3);
     }
 
+    /// Every leaf key of a YAML value, dotted (maps and lists whose keys are free are leaves).
+    fn leaves(prefix: &str, value: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+        match value {
+            serde_yaml_ng::Value::Mapping(map)
+                if !matches!(prefix, "kafka.properties") && !map.is_empty() =>
+            {
+                for (key, value) in map {
+                    let key = key.as_str().unwrap_or_default();
+                    let path = if prefix.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    leaves(&path, value, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_configuration_reference_lists_every_setting_and_the_example_loads() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let mut settings = Vec::new();
+        let yaml: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&Settings::default().redacted_yaml()).unwrap();
+        leaves("", &yaml, &mut settings);
+        settings.sort();
+        // The first column of the reference: `a.b.c` or `a.b.c` / `d` (a sibling of c).
+        let reference = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
+        let mut documented: Vec<String> = Vec::new();
+        for line in reference.lines().filter(|l| l.starts_with("| `")) {
+            let cell = line.split('|').nth(1).unwrap_or_default();
+            let names: Vec<&str> = cell
+                .split('/')
+                .map(|n| n.trim().trim_matches('`'))
+                .collect();
+            let first = names[0].split(".<").next().unwrap_or_default().to_string();
+            let parent = first.rsplit_once('.').map(|(p, _)| p.to_string());
+            documented.push(first);
+            for sibling in &names[1..] {
+                documented.push(match &parent {
+                    Some(parent) => format!("{parent}.{sibling}"),
+                    None => sibling.to_string(),
+                });
+            }
+        }
+        documented.sort();
+        documented.dedup();
+        assert!(settings.len() > 40, "{settings:?}");
+        let missing: Vec<&String> = settings
+            .iter()
+            .filter(|k| !documented.contains(k))
+            .collect();
+        let unknown: Vec<&String> = documented
+            .iter()
+            .filter(|k| !settings.contains(k))
+            .collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "docs/configuration.md: settings not documented {missing:?}; documented but not settings {unknown:?}"
+        );
+        // The example file loads and sets every section.
+        let example = format!("{root}/docs/offport.example.yaml");
+        // Its secret and CA files, as a deployment mounts them (read at load).
+        let secret = std::env::temp_dir().join(format!("offport-example-{}", std::process::id()));
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let secret = secret.to_str().unwrap();
+        let loaded = Settings::load_from(
+            Some(std::path::Path::new(&example)),
+            env(&[
+                ("OFFPORT__KAFKA__SECURITY__SASL_PASSWORD_FILE", secret),
+                ("OFFPORT__REGISTRY__PASSWORD_FILE", secret),
+                ("OFFPORT__KAFKA__SECURITY__CA_LOCATION", secret),
+            ]),
+        );
+        let _ = std::fs::remove_file(secret);
+        assert!(loaded.is_ok(), "{example}: {loaded:?}");
+        let text = std::fs::read_to_string(&example).unwrap();
+        for section in [
+            "kafka:",
+            "registry:",
+            "topics:",
+            "log:",
+            "pipeline:",
+            "observability:",
+            "normalize:",
+            "stream:",
+        ] {
+            assert!(text.contains(section), "{example} has no {section}");
+        }
+    }
+
     #[test]
     fn defaults_point_at_the_local_stack() {
         let s = Settings::load_from(None, env(&[])).unwrap();
