@@ -216,7 +216,7 @@ async fn work_alone<S: StatefulStage>(
         held.push((input, message.partition(), payload));
     }
     // What a service holds with an empty baselines topic: the shipped defaults.
-    let baselines = offport_core::baseline::BaselineSet::with_defaults()?;
+    let baselines = std::sync::Arc::new(offport_core::baseline::BaselineSet::with_defaults()?);
     let mut tasks = std::collections::BTreeMap::new();
     let started = Instant::now();
     let mut bytes = 0_usize;

@@ -115,7 +115,7 @@ async fn the_joiners_output_does_not_depend_on_how_its_inputs_interleave() -> Re
     // What the join gives with every record in event-time order (the stage's own task
     // configuration, one task per device: devices do not share state).
     let stage = JoinerStage::new(&settings);
-    let baselines = BaselineSet::with_defaults()?;
+    let baselines = std::sync::Arc::new(BaselineSet::with_defaults()?);
     let mut merged: Vec<JoinInput> = sessions
         .iter()
         .cloned()

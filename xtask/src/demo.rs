@@ -357,7 +357,10 @@ const SERIES: [&str; 8] = [
     "offport_end_to_end_latency_seconds_bucket",
     "offport_consumer_lag_records",
 ];
-const STATEFUL_SERIES: [&str; 6] = [
+const STATEFUL_SERIES: [&str; 9] = [
+    "offport_cache_hits_total",
+    "offport_cache_misses_total",
+    "offport_cache_entries",
     "offport_state_keys",
     "offport_state_bytes",
     "offport_tasks",
@@ -396,6 +399,33 @@ fn scrape_metrics(services: &Services) -> Result<bool> {
             .find_map(|l| l.strip_prefix("offport_records_in_total "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
+        // The caches the stage reads through answered lookups: every Avro input record asks
+        // the registry readers, and the scorer resolves baselines.
+        let mut caches: Vec<&str> = vec![];
+        if stateful {
+            caches.push("registry_readers");
+        }
+        if *name == "scorer" {
+            caches.push("baseline_resolution");
+        }
+        let idle_caches: Vec<&str> = caches
+            .into_iter()
+            .filter(|cache| {
+                let lookups = |series: &str| {
+                    text.lines()
+                        .find_map(|l| {
+                            l.strip_prefix(&format!("{series}{{cache=\"{cache}\"}} "))
+                        })
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                lookups("offport_cache_hits_total") + lookups("offport_cache_misses_total") <= 0.0
+            })
+            .collect();
+        if !idle_caches.is_empty() {
+            good = false;
+            println!("metrics {name:<16} {url}: no lookups counted by caches {idle_caches:?}");
+        }
         if missing.is_empty() && records_in > 0.0 {
             println!(
                 "metrics {name:<16} {url}: {} series, {records_in} records in",

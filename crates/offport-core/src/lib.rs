@@ -13,6 +13,7 @@
 //! - [`progress`]: event-time progress markers from the raw partitions to the joiner.
 
 pub mod baseline;
+pub mod cache;
 pub mod durable;
 pub mod examples;
 pub mod join;

@@ -509,8 +509,10 @@ pub(crate) fn format_storage(
         .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
         .arg("-cp")
         .arg(format!("{}/*", kafka_libs.display()))
-        .args(["kafka.tools.StorageTool", "format", "-t"])
-        .arg(&cluster_id)
+        .args(["kafka.tools.StorageTool", "format"])
+        // Joined to its flag: an id may begin with `-`, which the tool's parser would take
+        // for an option of its own.
+        .arg(format!("--cluster-id={cluster_id}"))
         .arg("-c")
         .arg(properties)
         .args(extra)

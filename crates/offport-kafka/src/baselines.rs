@@ -26,6 +26,7 @@
 //! only logged, since they were dead-lettered when they arrived.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use offport_core::baseline::{parse_scope_label, scope_label, validate, BaselineSet};
@@ -116,7 +117,9 @@ struct Unreachable {
 pub struct BaselineFeed {
     consumer: BaseConsumer<crate::pipeline::ReadToEnd>,
     topic: String,
-    set: BaselineSet,
+    /// Shared with the tasks: a change copies it once (when tasks still hold the old one),
+    /// not once per task.
+    set: Arc<BaselineSet>,
     applied: u64,
     /// Version keys live on the topic (applied and not withdrawn).
     topic_keys: BTreeSet<String>,
@@ -181,7 +184,8 @@ impl BaselineFeed {
             list.add_partition_offset(&topic, *partition, Offset::Beginning)?;
         }
         consumer.assign(&list)?;
-        let set = BaselineSet::with_defaults().map_err(|e| FeedError::Defaults(e.to_string()))?;
+        let set =
+            Arc::new(BaselineSet::with_defaults().map_err(|e| FeedError::Defaults(e.to_string()))?);
         let mut feed = Self {
             consumer,
             topic: topic.clone(),
@@ -282,8 +286,8 @@ impl BaselineFeed {
         self.unapplied.is_some()
     }
 
-    /// The baselines in force.
-    pub fn set(&self) -> &BaselineSet {
+    /// The baselines in force: one snapshot the tasks share.
+    pub fn set(&self) -> &Arc<BaselineSet> {
         &self.set
     }
 
@@ -331,7 +335,7 @@ impl BaselineFeed {
             Err(message) => return reject(record, DeadLetterReason::InvalidBaseline, message),
         };
         let Some(payload) = record.payload() else {
-            if !self.set.withdraw(&scope, at) {
+            if !Arc::make_mut(&mut self.set).withdraw(&scope, at) {
                 tracing::info!(%key, "tombstone for a version not in force; nothing to withdraw");
             }
             self.topic_keys.remove(&key);
@@ -368,7 +372,7 @@ impl BaselineFeed {
                 format!("{key}: {error}"),
             );
         }
-        match self.set.apply(document) {
+        match Arc::make_mut(&mut self.set).apply(document) {
             Ok(()) => {
                 self.applied += 1;
                 self.topic_keys.insert(key.clone());

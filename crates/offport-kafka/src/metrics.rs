@@ -15,6 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use offport_core::cache::CacheStats;
 use offport_core::model::DeadLetterReason;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +52,13 @@ impl EncodeLabelValue for Reason {
 pub struct ReasonLabels {
     /// Why the record was rejected.
     pub reason: Reason,
+}
+
+/// Labels of the cache metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// The cache ([`CacheStats::name`]).
+    pub cache: String,
 }
 
 /// The metrics of a consume-transform-produce stage.
@@ -106,6 +114,14 @@ pub struct PipelineMetrics {
     pub baselines_rejected: Counter,
     /// Baseline versions applied from the baselines topic (`offport_baselines_applied_total`).
     pub baselines_applied: Counter,
+    /// Lookups answered by each bounded cache (`offport_cache_hits_total{cache}`).
+    pub cache_hits: Family<CacheLabels, Counter>,
+    /// Lookups each bounded cache had to compute or fetch (`offport_cache_misses_total{cache}`).
+    pub cache_misses: Family<CacheLabels, Counter>,
+    /// Entries each bounded cache holds (`offport_cache_entries{cache}`).
+    pub cache_entries: Family<CacheLabels, Gauge<i64, AtomicI64>>,
+    /// Most entries each bounded cache keeps (`offport_cache_capacity{cache}`).
+    pub cache_capacity: Family<CacheLabels, Gauge<i64, AtomicI64>>,
     /// Stalled partitions and Kafka outages (`/healthz`).
     pub health: crate::health::Health,
     /// True once the stage processes records.
@@ -147,6 +163,10 @@ impl PipelineMetrics {
             changelog_records: Counter::default(),
             baselines_rejected: Counter::default(),
             baselines_applied: Counter::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_entries: Family::default(),
+            cache_capacity: Family::default(),
             health: crate::health::Health::default(),
             ready: AtomicBool::new(false),
             first_read: std::sync::OnceLock::new(),
@@ -266,6 +286,26 @@ impl PipelineMetrics {
             metrics.baselines_applied.clone(),
         );
         offport.register(
+            "cache_hits",
+            "Lookups answered by a bounded cache (baseline_resolution, registry_writer_schemas, registry_readers)",
+            metrics.cache_hits.clone(),
+        );
+        offport.register(
+            "cache_misses",
+            "Lookups a bounded cache had to compute or fetch",
+            metrics.cache_misses.clone(),
+        );
+        offport.register(
+            "cache_entries",
+            "Entries a bounded cache holds",
+            metrics.cache_entries.clone(),
+        );
+        offport.register(
+            "cache_capacity",
+            "Most entries a bounded cache keeps",
+            metrics.cache_capacity.clone(),
+        );
+        offport.register(
             "consecutive_aborts",
             "Transactions failed in a row (0 while the stage commits)",
             metrics.health.consecutive_aborts.clone(),
@@ -317,6 +357,30 @@ impl PipelineMetrics {
                 let seconds = now.saturating_sub(timestamp).max(0) as f64 / 1_000.0;
                 self.end_to_end_seconds.observe(seconds);
             }
+        }
+    }
+
+    /// Publishes the counts of bounded caches (each cache's counts are cumulative, so the
+    /// counters are set to them, not added to).
+    pub fn caches(&self, caches: &[CacheStats]) {
+        for stats in caches {
+            let labels = CacheLabels {
+                cache: stats.name.to_string(),
+            };
+            self.cache_hits
+                .get_or_create(&labels)
+                .inner()
+                .store(stats.hits, Ordering::Relaxed);
+            self.cache_misses
+                .get_or_create(&labels)
+                .inner()
+                .store(stats.misses, Ordering::Relaxed);
+            self.cache_entries
+                .get_or_create(&labels)
+                .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+            self.cache_capacity
+                .get_or_create(&labels)
+                .set(i64::try_from(stats.capacity).unwrap_or(i64::MAX));
         }
     }
 

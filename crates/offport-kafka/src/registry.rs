@@ -6,11 +6,12 @@
 //! without extra configuration. The schema text comes from `offport-core`'s embedded `schemas/`.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::{from_value, AvroSchema};
+use offport_core::cache::{Bounded, CacheStats};
 use offport_core::schema::{BinaryError, BinarySchema, Contract, SchemaError};
 use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, SrSettings};
@@ -103,10 +104,34 @@ impl Registered {
 /// A writer schema fetched from the registry.
 struct WriterSchema {
     /// Parsed by apache-avro, for resolution against another reader schema.
-    parsed: &'static apache_avro::Schema,
+    parsed: Arc<apache_avro::Schema>,
     /// The registry's text, for the binary codec when no resolution is needed.
     text: String,
 }
+
+/// Writer schemas kept (by id). Each is a few KiB; a registry serving offport's topics holds
+/// a few versions of each of its contracts, far fewer than this.
+pub const WRITER_SCHEMAS_KEPT: u64 = 1_024;
+
+/// Readers kept (by writer schema id and Rust type).
+pub const READERS_KEPT: u64 = 1_024;
+
+/// The two schemas of a resolving read, owned beside the reader that borrows them.
+struct ResolvingSchemas {
+    writer: Arc<apache_avro::Schema>,
+    own: apache_avro::Schema,
+}
+
+type DatumReader<'a> = GenericDatumReader<'a>;
+
+self_cell::self_cell!(
+    /// A reader that resolves one writer schema against a type's own, with both schemas.
+    struct ResolvingReader {
+        owner: ResolvingSchemas,
+        #[covariant]
+        dependent: DatumReader,
+    }
+);
 
 /// Encoder and decoder for offport's contracts, sharing one registry connection and cache.
 ///
@@ -118,12 +143,14 @@ struct WriterSchema {
 pub struct RegistryCodec {
     encoder: AvroEncoder,
     sr: SrSettings,
-    /// By topic, then contract (looked up by `&str`, no allocation per value).
-    registered: RwLock<HashMap<String, HashMap<Contract, std::sync::Arc<Registered>>>>,
-    /// Writer schemas by id, fetched once each (leaked: a handful per process).
-    writers: RwLock<HashMap<u32, std::sync::Arc<WriterSchema>>>,
+    /// By topic, then contract (looked up by `&str`, no allocation per value). Not a cache:
+    /// one entry per (output topic, contract) the service writes, all known from its
+    /// configuration.
+    registered: RwLock<HashMap<String, HashMap<Contract, Arc<Registered>>>>,
+    /// Writer schemas by id, fetched once each while kept (ids come from input records).
+    writers: Bounded<u32, Arc<WriterSchema>>,
     /// How to read each (writer schema id, Rust type).
-    readers: RwLock<HashMap<(u32, std::any::TypeId), std::sync::Arc<Reader>>>,
+    readers: Bounded<(u32, std::any::TypeId), Arc<Reader>>,
 }
 
 /// How values written with one schema are read into one Rust type.
@@ -133,7 +160,7 @@ enum Reader {
     Direct(BinarySchema),
     /// Another schema (an older or newer writer): decoded to a `Value`, resolved against the
     /// type's schema by Avro's rules, then mapped onto the type.
-    Resolving(GenericDatumReader<'static>),
+    Resolving(ResolvingReader),
 }
 
 impl RegistryCodec {
@@ -144,18 +171,19 @@ impl RegistryCodec {
             encoder: AvroEncoder::new(sr.clone()),
             sr,
             registered: RwLock::new(HashMap::new()),
-            writers: RwLock::new(HashMap::new()),
-            readers: RwLock::new(HashMap::new()),
+            writers: Bounded::new("registry_writer_schemas", WRITER_SCHEMAS_KEPT),
+            readers: Bounded::new("registry_readers", READERS_KEPT),
         })
+    }
+
+    /// Hits, misses and entries of the codec's caches (writer schemas, readers).
+    pub fn cache_stats(&self) -> [CacheStats; 2] {
+        [self.writers.stats(), self.readers.stats()]
     }
 
     /// The contract's schema as registered for `topic`'s values, once a value was encoded
     /// there (by [`RegistryCodec::encode_value`], which registers it).
-    pub(crate) fn registered(
-        &self,
-        topic: &str,
-        contract: Contract,
-    ) -> Option<std::sync::Arc<Registered>> {
+    pub(crate) fn registered(&self, topic: &str, contract: Contract) -> Option<Arc<Registered>> {
         self.registered
             .read()
             .ok()
@@ -201,7 +229,7 @@ impl RegistryCodec {
                 .entry(topic.to_string())
                 .or_default()
                 .entry(contract)
-                .or_insert_with(|| std::sync::Arc::new(Registered { id, binary }));
+                .or_insert_with(|| Arc::new(Registered { id, binary }));
         }
         Ok(bytes)
     }
@@ -219,12 +247,12 @@ impl RegistryCodec {
     /// True when the writer schema of `id` is at hand, so [`Self::decode_known`] needs no
     /// registry call.
     pub fn knows(&self, id: u32) -> bool {
-        self.writers.read().is_ok_and(|w| w.contains_key(&id))
+        self.writers.contains(&id)
     }
 
     /// Fetches and keeps the writer schema of `id` unless it is already known.
     pub async fn fetch_writer(&self, id: u32) -> Result<(), CodecError> {
-        if self.knows(id) {
+        if self.writers.get(&id).is_some() {
             return Ok(());
         }
         let registered = get_schema_by_id(id, &self.sr).await?;
@@ -234,14 +262,13 @@ impl RegistryCodec {
                 &format!("schema {id} from the registry is not valid Avro"),
             ))
         })?;
-        if let Ok(mut writers) = self.writers.write() {
-            writers.entry(id).or_insert_with(|| {
-                std::sync::Arc::new(WriterSchema {
-                    parsed: Box::leak(Box::new(schema)),
-                    text: registered.schema,
-                })
-            });
-        }
+        self.writers.insert(
+            id,
+            Arc::new(WriterSchema {
+                parsed: Arc::new(schema),
+                text: registered.schema,
+            }),
+        );
         Ok(())
     }
 
@@ -265,50 +292,45 @@ impl RegistryCodec {
                 source: Box::new(e),
             }),
             Reader::Resolving(reader) => {
-                let value = reader.read_value(&mut datum).map_err(shape)?;
+                let value = reader
+                    .borrow_dependent()
+                    .read_value(&mut datum)
+                    .map_err(shape)?;
                 from_value::<T>(&value).map_err(shape)
             }
         }
     }
 
-    fn reader<T: AvroSchema + 'static>(
-        &self,
-        id: u32,
-    ) -> Result<std::sync::Arc<Reader>, CodecError> {
-        let key = (id, std::any::TypeId::of::<T>());
-        if let Some(reader) = self.readers.read().ok().and_then(|r| r.get(&key).cloned()) {
-            return Ok(reader);
-        }
-        let writer = self
-            .writers
-            .read()
-            .ok()
-            .and_then(|w| w.get(&id).cloned())
-            .ok_or(CodecError::WireFormat(
-                "writer schema not fetched (call fetch_writer first)",
-            ))?;
+    fn reader<T: AvroSchema + 'static>(&self, id: u32) -> Result<Arc<Reader>, CodecError> {
+        self.readers
+            .try_get_or_insert_with((id, std::any::TypeId::of::<T>()), || {
+                self.build_reader::<T>(id).map(Arc::new)
+            })
+    }
+
+    fn build_reader<T: AvroSchema + 'static>(&self, id: u32) -> Result<Reader, CodecError> {
+        // Not `get`: the lookup that counts is the reader's.
+        let writer = self.writers.peek(&id).ok_or(CodecError::WireFormat(
+            "writer schema not fetched, or evicted before use (call fetch_writer first)",
+        ))?;
         let own = T::get_schema();
-        let built = |e| CodecError::Shape {
+        if writer.parsed.canonical_form() == own.canonical_form() {
+            return Ok(Reader::Direct(BinarySchema::parse(&writer.text)?));
+        }
+        let schemas = ResolvingSchemas {
+            writer: Arc::clone(&writer.parsed),
+            own,
+        };
+        let reader = ResolvingReader::try_new(schemas, |schemas| {
+            GenericDatumReader::builder(&schemas.writer)
+                .reader_schema(&schemas.own)
+                .build()
+        })
+        .map_err(|e| CodecError::Shape {
             target: std::any::type_name::<T>(),
             source: Box::new(e),
-        };
-        let reader = if writer.parsed.canonical_form() == own.canonical_form() {
-            Reader::Direct(BinarySchema::parse(&writer.text)?)
-        } else {
-            // Leaked once per (writer, type): the reader borrows it for 'static.
-            let own: &'static apache_avro::Schema = Box::leak(Box::new(own));
-            Reader::Resolving(
-                GenericDatumReader::builder(writer.parsed)
-                    .reader_schema(own)
-                    .build()
-                    .map_err(built)?,
-            )
-        };
-        let reader = std::sync::Arc::new(reader);
-        if let Ok(mut readers) = self.readers.write() {
-            readers.insert(key, std::sync::Arc::clone(&reader));
-        }
-        Ok(reader)
+        })?;
+        Ok(Reader::Resolving(reader))
     }
 }
 
@@ -375,20 +397,18 @@ mod tests {
     /// A codec that knows writer schema `id` without asking a registry (none runs here).
     fn codec_knowing(id: u32, text: String) -> RegistryCodec {
         let codec = RegistryCodec::new(&RegistrySettings::default()).unwrap();
-        let parsed = Box::leak(Box::new(apache_avro::Schema::parse_str(&text).unwrap()));
+        let parsed = Arc::new(apache_avro::Schema::parse_str(&text).unwrap());
         codec
             .writers
-            .write()
-            .unwrap()
-            .insert(id, std::sync::Arc::new(WriterSchema { parsed, text }));
+            .insert(id, Arc::new(WriterSchema { parsed, text }));
         codec
     }
 
     /// The one reader a codec built in a test.
-    fn only_reader(codec: &RegistryCodec) -> std::sync::Arc<Reader> {
-        let readers = codec.readers.read().unwrap();
+    fn only_reader(codec: &RegistryCodec) -> Arc<Reader> {
+        let readers = codec.readers.values();
         assert_eq!(readers.len(), 1);
-        readers.values().next().cloned().unwrap()
+        readers.into_iter().next().unwrap()
     }
 
     fn wire<T: Serialize>(id: u32, schema: &apache_avro::Schema, value: &T) -> Vec<u8> {

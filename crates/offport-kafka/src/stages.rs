@@ -1,7 +1,10 @@
 //! The joiner and the scorer as [`StatefulStage`]s: the pure cores of `offport-core` wired to
 //! their topics.
 
-use offport_core::baseline::BaselineSet;
+use std::sync::Arc;
+
+use offport_core::baseline::{BaselineSet, ResolveCache};
+use offport_core::cache::CacheStats;
 use offport_core::join::{JoinConfig, JoinInput, Joiner};
 use offport_core::model::{DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession};
 use offport_core::ocsf;
@@ -101,7 +104,7 @@ impl StatefulStage for JoinerStage {
         TopicRole::JoinerChangelog
     }
 
-    fn new_task(&self, baselines: &BaselineSet) -> Joiner {
+    fn new_task(&self, baselines: &Arc<BaselineSet>) -> Joiner {
         Joiner::new(JoinConfig {
             time_window_ms: baselines.longest_time_window(),
             ..self.config.clone()
@@ -162,7 +165,7 @@ impl StatefulStage for JoinerStage {
         self.emit(task.set_lagging(flags))
     }
 
-    fn baselines_changed(&self, task: &mut Joiner, baselines: &BaselineSet) {
+    fn baselines_changed(&self, task: &mut Joiner, baselines: &Arc<BaselineSet>) {
         task.set_time_window(baselines.longest_time_window());
     }
 
@@ -214,6 +217,8 @@ pub struct FindingOut(pub Finding);
 #[derive(Debug, Clone)]
 pub struct ScorerStage {
     config: ScoreConfig,
+    /// One cache of merged baselines for every task: they share the feed's snapshot.
+    resolve_cache: ResolveCache,
     alerts_topic: String,
     ocsf_topic: String,
 }
@@ -226,6 +231,7 @@ impl ScorerStage {
                 suppression_window_ms: settings.stream.suppression_window_ms,
                 ..ScoreConfig::default()
             },
+            resolve_cache: ResolveCache::default(),
             alerts_topic: TopicRole::Alerts.spec(&settings.topics).name,
             ocsf_topic: TopicRole::AlertsOcsf.spec(&settings.topics).name,
         }
@@ -251,8 +257,9 @@ impl StatefulStage for ScorerStage {
         TopicRole::ScorerChangelog
     }
 
-    fn new_task(&self, baselines: &BaselineSet) -> Scorer {
-        Scorer::new(baselines.clone(), self.config.clone())
+    fn new_task(&self, baselines: &Arc<BaselineSet>) -> Scorer {
+        Scorer::new(Arc::clone(baselines), self.config.clone())
+            .with_resolve_cache(self.resolve_cache.clone())
     }
 
     fn decode(
@@ -295,8 +302,12 @@ impl StatefulStage for ScorerStage {
         vec![]
     }
 
-    fn baselines_changed(&self, task: &mut Scorer, baselines: &BaselineSet) {
-        *task.baselines_mut() = baselines.clone();
+    fn baselines_changed(&self, task: &mut Scorer, baselines: &Arc<BaselineSet>) {
+        task.set_baselines(Arc::clone(baselines));
+    }
+
+    fn caches(&self) -> Vec<CacheStats> {
+        vec![self.resolve_cache.stats()]
     }
 
     fn state_size(&self, task: &Scorer) -> (usize, usize) {

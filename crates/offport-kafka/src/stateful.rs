@@ -63,6 +63,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use offport_core::baseline::BaselineSet;
+use offport_core::cache::CacheStats;
 use offport_core::durable::{Durable, StateChange};
 use offport_core::model::{DeadLetterReason, EpochMillis};
 use offport_core::normalize::{RawRecord, Rejection};
@@ -129,7 +130,7 @@ pub trait StatefulStage: Send + Sync {
     /// The stage's changelog topic.
     fn changelog(&self) -> TopicRole;
     /// A fresh task judging against `baselines`.
-    fn new_task(&self, baselines: &BaselineSet) -> Self::Task;
+    fn new_task(&self, baselines: &Arc<BaselineSet>) -> Self::Task;
     /// The typed record of input `input` (an index into [`Self::inputs`]) from its Confluent
     /// wire-format payload, whose writer schema `codec` already holds
     /// ([`RegistryCodec::decode_known`]); why not, for the dead letter.
@@ -154,7 +155,7 @@ pub trait StatefulStage: Send + Sync {
     /// End of input: emit everything still held.
     fn flush(&self, task: &mut Self::Task) -> Vec<Emit<Self::Output>>;
     /// The baselines changed.
-    fn baselines_changed(&self, task: &mut Self::Task, baselines: &BaselineSet);
+    fn baselines_changed(&self, task: &mut Self::Task, baselines: &Arc<BaselineSet>);
     /// Keys and approximate heap bytes of a task's state.
     fn state_size(&self, task: &Self::Task) -> (usize, usize);
 
@@ -205,6 +206,11 @@ pub trait StatefulStage: Send + Sync {
     /// many keys were evicted. Stages without a cap keep everything.
     fn enforce_cap(&self, _task: &mut Self::Task, _max_bytes: usize) -> usize {
         0
+    }
+
+    /// The stage's own bounded caches (those its tasks share), for the cache metrics.
+    fn caches(&self) -> Vec<CacheStats> {
+        Vec::new()
     }
 }
 
@@ -807,7 +813,7 @@ impl<S: StatefulStage> Runner<'_, S> {
     async fn restore(
         &mut self,
         partition: i32,
-        baselines: &BaselineSet,
+        baselines: &Arc<BaselineSet>,
     ) -> Result<S::Task, PipelineError> {
         let started = Instant::now();
         let mut task = self.stage.new_task(baselines);
@@ -1262,6 +1268,9 @@ impl<S: StatefulStage> Runner<'_, S> {
         self.metrics
             .state_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let mut caches = self.stage.caches();
+        caches.extend(self.codec.cache_stats());
+        self.metrics.caches(&caches);
     }
 }
 

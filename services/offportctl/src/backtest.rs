@@ -630,7 +630,7 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
                     rejection.message
                 );
             }
-            feed.set().clone()
+            BaselineSet::clone(feed.set())
         } else {
             baseline_set(&baseline_files)?
         };

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::cache::{Bounded, CacheStats};
+
 use crate::model::{Baseline, BaselineScope, EpochMillis, Platform, ScopeKind};
 
 use super::effective::parse_network;
@@ -42,22 +44,46 @@ const KINDS: [ScopeKind; 5] = [
 /// Which version of which scope contributed: the key of [`ResolveCache`].
 type Fingerprint = [(u32, u32); 7];
 
-/// Memo of merged baselines, valid for one [`BaselineSet::generation`].
-#[derive(Debug, Default)]
+/// Merged baselines by the versions that contributed and the set's generation: bounded, and
+/// shared by its clones, so every task of a stage that resolves against the same (shared)
+/// [`BaselineSet`] shares one cache. A cache serves one set and the sets it becomes by changes
+/// (its generations); give a set built apart its own cache.
+#[derive(Debug, Clone)]
 pub struct ResolveCache {
-    generation: u64,
-    merged: rustc_hash::FxHashMap<Fingerprint, Arc<EffectiveBaseline>>,
+    merged: Bounded<(u64, Fingerprint), Arc<EffectiveBaseline>>,
 }
 
 impl ResolveCache {
+    /// Merged baselines kept by default: every combination of scope versions a fleet's
+    /// events match, many times over (a merged baseline is a few KiB).
+    pub const DEFAULT_CAPACITY: u64 = 4_096;
+
+    /// An empty cache keeping at most `capacity` merged baselines.
+    pub fn with_capacity(capacity: u64) -> Self {
+        Self {
+            merged: Bounded::new("baseline_resolution", capacity),
+        }
+    }
+
     /// Merged baselines held.
-    pub fn len(&self) -> usize {
-        self.merged.len()
+    pub fn len(&self) -> u64 {
+        self.merged.stats().entries
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.merged.is_empty()
+        self.len() == 0
+    }
+
+    /// Hits, misses and entries.
+    pub fn stats(&self) -> CacheStats {
+        self.merged.stats()
+    }
+}
+
+impl Default for ResolveCache {
+    fn default() -> Self {
+        Self::with_capacity(Self::DEFAULT_CAPACITY)
     }
 }
 
@@ -287,7 +313,7 @@ impl BaselineSet {
     /// scopes share one merged baseline.
     pub fn resolve_cached(
         &self,
-        cache: &mut ResolveCache,
+        cache: &ResolveCache,
         context: &ScopeContext<'_>,
         at: EpochMillis,
     ) -> Arc<EffectiveBaseline> {
@@ -299,14 +325,10 @@ impl BaselineSet {
     /// caller can keep the answer for later events of the same context.
     pub fn resolve_span(
         &self,
-        cache: &mut ResolveCache,
+        cache: &ResolveCache,
         context: &ScopeContext<'_>,
         at: EpochMillis,
     ) -> ResolvedSpan {
-        if cache.generation != self.generation {
-            cache.merged.clear();
-            cache.generation = self.generation;
-        }
         let mut fingerprint: Fingerprint = [(0, 0); 7];
         let (mut from, mut until) = (EpochMillis::MIN, EpochMillis::MAX);
         for (slot, (kind, value)) in fingerprint.iter_mut().zip(Self::candidates(context)) {
@@ -324,14 +346,11 @@ impl BaselineSet {
                 *slot = (scope.id, u32::try_from(index).unwrap_or(u32::MAX));
             }
         }
-        let baseline = match cache.merged.get(&fingerprint) {
-            Some(hit) => Arc::clone(hit),
-            None => {
-                let merged = Arc::new(self.resolve(context, at));
-                cache.merged.insert(fingerprint, Arc::clone(&merged));
-                merged
-            }
-        };
+        let baseline = cache
+            .merged
+            .get_or_insert_with((self.generation, fingerprint), || {
+                Arc::new(self.resolve(context, at))
+            });
         ResolvedSpan {
             baseline,
             generation: self.generation,

@@ -299,9 +299,9 @@ allowed_protocol_ports: [{protocol: MQTT, ports: [{first: 8884, last: 8884}]}]
 #[test]
 fn the_resolve_cache_is_shared_and_invalidated_by_changes() {
     let mut set = BaselineSet::with_defaults().unwrap();
-    let mut cache = ResolveCache::default();
-    let a = set.resolve_cached(&mut cache, &android_app("com.a"), 10);
-    let b = set.resolve_cached(&mut cache, &android_app("com.b"), 20);
+    let cache = ResolveCache::default();
+    let a = set.resolve_cached(&cache, &android_app("com.a"), 10);
+    let b = set.resolve_cached(&cache, &android_app("com.b"), 20);
     assert!(
         Arc::ptr_eq(&a, &b),
         "same scopes and versions share one merged baseline"
@@ -311,7 +311,7 @@ fn the_resolve_cache_is_shared_and_invalidated_by_changes() {
     // was: only the invalidation makes the change visible.
     set.apply(doc("{scope: {kind: GLOBAL}, version: g2, effective_time: 0, thresholds: {time_window_ms: 5000}}"))
         .unwrap();
-    let a = set.resolve_cached(&mut cache, &android_app("com.a"), 10);
+    let a = set.resolve_cached(&cache, &android_app("com.a"), 10);
     assert_eq!(
         a.thresholds.time_window_ms, 5000,
         "a change is seen at once"
@@ -324,21 +324,21 @@ fn a_resolved_span_holds_between_the_versions_around_it_and_until_the_set_change
     let mut set = BaselineSet::new();
     set.apply(doc("{scope: {kind: APP, value: com.a}, version: v1, effective_time: 1000, thresholds: {time_window_ms: 1000}}")).unwrap();
     set.apply(doc("{scope: {kind: PLATFORM, value: ANDROID}, version: p1, effective_time: 3000, thresholds: {time_window_ms: 3000}}")).unwrap();
-    let mut cache = ResolveCache::default();
+    let cache = ResolveCache::default();
     let context = android_app("com.a");
-    let span = |set: &BaselineSet, cache: &mut ResolveCache, at| {
+    let span = |set: &BaselineSet, cache: &ResolveCache, at| {
         let s = set.resolve_span(cache, &context, at);
         (s.from, s.until, s.baseline.thresholds.time_window_ms)
     };
     // Before any version, between them, after both: each bounded by the nearest versions
     // of every scope that matches.
     assert_eq!(
-        span(&set, &mut cache, 500),
+        span(&set, &cache, 500),
         (EpochMillis::MIN, 1000, 6 * 3_600_000)
     );
-    assert_eq!(span(&set, &mut cache, 2000), (1000, 3000, 1000));
-    assert_eq!(span(&set, &mut cache, 4000), (3000, EpochMillis::MAX, 1000));
-    let held = set.resolve_span(&mut cache, &context, 2000);
+    assert_eq!(span(&set, &cache, 2000), (1000, 3000, 1000));
+    assert_eq!(span(&set, &cache, 4000), (3000, EpochMillis::MAX, 1000));
+    let held = set.resolve_span(&cache, &context, 2000);
     assert!(held.holds(set.generation(), 1000) && held.holds(set.generation(), 2999));
     assert!(!held.holds(set.generation(), 999) && !held.holds(set.generation(), 3000));
     set.apply(doc(

@@ -166,7 +166,7 @@ fn flow_hash(parts: &[&str], port: i32) -> u64 {
 /// The scorer's state and logic.
 #[derive(Debug, Default)]
 pub struct Scorer {
-    baselines: BaselineSet,
+    baselines: Arc<BaselineSet>,
     cache: ResolveCache,
     config: ScoreConfig,
     histories: FxHashMap<u64, History>,
@@ -188,18 +188,33 @@ const EXPIRE_EVERY: usize = 4_096;
 pub const WARM_GROUP: usize = 16;
 
 impl Scorer {
-    /// A scorer judging against `baselines`.
-    pub fn new(baselines: BaselineSet, config: ScoreConfig) -> Self {
+    /// A scorer judging against `baselines` (a set, or a snapshot shared with other scorers),
+    /// with a resolve cache of its own.
+    pub fn new(baselines: impl Into<Arc<BaselineSet>>, config: ScoreConfig) -> Self {
         Self {
-            baselines,
+            baselines: baselines.into(),
             config,
             ..Self::default()
         }
     }
 
-    /// The baselines, for live updates from the baselines topic.
-    pub fn baselines_mut(&mut self) -> &mut BaselineSet {
-        &mut self.baselines
+    /// This scorer resolving through `cache`, shared with the other scorers of the same
+    /// baseline snapshot (see [`ResolveCache`]).
+    #[must_use]
+    pub fn with_resolve_cache(mut self, cache: ResolveCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Judges against `baselines` from now on: a live update from the baselines topic, a
+    /// snapshot every task of a stage shares.
+    pub fn set_baselines(&mut self, baselines: Arc<BaselineSet>) {
+        self.baselines = baselines;
+    }
+
+    /// The cache of merged baselines.
+    pub fn resolve_cache(&self) -> &ResolveCache {
+        &self.cache
     }
 
     /// The baselines.
@@ -329,9 +344,7 @@ impl Scorer {
                 Arc::clone(&memo.span.baseline)
             }
             _ => {
-                let span = self
-                    .baselines
-                    .resolve_span(&mut self.cache, &context, start);
+                let span = self.baselines.resolve_span(&self.cache, &context, start);
                 let baseline = Arc::clone(&span.baseline);
                 history.baseline = Some(BaselineMemo {
                     context: context_key,
