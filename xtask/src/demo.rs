@@ -413,9 +413,7 @@ fn scrape_metrics(services: &Services) -> Result<bool> {
             .filter(|cache| {
                 let lookups = |series: &str| {
                     text.lines()
-                        .find_map(|l| {
-                            l.strip_prefix(&format!("{series}{{cache=\"{cache}\"}} "))
-                        })
+                        .find_map(|l| l.strip_prefix(&format!("{series}{{cache=\"{cache}\"}} ")))
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .unwrap_or(0.0)
                 };

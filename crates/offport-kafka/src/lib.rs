@@ -7,6 +7,7 @@
 //! Detection logic does not live here; it lives in `offport-core`.
 
 pub mod baselines;
+pub mod compatibility;
 pub mod connect;
 pub mod health;
 pub mod inventory;

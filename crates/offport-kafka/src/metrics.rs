@@ -341,6 +341,18 @@ impl PipelineMetrics {
                 reason: reason.into(),
             });
         }
+        for cache in crate::registry::CACHES
+            .iter()
+            .chain([&offport_core::baseline::ResolveCache::NAME])
+        {
+            let labels = CacheLabels {
+                cache: (*cache).to_string(),
+            };
+            let _ = metrics.cache_hits.get_or_create(&labels);
+            let _ = metrics.cache_misses.get_or_create(&labels);
+            let _ = metrics.cache_entries.get_or_create(&labels);
+            let _ = metrics.cache_capacity.get_or_create(&labels);
+        }
         Arc::new(metrics)
     }
 

@@ -116,6 +116,9 @@ pub const WRITER_SCHEMAS_KEPT: u64 = 1_024;
 /// Readers kept (by writer schema id and Rust type).
 pub const READERS_KEPT: u64 = 1_024;
 
+/// The metric labels of the codec's caches: writer schemas, readers.
+pub const CACHES: [&str; 2] = ["registry_writer_schemas", "registry_readers"];
+
 /// The two schemas of a resolving read, owned beside the reader that borrows them.
 struct ResolvingSchemas {
     writer: Arc<apache_avro::Schema>,
@@ -171,8 +174,8 @@ impl RegistryCodec {
             encoder: AvroEncoder::new(sr.clone()),
             sr,
             registered: RwLock::new(HashMap::new()),
-            writers: Bounded::new("registry_writer_schemas", WRITER_SCHEMAS_KEPT),
-            readers: Bounded::new("registry_readers", READERS_KEPT),
+            writers: Bounded::new(CACHES[0], WRITER_SCHEMAS_KEPT),
+            readers: Bounded::new(CACHES[1], READERS_KEPT),
         })
     }
 

@@ -322,6 +322,12 @@ pub struct RegistrySettings {
     pub certificate_location: Option<PathBuf>,
     /// PEM file of this client's PKCS#8 private key (mutual TLS).
     pub key_location: Option<PathBuf>,
+    /// Compatibility level each stage sets on the subjects it writes (and checks its schemas
+    /// against) before it writes: `FULL_TRANSITIVE` (default: replays of retained topics read
+    /// old data, consumers upgraded later read new data), `BACKWARD`, `FULL`, ... or
+    /// `UNMANAGED` to leave the registry's level alone (credentials that may not change
+    /// subject configuration).
+    pub compatibility: crate::compatibility::Compatibility,
 }
 
 impl Default for RegistrySettings {
@@ -335,6 +341,7 @@ impl Default for RegistrySettings {
             ca_location: None,
             certificate_location: None,
             key_location: None,
+            compatibility: crate::compatibility::Compatibility::FullTransitive,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use offport_core::normalize::Normalizer;
 
+use crate::compatibility::{CompatibilityError, SubjectConfig};
 use crate::metrics::{self, PipelineMetrics};
 use crate::pipeline::{self, PipelineError, PipelineOptions};
 use crate::registry::RegistryCodec;
@@ -17,7 +18,7 @@ use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::stateful::{self, StatefulStage};
 use crate::telemetry;
-use crate::topics::TopicRole;
+use crate::topics::{value_subjects, TopicRole};
 
 /// A deployable stage of the topology.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +97,10 @@ async fn start(stage: Stage) -> Result<Started, ExitCode> {
     };
     let shutdown = Shutdown::new();
     shutdown.listen();
+    if let Err(error) = ensure_compatibility(&stage, &settings, &shutdown).await {
+        tracing::error!(stage = stage.name, %error, "schema compatibility");
+        return Err(ExitCode::FAILURE);
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = PipelineMetrics::register(&mut registry);
     metrics::register_process(&mut registry, stage.name);
@@ -119,6 +124,42 @@ async fn start(stage: Stage) -> Result<Started, ExitCode> {
         shutdown,
         metrics,
     })
+}
+
+/// Sets and checks the compatibility level of the subjects the stage writes (see
+/// [`crate::compatibility`]). An unreachable registry is tried again every few seconds until
+/// it answers or the stage is told to stop: the stage could write nothing without it anyway.
+async fn ensure_compatibility(
+    stage: &Stage,
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> Result<(), CompatibilityError> {
+    let subjects = value_subjects(stage.writes, settings);
+    if subjects.is_empty() {
+        return Ok(());
+    }
+    let config = SubjectConfig::new(&settings.registry)?;
+    for (subject, contract) in subjects {
+        let mut wait = std::time::Duration::from_secs(1);
+        loop {
+            match config.ensure(&subject, contract).await {
+                Ok(()) => break,
+                Err(error) if error.is_transient() && !shutdown.is_triggered() => {
+                    tracing::warn!(stage = stage.name, %subject, %error, "schema registry not answering; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        tracing::info!(
+            stage = stage.name,
+            %subject,
+            level = config.level_of(&subject).await.unwrap_or("unknown"),
+            "schema compatible with the subject's versions"
+        );
+    }
+    Ok(())
 }
 
 fn finish(stage: Stage, shutdown: &Shutdown, result: Result<(), PipelineError>) -> ExitCode {

@@ -14,7 +14,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
-use crate::settings::TopicSettings;
+use offport_core::schema::Contract;
+
+use crate::settings::{DeadLetterFormat, Settings, TopicSettings};
 
 /// Every topic of the topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +92,29 @@ impl TopicRole {
         }
     }
 
+    /// The Avro contract of this topic's values, registered under `<topic>-value`; `None` for
+    /// topics whose values are not registry-encoded (raw input, OCSF JSON, changelogs). The
+    /// dead-letter topic holds `DeadLetter` records when `pipeline.dead_letter_format` is
+    /// `envelope`.
+    pub fn contract(self) -> Option<Contract> {
+        match self {
+            TopicRole::Sessions => Some(Contract::NetworkSession),
+            TopicRole::DeviceEvents => Some(Contract::DeviceEvent),
+            TopicRole::DeviceContexts => Some(Contract::DeviceContext),
+            TopicRole::EnrichedSessions => Some(Contract::EnrichedSession),
+            TopicRole::Alerts => Some(Contract::Finding),
+            TopicRole::Baselines => Some(Contract::Baseline),
+            TopicRole::DeadLetter => Some(Contract::DeadLetter),
+            TopicRole::RawProxy
+            | TopicRole::RawEdr
+            | TopicRole::RawMdm
+            | TopicRole::Inventory
+            | TopicRole::AlertsOcsf
+            | TopicRole::JoinerChangelog
+            | TopicRole::ScorerChangelog => None,
+        }
+    }
+
     /// True for the device-keyed topics that must share one partition count.
     pub fn co_partitioned(self) -> bool {
         matches!(
@@ -133,6 +158,25 @@ impl TopicRole {
             configs,
         }
     }
+}
+
+/// The registry subjects (`<topic>-value`) and contracts of `roles` under `settings`: those
+/// whose values are Avro, the dead-letter topic only in the envelope format.
+pub fn value_subjects(roles: &[TopicRole], settings: &Settings) -> Vec<(String, Contract)> {
+    roles
+        .iter()
+        .filter(|role| {
+            **role != TopicRole::DeadLetter
+                || settings.pipeline.dead_letter_format == DeadLetterFormat::Envelope
+        })
+        .filter_map(|role| {
+            let contract = role.contract()?;
+            Some((
+                format!("{}-value", role.spec(&settings.topics).name),
+                contract,
+            ))
+        })
+        .collect()
 }
 
 /// A topic to create.

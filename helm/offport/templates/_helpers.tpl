@@ -197,7 +197,7 @@ Secrets (see offport.secretEnv).
 {{- if $properties -}}
 {{- $_ := set $kafka "properties" $properties -}}
 {{- end -}}
-{{- $registry := dict "url" $v.registry.url "timeout_ms" (int64 $v.registry.timeoutMs) -}}
+{{- $registry := dict "url" $v.registry.url "timeout_ms" (int64 $v.registry.timeoutMs) "compatibility" $v.registry.compatibility -}}
 {{- if and $v.registry.auth.enabled $v.registry.auth.username (not $v.registry.auth.usernameKey) -}}
 {{- $_ := set $registry "username" $v.registry.auth.username -}}
 {{- end -}}

@@ -30,9 +30,10 @@ use clap::{Parser, Subcommand};
 use offport_core::baseline::{parse_documents, parse_scope_label, scope_label, ScopeContext};
 use offport_core::model::{Baseline, EpochMillis, Platform};
 use offport_kafka::baselines::{publish, version_key, BaselineFeed};
+use offport_kafka::compatibility::SubjectConfig;
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
-use offport_kafka::topics::{ensure_topics, TopicOutcome, TopicRole};
+use offport_kafka::topics::{ensure_topics, value_subjects, TopicOutcome, TopicRole};
 
 #[derive(Parser)]
 #[command(name = "offportctl", version, about = "Operate an offport deployment")]
@@ -264,6 +265,12 @@ fn topics(settings: &Settings, action: TopicsAction) -> Result<()> {
                     TopicOutcome::Existed => "exists",
                 };
                 println!("{what:<8} {name}");
+            }
+            let config = SubjectConfig::new(&settings.registry)?;
+            for (subject, contract) in value_subjects(&TopicRole::ALL, settings) {
+                runtime.block_on(config.ensure(&subject, contract))?;
+                let level = runtime.block_on(config.level_of(&subject))?;
+                println!("{:<8} {subject} ({level})", "checked");
             }
             Ok(())
         }

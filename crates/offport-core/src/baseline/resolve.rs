@@ -58,10 +58,13 @@ impl ResolveCache {
     /// events match, many times over (a merged baseline is a few KiB).
     pub const DEFAULT_CAPACITY: u64 = 4_096;
 
+    /// The cache's metric label.
+    pub const NAME: &'static str = "baseline_resolution";
+
     /// An empty cache keeping at most `capacity` merged baselines.
     pub fn with_capacity(capacity: u64) -> Self {
         Self {
-            merged: Bounded::new("baseline_resolution", capacity),
+            merged: Bounded::new(Self::NAME, capacity),
         }
     }
 
