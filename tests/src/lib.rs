@@ -2,8 +2,10 @@
 //!
 //! In order: `OFFPORT_BOOTSTRAP_SERVERS` and `OFFPORT_REGISTRY_URL` when both are set (CI, a
 //! shared cluster, `cargo xtask test`); else the local stack recorded by `cargo xtask stack up`
-//! when it is healthy; else the local stack is started here (Kafka and Apicurio Registry from
-//! Maven Central, see `offport-devstack`) and left running for the next test binary.
+//! when it is healthy; else, built with the `testcontainers` feature and a Docker daemon
+//! answering, a Kafka and an Apicurio Registry container ([`containers`]); else the local stack
+//! is started here (Kafka and Apicurio Registry from Maven Central, see `offport-devstack`) and
+//! left running for the next test binary.
 //!
 //! Every test gets its own topic and consumer-group names from [`unique`], so tests run in
 //! parallel and repeatedly against one broker without seeing each other's records.
@@ -13,6 +15,8 @@ use offport_devstack::stack::{self, StackOptions};
 use offport_kafka::settings::{KafkaSettings, RegistrySettings};
 use tokio::sync::OnceCell;
 
+#[cfg(feature = "testcontainers")]
+pub mod containers;
 pub mod scenario;
 
 /// A broker and registry to test against.
@@ -51,6 +55,18 @@ pub async fn endpoints() -> Result<Endpoints> {
 
 async fn find_or_start() -> Result<Endpoints> {
     let options = StackOptions::from_env()?;
+    #[cfg(feature = "testcontainers")]
+    if !stack::configured_or_running(&options) {
+        match containers::start().await {
+            Ok(endpoints) => {
+                eprintln!("offport-tests: no broker configured; started Kafka and Apicurio Registry containers");
+                return Ok(endpoints);
+            }
+            Err(error) => {
+                eprintln!("offport-tests: no containers ({error:#}); using the local stack")
+            }
+        }
+    }
     let found = stack::ensure(&options)
         .await
         .context("finding or starting a broker and registry for the integration tests")?;

@@ -190,6 +190,14 @@ pub struct Endpoints {
     pub started: Option<StackState>,
 }
 
+/// True when [`ensure`] would use a broker and registry without starting any: both addresses
+/// set in the environment, or a healthy local stack in the state file.
+pub fn configured_or_running(options: &StackOptions) -> bool {
+    (std::env::var_os("OFFPORT_BOOTSTRAP_SERVERS").is_some()
+        && std::env::var_os("OFFPORT_REGISTRY_URL").is_some())
+        || attach(options).is_some()
+}
+
 /// Where to find a broker and registry: `OFFPORT_BOOTSTRAP_SERVERS` and `OFFPORT_REGISTRY_URL`
 /// when both are set, else the healthy local stack recorded in the state file, else a local
 /// stack started here.
