@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use offport_backtest::order::report_time;
 use offport_backtest::replay::{latest_revisions, Replay, ReplayOptions, ReplayOutcome};
-use offport_backtest::report::{compare, Report};
+use offport_backtest::report::{compare, utc_minutes, version_labels, Provenance, Report};
 use offport_backtest::sim::{self, FleetConfig, Stream, Truth};
 use offport_core::baseline::{parse_documents, BaselineSet};
 use offport_core::model::EpochMillis;
@@ -573,6 +573,7 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         None => Vec::new(),
     };
     let started = std::time::Instant::now();
+    let mut provenance = Provenance::default();
     let (outcome, compared, records) = if let Some(dir) = &args.input {
         let mut records: Vec<FileRecord> = inventory
             .iter()
@@ -590,19 +591,16 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         // The inventory's entries hold from their effective time: they go in among the
         // reports by it.
         records.sort_by_key(|r| r.time);
-        let outcome = in_process(
-            &records,
-            options(baseline_set(&baseline_files)?, settings)?,
-            args.quiet,
-        );
+        let set = baseline_set(&baseline_files)?;
+        provenance.baselines = version_labels(&set);
+        provenance.input = format!("fleet directory {}", dir.display());
+        let outcome = in_process(&records, options(set, settings)?, args.quiet);
         let compared = if args.compare.is_empty() {
             None
         } else {
-            Some(in_process(
-                &records,
-                options(baseline_set(&args.compare)?, settings)?,
-                args.quiet,
-            ))
+            let set = baseline_set(&args.compare)?;
+            provenance.compared_baselines = version_labels(&set);
+            Some(in_process(&records, options(set, settings)?, args.quiet))
         };
         (outcome, compared, records.len())
     } else if args.kafka {
@@ -662,6 +660,18 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
             progress.finish();
             Ok(outcome)
         };
+        provenance.baselines = version_labels(&baselines);
+        provenance.input = format!(
+            "{} topics of {} on {}, {} to {}",
+            match range.source {
+                ReplaySource::Raw => "raw",
+                ReplaySource::Normalized => "normalized",
+            },
+            settings.topics.prefix,
+            settings.kafka.bootstrap_servers,
+            range.from.map_or("the start".to_string(), utc_minutes),
+            range.to.map_or("the end".to_string(), utc_minutes),
+        );
         let outcome = run(baselines, &range)?;
         let compared = if args.compare.is_empty() {
             None
@@ -670,7 +680,9 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
                 output_topic: None,
                 ..range.clone()
             };
-            Some(run(baseline_set(&args.compare)?, &other)?)
+            let set = baseline_set(&args.compare)?;
+            provenance.compared_baselines = version_labels(&set);
+            Some(run(set, &other)?)
         };
         if let Some(topic) = &range.output_topic {
             eprintln!("findings written to {topic}");
@@ -688,6 +700,8 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         outcome.findings.len(),
         truth.as_ref(),
     );
+    provenance.offport_version = report.provenance.offport_version.clone();
+    report.provenance = provenance;
     if let Some(other) = &compared {
         let label_a = if baseline_files.is_empty() {
             "default".to_string()

@@ -218,6 +218,25 @@ impl BaselineSet {
         out
     }
 
+    /// Every version of every scope, in merge order, oldest first within a scope: (scope label,
+    /// version name or `None` for a deletion, effective time).
+    pub fn versions_published(&self) -> Vec<(String, Option<String>, EpochMillis)> {
+        let mut out = Vec::new();
+        for scope in self.scopes() {
+            let Some(slot) = self.versions(scope.kind, scope.value.as_deref().unwrap_or("")) else {
+                continue;
+            };
+            for (at, document) in &slot.versions {
+                out.push((
+                    scope_label(&scope),
+                    document.as_ref().map(|d| d.version.clone()),
+                    *at,
+                ));
+            }
+        }
+        out
+    }
+
     /// The longest TimeWindow any scope's latest version sets (or the built-in one): a joiner
     /// keeps state that long so no scope loses what it needs.
     pub fn longest_time_window(&self) -> i64 {

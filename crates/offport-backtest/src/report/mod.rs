@@ -1,6 +1,7 @@
 //! The backtest report: what a replay raised, judged against the ground truth, and what two
 //! baselines raise differently. A [`Report`] serializes to JSON for machines and renders to a
-//! self-contained HTML page (inline SVG charts, no scripts) for people.
+//! self-contained HTML page for people ([`html`]: inline SVG charts and a small inline script
+//! for sorting and filtering; nothing fetched).
 //!
 //! **Matching rule.** A finding (its latest revision) is a true finding when it names the
 //! device, the app and the destination port of a planted behaviour; a planted behaviour is
@@ -15,6 +16,10 @@ use offport_core::model::{Analytic, EpochMillis, Finding};
 use serde::Serialize;
 
 use crate::sim::{Behaviour, Planted, Truth};
+
+mod html;
+
+pub use html::utc_minutes;
 
 /// A finding, shortened for a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,10 +46,41 @@ pub struct FindingSummary {
     pub severity: String,
     /// First session.
     pub first_seen: EpochMillis,
+    /// Last session.
+    pub last_seen: EpochMillis,
     /// Sessions counted.
     pub session_count: i64,
     /// Evidence kinds.
     pub evidence: Vec<String>,
+    /// Each evidence item: kind, what was observed, and the baseline it was held against.
+    pub evidence_detail: Vec<EvidenceLine>,
+    /// The baseline versions the finding was scored under.
+    pub baseline_version: String,
+}
+
+/// One evidence item of a finding, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidenceLine {
+    /// Evidence kind (`PORT_NOT_IN_BASELINE`, ...).
+    pub kind: String,
+    /// What was observed.
+    pub observed: String,
+    /// The baseline value it was held against, when there is one.
+    pub baseline: Option<String>,
+}
+
+/// Where a report's findings come from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Provenance {
+    /// The offport version that produced the report.
+    pub offport_version: String,
+    /// What was replayed (a fleet directory, the cluster's topics and range).
+    pub input: String,
+    /// The baseline versions in force (`scope@version from <time>`), the shipped defaults
+    /// included.
+    pub baselines: Vec<String>,
+    /// The versions of the compared baseline, when two were compared.
+    pub compared_baselines: Vec<String>,
 }
 
 fn name_of<T: Serialize>(value: &T) -> String {
@@ -68,8 +104,19 @@ impl From<&Finding> for FindingSummary {
             score: f.score,
             severity: name_of(&f.severity),
             first_seen: f.first_seen,
+            last_seen: f.last_seen,
             session_count: f.session_count,
             evidence: f.evidence.iter().map(|e| name_of(&e.kind)).collect(),
+            evidence_detail: f
+                .evidence
+                .iter()
+                .map(|e| EvidenceLine {
+                    kind: name_of(&e.kind),
+                    observed: e.observed.clone(),
+                    baseline: e.baseline.clone(),
+                })
+                .collect(),
+            baseline_version: f.baseline_version.clone(),
         }
     }
 }
@@ -141,6 +188,12 @@ pub struct Comparison {
 pub struct Report {
     /// Title.
     pub title: String,
+    /// Version, input and baselines.
+    pub provenance: Provenance,
+    /// Earliest first session of a finding.
+    pub first_seen: Option<EpochMillis>,
+    /// Latest last session of a finding.
+    pub last_seen: Option<EpochMillis>,
     /// Findings (latest revisions).
     pub findings: usize,
     /// Finding records including updates.
@@ -155,6 +208,8 @@ pub struct Report {
     pub by_severity: BTreeMap<String, usize>,
     /// Findings by the hour of their first session (epoch ms of the hour, count).
     pub over_time: Vec<(EpochMillis, usize)>,
+    /// The same per analytic.
+    pub over_time_by_analytic: BTreeMap<String, Vec<(EpochMillis, usize)>>,
     /// Findings per score decile (0-9, 10-19, ..., 90-100).
     pub score_histogram: [usize; 10],
     /// Against the ground truth, when there is one.
@@ -163,6 +218,22 @@ pub struct Report {
     pub comparison: Option<Comparison>,
     /// Every finding.
     pub list: Vec<FindingSummary>,
+}
+
+/// `scope@version from <UTC time>` for each version `set` holds (`deleted` for a deletion),
+/// for [`Provenance::baselines`].
+pub fn version_labels(set: &offport_core::baseline::BaselineSet) -> Vec<String> {
+    set.versions_published()
+        .into_iter()
+        .map(|(scope, version, at)| {
+            let from = if at <= 0 {
+                "always".to_string()
+            } else {
+                format!("from {}", utc_minutes(at))
+            };
+            format!("{scope}@{} {from}", version.as_deref().unwrap_or("deleted"))
+        })
+        .collect()
 }
 
 /// Whether `finding` is explained by `planted`.
@@ -284,6 +355,7 @@ impl Report {
         let mut by_app = BTreeMap::new();
         let mut by_severity = BTreeMap::new();
         let mut hours: BTreeMap<EpochMillis, usize> = BTreeMap::new();
+        let mut analytic_hours: BTreeMap<String, BTreeMap<EpochMillis, usize>> = BTreeMap::new();
         let mut score_histogram = [0usize; 10];
         for f in latest {
             *by_analytic.entry(name_of(&f.analytic)).or_default() += 1;
@@ -295,16 +367,28 @@ impl Report {
                 .entry(f.app_id.clone().unwrap_or_else(|| "-".to_string()))
                 .or_default() += 1;
             *by_severity.entry(name_of(&f.severity)).or_default() += 1;
-            *hours
-                .entry(f.first_seen - f.first_seen.rem_euclid(3_600_000))
+            let hour = f.first_seen - f.first_seen.rem_euclid(3_600_000);
+            *hours.entry(hour).or_default() += 1;
+            *analytic_hours
+                .entry(name_of(&f.analytic))
+                .or_default()
+                .entry(hour)
                 .or_default() += 1;
             let decile = usize::try_from(f.score.clamp(0, 99) / 10).unwrap_or(0);
             if let Some(slot) = score_histogram.get_mut(decile) {
                 *slot += 1;
             }
         }
+        let mut list: Vec<FindingSummary> = latest.iter().map(FindingSummary::from).collect();
+        list.sort_by(html::most_severe_first);
         Self {
             title: title.to_string(),
+            provenance: Provenance {
+                offport_version: env!("CARGO_PKG_VERSION").to_string(),
+                ..Provenance::default()
+            },
+            first_seen: latest.iter().map(|f| f.first_seen).min(),
+            last_seen: latest.iter().map(|f| f.last_seen).max(),
             findings: latest.len(),
             finding_records: records,
             by_analytic,
@@ -312,10 +396,14 @@ impl Report {
             by_app,
             by_severity,
             over_time: hours.into_iter().collect(),
+            over_time_by_analytic: analytic_hours
+                .into_iter()
+                .map(|(analytic, hours)| (analytic, hours.into_iter().collect()))
+                .collect(),
             score_histogram,
             evaluation: truth.map(|t| evaluate(latest, t)),
             comparison: None,
-            list: latest.iter().map(FindingSummary::from).collect(),
+            list,
         }
     }
 
@@ -407,211 +495,6 @@ impl Report {
         }
         out
     }
-
-    /// The report as one self-contained HTML page.
-    pub fn to_html(&self) -> String {
-        let mut h = String::new();
-        let _ = write!(
-            h,
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>\
-body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}}\
-table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}\
-th{{background:#f4f4f4}}.num{{text-align:right}}svg{{margin:0.5em 0 1.5em}}</style></head><body><h1>{title}</h1>",
-            title = escape(&self.title)
-        );
-        let _ = write!(
-            h,
-            "<p>{} findings, {} finding records with updates.</p>",
-            self.findings, self.finding_records
-        );
-        if let Some(e) = &self.evaluation {
-            let _ = write!(
-                h,
-                "<h2>Against the ground truth</h2><table><tr><th>recall</th><td class=num>{:.3} ({}/{})</td></tr>\
-<tr><th>precision</th><td class=num>{:.3} ({} true, {} false)</td></tr>\
-<tr><th>false findings per 1,000 benign device-days</th><td class=num>{:.2} ({:.1} benign device-days)</td></tr></table>",
-                e.recall, e.detected, e.planted, e.precision, e.true_findings, e.false_findings,
-                e.false_per_1000_benign_device_days, e.benign_device_days
-            );
-            h.push_str(
-                "<table><tr><th>planted behaviour</th><th>planted</th><th>detected</th><th>by every analytic it calls for</th></tr>",
-            );
-            for (b, r) in &e.by_behaviour {
-                let _ = write!(
-                    h,
-                    "<tr><td>{b:?}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
-                    r.planted, r.detected, r.complete
-                );
-            }
-            h.push_str("</table>");
-            for (title, head, map) in [
-                (
-                    "False findings by benign behaviour",
-                    "behaviour",
-                    &e.false_by_behaviour,
-                ),
-                ("False findings by rule", "analytic", &e.false_by_rule),
-                (
-                    "False findings by evidence item",
-                    "evidence",
-                    &e.false_by_evidence,
-                ),
-            ] {
-                if map.is_empty() {
-                    continue;
-                }
-                let _ = write!(
-                    h,
-                    "<h3>{title}</h3><table><tr><th>{head}</th><th>false findings</th></tr>"
-                );
-                let mut rows: Vec<_> = map.iter().collect();
-                rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-                for (k, n) in rows {
-                    let _ = write!(h, "<tr><td>{}</td><td class=num>{n}</td></tr>", escape(k));
-                }
-                h.push_str("</table>");
-            }
-            if !e.missed.is_empty() {
-                h.push_str("<h3>Missed</h3><table><tr><th>behaviour</th><th>device</th><th>app</th><th>destination</th><th>sessions</th></tr>");
-                for m in &e.missed {
-                    let _ = write!(
-                        h,
-                        "<tr><td>{:?}</td><td>{}</td><td>{}</td><td>{}:{}</td><td class=num>{}</td></tr>",
-                        m.behaviour,
-                        escape(&m.device_id),
-                        escape(&m.app_id),
-                        escape(&m.dst_ip),
-                        m.dst_port,
-                        m.sessions
-                    );
-                }
-                h.push_str("</table>");
-            }
-            if !e.false_cases.is_empty() {
-                h.push_str("<h3>False findings</h3>");
-                findings_table(&mut h, &e.false_cases);
-            }
-        }
-        if let Some(c) = &self.comparison {
-            let _ = write!(
-                h,
-                "<h2>Baselines compared</h2><p>{} raised under both; {} only under <b>{}</b>; {} only under <b>{}</b>.</p>",
-                c.both,
-                c.only_a.len(),
-                escape(&c.a),
-                c.only_b.len(),
-                escape(&c.b)
-            );
-            if !c.only_a.is_empty() {
-                let _ = write!(h, "<h3>Only under {}</h3>", escape(&c.a));
-                findings_table(&mut h, &c.only_a);
-            }
-            if !c.only_b.is_empty() {
-                let _ = write!(h, "<h3>Only under {}</h3>", escape(&c.b));
-                findings_table(&mut h, &c.only_b);
-            }
-        }
-        h.push_str("<h2>Findings over time (by hour of first session)</h2>");
-        let over_time: Vec<(String, usize)> = self
-            .over_time
-            .iter()
-            .map(|(hour, n)| (hour_label(*hour), *n))
-            .collect();
-        bar_chart(&mut h, &over_time);
-        h.push_str("<h2>Score distribution</h2>");
-        let deciles: Vec<(String, usize)> = self
-            .score_histogram
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (format!("{}-{}", i * 10, i * 10 + 9), *n))
-            .collect();
-        bar_chart(&mut h, &deciles);
-        h.push_str("<h2>Findings per app</h2>");
-        let mut apps: Vec<(String, usize)> =
-            self.by_app.iter().map(|(a, n)| (a.clone(), *n)).collect();
-        apps.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        apps.truncate(25);
-        bar_chart(&mut h, &apps);
-        for (title, map) in [
-            ("By analytic", &self.by_analytic),
-            ("By evidence item", &self.by_evidence),
-            ("By severity", &self.by_severity),
-        ] {
-            let _ = write!(h, "<h2>{title}</h2><table>");
-            for (k, n) in map {
-                let _ = write!(h, "<tr><td>{}</td><td class=num>{n}</td></tr>", escape(k));
-            }
-            h.push_str("</table>");
-        }
-        h.push_str("<h2>All findings</h2>");
-        findings_table(&mut h, &self.list);
-        h.push_str("</body></html>\n");
-        h
-    }
-}
-
-fn hour_label(hour: EpochMillis) -> String {
-    let secs = hour / 1_000;
-    let day = secs.div_euclid(86_400);
-    let hh = secs.rem_euclid(86_400) / 3_600;
-    format!("d{day} {hh:02}h")
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn findings_table(h: &mut String, list: &[FindingSummary]) {
-    h.push_str("<table><tr><th>analytic</th><th>device</th><th>app</th><th>destination</th><th>protocol</th><th>score</th><th>severity</th><th>sessions</th><th>evidence</th></tr>");
-    for f in list {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}:{}</td><td>{}</td><td class=num>{}</td><td>{}</td><td class=num>{}</td><td>{}</td></tr>",
-            escape(&f.analytic),
-            escape(&f.device_id),
-            escape(f.app_id.as_deref().unwrap_or("-")),
-            escape(&f.destination),
-            f.dst_port,
-            escape(&f.protocol),
-            f.score,
-            escape(&f.severity),
-            f.session_count,
-            escape(&f.evidence.join(", "))
-        );
-    }
-    h.push_str("</table>");
-}
-
-/// A horizontal bar chart as inline SVG.
-fn bar_chart(h: &mut String, bars: &[(String, usize)]) {
-    if bars.is_empty() {
-        h.push_str("<p>(none)</p>");
-        return;
-    }
-    let max = bars.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
-    let row = 18;
-    let height = bars.len() * row + 4;
-    let _ = write!(
-        h,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-size=\"12\">"
-    );
-    for (i, (label, n)) in bars.iter().enumerate() {
-        let y = i * row + 2;
-        let width = 460 * n / max;
-        let _ = write!(
-            h,
-            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"240\" y=\"{y}\" width=\"{width}\" height=\"{}\" fill=\"#4a78b0\"/><text x=\"{}\" y=\"{}\">{n}</text>",
-            y + 13,
-            escape(label),
-            row - 4,
-            244 + width,
-            y + 13
-        );
-    }
-    h.push_str("</svg>");
 }
 
 #[cfg(test)]
@@ -752,9 +635,14 @@ mod tests {
 
     #[test]
     fn html_escapes_what_it_shows() {
-        let f = finding("f", "<script>", "a&b", 1, 1);
+        let f = finding("f", "<script>alert(1)</script>", "a&b", 1, 1);
         let html = Report::new("x", &[f], 1, None).to_html();
-        assert!(!html.contains("<script>"));
-        assert!(html.contains("&lt;script&gt;"));
+        assert!(!html.contains("<script>alert"));
+        assert!(html.contains("&lt;script&gt;alert(1)"));
+        assert_eq!(
+            html.matches("<script>").count(),
+            1,
+            "the page's own script only"
+        );
     }
 }
