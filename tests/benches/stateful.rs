@@ -208,6 +208,8 @@ async fn work_alone<S: StatefulStage>(
         let input = inputs
             .iter()
             .position(|t| t == message.topic())
+            .and_then(|i| stage.inputs().get(i))
+            .map(|(name, _)| *name)
             .context("record of another topic")?;
         let payload = message.payload().context("no value")?.to_vec();
         codec

@@ -22,3 +22,4 @@ pub mod stages;
 pub mod stateful;
 pub mod telemetry;
 pub mod topics;
+pub mod topology;

@@ -1,7 +1,7 @@
 //! What each deployable stage reads and writes, and the common start-up of a stage binary.
 //!
-//! [`Stage`] is the wiring table of the topology; the service mains and the README's topic table
-//! agree with it. Normalizer binaries run [`run_normalizer`]; the joiner and scorer run
+//! [`Stage`] is a stage's entry in the topology ([`crate::topology`] declares them all); the
+//! service mains run them. Normalizer binaries run [`run_normalizer`]; the joiner and scorer run
 //! [`run_stateful`].
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use offport_core::baseline::{BaselineSet, ResolveCache};
 use offport_core::cache::CacheStats;
-use offport_core::join::{JoinConfig, JoinInput, Joiner};
+use offport_core::join::{JoinConfig, JoinInput, Joiner, JoinerInput, PerInput};
 use offport_core::model::{DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession};
 use offport_core::ocsf;
 use offport_core::progress::Marker;
@@ -81,22 +81,24 @@ fn max_waiting_sessions(settings: &Settings) -> usize {
         .max(1_000)
 }
 
-const JOINER_INPUTS: [TopicRole; 3] = [
-    TopicRole::Sessions,
-    TopicRole::DeviceEvents,
-    TopicRole::DeviceContexts,
+/// The topic of each joiner input.
+const JOINER_INPUTS: [(JoinerInput, TopicRole); 3] = [
+    (JoinerInput::Sessions, TopicRole::Sessions),
+    (JoinerInput::DeviceEvents, TopicRole::DeviceEvents),
+    (JoinerInput::DeviceContexts, TopicRole::DeviceContexts),
 ];
 
 impl StatefulStage for JoinerStage {
     type Task = Joiner;
     type Input = JoinInput;
     type Output = EnrichedSession;
+    type InputName = JoinerInput;
 
     fn name(&self) -> &'static str {
         "joiner"
     }
 
-    fn inputs(&self) -> &[TopicRole] {
+    fn inputs(&self) -> &[(JoinerInput, TopicRole)] {
         &JOINER_INPUTS
     }
 
@@ -113,14 +115,20 @@ impl StatefulStage for JoinerStage {
 
     fn decode(
         &self,
-        input: usize,
+        input: JoinerInput,
         payload: &[u8],
         codec: &RegistryCodec,
     ) -> Result<JoinInput, String> {
         match input {
-            0 => from_avro::<NetworkSession>(payload, codec).map(JoinInput::Session),
-            1 => from_avro::<DeviceEvent>(payload, codec).map(JoinInput::Event),
-            _ => from_avro::<DeviceContext>(payload, codec).map(JoinInput::Context),
+            JoinerInput::Sessions => {
+                from_avro::<NetworkSession>(payload, codec).map(JoinInput::Session)
+            }
+            JoinerInput::DeviceEvents => {
+                from_avro::<DeviceEvent>(payload, codec).map(JoinInput::Event)
+            }
+            JoinerInput::DeviceContexts => {
+                from_avro::<DeviceContext>(payload, codec).map(JoinInput::Context)
+            }
         }
     }
 
@@ -156,12 +164,12 @@ impl StatefulStage for JoinerStage {
         true
     }
 
-    fn inputs_lagging(&self, task: &mut Joiner, lagging: &[bool]) -> Vec<Emit<EnrichedSession>> {
-        // Inputs in JoinInput::input order: sessions, EDR events, MDM contexts.
-        let mut flags = [false; 3];
-        for (flag, lags) in flags.iter_mut().zip(lagging) {
-            *flag = *lags;
-        }
+    fn inputs_lagging(
+        &self,
+        task: &mut Joiner,
+        lagging: &[(JoinerInput, bool)],
+    ) -> Vec<Emit<EnrichedSession>> {
+        let flags = PerInput::from_fn(|input| lagging.contains(&(input, true)));
         self.emit(task.set_lagging(flags))
     }
 
@@ -186,7 +194,7 @@ impl StatefulStage for JoinerStage {
     fn progress(
         &self,
         task: &mut Joiner,
-        input: usize,
+        input: JoinerInput,
         marker: &Marker,
     ) -> Vec<Emit<EnrichedSession>> {
         self.emit(task.observe_progress(input, marker))
@@ -238,18 +246,27 @@ impl ScorerStage {
     }
 }
 
-const SCORER_INPUTS: [TopicRole; 1] = [TopicRole::EnrichedSessions];
+/// The scorer's one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScorerInput {
+    /// Enriched sessions (`EnrichedSession`).
+    EnrichedSessions,
+}
+
+const SCORER_INPUTS: [(ScorerInput, TopicRole); 1] =
+    [(ScorerInput::EnrichedSessions, TopicRole::EnrichedSessions)];
 
 impl StatefulStage for ScorerStage {
     type Task = Scorer;
     type Input = EnrichedSession;
     type Output = Finding;
+    type InputName = ScorerInput;
 
     fn name(&self) -> &'static str {
         "scorer"
     }
 
-    fn inputs(&self) -> &[TopicRole] {
+    fn inputs(&self) -> &[(ScorerInput, TopicRole)] {
         &SCORER_INPUTS
     }
 
@@ -264,7 +281,7 @@ impl StatefulStage for ScorerStage {
 
     fn decode(
         &self,
-        _input: usize,
+        _input: ScorerInput,
         payload: &[u8],
         codec: &RegistryCodec,
     ) -> Result<EnrichedSession, String> {

@@ -122,21 +122,23 @@ pub trait StatefulStage: Send + Sync {
     type Input: Send;
     /// An output value (Avro-encoded through the registry).
     type Output: Serialize + Send + Sync;
+    /// The name of an input (the joiner's `JoinerInput`).
+    type InputName: Copy + Send + Sync + 'static;
 
     /// Stage name (`joiner`), for the group id, transactional id and dead letters.
     fn name(&self) -> &'static str;
-    /// The topics consumed, co-partitioned.
-    fn inputs(&self) -> &[TopicRole];
+    /// The topics consumed, co-partitioned, each with its input's name.
+    fn inputs(&self) -> &[(Self::InputName, TopicRole)];
     /// The stage's changelog topic.
     fn changelog(&self) -> TopicRole;
     /// A fresh task judging against `baselines`.
     fn new_task(&self, baselines: &Arc<BaselineSet>) -> Self::Task;
-    /// The typed record of input `input` (an index into [`Self::inputs`]) from its Confluent
-    /// wire-format payload, whose writer schema `codec` already holds
-    /// ([`RegistryCodec::decode_known`]); why not, for the dead letter.
+    /// The typed record of input `input` from its Confluent wire-format payload, whose writer
+    /// schema `codec` already holds ([`RegistryCodec::decode_known`]); why not, for the dead
+    /// letter.
     fn decode(
         &self,
-        input: usize,
+        input: Self::InputName,
         payload: &[u8],
         codec: &RegistryCodec,
     ) -> Result<Self::Input, String>;
@@ -168,7 +170,11 @@ pub trait StatefulStage: Send + Sync {
     /// Which of [`Self::inputs`] have records not processed yet (in the batch at hand or not
     /// read from the broker); returns what that completes. Called before a task's records of a
     /// batch and again as each input's last record in the batch is processed.
-    fn inputs_lagging(&self, _task: &mut Self::Task, _lagging: &[bool]) -> Vec<Emit<Self::Output>> {
+    fn inputs_lagging(
+        &self,
+        _task: &mut Self::Task,
+        _lagging: &[(Self::InputName, bool)],
+    ) -> Vec<Emit<Self::Output>> {
         vec![]
     }
 
@@ -181,7 +187,7 @@ pub trait StatefulStage: Send + Sync {
     fn progress(
         &self,
         _task: &mut Self::Task,
-        _input: usize,
+        _input: Self::InputName,
         _marker: &Marker,
     ) -> Vec<Emit<Self::Output>> {
         vec![]
@@ -263,7 +269,7 @@ pub async fn run_stateful<S: StatefulStage>(
     let inputs: Vec<String> = stage
         .inputs()
         .iter()
-        .map(|role| role.spec(&settings.topics).name)
+        .map(|(_, role)| role.spec(&settings.topics).name)
         .collect();
     let mut options = PipelineOptions::for_stage(stage.name(), inputs, settings);
     if settings.stream.stop_at_end {
@@ -575,7 +581,9 @@ impl<S: StatefulStage> Runner<'_, S> {
                 if let (false, Some(slot)) =
                     (touched.contains(partition), self.tasks.get_mut(partition))
                 {
-                    let emitted = self.stage.inputs_lagging(&mut slot.task, flags);
+                    let emitted = self
+                        .stage
+                        .inputs_lagging(&mut slot.task, &named(self.stage, flags));
                     if !emitted.is_empty() {
                         caught_up.push(*partition);
                         lag_emits.extend(emitted);
@@ -1274,6 +1282,16 @@ impl<S: StatefulStage> Runner<'_, S> {
     }
 }
 
+/// Flags in [`StatefulStage::inputs`] order, with their inputs' names.
+fn named<S: StatefulStage>(stage: &S, flags: &[bool]) -> Vec<(S::InputName, bool)> {
+    stage
+        .inputs()
+        .iter()
+        .zip(flags)
+        .map(|((name, _), flag)| (*name, *flag))
+        .collect()
+}
+
 /// The task threads of a stage: `None` for one (the loop's own thread does the work), or when
 /// the threads cannot be started (logged; the loop's thread does the work).
 fn task_pool(stage: &str, threads: usize) -> Option<rayon::ThreadPool> {
@@ -1364,7 +1382,7 @@ impl<S: StatefulStage> TaskWork<'_, S> {
             }
             for emit in self
                 .stage
-                .inputs_lagging(&mut slot.task, &lags(&left, unread))
+                .inputs_lagging(&mut slot.task, &named(self.stage, &lags(&left, unread)))
             {
                 produced.push(self.encode(emit));
             }
@@ -1409,10 +1427,10 @@ impl<S: StatefulStage> TaskWork<'_, S> {
                 if let Some(count) = left.get_mut(i) {
                     *count = count.saturating_sub(1);
                     if *count == 0 && unread.get(i) == Some(&false) {
-                        for emit in self
-                            .stage
-                            .inputs_lagging(&mut slot.task, &lags(&left, unread))
-                        {
+                        for emit in self.stage.inputs_lagging(
+                            &mut slot.task,
+                            &named(self.stage, &lags(&left, unread)),
+                        ) {
                             produced.push(self.encode(emit));
                         }
                     }
@@ -1423,7 +1441,7 @@ impl<S: StatefulStage> TaskWork<'_, S> {
     }
 
     /// A progress marker (a record with the marker header), or a record to decode.
-    fn item(&self, message: &BorrowedMessage<'_>) -> Item<S::Input> {
+    fn item(&self, message: &BorrowedMessage<'_>) -> Item<S::Input, S::InputName> {
         let marker = message.headers().and_then(|headers| {
             (0..headers.count())
                 .map(|i| headers.get(i))
@@ -1433,7 +1451,12 @@ impl<S: StatefulStage> TaskWork<'_, S> {
         let Some(value) = marker else {
             return Item::Record(self.decode(message));
         };
-        let input = self.inputs.iter().position(|t| t == message.topic());
+        let input = self
+            .inputs
+            .iter()
+            .position(|t| t == message.topic())
+            .and_then(|i| self.stage.inputs().get(i))
+            .map(|(name, _)| *name);
         match (input, Marker::from_header(value)) {
             (Some(input), Ok(marker)) => Item::Progress(input, marker),
             (_, Err(why)) => Item::Record(Err(Rejection::new(DeadLetterReason::Unparseable, why))),
@@ -1443,7 +1466,12 @@ impl<S: StatefulStage> TaskWork<'_, S> {
 
     /// The typed input, or why the record is dead-lettered.
     fn decode(&self, message: &BorrowedMessage<'_>) -> Result<S::Input, Rejection> {
-        let Some(input) = self.inputs.iter().position(|t| t == message.topic()) else {
+        let input = self
+            .inputs
+            .iter()
+            .position(|t| t == message.topic())
+            .and_then(|i| self.stage.inputs().get(i));
+        let Some((input, _)) = input else {
             return Err(Rejection::new(
                 DeadLetterReason::Other,
                 format!("topic {} is not an input of this stage", message.topic()),
@@ -1468,7 +1496,7 @@ impl<S: StatefulStage> TaskWork<'_, S> {
             ));
         }
         self.stage
-            .decode(input, payload, self.codec)
+            .decode(*input, payload, self.codec)
             .map_err(|why| Rejection::new(DeadLetterReason::SchemaMismatch, why))
     }
 
@@ -1503,9 +1531,9 @@ impl<S: StatefulStage> TaskWork<'_, S> {
 
 /// A record of a task's batch: a record of an input, decoded (or why not), or a progress marker
 /// on input `.0`.
-enum Item<I> {
+enum Item<I, N> {
     Record(Result<I, Rejection>),
-    Progress(usize, Marker),
+    Progress(N, Marker),
 }
 
 /// Wall-clock now in epoch milliseconds (for stages' idle rules).

@@ -8,27 +8,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::process::ExitCode;
 
-use offport_kafka::stage::{run_stateful, Stage};
+use offport_kafka::stage::run_stateful;
 use offport_kafka::stages::JoinerStage;
-use offport_kafka::topics::TopicRole;
-
-const STAGE: Stage = Stage {
-    name: "joiner",
-    purpose: "as-of join of sessions with device/app state",
-    reads: &[
-        TopicRole::Sessions,
-        TopicRole::DeviceEvents,
-        TopicRole::DeviceContexts,
-        TopicRole::Baselines,
-    ],
-    writes: &[
-        TopicRole::EnrichedSessions,
-        TopicRole::JoinerChangelog,
-        TopicRole::DeadLetter,
-    ],
-};
+use offport_kafka::topology;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    run_stateful(STAGE, JoinerStage::new).await
+    run_stateful(topology::JOINER, JoinerStage::new).await
 }

@@ -14,19 +14,12 @@ use std::process::ExitCode;
 
 use offport_core::normalize::edr::EdrNormalizer;
 use offport_core::normalize::Limits;
-use offport_kafka::stage::{run_normalizer, Stage};
-use offport_kafka::topics::TopicRole;
-
-const STAGE: Stage = Stage {
-    name: "normalize-edr",
-    purpose: "raw EDR events to DeviceEvent",
-    reads: &[TopicRole::RawEdr],
-    writes: &[TopicRole::DeviceEvents, TopicRole::DeadLetter],
-};
+use offport_kafka::stage::run_normalizer;
+use offport_kafka::topology;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    run_normalizer(STAGE, |settings| {
+    run_normalizer(topology::NORMALIZE_EDR, |settings| {
         Ok(EdrNormalizer::new(Limits {
             max_record_bytes: settings.normalize.max_record_bytes,
         }))

@@ -15,19 +15,12 @@ use std::process::ExitCode;
 
 use offport_core::normalize::mdm::MdmNormalizer;
 use offport_core::normalize::Limits;
-use offport_kafka::stage::{run_normalizer, Stage};
-use offport_kafka::topics::TopicRole;
-
-const STAGE: Stage = Stage {
-    name: "normalize-mdm",
-    purpose: "raw MDM reports to DeviceContext",
-    reads: &[TopicRole::RawMdm, TopicRole::Inventory],
-    writes: &[TopicRole::DeviceContexts, TopicRole::DeadLetter],
-};
+use offport_kafka::stage::run_normalizer;
+use offport_kafka::topology;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    run_normalizer(STAGE, |settings| {
+    run_normalizer(topology::NORMALIZE_MDM, |settings| {
         Ok(MdmNormalizer::new(Limits {
             max_record_bytes: settings.normalize.max_record_bytes,
         }))

@@ -12,19 +12,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use offport_core::normalize::proxy::ProxyNormalizer;
-use offport_kafka::stage::{run_normalizer, Stage};
-use offport_kafka::topics::TopicRole;
-
-const STAGE: Stage = Stage {
-    name: "normalize-proxy",
-    purpose: "raw proxy/VPN/sensor records to NetworkSession",
-    reads: &[TopicRole::RawProxy],
-    writes: &[TopicRole::Sessions, TopicRole::DeadLetter],
-};
+use offport_kafka::stage::run_normalizer;
+use offport_kafka::topology;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    run_normalizer(STAGE, |settings| {
+    run_normalizer(topology::NORMALIZE_PROXY, |settings| {
         let config = settings.normalize.proxy_config()?;
         Ok(ProxyNormalizer::configured(config))
     })

@@ -9,23 +9,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::process::ExitCode;
 
-use offport_kafka::stage::{run_stateful, Stage};
+use offport_kafka::stage::run_stateful;
 use offport_kafka::stages::ScorerStage;
-use offport_kafka::topics::TopicRole;
-
-const STAGE: Stage = Stage {
-    name: "scorer",
-    purpose: "score enriched sessions, emit findings",
-    reads: &[TopicRole::EnrichedSessions, TopicRole::Baselines],
-    writes: &[
-        TopicRole::Alerts,
-        TopicRole::AlertsOcsf,
-        TopicRole::ScorerChangelog,
-        TopicRole::DeadLetter,
-    ],
-};
+use offport_kafka::topology;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    run_stateful(STAGE, ScorerStage::new).await
+    run_stateful(topology::SCORER, ScorerStage::new).await
 }

@@ -83,6 +83,83 @@ impl Default for JoinConfig {
     }
 }
 
+/// The joiner's inputs, by name. [`JoinerInput::ALL`] is their order wherever one value per
+/// input is kept ([`PerInput`]), and [`JoinerInput::index`] the number the changelog stores for
+/// a progress source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JoinerInput {
+    /// Normalized sessions (`NetworkSession`).
+    Sessions,
+    /// Normalized EDR events (`DeviceEvent`).
+    DeviceEvents,
+    /// Normalized MDM records (`DeviceContext`).
+    DeviceContexts,
+}
+
+impl JoinerInput {
+    /// Every input, in order.
+    pub const ALL: [JoinerInput; 3] = [
+        JoinerInput::Sessions,
+        JoinerInput::DeviceEvents,
+        JoinerInput::DeviceContexts,
+    ];
+
+    /// Position in [`JoinerInput::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            JoinerInput::Sessions => 0,
+            JoinerInput::DeviceEvents => 1,
+            JoinerInput::DeviceContexts => 2,
+        }
+    }
+}
+
+/// One value per joiner input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerInput<T>([T; 3]);
+
+impl<T: Copy> PerInput<T> {
+    /// `value(input)` for each input.
+    pub fn from_fn(value: impl Fn(JoinerInput) -> T) -> Self {
+        Self(JoinerInput::ALL.map(value))
+    }
+
+    /// (input, value) pairs in [`JoinerInput::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (JoinerInput, T)> + '_ {
+        JoinerInput::ALL.into_iter().zip(self.0)
+    }
+}
+
+impl PerInput<bool> {
+    /// True for `input` alone.
+    pub fn only(input: JoinerInput) -> Self {
+        Self::from_fn(|i| i == input)
+    }
+}
+
+impl<T> std::ops::Index<JoinerInput> for PerInput<T> {
+    type Output = T;
+    fn index(&self, input: JoinerInput) -> &T {
+        let [sessions, events, contexts] = &self.0;
+        match input {
+            JoinerInput::Sessions => sessions,
+            JoinerInput::DeviceEvents => events,
+            JoinerInput::DeviceContexts => contexts,
+        }
+    }
+}
+
+impl<T> std::ops::IndexMut<JoinerInput> for PerInput<T> {
+    fn index_mut(&mut self, input: JoinerInput) -> &mut T {
+        let [sessions, events, contexts] = &mut self.0;
+        match input {
+            JoinerInput::Sessions => sessions,
+            JoinerInput::DeviceEvents => events,
+            JoinerInput::DeviceContexts => contexts,
+        }
+    }
+}
+
 /// A record for the join.
 #[derive(Debug, Clone, PartialEq)]
 // Records are moved straight into the join's state; boxing the large variant would only add an
@@ -98,12 +175,12 @@ pub enum JoinInput {
 }
 
 impl JoinInput {
-    /// Which input the record comes from: 0 sessions, 1 EDR events, 2 MDM contexts.
-    pub fn input(&self) -> usize {
+    /// Which input the record comes from.
+    pub fn input(&self) -> JoinerInput {
         match self {
-            JoinInput::Session(_) => 0,
-            JoinInput::Event(_) => 1,
-            JoinInput::Context(_) => 2,
+            JoinInput::Session(_) => JoinerInput::Sessions,
+            JoinInput::Event(_) => JoinerInput::DeviceEvents,
+            JoinInput::Context(_) => JoinerInput::DeviceContexts,
         }
     }
 
@@ -157,9 +234,9 @@ pub struct Joiner {
     /// Newest event time of each input ([`JoinInput::input`] order) since this joiner was built
     /// or restored; kept in memory only (a restored joiner waits for each lagging input's next
     /// record).
-    input_max: [Option<EpochMillis>; 3],
+    input_max: PerInput<Option<EpochMillis>>,
     /// Inputs known to have records not read yet ([`Self::set_lagging`]).
-    lagging: [bool; 3],
+    lagging: PerInput<bool>,
     /// The raw partitions' progress, from the markers on the inputs ([`Self::observe_progress`]).
     sources: Sources,
     /// A raw topic with records has not been heard from ([`Self::set_awaiting`]).
@@ -243,9 +320,8 @@ impl Joiner {
     /// Adds a record; returns the sessions it completed, in (end time, session id) order.
     pub fn push(&mut self, input: JoinInput) -> Vec<EnrichedSession> {
         let at = input.event_time();
-        if let Some(newest) = self.input_max.get_mut(input.input()) {
-            *newest = Some(newest.map_or(at, |m| m.max(at)));
-        }
+        let newest = &mut self.input_max[input.input()];
+        *newest = Some(newest.map_or(at, |m| m.max(at)));
         let late = self.watermark.is_some_and(|w| at < w);
         if let Some(journal) = &mut self.journal {
             journal.device(input.device_id());
@@ -352,8 +428,8 @@ impl Joiner {
         };
         let mut limit = max;
         let waiting = self.pending.len() <= self.config.max_waiting_sessions;
-        for (lagging, newest) in self.lagging.iter().zip(self.input_max) {
-            if *lagging && waiting {
+        for ((_, lagging), newest) in self.lagging.iter().zip(self.input_max.0) {
+            if lagging && waiting {
                 match newest {
                     Some(newest) => limit = limit.min(newest),
                     None => return,
@@ -376,24 +452,28 @@ impl Joiner {
         }
     }
 
-    /// Which inputs ([`JoinInput::input`] order) have records not read yet. While one does,
+    /// Which inputs have records not read yet. While one does,
     /// the watermark follows that input's newest record rather than the newest of all, so a
     /// session is emitted only once every input with more to read has passed its end (plus the
     /// allowed lateness): an input read behind the others (a slower fetch, a normalizer
     /// catching up) no longer makes its records late, and a replay's output no longer depends
     /// on how the inputs interleave. With no input lagging the rule is the plain one. Returns
     /// the sessions this completes.
-    pub fn set_lagging(&mut self, lagging: [bool; 3]) -> Vec<EnrichedSession> {
+    pub fn set_lagging(&mut self, lagging: PerInput<bool>) -> Vec<EnrichedSession> {
         self.lagging = lagging;
         self.raise_watermark();
         self.emit_ready()
     }
 
-    /// Takes a progress marker read on `input` ([`JoinInput::input`] order): the watermark
-    /// never passes the slowest raw partition that is not idle (see [`crate::progress`]).
-    /// Returns the sessions this completes.
-    pub fn observe_progress(&mut self, input: usize, marker: &Marker) -> Vec<EnrichedSession> {
-        let input = u8::try_from(input).unwrap_or(u8::MAX);
+    /// Takes a progress marker read on `input`: the watermark never passes the slowest raw
+    /// partition that is not idle (see [`crate::progress`]). Returns the sessions this
+    /// completes.
+    pub fn observe_progress(
+        &mut self,
+        input: JoinerInput,
+        marker: &Marker,
+    ) -> Vec<EnrichedSession> {
+        let input = u8::try_from(input.index()).unwrap_or(u8::MAX);
         if self.sources.observe(input, marker) {
             if let Some(journal) = &mut self.journal {
                 journal.sources = true;

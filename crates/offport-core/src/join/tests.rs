@@ -377,7 +377,9 @@ fn a_lagging_input_holds_the_watermark_until_it_has_caught_up() {
         ..JoinConfig::default()
     });
     // EDR has records not read yet, none read so far: nothing can be complete.
-    assert!(joiner.set_lagging([false, true, false]).is_empty());
+    assert!(joiner
+        .set_lagging(PerInput::only(JoinerInput::DeviceEvents))
+        .is_empty());
     assert!(joiner
         .push(JoinInput::Session(session("s1", app, T0, 1_000)))
         .is_empty());
@@ -407,7 +409,7 @@ fn a_lagging_input_holds_the_watermark_until_it_has_caught_up() {
         "the lock was read first"
     );
     // EDR caught up: the plain rule again.
-    assert!(joiner.set_lagging([false; 3]).is_empty());
+    assert!(joiner.set_lagging(PerInput::default()).is_empty());
     assert_eq!(joiner.watermark(), Some(T0 + 60_000));
     let out = joiner.advance_watermark(T0 + 61_000);
     assert_eq!(out.len(), 1);
@@ -421,12 +423,12 @@ fn a_watermark_raised_by_an_input_catching_up_reaches_the_changelog() {
         ..JoinConfig::default()
     });
     joiner.journal_changes();
-    joiner.set_lagging([false, true, false]);
+    joiner.set_lagging(PerInput::only(JoinerInput::DeviceEvents));
     joiner.push(JoinInput::Session(session("s1", app, T0, 1_000)));
     joiner.push(JoinInput::Session(session("s2", app, T0 + 60_000, 1_000)));
     joiner.drain_changes();
     // No record: EDR caught up, the watermark moves to the sessions' newest.
-    assert_eq!(joiner.set_lagging([false; 3]).len(), 1);
+    assert_eq!(joiner.set_lagging(PerInput::default()).len(), 1);
     let changes = joiner.drain_changes();
     assert!(
         changes
@@ -455,7 +457,7 @@ fn past_the_waiting_sessions_cap_a_lagging_input_is_not_waited_for() {
         max_waiting_sessions: 3,
         ..JoinConfig::default()
     });
-    joiner.set_lagging([false, true, false]);
+    joiner.set_lagging(PerInput::only(JoinerInput::DeviceEvents));
     for i in 0..3 {
         let id = format!("s{i}");
         assert!(joiner
@@ -516,11 +518,13 @@ fn with_lagging_inputs_marked_the_output_does_not_depend_on_how_inputs_interleav
     // ahead: EDR is marked lagging until it has been read.
     let read_apart = |mark: bool| {
         let mut joiner = Joiner::new(config.clone());
-        let mut out = joiner.set_lagging([false, mark, false]);
+        let mut out = joiner.set_lagging(PerInput::from_fn(|i| {
+            mark && i == JoinerInput::DeviceEvents
+        }));
         for input in sessions.iter().chain(&events).cloned() {
             out.extend(joiner.push(input));
         }
-        out.extend(joiner.set_lagging([false; 3]));
+        out.extend(joiner.set_lagging(PerInput::default()));
         out.extend(joiner.flush());
         (states(out), joiner.stats().late_events)
     };
@@ -848,7 +852,7 @@ fn marker(source: &str, time: EpochMillis) -> Marker {
 /// Feeds records and markers: `Ok` a record, `Err((input, marker))` a marker.
 fn run_marked(
     joiner: &mut Joiner,
-    items: Vec<Result<JoinInput, (usize, Marker)>>,
+    items: Vec<Result<JoinInput, (JoinerInput, Marker)>>,
 ) -> Vec<EnrichedSession> {
     let mut out = Vec::new();
     for item in items {
@@ -865,7 +869,7 @@ fn run_marked(
 fn a_raw_partition_behind_holds_the_watermark_however_far_the_others_are() {
     let mut joiner = Joiner::new(JoinConfig::default());
     // EDR's raw partition has reported, up to T0 - 1 s; the device locks at T0.
-    joiner.observe_progress(1, &marker("raw.edr", T0 - 1_000));
+    joiner.observe_progress(JoinerInput::DeviceEvents, &marker("raw.edr", T0 - 1_000));
     // Sessions run a day ahead; under the plain rule the lock at T0 would come too late.
     let mut out = Vec::new();
     out.extend(joiner.push(JoinInput::Session(session(
@@ -874,14 +878,16 @@ fn a_raw_partition_behind_holds_the_watermark_however_far_the_others_are() {
         T0 + 1_000,
         500,
     ))));
-    out.extend(joiner.observe_progress(0, &marker("raw.proxy", T0 + 1_000)));
+    out.extend(joiner.observe_progress(JoinerInput::Sessions, &marker("raw.proxy", T0 + 1_000)));
     out.extend(joiner.push(JoinInput::Session(session(
         "later",
         None,
         T0 + 86_400_000,
         0,
     ))));
-    out.extend(joiner.observe_progress(0, &marker("raw.proxy", T0 + 86_400_000)));
+    out.extend(
+        joiner.observe_progress(JoinerInput::Sessions, &marker("raw.proxy", T0 + 86_400_000)),
+    );
     assert!(
         out.is_empty(),
         "emitted before the EDR partition passed its end"
@@ -895,7 +901,7 @@ fn a_raw_partition_behind_holds_the_watermark_however_far_the_others_are() {
         T0,
     )));
     assert!(joiner
-        .observe_progress(1, &marker("raw.edr", T0 + 60_000))
+        .observe_progress(JoinerInput::DeviceEvents, &marker("raw.edr", T0 + 60_000))
         .is_empty());
     let out = joiner.set_awaiting(false);
     assert_eq!(out.len(), 1);
@@ -906,11 +912,13 @@ fn a_raw_partition_behind_holds_the_watermark_however_far_the_others_are() {
     // Once it is idle, nothing holds: the plain rule applies.
     let mut idle = marker("raw.edr", T0 + 60_000);
     idle.idle = true;
-    assert!(joiner.observe_progress(1, &idle).is_empty());
+    assert!(joiner
+        .observe_progress(JoinerInput::DeviceEvents, &idle)
+        .is_empty());
     assert_eq!(joiner.watermark(), Some(T0 + 86_400_000 - 30_000));
     let mut idle = marker("raw.proxy", T0 + 86_400_000);
     idle.idle = true;
-    joiner.observe_progress(0, &idle);
+    joiner.observe_progress(JoinerInput::Sessions, &idle);
     let out = joiner.advance_watermark(T0 + 86_400_000);
     assert_eq!(
         out.len(),
@@ -923,14 +931,14 @@ fn a_raw_partition_behind_holds_the_watermark_however_far_the_others_are() {
 fn the_sources_survive_a_restore() {
     let mut joiner = Joiner::new(JoinConfig::default());
     joiner.journal_changes();
-    joiner.observe_progress(1, &marker("raw.edr", T0));
+    joiner.observe_progress(JoinerInput::DeviceEvents, &marker("raw.edr", T0));
     joiner.push(JoinInput::Session(session("s", None, T0 + 100_000, 0)));
     let mut changelog = BTreeMap::new();
     compact(&mut changelog, joiner.drain_changes());
     let mut restored = restore_from(JoinConfig::default(), &changelog);
     assert_eq!(restored.heard_from().collect::<Vec<_>>(), ["raw.edr"]);
     assert_eq!(restored.watermark(), Some(T0 - 30_000), "held by raw.edr");
-    restored.observe_progress(1, &marker("raw.edr", T0 + 100_000));
+    restored.observe_progress(JoinerInput::DeviceEvents, &marker("raw.edr", T0 + 100_000));
     assert_eq!(
         restored.watermark(),
         Some(T0 + 70_000),
@@ -959,7 +967,10 @@ fn a_session_longer_than_the_time_window_is_judged_over_its_last_window_however_
         let mut items: Vec<_> = events.iter().cloned().map(Ok).collect();
         // EDR progresses through the day in steps: pruning runs as it goes.
         for h in 0..12 {
-            items.push(Err((1, marker("raw.edr", T0 + h * hour))));
+            items.push(Err((
+                JoinerInput::DeviceEvents,
+                marker("raw.edr", T0 + h * hour),
+            )));
         }
         let at = if session_first { 0 } else { 11 };
         items.insert(at, Ok(long.clone()));
@@ -1020,13 +1031,13 @@ proptest! {
             let time = input.event_time();
             match input {
                 JoinInput::Session(_) => {
-                    sessions.push_back(vec![Ok(input), Err((0, marker("raw.proxy", time)))]);
+                    sessions.push_back(vec![Ok(input), Err((JoinerInput::Sessions, marker("raw.proxy", time)))]);
                 }
                 JoinInput::Event(_) => {
-                    events.push_back(vec![Ok(input), Err((1, marker("raw.edr", time)))]);
+                    events.push_back(vec![Ok(input), Err((JoinerInput::DeviceEvents, marker("raw.edr", time)))]);
                 }
                 JoinInput::Context(_) => {
-                    context = Some(vec![Ok(input), Err((2, marker("raw.mdm", time)))]);
+                    context = Some(vec![Ok(input), Err((JoinerInput::DeviceContexts, marker("raw.mdm", time)))]);
                 }
             }
         }
