@@ -228,9 +228,7 @@ async fn work_alone<S: StatefulStage>(
             task.journal_changes();
             task
         });
-        let decoded = stage
-            .decode(*input, payload, &codec)
-            .map_err(anyhow::Error::msg)?;
+        let decoded = stage.decode(*input, payload, &codec)?;
         for emit in stage.process(task, decoded) {
             bytes += match emit {
                 Emit::Avro {

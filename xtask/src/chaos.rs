@@ -675,7 +675,7 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
         infected_share: 0.1,
         ..FleetConfig::default()
     };
-    let fleet = simulate(&config).map_err(anyhow::Error::msg)?;
+    let fleet = simulate(&config)?;
     let settings = |prefix: &str| Settings {
         kafka: KafkaSettings {
             bootstrap_servers: stack.bootstrap.clone(),

@@ -103,8 +103,8 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
             infected_share: 0.2,
             ..FleetConfig::default()
         };
-        let fleet = simulate(&config).map_err(anyhow::Error::msg)?;
-        let sensors = sensor_formats(&fleet).map_err(anyhow::Error::msg)?;
+        let fleet = simulate(&config)?;
+        let sensors = sensor_formats(&fleet)?;
         // The tunnel sensors' address map, as a deployment configures it.
         let config_file = log_dir.join("offport.yaml");
         std::fs::write(&config_file, sensors.sources_yaml())?;

@@ -149,8 +149,8 @@ async fn one_seed(
         infected_share: args.infected_share,
         ..FleetConfig::default()
     };
-    let fleet = simulate(&config).map_err(anyhow::Error::msg)?;
-    let sensors = sensor_formats(&fleet).map_err(anyhow::Error::msg)?;
+    let fleet = simulate(&config)?;
+    let sensors = sensor_formats(&fleet)?;
     let config_file = log_dir.join("offport.yaml");
     std::fs::write(&config_file, sensors.sources_yaml())?;
     let records = sensors.raw_lines();

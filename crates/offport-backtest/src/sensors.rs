@@ -135,8 +135,19 @@ impl SensorFleet {
 /// PCAPdroid's address for the device inside its VPN.
 const PCAPDROID_ADDRESS: &str = "10.215.173.1";
 
+/// A simulated session the sensor conversion cannot read (a simulator defect).
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    /// Not JSON.
+    #[error("a simulated session that is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// A field the conversion needs is missing.
+    #[error("a simulated session without {0}")]
+    Missing(&'static str),
+}
+
 /// The fleet's proxy records rewritten as the sensors write them.
-pub fn sensor_formats(fleet: &Fleet) -> Result<SensorFleet, String> {
+pub fn sensor_formats(fleet: &Fleet) -> Result<SensorFleet, SensorError> {
     let mut records = Vec::with_capacity(fleet.records.len() * 2);
     let mut sources: Vec<SourceMapping> = Vec::new();
     let mut addresses: std::collections::HashMap<(String, String), String> =
@@ -151,8 +162,7 @@ pub fn sensor_formats(fleet: &Fleet) -> Result<SensorFleet, String> {
             });
             continue;
         }
-        let s: Value = serde_json::from_str(&line.value)
-            .map_err(|e| format!("a simulated session that is not JSON: {e}"))?;
+        let s: Value = serde_json::from_str(&line.value).map_err(SensorError::NotJson)?;
         let session = Session::of(&s)?;
         if session.platform == "ANDROID" {
             records.push(SensorLine {
@@ -237,7 +247,7 @@ struct Session {
 }
 
 impl Session {
-    fn of(s: &Value) -> Result<Self, String> {
+    fn of(s: &Value) -> Result<Self, SensorError> {
         let text = |k: &str| s.get(k).and_then(Value::as_str).map(str::to_string);
         // What the sensors' own dissectors make of the first client bytes: an HTTP request
         // (nDPI, Zeek and Suricata read its Host), a WebSocket upgrade (nDPI's `WebSocket`,
@@ -267,13 +277,13 @@ impl Session {
             .as_deref()
             .and_then(|r| r.split_whitespace().next().map(str::to_string));
         let number = |k: &str| s.get(k).and_then(Value::as_i64);
-        let required = |k: &str| text(k).ok_or_else(|| format!("a simulated session without {k}"));
+        let required = |k: &'static str| text(k).ok_or(SensorError::Missing(k));
         Ok(Self {
             id: required("session_id")?,
             device_id: required("device_id")?,
             platform: required("platform")?,
             app_id: required("app_id")?,
-            start: number("start_time").ok_or("a simulated session without start_time")?,
+            start: number("start_time").ok_or(SensorError::Missing("start_time"))?,
             duration: number("duration_ms").unwrap_or(0).max(0),
             dst_ip: required("dst_ip")?,
             dst_port: number("dst_port").unwrap_or(0),

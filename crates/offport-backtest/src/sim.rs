@@ -80,9 +80,17 @@ impl Default for FleetConfig {
     }
 }
 
+/// What is wrong with a fleet configuration, every problem at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", problems.join("; "))]
+pub struct FleetError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
 impl FleetConfig {
     /// Checks the configuration, naming what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FleetError> {
         let mut problems = Vec::new();
         if self.devices == 0 {
             problems.push("devices must be at least 1".to_string());
@@ -106,7 +114,7 @@ impl FleetConfig {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(FleetError { problems })
         }
     }
 
@@ -387,7 +395,7 @@ pub fn organisation_baseline(start: EpochMillis) -> String {
 }
 
 /// Simulates the fleet of `config`.
-pub fn simulate(config: &FleetConfig) -> Result<Fleet, String> {
+pub fn simulate(config: &FleetConfig) -> Result<Fleet, FleetError> {
     config.validate()?;
     let mut records = Vec::new();
     let mut planted = Vec::new();
@@ -1775,7 +1783,8 @@ mod tests {
             ios_share: 1.5,
             ..FleetConfig::default()
         })
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("devices must be at least 1"), "{err}");
         assert!(err.contains("ios_share=1.5"), "{err}");
     }

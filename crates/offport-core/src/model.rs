@@ -37,7 +37,7 @@ fn epoch_millis_or_rfc3339<'de, D: serde::Deserializer<'de>>(
 
 /// Parses an RFC 3339 time into epoch milliseconds, honouring its offset. A space may stand for
 /// the `T`, and a time without an offset is taken as UTC.
-pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, String> {
+pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, TimeError> {
     use time::format_description::well_known::Rfc3339;
     let trimmed = text.trim();
     let mut normalized = trimmed.to_string();
@@ -48,9 +48,28 @@ pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, String> {
         .or_else(|first| {
             time::OffsetDateTime::parse(&format!("{normalized}Z"), &Rfc3339).map_err(|_| first)
         })
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))?;
+        .map_err(|e| TimeError::NotRfc3339 {
+            text: text.to_string(),
+            source: e,
+        })?;
     i64::try_from(parsed.unix_timestamp_nanos().div_euclid(1_000_000))
-        .map_err(|_| format!("{text:?} is out of range"))
+        .map_err(|_| TimeError::OutOfRange(text.to_string()))
+}
+
+/// Why a time was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TimeError {
+    /// Not RFC 3339 (with or without an offset).
+    #[error("{text:?} is not an RFC 3339 time: {source}")]
+    NotRfc3339 {
+        /// The text given.
+        text: String,
+        /// The parser's reason.
+        source: time::error::Parse,
+    },
+    /// Outside what epoch milliseconds hold.
+    #[error("{0:?} is out of range")]
+    OutOfRange(String),
 }
 
 /// Avro schema of an [`EpochMillis`] field (`long` with logical type `timestamp-millis`).

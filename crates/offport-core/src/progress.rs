@@ -49,17 +49,37 @@ impl Marker {
     }
 
     /// A marker from its header value.
-    pub fn from_header(value: &[u8]) -> Result<Self, String> {
-        let marker: Marker = serde_json::from_slice(value)
-            .map_err(|e| format!("a progress marker ({HEADER} header) that is not one: {e}"))?;
+    pub fn from_header(value: &[u8]) -> Result<Self, MarkerError> {
+        let marker: Marker = serde_json::from_slice(value).map_err(MarkerError::NotJson)?;
         if marker.partitions < 1 || marker.partition < 0 || marker.partition >= marker.partitions {
-            return Err(format!(
-                "a progress marker for partition {} of {} partitions of {}",
-                marker.partition, marker.partitions, marker.source
-            ));
+            return Err(MarkerError::NoSuchPartition {
+                partition: marker.partition,
+                partitions: marker.partitions,
+                source_topic: marker.source,
+            });
         }
         Ok(marker)
     }
+}
+
+/// Why a progress marker header was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerError {
+    /// The header is not a marker's JSON.
+    #[error("a progress marker ({HEADER} header) that is not one: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The marker names a partition its topic does not have.
+    #[error(
+        "a progress marker for partition {partition} of {partitions} partitions of {source_topic}"
+    )]
+    NoSuchPartition {
+        /// The partition named.
+        partition: i32,
+        /// The partition count named.
+        partitions: i32,
+        /// The raw topic.
+        source_topic: String,
+    },
 }
 
 /// How far the sources allow event time to go.
@@ -202,12 +222,16 @@ mod tests {
     #[test]
     fn markers_round_trip_and_bad_ones_are_named() {
         let m = marker("raw.mdm", 1, Some(7), false);
-        assert_eq!(Marker::from_header(&m.to_header()), Ok(m));
-        let bad = Marker::from_header(b"{\"source\":\"x\"}").unwrap_err();
+        assert_eq!(Marker::from_header(&m.to_header()).ok(), Some(m));
+        let bad = Marker::from_header(b"{\"source\":\"x\"}")
+            .unwrap_err()
+            .to_string();
         assert!(bad.contains("offport.progress"), "{bad}");
         let mut out_of_range = marker("raw.mdm", 3, None, false);
         out_of_range.partitions = 2;
-        let bad = Marker::from_header(&out_of_range.to_header()).unwrap_err();
+        let bad = Marker::from_header(&out_of_range.to_header())
+            .unwrap_err()
+            .to_string();
         assert!(bad.contains("partition 3 of 2"), "{bad}");
     }
 }

@@ -29,7 +29,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use offport_core::baseline::{parse_scope_label, scope_label, validate, BaselineSet};
+use offport_core::baseline::{
+    parse_scope_label, scope_label, validate, BaselineSet, ScopeLabelError,
+};
 use offport_core::model::{Baseline, BaselineScope, DeadLetterReason, EpochMillis};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -50,17 +52,43 @@ pub fn version_key(document: &Baseline) -> String {
 }
 
 /// The scope and effective time a version key names.
-pub fn parse_version_key(key: &str) -> Result<(BaselineScope, EpochMillis), String> {
+pub fn parse_version_key(key: &str) -> Result<(BaselineScope, EpochMillis), VersionKeyError> {
     let (scope, at) = key
         .rsplit_once('@')
-        .ok_or_else(|| format!("key {key:?} is not <scope>@<effective time ms>"))?;
-    let at: EpochMillis = at
-        .parse()
-        .map_err(|_| format!("key {key:?}: {at:?} is not an epoch-millisecond time"))?;
-    Ok((
-        parse_scope_label(scope).map_err(|e| format!("key {key:?}: {e}"))?,
-        at,
-    ))
+        .ok_or_else(|| VersionKeyError::Shape(key.to_string()))?;
+    let at: EpochMillis = at.parse().map_err(|_| VersionKeyError::Time {
+        key: key.to_string(),
+        time: at.to_string(),
+    })?;
+    let scope = parse_scope_label(scope).map_err(|source| VersionKeyError::Scope {
+        key: key.to_string(),
+        source,
+    })?;
+    Ok((scope, at))
+}
+
+/// Why a baselines record's key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionKeyError {
+    /// No `@`.
+    #[error("key {0:?} is not <scope>@<effective time ms>")]
+    Shape(String),
+    /// The part after `@` is not a number.
+    #[error("key {key:?}: {time:?} is not an epoch-millisecond time")]
+    Time {
+        /// The key.
+        key: String,
+        /// Its time part.
+        time: String,
+    },
+    /// The part before `@` is not a scope label.
+    #[error("key {key:?}: {source}")]
+    Scope {
+        /// The key.
+        key: String,
+        /// Why the scope is refused.
+        source: ScopeLabelError,
+    },
 }
 
 /// A baselines record that was not applied.
@@ -332,7 +360,9 @@ impl BaselineFeed {
         };
         let (scope, at) = match parse_version_key(&key) {
             Ok(parsed) => parsed,
-            Err(message) => return reject(record, DeadLetterReason::InvalidBaseline, message),
+            Err(error) => {
+                return reject(record, DeadLetterReason::InvalidBaseline, error.to_string())
+            }
         };
         let Some(payload) = record.payload() else {
             if !Arc::make_mut(&mut self.set).withdraw(&scope, at) {
@@ -407,12 +437,15 @@ mod tests {
         assert_eq!(odd.value.as_deref(), Some("we@ird"));
         assert!(parse_version_key("app:com.x")
             .unwrap_err()
+            .to_string()
             .contains("<scope>@"));
         assert!(parse_version_key("app:com.x@soon")
             .unwrap_err()
+            .to_string()
             .contains("epoch"));
         assert!(parse_version_key("planet:x@5")
             .unwrap_err()
+            .to_string()
             .contains("unknown scope kind"));
     }
 }

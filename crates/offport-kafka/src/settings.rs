@@ -581,10 +581,18 @@ impl Default for NormalizeSettings {
 
 impl NormalizeSettings {
     /// The proxy normalizer's configuration (call after [`Settings::validate`]).
-    pub fn proxy_config(&self) -> Result<offport_core::normalize::proxy::ProxyConfig, String> {
+    pub fn proxy_config(
+        &self,
+    ) -> Result<offport_core::normalize::proxy::ProxyConfig, SettingsError> {
         use offport_core::normalize::proxy::{flows::FlowJoinLimits, sources::SourceMap};
+        let format = self.proxy_format.parse().map_err(
+            |e: offport_core::normalize::proxy::UnknownFormat| SettingsError::Invalid {
+                key: "normalize.proxy_format".to_string(),
+                why: e.to_string(),
+            },
+        )?;
         Ok(offport_core::normalize::proxy::ProxyConfig {
-            format: Some(self.proxy_format.parse()?),
+            format: Some(format),
             limits: offport_core::normalize::Limits {
                 max_record_bytes: self.max_record_bytes,
             },
@@ -698,7 +706,7 @@ impl Settings {
             .proxy_format
             .parse::<offport_core::normalize::proxy::ProxyFormat>()
         {
-            return Err(invalid("normalize.proxy_format", &why));
+            return Err(invalid("normalize.proxy_format", &why.to_string()));
         }
         if self.stream.allowed_lateness_ms < 0 {
             return Err(invalid(

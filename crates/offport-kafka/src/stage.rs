@@ -14,7 +14,7 @@ use crate::compatibility::{CompatibilityError, SubjectConfig};
 use crate::metrics::{self, PipelineMetrics};
 use crate::pipeline::{self, PipelineError, PipelineOptions};
 use crate::registry::RegistryCodec;
-use crate::settings::Settings;
+use crate::settings::{Settings, SettingsError};
 use crate::shutdown::Shutdown;
 use crate::stateful::{self, StatefulStage};
 use crate::telemetry;
@@ -183,7 +183,7 @@ fn finish(stage: Stage, shutdown: &Shutdown, result: Result<(), PipelineError>) 
 pub async fn run_normalizer<N, F>(stage: Stage, make: F) -> ExitCode
 where
     N: Normalizer,
-    F: FnOnce(&Settings) -> Result<N, String>,
+    F: FnOnce(&Settings) -> Result<N, SettingsError>,
 {
     let started = match start(stage).await {
         Ok(started) => started,

@@ -15,22 +15,22 @@ use serde::Serialize;
 
 use crate::registry::RegistryCodec;
 use crate::settings::Settings;
-use crate::stateful::{Emit, StatefulStage};
+use crate::stateful::{DecodeError, Emit, StatefulStage};
 use crate::topics::TopicRole;
 
 fn from_avro<T: serde::de::DeserializeOwned + apache_avro::AvroSchema + 'static>(
     payload: &[u8],
     codec: &RegistryCodec,
-) -> Result<T, String> {
-    codec.decode_known::<T>(payload).map_err(|e| {
-        format!(
-            "the record does not fit {}: {e}",
-            std::any::type_name::<T>()
+) -> Result<T, DecodeError> {
+    codec
+        .decode_known::<T>(payload)
+        .map_err(|source| DecodeError {
+            target: std::any::type_name::<T>()
                 .rsplit("::")
                 .next()
-                .unwrap_or_default()
-        )
-    })
+                .unwrap_or_default(),
+            source,
+        })
 }
 
 /// The as-of join: sessions, EDR events and MDM context in; enriched sessions out.
@@ -118,7 +118,7 @@ impl StatefulStage for JoinerStage {
         input: JoinerInput,
         payload: &[u8],
         codec: &RegistryCodec,
-    ) -> Result<JoinInput, String> {
+    ) -> Result<JoinInput, DecodeError> {
         match input {
             JoinerInput::Sessions => {
                 from_avro::<NetworkSession>(payload, codec).map(JoinInput::Session)
@@ -284,7 +284,7 @@ impl StatefulStage for ScorerStage {
         _input: ScorerInput,
         payload: &[u8],
         codec: &RegistryCodec,
-    ) -> Result<EnrichedSession, String> {
+    ) -> Result<EnrichedSession, DecodeError> {
         from_avro::<EnrichedSession>(payload, codec)
     }
 

@@ -114,6 +114,17 @@ pub enum Emit<T> {
     },
 }
 
+/// Why an input record could not be decoded: it goes to the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+#[error("the record does not fit {target}: {source}")]
+pub struct DecodeError {
+    /// The record type (`NetworkSession`, ...).
+    pub target: &'static str,
+    /// The codec's reason.
+    #[source]
+    pub source: crate::registry::CodecError,
+}
+
 /// What a stateful stage does with its records; [`run_stateful`] does the rest.
 pub trait StatefulStage: Send + Sync {
     /// The pure core of one task.
@@ -141,7 +152,7 @@ pub trait StatefulStage: Send + Sync {
         input: Self::InputName,
         payload: &[u8],
         codec: &RegistryCodec,
-    ) -> Result<Self::Input, String>;
+    ) -> Result<Self::Input, DecodeError>;
     /// Processes one record.
     fn process(&self, task: &mut Self::Task, input: Self::Input) -> Vec<Emit<Self::Output>>;
     /// Reads, without changing it, the state that processing `input` will read first, so that
@@ -1459,7 +1470,10 @@ impl<S: StatefulStage> TaskWork<'_, S> {
             .map(|(name, _)| *name);
         match (input, Marker::from_header(value)) {
             (Some(input), Ok(marker)) => Item::Progress(input, marker),
-            (_, Err(why)) => Item::Record(Err(Rejection::new(DeadLetterReason::Unparseable, why))),
+            (_, Err(why)) => Item::Record(Err(Rejection::new(
+                DeadLetterReason::Unparseable,
+                why.to_string(),
+            ))),
             (None, Ok(_)) => Item::Record(self.decode(message)),
         }
     }
@@ -1497,7 +1511,7 @@ impl<S: StatefulStage> TaskWork<'_, S> {
         }
         self.stage
             .decode(*input, payload, self.codec)
-            .map_err(|why| Rejection::new(DeadLetterReason::SchemaMismatch, why))
+            .map_err(|why| Rejection::new(DeadLetterReason::SchemaMismatch, why.to_string()))
     }
 
     /// `emit` encoded here when its schema is registered; else handed back for the loop to

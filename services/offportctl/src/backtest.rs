@@ -249,7 +249,7 @@ pub fn simulate(settings: Option<&Settings>, args: SimulateArgs) -> Result<()> {
         crate::reachable(settings)?;
     }
     let started = std::time::Instant::now();
-    let fleet = sim::simulate(&config).map_err(anyhow::Error::msg)?;
+    let fleet = sim::simulate(&config)?;
     eprintln!(
         "simulated {} devices x {} h (seed {}): {} raw records, {} planted behaviours, in {:.1} s",
         config.devices,
@@ -261,9 +261,7 @@ pub fn simulate(settings: Option<&Settings>, args: SimulateArgs) -> Result<()> {
     );
     let sensors = match args.formats {
         FormatsArg::Offport => None,
-        FormatsArg::Sensors => {
-            Some(offport_backtest::sensors::sensor_formats(&fleet).map_err(anyhow::Error::msg)?)
-        }
+        FormatsArg::Sensors => Some(offport_backtest::sensors::sensor_formats(&fleet)?),
     };
     if let Some(dir) = &args.out {
         match &sensors {

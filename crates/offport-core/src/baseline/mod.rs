@@ -125,7 +125,7 @@ pub fn scope_label(scope: &BaselineScope) -> String {
 
 /// The scope a [`scope_label`] names: `global`, `platform:IOS`, `group:x`, `category:x`,
 /// `app:x`.
-pub fn parse_scope_label(label: &str) -> Result<BaselineScope, String> {
+pub fn parse_scope_label(label: &str) -> Result<BaselineScope, ScopeLabelError> {
     let (kind, value) = match label.split_once(':') {
         Some((kind, value)) => (kind, Some(value.to_string())),
         None => (label, None),
@@ -136,18 +136,28 @@ pub fn parse_scope_label(label: &str) -> Result<BaselineScope, String> {
         "group" => ScopeKind::DeviceGroup,
         "category" => ScopeKind::AppCategory,
         "app" => ScopeKind::App,
-        other => {
-            return Err(format!(
-                "unknown scope kind {other:?} (global, platform, group, category or app)"
-            ))
-        }
+        other => return Err(ScopeLabelError::UnknownKind(other.to_string())),
     };
     match (kind, &value) {
-        (ScopeKind::Global, Some(_)) => Err("the global scope takes no value".to_string()),
+        (ScopeKind::Global, Some(_)) => Err(ScopeLabelError::GlobalWithValue),
         (ScopeKind::Global, None) => Ok(BaselineScope { kind, value }),
         (_, Some(v)) if !v.is_empty() => Ok(BaselineScope { kind, value }),
-        _ => Err(format!("scope {label:?} needs a value after ':'")),
+        _ => Err(ScopeLabelError::MissingValue(label.to_string())),
     }
+}
+
+/// Why a scope label was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeLabelError {
+    /// Not one of the five kinds.
+    #[error("unknown scope kind {0:?} (global, platform, group, category or app)")]
+    UnknownKind(String),
+    /// `global:x`.
+    #[error("the global scope takes no value")]
+    GlobalWithValue,
+    /// `app` or `app:` without the app.
+    #[error("scope {0:?} needs a value after ':'")]
+    MissingValue(String),
 }
 
 /// Parses one document, or a YAML list of documents, and validates each.

@@ -16,15 +16,19 @@ fn scope_labels_round_trip_and_bad_ones_say_why() {
     }
     assert!(parse_scope_label("galaxy:x")
         .unwrap_err()
+        .to_string()
         .contains("unknown scope kind"));
     assert!(parse_scope_label("app:")
         .unwrap_err()
+        .to_string()
         .contains("needs a value"));
     assert!(parse_scope_label("app")
         .unwrap_err()
+        .to_string()
         .contains("needs a value"));
     assert!(parse_scope_label("global:x")
         .unwrap_err()
+        .to_string()
         .contains("no value"));
 }
 

@@ -204,10 +204,24 @@ impl InventoryEntry {
     }
 }
 
+/// A bad inventory file: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: {why}")]
+pub struct InventoryError {
+    /// The header, row or entry at fault.
+    pub place: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
 /// Reads an inventory file: a YAML list of entries, or CSV with a header naming the columns
 /// (`device_id` required; `group`, `role`, `owner`, `effective_time` optional; times RFC 3339
 /// or epoch seconds/milliseconds). Names every bad row; a device listed twice is refused.
-pub fn parse_inventory(text: &str) -> Result<Vec<InventoryEntry>, String> {
+pub fn parse_inventory(text: &str) -> Result<Vec<InventoryEntry>, InventoryError> {
+    let at = |place: &str, why: String| InventoryError {
+        place: place.to_string(),
+        why,
+    };
     let first = text
         .lines()
         .map(str::trim)
@@ -221,11 +235,11 @@ pub fn parse_inventory(text: &str) -> Result<Vec<InventoryEntry>, String> {
             .from_reader(text.as_bytes());
         let headers = reader
             .headers()
-            .map_err(|e| format!("CSV header: {e}"))?
+            .map_err(|e| at("CSV header", e.to_string()))?
             .clone();
         let mut rows = Vec::new();
         for (index, row) in reader.records().enumerate() {
-            let row = row.map_err(|e| format!("CSV row {}: {e}", index + 2))?;
+            let row = row.map_err(|e| at(&format!("CSV row {}", index + 2), e.to_string()))?;
             let mut map = serde_json::Map::new();
             for (name, field) in headers.iter().zip(row.iter()) {
                 if !field.is_empty() {
@@ -233,13 +247,13 @@ pub fn parse_inventory(text: &str) -> Result<Vec<InventoryEntry>, String> {
                 }
             }
             let parsed: InventoryRow = serde_json::from_value(serde_json::Value::Object(map))
-                .map_err(|e| format!("CSV row {}: {e}", index + 2))?;
+                .map_err(|e| at(&format!("CSV row {}", index + 2), e.to_string()))?;
             rows.push((format!("CSV row {}", index + 2), parsed));
         }
         rows
     } else {
         let list: Vec<InventoryRow> =
-            serde_yaml_ng::from_str(text).map_err(|e| format!("YAML: {e}"))?;
+            serde_yaml_ng::from_str(text).map_err(|e| at("YAML", e.to_string()))?;
         list.into_iter()
             .enumerate()
             .map(|(i, row)| (format!("entry {}", i + 1), row))
@@ -248,10 +262,14 @@ pub fn parse_inventory(text: &str) -> Result<Vec<InventoryEntry>, String> {
     let mut seen = std::collections::BTreeMap::new();
     let mut entries = Vec::with_capacity(rows.len());
     for (place, row) in rows {
-        let device_id = trimmed(row.device_id).ok_or_else(|| format!("{place}: no device_id"))?;
+        let device_id =
+            trimmed(row.device_id).ok_or_else(|| at(&place, "no device_id".to_string()))?;
         let effective_time = match row.effective_time.filter(|v| !v.is_null()) {
             Some(value) => Some(time_from_json(&value).ok_or_else(|| {
-                format!("{place} ({device_id}): effective_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds")
+                at(
+                    &format!("{place} ({device_id})"),
+                    format!("effective_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds"),
+                )
             })?),
             None => None,
         };
@@ -259,8 +277,9 @@ pub fn parse_inventory(text: &str) -> Result<Vec<InventoryEntry>, String> {
             (device_id.to_ascii_lowercase(), effective_time),
             place.clone(),
         ) {
-            return Err(format!(
-                "{place}: {device_id} is listed twice for the same effective_time (also {earlier})"
+            return Err(at(
+                &place,
+                format!("{device_id} is listed twice for the same effective_time (also {earlier})"),
             ));
         }
         entries.push(InventoryEntry {
@@ -785,7 +804,7 @@ mod tests {
                 "effective_time",
             ),
         ] {
-            let err = parse_inventory(bad).unwrap_err();
+            let err = parse_inventory(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad:?}: {err}");
         }
     }

@@ -571,17 +571,24 @@ impl ProxyFormat {
     ];
 }
 
-impl std::str::FromStr for ProxyFormat {
-    type Err = String;
+/// A proxy format name offport does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown proxy format {name:?}; known: {}", ProxyFormat::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))]
+pub struct UnknownFormat {
+    /// The name given.
+    pub name: String,
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for ProxyFormat {
+    type Err = UnknownFormat;
+
+    fn from_str(text: &str) -> Result<Self, UnknownFormat> {
         Self::NAMES
             .iter()
             .find(|(name, _)| *name == text)
             .map(|(_, format)| *format)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Self::NAMES.iter().map(|(name, _)| *name).collect();
-                format!("unknown proxy format {text:?}; known: {}", known.join(", "))
+            .ok_or_else(|| UnknownFormat {
+                name: text.to_string(),
             })
     }
 }
