@@ -854,7 +854,7 @@ pub(crate) fn cut_for_log(text: &mut String) {
 }
 
 /// A batch's transaction running on a blocking thread while the loop reads and processes the
-/// next batch (the transaction's round trips to the broker no longer stall the processing),
+/// next batch (so the transaction's round trips to the broker do not stall the processing),
 /// with what the loop keeps until it knows the outcome.
 pub(crate) struct InFlight<T> {
     task: tokio::task::JoinHandle<Result<(), TxnFailure>>,

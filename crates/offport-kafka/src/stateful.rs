@@ -1527,7 +1527,7 @@ impl<S: StatefulStage> TaskWork<'_, S> {
             } => match self.codec.encode_registered(&topic, contract, &value) {
                 Some(Ok(bytes)) => keyed(topic, key, bytes),
                 // Not registered, or the value does not fit: the loop's encoding registers
-                // it, or fails as it always did.
+                // it, or reports why it does not fit.
                 _ => {
                     return Produced::Unencoded(Emit::Avro {
                         topic,

@@ -452,12 +452,11 @@ impl Joiner {
         }
     }
 
-    /// Which inputs have records not read yet. While one does,
-    /// the watermark follows that input's newest record rather than the newest of all, so a
-    /// session is emitted only once every input with more to read has passed its end (plus the
-    /// allowed lateness): an input read behind the others (a slower fetch, a normalizer
-    /// catching up) no longer makes its records late, and a replay's output no longer depends
-    /// on how the inputs interleave. With no input lagging the rule is the plain one. Returns
+    /// Which inputs have records not read yet. While one does, the watermark follows that
+    /// input's newest record rather than the newest of all, so a session is emitted only once
+    /// every input with more to read has passed its end (plus the allowed lateness): an input
+    /// read behind the others (a slower fetch, a normalizer catching up) does not make its
+    /// records late, and a replay's output does not depend on how the inputs interleave. With no input lagging the rule is the plain one. Returns
     /// the sessions this completes.
     pub fn set_lagging(&mut self, lagging: PerInput<bool>) -> Vec<EnrichedSession> {
         self.lagging = lagging;
