@@ -9,6 +9,7 @@
 pub mod baselines;
 pub mod compatibility;
 pub mod connect;
+pub mod decisions;
 pub mod health;
 pub mod inventory;
 pub mod metrics;

@@ -46,6 +46,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::decisions::{after_batch, progress_from, Progress, PROCESSED_PREFIX};
 use crate::metrics::PipelineMetrics;
 use crate::progress::RawClocks;
 use crate::registry::{CodecError, Registered, RegistryCodec};
@@ -303,28 +304,6 @@ impl rdkafka::ClientContext for ReadToEnd {
 }
 
 impl rdkafka::consumer::ConsumerContext for ReadToEnd {}
-
-/// How far a partition is committed and processed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Progress {
-    /// The committed offset: where a restart resumes reading.
-    resume: i64,
-    /// Records before this offset have their outputs committed.
-    processed: i64,
-}
-
-const PROCESSED_PREFIX: &str = "offport:processed=";
-
-/// Progress from a committed offset and its metadata.
-fn progress_from(committed: Option<i64>, metadata: &str, first_seen: i64) -> Progress {
-    let resume = committed.unwrap_or(first_seen);
-    let processed = metadata
-        .strip_prefix(PROCESSED_PREFIX)
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|p| *p >= resume)
-        .unwrap_or(resume);
-    Progress { resume, processed }
-}
 
 pub(crate) type LagConsumer = StreamConsumer<LagContext>;
 
@@ -1292,40 +1271,17 @@ fn batch_offsets<N: Normalizer>(
     progress: &BTreeMap<(String, i32), Progress>,
     normalizer: &N,
 ) -> Result<(TopicPartitionList, BTreeMap<(String, i32), Progress>), PipelineError> {
-    // Every tracked partition: held records of one may be released by records of another.
-    let mut next: BTreeMap<(String, i32), i64> = progress
-        .iter()
-        .map(|(key, p)| (key.clone(), p.processed))
-        .collect();
-    for message in batch {
-        let (topic, partition) = (message.topic(), message.partition());
-        match next
-            .iter_mut()
-            .find(|((t, p), _)| *p == partition && t == topic)
-        {
-            Some((_, processed)) => *processed = (*processed).max(message.offset() + 1),
-            None => {
-                next.insert((topic.to_string(), partition), message.offset() + 1);
-            }
-        }
-    }
+    let after = after_batch(
+        progress,
+        batch.iter().map(|m| (m.topic(), m.partition(), m.offset())),
+        |topic, partition| normalizer.held_from(topic, partition),
+    );
     let mut offsets = TopicPartitionList::new();
-    let mut after = BTreeMap::new();
-    for ((topic, partition), processed) in &next {
-        let resume = normalizer
-            .held_from(topic, *partition)
-            .map_or(*processed, |held| held.min(*processed));
-        offsets.add_partition_offset(topic, *partition, Offset::Offset(resume))?;
+    for ((topic, partition), at) in &after {
+        offsets.add_partition_offset(topic, *partition, Offset::Offset(at.resume))?;
         if let Some(mut element) = offsets.find_partition(topic, *partition) {
-            element.set_metadata(format!("{PROCESSED_PREFIX}{processed}"));
+            element.set_metadata(format!("{PROCESSED_PREFIX}{}", at.processed));
         }
-        after.insert(
-            (topic.clone(), *partition),
-            Progress {
-                resume,
-                processed: *processed,
-            },
-        );
     }
     Ok((offsets, after))
 }
@@ -1528,50 +1484,5 @@ mod tests {
         let config = stage_consumer_config(&settings, &options, "range", &defaults);
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("250"));
         assert_eq!(config.get("max.partition.fetch.bytes"), Some("1048576"));
-    }
-
-    #[test]
-    fn progress_reads_the_processed_mark_and_falls_back_to_the_committed_offset() {
-        let held = progress_from(Some(40), "offport:processed=55", 0);
-        assert_eq!(
-            held,
-            Progress {
-                resume: 40,
-                processed: 55
-            }
-        );
-        let plain = progress_from(Some(40), "", 0);
-        assert_eq!(
-            plain,
-            Progress {
-                resume: 40,
-                processed: 40
-            }
-        );
-        // A mark behind the committed offset (another tool committed) is not trusted.
-        let stale = progress_from(Some(40), "offport:processed=12", 0);
-        assert_eq!(
-            stale,
-            Progress {
-                resume: 40,
-                processed: 40
-            }
-        );
-        let fresh = progress_from(None, "", 7);
-        assert_eq!(
-            fresh,
-            Progress {
-                resume: 7,
-                processed: 7
-            }
-        );
-        let garbage = progress_from(Some(3), "offport:processed=lots", 0);
-        assert_eq!(
-            garbage,
-            Progress {
-                resume: 3,
-                processed: 3
-            }
-        );
     }
 }

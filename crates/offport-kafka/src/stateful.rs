@@ -78,6 +78,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::baselines::{BaselineFeed, FeedError, Rejected};
+use crate::decisions::{input_lags, read_to_end};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{
     blocking, collect_batch, cut_for_log, dead_letter, owned_headers, retrying, wall_clock_millis,
@@ -1100,14 +1101,12 @@ impl<S: StatefulStage> Runner<'_, S> {
                 .iter()
                 .zip(&slot.input_records)
                 .map(|(topic, read)| {
-                    let unread = match (
+                    input_lags(
                         self.position(&positions, topic, *partition),
-                        ends.get(&(topic.clone(), *partition)),
-                    ) {
-                        (Some(position), Some(end)) => position < *end,
-                        _ => true,
-                    };
-                    unread && now.saturating_duration_since(*read) < idle_after
+                        ends.get(&(topic.clone(), *partition)).copied(),
+                        now.saturating_duration_since(*read),
+                        idle_after,
+                    )
                 })
                 .collect();
             out.insert(*partition, flags);
@@ -1172,11 +1171,7 @@ impl<S: StatefulStage> Runner<'_, S> {
         });
         for ((topic, partition), found) in partitions.iter().zip(watermarks) {
             let (low, high) = found?;
-            let done = match self.position(&positions, topic, *partition) {
-                Some(position) => position >= high,
-                None => high <= low,
-            };
-            if !done {
+            if !read_to_end(self.position(&positions, topic, *partition), low, high) {
                 return Ok(false);
             }
         }
