@@ -47,9 +47,9 @@ use anyhow::{Context, Result};
 use offport_core::schema::Contract;
 use offport_kafka::metrics::PipelineMetrics;
 use offport_kafka::registry::RegistryCodec;
+use offport_kafka::runtime::stateful::StatefulStage;
 use offport_kafka::settings::Settings;
 use offport_kafka::stages::{JoinerStage, ScorerStage};
-use offport_kafka::stateful::StatefulStage;
 use offport_kafka::topics::{ensure_topics, TopicRole, TopicSpec};
 use offport_tests::scenario::replay_dataset;
 use offport_tests::{enqueue, isolated_settings, produce_avro, unique, Background};
@@ -199,7 +199,7 @@ async fn work_alone<S: StatefulStage>(
     batch: usize,
 ) -> Result<f64> {
     use offport_core::durable::Durable;
-    use offport_kafka::stateful::Emit;
+    use offport_kafka::runtime::stateful::Emit;
     let consumer = reader(settings, "bench-work", inputs)?;
     let codec = RegistryCodec::new(&settings.registry)?;
     let mut held = Vec::with_capacity(records);

@@ -411,7 +411,7 @@ pub struct Background {
     /// Triggers the stage's graceful shutdown.
     pub shutdown: offport_kafka::shutdown::Shutdown,
     /// The loop.
-    pub task: tokio::task::JoinHandle<Result<(), offport_kafka::pipeline::PipelineError>>,
+    pub task: tokio::task::JoinHandle<Result<(), offport_kafka::runtime::PipelineError>>,
     /// Its metrics.
     pub metrics: std::sync::Arc<offport_kafka::metrics::PipelineMetrics>,
 }
@@ -427,7 +427,7 @@ impl Background {
     where
         N: offport_core::normalize::Normalizer + Send + Sync + 'static,
     {
-        use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
+        use offport_kafka::runtime::{run_normalizer, PipelineOptions};
         let codec = std::sync::Arc::new(offport_kafka::registry::RegistryCodec::new(
             &settings.registry,
         )?);
@@ -462,7 +462,7 @@ impl Background {
     /// A stateful stage (joiner, scorer).
     pub fn stateful<S>(settings: &offport_kafka::settings::Settings, stage: S) -> Result<Self>
     where
-        S: offport_kafka::stateful::StatefulStage + 'static,
+        S: offport_kafka::runtime::stateful::StatefulStage + 'static,
     {
         let codec = std::sync::Arc::new(offport_kafka::registry::RegistryCodec::new(
             &settings.registry,
@@ -476,7 +476,7 @@ impl Background {
             shutdown.clone(),
         );
         let task = tokio::spawn(async move {
-            offport_kafka::stateful::run_stateful(
+            offport_kafka::runtime::stateful::run_stateful(
                 &settings,
                 stage,
                 codec,

@@ -25,8 +25,8 @@ use offport_core::model::{
 };
 use offport_core::schema::Contract;
 use offport_kafka::registry::RegistryCodec;
+use offport_kafka::runtime::stateful::StatefulStage;
 use offport_kafka::stages::JoinerStage;
-use offport_kafka::stateful::StatefulStage;
 use offport_kafka::topics::TopicRole;
 use offport_tests::{isolated_settings, produce_avro, read_committed, Background};
 

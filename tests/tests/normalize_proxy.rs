@@ -15,8 +15,8 @@ use offport_core::model::{AppProtocol, DeadLetter, DeadLetterReason, NetworkSess
 use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
 use offport_core::normalize::Limits;
 use offport_kafka::metrics::PipelineMetrics;
-use offport_kafka::pipeline::{run_normalizer, PipelineOptions};
 use offport_kafka::registry::RegistryCodec;
+use offport_kafka::runtime::{run_normalizer, PipelineOptions};
 use offport_kafka::shutdown::Shutdown;
 use offport_kafka::topics::TopicRole;
 use offport_tests::{isolated_settings, java_partition, read_committed};

@@ -35,10 +35,10 @@ use offport_core::model::{EnrichedSession, Finding};
 use offport_core::schema::Contract;
 use offport_kafka::metrics::PipelineMetrics;
 use offport_kafka::registry::RegistryCodec;
+use offport_kafka::runtime::stateful::run_stateful;
 use offport_kafka::settings::Settings;
 use offport_kafka::shutdown::Shutdown;
 use offport_kafka::stages::{JoinerStage, ScorerStage};
-use offport_kafka::stateful::run_stateful;
 use offport_kafka::topics::TopicRole;
 use offport_tests::scenario::replay_dataset;
 use offport_tests::{isolated_settings, produce_avro, read_until_quiet, Background};
@@ -110,7 +110,7 @@ fn spawn_child(stage: &str, settings: &Settings) -> Result<Child> {
         // The restore lines show what each restarted child took back from the changelog.
         .env(
             "RUST_LOG",
-            "warn,offport_kafka::stateful=info,offport_kafka::shutdown=info",
+            "warn,offport_kafka::runtime::stateful=info,offport_kafka::shutdown=info",
         )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

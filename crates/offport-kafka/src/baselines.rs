@@ -143,7 +143,7 @@ struct Unreachable {
 
 /// The baselines in force, fed from the topic.
 pub struct BaselineFeed {
-    consumer: BaseConsumer<crate::pipeline::ReadToEnd>,
+    consumer: BaseConsumer<crate::runtime::ReadToEnd>,
     topic: String,
     /// Shared with the tasks: a change copies it once (when tasks still hold the old one),
     /// not once per task.
@@ -187,7 +187,7 @@ impl BaselineFeed {
         as_of: Option<i64>,
     ) -> Result<(Self, Vec<Rejected>), FeedError> {
         let topic = TopicRole::Baselines.spec(&settings.topics).name;
-        let consumer: BaseConsumer<crate::pipeline::ReadToEnd> = settings
+        let consumer: BaseConsumer<crate::runtime::ReadToEnd> = settings
             .kafka
             .client_config()
             .set(
@@ -198,7 +198,7 @@ impl BaselineFeed {
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")
             .set("isolation.level", "read_committed")
-            .create_with_context(crate::pipeline::ReadToEnd)?;
+            .create_with_context(crate::runtime::ReadToEnd)?;
         let metadata = tokio::task::block_in_place(|| {
             consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))
         })?;

@@ -16,7 +16,7 @@ use offport_core::progress::{Marker, HEADER};
 use rdkafka::consumer::Consumer;
 use rdkafka::Offset;
 
-use crate::pipeline::{blocking, LagConsumer, Outgoing};
+use crate::runtime::{blocking, LagConsumer, Outgoing};
 
 /// True for a progress marker: readers of the normalized topics other than the joiner skip it.
 pub fn is_marker(message: &impl rdkafka::message::Message) -> bool {

@@ -12,11 +12,11 @@ use offport_core::normalize::Normalizer;
 
 use crate::compatibility::{CompatibilityError, SubjectConfig};
 use crate::metrics::{self, PipelineMetrics};
-use crate::pipeline::{self, PipelineError, PipelineOptions};
 use crate::registry::RegistryCodec;
+use crate::runtime::stateful::{self, StatefulStage};
+use crate::runtime::{self, PipelineError, PipelineOptions};
 use crate::settings::{Settings, SettingsError};
 use crate::shutdown::Shutdown;
-use crate::stateful::{self, StatefulStage};
 use crate::telemetry;
 use crate::topics::{value_subjects, TopicRole};
 
@@ -215,7 +215,7 @@ where
         })
         .map(|role| role.spec(&settings.topics).name)
         .collect();
-    let result = pipeline::run_normalizer(
+    let result = runtime::run_normalizer(
         settings,
         options,
         normalizer,

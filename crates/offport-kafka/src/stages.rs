@@ -14,8 +14,8 @@ use offport_core::score::{ScoreConfig, Scorer};
 use serde::Serialize;
 
 use crate::registry::RegistryCodec;
+use crate::runtime::stateful::{DecodeError, Emit, StatefulStage};
 use crate::settings::Settings;
-use crate::stateful::{DecodeError, Emit, StatefulStage};
 use crate::topics::TopicRole;
 
 fn from_avro<T: serde::de::DeserializeOwned + apache_avro::AvroSchema + 'static>(
@@ -148,7 +148,9 @@ impl StatefulStage for JoinerStage {
             // Every raw partition is read to its end and quiet: whatever comes later is late
             // anyway, so event time may stand at the wall clock (a session still open at the
             // end of a sensor's log is emitted now, not after as much wall time as its tail).
-            to = to.max(crate::stateful::now_millis().saturating_sub(task.allowed_lateness_ms()));
+            to = to.max(
+                crate::runtime::stateful::now_millis().saturating_sub(task.allowed_lateness_ms()),
+            );
         }
         if due > to {
             return vec![];

@@ -3,7 +3,7 @@
 //! The service mains run these declarations; the normalizers consume their `reads`, every
 //! stage sets the compatibility of the subjects of its `writes` at start
 //! ([`crate::compatibility`]), `--help` prints both, and the tests below hold the stateful
-//! stages' own input and changelog lists ([`crate::stateful::StatefulStage`]) to them and check
+//! stages' own input and changelog lists ([`crate::runtime::stateful::StatefulStage`]) to them and check
 //! that every topic `offportctl topics create` makes has a stage that reads or writes it.
 
 use crate::stage::Stage;
@@ -75,9 +75,9 @@ pub const STAGES: [Stage; 5] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::stateful::StatefulStage;
     use crate::settings::Settings;
     use crate::stages::{JoinerStage, ScorerStage};
-    use crate::stateful::StatefulStage;
 
     /// The declared reads are the stage's inputs and the baselines topic; the declared writes
     /// hold its changelog.

@@ -356,7 +356,7 @@ pub async fn replay_topics(
         let normalized: Vec<Normalized> = match range.source {
             ReplaySource::Raw => {
                 // The services read the headers too: a PCAPdroid export names its device there.
-                let headers = offport_kafka::pipeline::owned_headers(&message);
+                let headers = offport_kafka::runtime::owned_headers(&message);
                 let record = RawRecord {
                     key: message.key(),
                     headers: &headers,

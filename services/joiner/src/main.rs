@@ -1,5 +1,5 @@
 //! offport-joiner: joins sessions, as of their start time, with EDR state and MDM context, and
-//! writes enriched sessions. Stateful and exactly-once: see `offport_kafka::stateful`.
+//! writes enriched sessions. Stateful and exactly-once: see `offport_kafka::runtime::stateful`.
 
 // mimalloc: the stages allocate and free several small buffers per record (decoded values,
 // encoded bytes, Kafka messages); glibc's malloc and free were a fifth of their CPU time.

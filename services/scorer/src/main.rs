@@ -1,6 +1,6 @@
 //! offport-scorer: scores enriched sessions against the baselines in force and writes findings
 //! to the alerts topic (Avro) and the OCSF topic (Detection Finding JSON). Stateful and
-//! exactly-once: see `offport_kafka::stateful`.
+//! exactly-once: see `offport_kafka::runtime::stateful`.
 
 // mimalloc: the stages allocate and free several small buffers per record (decoded values,
 // encoded bytes, Kafka messages); glibc's malloc and free were a fifth of their CPU time.

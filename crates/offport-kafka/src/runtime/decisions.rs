@@ -1,6 +1,6 @@
 //! The exactly-once loops' decisions, as pure functions: where a partition resumes and how far
 //! it is processed, which offsets a batch commits, whether a joiner input lags, and whether a
-//! partition is read to its end. The loops ([`crate::pipeline`], [`crate::stateful`]) read
+//! partition is read to its end. The loops ([`crate::runtime::normalizer`], [`crate::runtime::stateful`]) read
 //! offsets from the broker and act on these answers; the answers themselves are tested here
 //! without one.
 
