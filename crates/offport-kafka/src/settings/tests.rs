@@ -1,0 +1,391 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn stream_workers_come_from_the_environment_and_zero_means_one_per_core() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(s.stream.workers, 0);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(s.stream.worker_threads(), cores);
+    let s = Settings::load_from(None, env(&[("OFFPORT__STREAM__WORKERS", "3")])).unwrap();
+    assert_eq!(s.stream.worker_threads(), 3);
+}
+
+/// Every leaf key of a YAML value, dotted (maps and lists whose keys are free are leaves).
+fn leaves(prefix: &str, value: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+    match value {
+        serde_yaml_ng::Value::Mapping(map)
+            if !matches!(prefix, "kafka.properties") && !map.is_empty() =>
+        {
+            for (key, value) in map {
+                let key = key.as_str().unwrap_or_default();
+                let path = if prefix.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaves(&path, value, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn the_configuration_reference_lists_every_setting_and_the_example_loads() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let mut settings = Vec::new();
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&Settings::default().redacted_yaml()).unwrap();
+    leaves("", &yaml, &mut settings);
+    settings.sort();
+    // The first column of the reference: `a.b.c` or `a.b.c` / `d` (a sibling of c).
+    let reference = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
+    let mut documented: Vec<String> = Vec::new();
+    for line in reference.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.split('|').nth(1).unwrap_or_default();
+        let names: Vec<&str> = cell
+            .split('/')
+            .map(|n| n.trim().trim_matches('`'))
+            .collect();
+        let first = names[0].split(".<").next().unwrap_or_default().to_string();
+        let parent = first.rsplit_once('.').map(|(p, _)| p.to_string());
+        documented.push(first);
+        for sibling in &names[1..] {
+            documented.push(match &parent {
+                Some(parent) => format!("{parent}.{sibling}"),
+                None => sibling.to_string(),
+            });
+        }
+    }
+    documented.sort();
+    documented.dedup();
+    assert!(settings.len() > 40, "{settings:?}");
+    let missing: Vec<&String> = settings
+        .iter()
+        .filter(|k| !documented.contains(k))
+        .collect();
+    let unknown: Vec<&String> = documented
+        .iter()
+        .filter(|k| !settings.contains(k))
+        .collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/configuration.md: settings not documented {missing:?}; documented but not settings {unknown:?}"
+    );
+    // The example file loads and sets every section.
+    let example = format!("{root}/docs/offport.example.yaml");
+    // Its secret and CA files, as a deployment mounts them (read at load).
+    let secret = std::env::temp_dir().join(format!("offport-example-{}", std::process::id()));
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    let loaded = Settings::load_from(
+        Some(std::path::Path::new(&example)),
+        env(&[
+            ("OFFPORT__KAFKA__SECURITY__SASL_PASSWORD_FILE", secret),
+            ("OFFPORT__REGISTRY__PASSWORD_FILE", secret),
+            ("OFFPORT__KAFKA__SECURITY__CA_LOCATION", secret),
+        ]),
+    );
+    let _ = std::fs::remove_file(secret);
+    assert!(loaded.is_ok(), "{example}: {loaded:?}");
+    let text = std::fs::read_to_string(&example).unwrap();
+    for section in [
+        "kafka:",
+        "registry:",
+        "topics:",
+        "log:",
+        "pipeline:",
+        "observability:",
+        "normalize:",
+        "stream:",
+    ] {
+        assert!(text.contains(section), "{example} has no {section}");
+    }
+}
+
+#[test]
+fn defaults_point_at_the_local_stack() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
+    assert_eq!(s.registry.url, "http://127.0.0.1:8081/apis/ccompat/v7");
+    assert_eq!(s.topics.prefix, "offport.");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = std::env::temp_dir().join(format!("offport-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("offport.yaml");
+    std::fs::write(
+        &file,
+        "kafka:\n  bootstrap_servers: file:9092\ntopics:\n  partitions: 12\n",
+    )
+    .unwrap();
+    let s = Settings::load_from(
+        Some(&file),
+        env(&[("OFFPORT__KAFKA__BOOTSTRAP_SERVERS", "env:9092")]),
+    )
+    .unwrap();
+    assert_eq!(s.kafka.bootstrap_servers, "env:9092");
+    assert_eq!(s.topics.partitions, 12);
+}
+
+#[test]
+fn invalid_values_name_the_key() {
+    let err = Settings::load_from(None, env(&[("OFFPORT__TOPICS__PARTITIONS", "0")])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "configuration: topics.partitions: must be at least 1"
+    );
+    let err =
+        Settings::load_from(None, env(&[("OFFPORT__REGISTRY__URL", "registry:8081")])).unwrap_err();
+    assert!(err.to_string().contains("registry.url"), "{err}");
+}
+
+#[test]
+fn unknown_keys_in_a_file_are_rejected() {
+    let dir = std::env::temp_dir().join(format!("offport-settings-u-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("offport.yaml");
+    std::fs::write(&file, "kafka:\n  bootstrap_server: typo:9092\n").unwrap();
+    let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+    assert!(err.to_string().contains("bootstrap_server"), "{err}");
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("offport-settings-s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn sasl_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut pairs = vec![
+        ("OFFPORT__KAFKA__SECURITY__PROTOCOL", "sasl_ssl"),
+        ("OFFPORT__KAFKA__SECURITY__SASL_MECHANISM", "SCRAM-SHA-512"),
+        ("OFFPORT__KAFKA__SECURITY__SASL_USERNAME", "svc-offport"),
+    ];
+    pairs.extend_from_slice(extra);
+    env(&pairs)
+}
+
+fn property(config: &rdkafka::ClientConfig, name: &str) -> Option<String> {
+    config.get(name).map(str::to_string)
+}
+
+#[test]
+fn sasl_ssl_from_the_environment_reaches_librdkafka() {
+    let ca = temp_file("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    let s = Settings::load_from(
+        None,
+        sasl_env(&[
+            ("OFFPORT__KAFKA__SECURITY__SASL_PASSWORD", "s3cr3t-from-env"),
+            (
+                "OFFPORT__KAFKA__SECURITY__CA_LOCATION",
+                ca.to_str().unwrap(),
+            ),
+        ]),
+    )
+    .unwrap();
+    let config = s.kafka.client_config();
+    assert_eq!(
+        property(&config, "security.protocol").as_deref(),
+        Some("sasl_ssl")
+    );
+    assert_eq!(
+        property(&config, "sasl.mechanism").as_deref(),
+        Some("SCRAM-SHA-512")
+    );
+    assert_eq!(
+        property(&config, "sasl.username").as_deref(),
+        Some("svc-offport")
+    );
+    assert_eq!(
+        property(&config, "sasl.password").as_deref(),
+        Some("s3cr3t-from-env")
+    );
+    assert_eq!(
+        property(&config, "ssl.ca.location"),
+        Some(ca.display().to_string())
+    );
+    assert_eq!(
+        property(&config, "ssl.endpoint.identification.algorithm").as_deref(),
+        Some("https")
+    );
+}
+
+#[test]
+fn a_password_file_is_read_and_trimmed() {
+    let file = temp_file("sasl-password", "from-a-mounted-secret\n");
+    let s = Settings::load_from(
+        None,
+        sasl_env(&[(
+            "OFFPORT__KAFKA__SECURITY__SASL_PASSWORD_FILE",
+            file.to_str().unwrap(),
+        )]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.kafka.security.sasl_password.as_ref().map(Secret::expose),
+        Some("from-a-mounted-secret")
+    );
+    let missing = Settings::load_from(
+        None,
+        sasl_env(&[(
+            "OFFPORT__KAFKA__SECURITY__SASL_PASSWORD_FILE",
+            "/nonexistent/pw",
+        )]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        missing.starts_with(
+            "configuration: kafka.security.sasl_password_file: cannot read /nonexistent/pw"
+        ),
+        "{missing}"
+    );
+    let both = Settings::load_from(
+        None,
+        sasl_env(&[
+            ("OFFPORT__KAFKA__SECURITY__SASL_PASSWORD", "x"),
+            (
+                "OFFPORT__KAFKA__SECURITY__SASL_PASSWORD_FILE",
+                file.to_str().unwrap(),
+            ),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        both.contains("set together with kafka.security.sasl_password"),
+        "{both}"
+    );
+}
+
+#[test]
+fn inconsistent_security_settings_name_the_key() {
+    let cases: [(Vec<(String, String)>, &str); 6] = [
+        (
+            sasl_env(&[]),
+            "configuration: kafka.security.sasl_password: required with protocol sasl_ssl",
+        ),
+        (
+            env(&[
+                ("OFFPORT__KAFKA__SECURITY__PROTOCOL", "sasl_ssl"),
+                ("OFFPORT__KAFKA__SECURITY__SASL_USERNAME", "u"),
+            ]),
+            "configuration: kafka.security.sasl_mechanism: required with protocol sasl_ssl",
+        ),
+        (
+            env(&[("OFFPORT__KAFKA__SECURITY__SASL_USERNAME", "u")]),
+            "configuration: kafka.security.protocol: is plaintext but SASL credentials are set",
+        ),
+        (
+            env(&[("OFFPORT__KAFKA__SECURITY__CA_LOCATION", "/etc/ca.pem")]),
+            "configuration: kafka.security.ca_location: is set but protocol is plaintext",
+        ),
+        (
+            env(&[
+                ("OFFPORT__KAFKA__SECURITY__PROTOCOL", "ssl"),
+                (
+                    "OFFPORT__KAFKA__SECURITY__CERTIFICATE_LOCATION",
+                    "/etc/client.pem",
+                ),
+            ]),
+            "configuration: kafka.security.key_location: a client certificate needs its key",
+        ),
+        (
+            env(&[("OFFPORT__REGISTRY__PASSWORD", "p")]),
+            "configuration: registry.username: required when a password is set",
+        ),
+    ];
+    for (pairs, expected) in cases {
+        let error = Settings::load_from(None, pairs).unwrap_err().to_string();
+        assert!(
+            error.starts_with(expected),
+            "{error}\n  expected: {expected}"
+        );
+    }
+    let error = Settings::load_from(
+        None,
+        env(&[("OFFPORT__KAFKA__SECURITY__PROTOCOL", "sasl_tls")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("sasl_tls"), "{error}");
+    let error = Settings::load_from(
+        None,
+        env(&[
+            ("OFFPORT__KAFKA__SECURITY__PROTOCOL", "ssl"),
+            (
+                "OFFPORT__KAFKA__SECURITY__CA_LOCATION",
+                "/nonexistent/ca.pem",
+            ),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with(
+            "configuration: kafka.security.ca_location: cannot read /nonexistent/ca.pem"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn secrets_never_show_in_debug_or_the_dump() {
+    let key_password = temp_file("key-password", "key-pass-value");
+    let mut s = Settings::load_from(
+        None,
+        sasl_env(&[
+            ("OFFPORT__KAFKA__SECURITY__SASL_PASSWORD", "sasl-pass-value"),
+            ("OFFPORT__REGISTRY__URL", "https://registry.example.com"),
+            ("OFFPORT__REGISTRY__USERNAME", "api-key"),
+            ("OFFPORT__REGISTRY__PASSWORD", "registry-pass-value"),
+        ]),
+    )
+    .unwrap();
+    s.kafka.security.key_password_file = Some(key_password);
+    s.resolve_secret_files().unwrap();
+    s.kafka.properties.insert(
+        "sasl.oauthbearer.client.secret".into(),
+        "oauth-secret-value".into(),
+    );
+    s.kafka
+        .properties
+        .insert("socket.keepalive.enable".into(), "true".into());
+    let debug = format!("{s:?}");
+    let dump = s.redacted_yaml();
+    for shown in [&debug, &dump] {
+        for secret in [
+            "sasl-pass-value",
+            "registry-pass-value",
+            "key-pass-value",
+            "oauth-secret-value",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
+        }
+    }
+    assert!(dump.contains("sasl_username: svc-offport"), "{dump}");
+    assert!(dump.contains("sasl_password: '***'"), "{dump}");
+    assert!(dump.contains("socket.keepalive.enable: 'true'"), "{dump}");
+    assert!(
+        dump.contains("sasl.oauthbearer.client.secret: '***'"),
+        "{dump}"
+    );
+    // The secrets themselves are still there for the clients.
+    assert_eq!(
+        property(&s.kafka.client_config(), "ssl.key.password").as_deref(),
+        Some("key-pass-value")
+    );
+}
