@@ -372,7 +372,7 @@ var configKeys = map[string][]string{
 	"":                  []string{"kafka", "registry", "topics", "log", "pipeline", "observability", "normalize", "stream"},
 	"kafka":             {"bootstrap_servers", "properties", "security"},
 	"kafka.security":    {"protocol", "sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file", "ca_location", "certificate_location", "key_location", "key_password", "key_password_file", "endpoint_identification"},
-	"registry":          {"url", "timeout_ms", "username", "password", "password_file", "ca_location", "certificate_location", "key_location"},
+	"registry":          {"url", "timeout_ms", "username", "password", "password_file", "ca_location", "certificate_location", "key_location", "compatibility"},
 	"topics":            {"prefix", "partitions", "replication_factor"},
 	"log":               {"filter", "json"},
 	"pipeline":          {"batch_max_records", "batch_linger_ms", "max_backoff_ms", "group_prefix", "instance_id", "dead_letter_format"},
