@@ -1,10 +1,15 @@
 //! Which device (and app) a client address belongs to, for sensors that see addresses only
 //! (Zeek, Suricata): a VPN concentrator's address pool per device, or a per-app VPN's pool per
 //! app. Configured as `normalize.sources`; the longest matching prefix wins.
+//!
+//! Lookups go through a prefix trie per address family (`prefix-trie`), so their cost grows
+//! with the address length, not with the number of mappings: a tunnel sensor's map of hundreds
+//! of thousands of leases costs what a map of one does.
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
 /// One mapping: client addresses in `network` are `device_id` (and `app_id`, for per-app VPN).
@@ -23,20 +28,58 @@ pub struct SourceMapping {
     pub app_id: Option<String>,
 }
 
-/// The configured mappings, most specific first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The configured mappings, by network. Where two mappings name the same network, the first
+/// configured wins.
+#[derive(Clone, Default)]
 pub struct SourceMap {
+    /// As configured.
     entries: Vec<SourceMapping>,
+    /// Index into `entries` by IPv4 network.
+    v4: PrefixMap<Ipv4Net, usize>,
+    /// Index into `entries` by IPv6 network.
+    v6: PrefixMap<Ipv6Net, usize>,
 }
+
+impl std::fmt::Debug for SourceMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceMap")
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for SourceMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for SourceMap {}
 
 impl SourceMap {
     /// A map of `entries`.
-    pub fn new(mut entries: Vec<SourceMapping>) -> Self {
-        entries.sort_by_key(|e| std::cmp::Reverse(e.network.prefix_len()));
-        Self { entries }
+    pub fn new(entries: Vec<SourceMapping>) -> Self {
+        let mut v4 = PrefixMap::new();
+        let mut v6 = PrefixMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            // Host bits set in a configured block (`10.8.0.12/16`) name the same block.
+            match entry.network.trunc() {
+                IpNet::V4(net) => {
+                    if v4.get(&net).is_none() {
+                        v4.insert(net, index);
+                    }
+                }
+                IpNet::V6(net) => {
+                    if v6.get(&net).is_none() {
+                        v6.insert(net, index);
+                    }
+                }
+            }
+        }
+        Self { entries, v4, v6 }
     }
 
-    /// The mapping of a client address, when one covers it.
+    /// The mapping of a client address, when one covers it: the longest matching prefix.
     pub fn lookup(&self, address: &str) -> Option<&SourceMapping> {
         let ip: IpAddr = address
             .trim()
@@ -44,12 +87,21 @@ impl SourceMap {
             .trim_end_matches(']')
             .parse()
             .ok()?;
-        self.entries.iter().find(|e| e.network.contains(&ip))
+        let index = match ip {
+            IpAddr::V4(ip) => self.v4.get_lpm(&Ipv4Net::from(ip)).map(|(_, i)| *i),
+            IpAddr::V6(ip) => self.v6.get_lpm(&Ipv6Net::from(ip)).map(|(_, i)| *i),
+        }?;
+        self.entries.get(index)
     }
 
     /// No mappings configured.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Mappings configured.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -85,5 +137,73 @@ mod tests {
         assert_eq!(v6.app_id.as_deref(), Some("com.example.weather"));
         assert!(map.lookup("192.0.2.1").is_none());
         assert!(map.lookup("not an address").is_none());
+        assert_eq!(
+            map.lookup("[fd00:8::12]").unwrap().device_id,
+            "android-7f3a"
+        );
+    }
+
+    fn mapping(network: &str, device: &str) -> SourceMapping {
+        SourceMapping {
+            network: network.parse().unwrap(),
+            device_id: device.into(),
+            platform: None,
+            app_id: None,
+        }
+    }
+
+    #[test]
+    fn the_first_configured_of_one_network_wins_and_host_bits_name_the_block() {
+        let map = SourceMap::new(vec![
+            mapping("10.9.0.7/16", "first"),
+            mapping("10.9.0.0/16", "second"),
+            mapping("10.9.0.7/32", "host"),
+        ]);
+        assert_eq!(map.lookup("10.9.200.1").unwrap().device_id, "first");
+        assert_eq!(map.lookup("10.9.0.7").unwrap().device_id, "host");
+        assert_eq!(map.len(), 3);
+    }
+
+    #[test]
+    fn a_large_map_answers_as_a_scan_of_it_would() {
+        // 20,000 leases of /32s inside two pools, and the pools themselves.
+        let mut entries = vec![
+            mapping("10.0.0.0/8", "pool-v4"),
+            mapping("fd00::/16", "pool-v6"),
+        ];
+        for n in 0..20_000u32 {
+            entries.push(mapping(
+                &format!("10.{}.{}.{}/32", (n >> 16) & 255, (n >> 8) & 255, n & 255),
+                &format!("d{n}"),
+            ));
+            entries.push(mapping(&format!("fd00::{n:x}/128"), &format!("v{n}")));
+        }
+        let map = SourceMap::new(entries.clone());
+        let scan = |address: &str| -> Option<String> {
+            let ip: IpAddr = address.parse().ok()?;
+            entries
+                .iter()
+                .filter(|e| e.network.contains(&ip))
+                .max_by_key(|e| e.network.prefix_len())
+                .map(|e| e.device_id.clone())
+        };
+        for address in [
+            "10.0.0.0",
+            "10.0.78.31",
+            "10.0.255.255",
+            "10.1.0.0",
+            "10.200.1.1",
+            "11.0.0.1",
+            "fd00::4e1f",
+            "fd00::ffff",
+            "fd00::1:0",
+            "fe80::1",
+        ] {
+            assert_eq!(
+                map.lookup(address).map(|m| m.device_id.clone()),
+                scan(address),
+                "{address}"
+            );
+        }
     }
 }
