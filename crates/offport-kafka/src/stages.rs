@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use offport_core::baseline::{BaselineSet, ResolveCache};
 use offport_core::cache::CacheStats;
-use offport_core::join::{JoinConfig, JoinInput, Joiner, JoinerInput, PerInput};
+use offport_core::join::{
+    waiting_sessions_for, JoinConfig, JoinInput, Joiner, JoinerInput, PerInput,
+};
 use offport_core::model::{DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession};
 use offport_core::ocsf;
 use offport_core::progress::Marker;
@@ -47,7 +49,10 @@ impl JoinerStage {
             config: JoinConfig {
                 allowed_lateness_ms: settings.stream.allowed_lateness_ms,
                 max_entries_per_timeline: settings.stream.max_timeline_entries,
-                max_waiting_sessions: max_waiting_sessions(settings),
+                max_waiting_sessions: waiting_sessions_for(
+                    settings.stream.max_state_bytes,
+                    settings.topics.partitions,
+                ),
                 ..JoinConfig::default()
             },
             enriched_topic: TopicRole::EnrichedSessions.spec(&settings.topics).name,
@@ -65,20 +70,6 @@ impl JoinerStage {
             })
             .collect()
     }
-}
-
-/// Sessions a joiner task may hold for a lagging input: half the state cap spread over the
-/// topics' partitions (an instance may run them all), at a budget of 1 KiB each; at least
-/// 1,000; no limit when the cap is off (`stream.max_state_bytes: 0`).
-fn max_waiting_sessions(settings: &Settings) -> usize {
-    let cap = settings.stream.max_state_bytes;
-    if cap == 0 {
-        return usize::MAX;
-    }
-    let tasks = u64::try_from(settings.topics.partitions.max(1)).unwrap_or(1);
-    usize::try_from(cap / 2 / 1024 / tasks)
-        .unwrap_or(usize::MAX)
-        .max(1_000)
 }
 
 /// The topic of each joiner input.
@@ -137,25 +128,7 @@ impl StatefulStage for JoinerStage {
     }
 
     fn idle(&self, task: &mut Joiner, idle_ms: i64) -> Vec<Emit<EnrichedSession>> {
-        // Event time is taken to have moved on as much as wall time since the last record.
-        let (Some(max), Some(due)) = (task.max_event_time(), task.next_due()) else {
-            return vec![];
-        };
-        let mut to = max
-            .saturating_add(idle_ms)
-            .saturating_sub(task.allowed_lateness_ms());
-        if task.upstream_idle() {
-            // Every raw partition is read to its end and quiet: whatever comes later is late
-            // anyway, so event time may stand at the wall clock (a session still open at the
-            // end of a sensor's log is emitted now, not after as much wall time as its tail).
-            to = to.max(
-                crate::runtime::stateful::now_millis().saturating_sub(task.allowed_lateness_ms()),
-            );
-        }
-        if due > to {
-            return vec![];
-        }
-        self.emit(task.advance_watermark(to))
+        self.emit(task.idle(idle_ms, crate::runtime::stateful::now_millis()))
     }
 
     fn flush(&self, task: &mut Joiner) -> Vec<Emit<EnrichedSession>> {
@@ -334,22 +307,5 @@ impl StatefulStage for ScorerStage {
             task.tracked_destinations() + task.open_findings(),
             task.state_bytes(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn waiting_sessions_get_half_the_state_cap_spread_over_the_partitions() {
-        let mut settings = Settings::default();
-        settings.stream.max_state_bytes = 1 << 30;
-        settings.topics.partitions = 6;
-        assert_eq!(max_waiting_sessions(&settings), 87_381);
-        settings.stream.max_state_bytes = 30_000;
-        assert_eq!(max_waiting_sessions(&settings), 1_000);
-        settings.stream.max_state_bytes = 0;
-        assert_eq!(max_waiting_sessions(&settings), usize::MAX);
     }
 }

@@ -59,6 +59,20 @@ use changelog::*;
 use device::*;
 use timeline::*;
 
+/// Sessions a joiner task may hold for a lagging input under a state cap of `max_state_bytes`
+/// (0: no cap) for a topology of `partitions` partitions: half the cap spread over the
+/// partitions (an instance may run them all), at a budget of 1 KiB each; at least 1,000; no
+/// limit without a cap.
+pub fn waiting_sessions_for(max_state_bytes: u64, partitions: i32) -> usize {
+    if max_state_bytes == 0 {
+        return usize::MAX;
+    }
+    let tasks = u64::try_from(partitions.max(1)).unwrap_or(1);
+    usize::try_from(max_state_bytes / 2 / 1024 / tasks)
+        .unwrap_or(usize::MAX)
+        .max(1_000)
+}
+
 /// Tuning of the join.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinConfig {
@@ -416,6 +430,27 @@ impl Joiner {
         self.awaiting = awaiting;
         self.raise_watermark();
         self.emit_ready()
+    }
+
+    /// The idle rule: the task has had no record for `idle_ms` of wall time (`now` is the wall
+    /// clock), so event time is taken to have moved on as much, and the sessions due by then
+    /// are emitted. When every raw partition upstream is read to its end and quiet, whatever
+    /// comes later is late anyway, so event time may stand at the wall clock: a session still
+    /// open at the end of a sensor's log is emitted now, not after as much wall time as its
+    /// tail.
+    pub fn idle(&mut self, idle_ms: i64, now: EpochMillis) -> Vec<EnrichedSession> {
+        let (Some(max), Some(due)) = (self.max_event_time(), self.next_due()) else {
+            return vec![];
+        };
+        let lateness = self.allowed_lateness_ms();
+        let mut to = max.saturating_add(idle_ms).saturating_sub(lateness);
+        if self.upstream_idle() {
+            to = to.max(now.saturating_sub(lateness));
+        }
+        if due > to {
+            return vec![];
+        }
+        self.advance_watermark(to)
     }
 
     /// True when progress markers say every raw partition upstream is read to its end and

@@ -1061,3 +1061,10 @@ proptest! {
         prop_assert_eq!(expected, actual);
     }
 }
+
+#[test]
+fn waiting_sessions_get_half_the_state_cap_spread_over_the_partitions() {
+    assert_eq!(waiting_sessions_for(1 << 30, 6), 87_381);
+    assert_eq!(waiting_sessions_for(30_000, 6), 1_000);
+    assert_eq!(waiting_sessions_for(0, 6), usize::MAX);
+}
