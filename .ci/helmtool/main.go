@@ -378,7 +378,7 @@ var configKeys = map[string][]string{
 	"pipeline":          {"batch_max_records", "batch_linger_ms", "max_backoff_ms", "group_prefix", "instance_id", "dead_letter_format"},
 	"observability":     {"listen"},
 	"normalize":         {"max_record_bytes", "proxy_format", "default_device_id", "sources", "flow_wait_ms", "flow_max_held"},
-	"normalize.sources": {"network", "device_id", "platform", "app_id"},
+	"normalize.sources": {"network", "device_id", "platform", "app_id", "from", "until"},
 	"stream":            {"allowed_lateness_ms", "idle_timeout_ms", "stop_at_end", "max_timeline_entries", "restore_timeout_ms", "suppression_window_ms", "max_state_bytes", "workers"},
 }
 

@@ -31,6 +31,8 @@ fn mappings() -> Vec<SourceMapping> {
         device_id: device.to_string(),
         platform: Some(platform.to_string()),
         app_id: None,
+        from: None,
+        until: None,
     };
     vec![
         map("10.8.0.12/32", "android-7f3a", "android"),

@@ -51,6 +51,8 @@ async fn settings(prefix: &str) -> Result<Settings> {
         device_id: device.to_string(),
         platform: Some(platform.to_string()),
         app_id: None,
+        from: None,
+        until: None,
     };
     settings.normalize.sources = vec![
         map("10.8.0.12/32", "android-7f3a", "android"),

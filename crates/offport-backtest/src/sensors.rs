@@ -187,6 +187,8 @@ pub fn sensor_formats(fleet: &Fleet) -> Result<SensorFleet, SensorError> {
                     device_id: session.device_id.clone(),
                     platform: Some("ios".to_string()),
                     app_id: Some(session.app_id.clone()),
+                    from: None,
+                    until: None,
                 });
                 address
             })

@@ -20,6 +20,8 @@ fn mapping(network: String, device: String) -> SourceMapping {
         device_id: device,
         platform: None,
         app_id: None,
+        from: None,
+        until: None,
     }
 }
 
@@ -61,7 +63,10 @@ fn main() {
     for round in 1..=3 {
         for (name, map) in [("1 entry", &one), ("100,000 entries", &large)] {
             let started = Instant::now();
-            let found = addresses.iter().filter(|a| map.lookup(a).is_some()).count();
+            let found = addresses
+                .iter()
+                .filter(|a| map.lookup(a, Some(1_795_168_800_000)).is_some())
+                .count();
             let seconds = started.elapsed().as_secs_f64();
             println!(
                 "round {round}: {name:>16}: {lookups} lookups in {seconds:.3} s = {:.0} lookups/s ({found} attributed)",
@@ -79,7 +84,9 @@ fn main() {
         let scanned = sorted.iter().find(|e| e.network.contains(&ip));
         assert_eq!(
             scanned.map(|e| &e.device_id),
-            large.lookup(address).map(|e| &e.device_id),
+            large
+                .lookup(address, Some(1_795_168_800_000))
+                .map(|e| &e.device_id),
             "{address}"
         );
     }

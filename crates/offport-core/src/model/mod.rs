@@ -35,6 +35,15 @@ fn epoch_millis_or_rfc3339<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// [`epoch_millis_or_rfc3339`] for an optional field (absent or `null`: `None`).
+pub(crate) fn optional_epoch_millis_or_rfc3339<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<EpochMillis>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "epoch_millis_or_rfc3339")] EpochMillis);
+    Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(at)| at))
+}
+
 /// Parses an RFC 3339 time into epoch milliseconds, honouring its offset. A space may stand for
 /// the `T`, and a time without an offset is taken as UTC.
 pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, TimeError> {

@@ -70,6 +70,8 @@ fn fleet_sources() -> SourceMap {
         device_id: device.to_string(),
         platform: Some(platform.to_string()),
         app_id: None,
+        from: None,
+        until: None,
     };
     SourceMap::new(vec![
         map("10.8.0.12/32", "android-7f3a", "android"),

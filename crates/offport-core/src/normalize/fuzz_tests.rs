@@ -158,6 +158,8 @@ fn check(parser: Parser, value: &[u8]) -> Result<bool, TestCaseError> {
         device_id: "android-7f3a".to_string(),
         platform: Some("android".to_string()),
         app_id: None,
+        from: None,
+        until: None,
     }]);
     let headers = vec![(
         "offport.device_id".to_string(),

@@ -508,7 +508,7 @@ impl ProxyNormalizer {
         if let Some(mapping) = draft
             .src_ip
             .as_deref()
-            .and_then(|ip| self.config.sources.lookup(ip))
+            .and_then(|ip| self.config.sources.lookup(ip, draft.start_time))
         {
             draft.device_id = Some(mapping.device_id.clone());
             draft.platform = platform_from(mapping.platform.as_deref());

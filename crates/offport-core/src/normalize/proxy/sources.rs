@@ -1,6 +1,9 @@
 //! Which device (and app) a client address belongs to, for sensors that see addresses only
 //! (Zeek, Suricata): a VPN concentrator's address pool per device, or a per-app VPN's pool per
-//! app. Configured as `normalize.sources`; the longest matching prefix wins.
+//! app. Configured as `normalize.sources`; the longest matching prefix in force at the
+//! session's start wins. A mapping may hold for a time only (`from`, `until`): DHCP and VPN
+//! leases change hands, and a replay of last month must attribute an address to whoever held
+//! it then.
 //!
 //! Lookups go through a prefix trie per address family (`prefix-trie`), so their cost grows
 //! with the address length, not with the number of mappings: a tunnel sensor's map of hundreds
@@ -9,6 +12,8 @@
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::model::EpochMillis;
 use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +31,31 @@ pub struct SourceMapping {
     /// The app, when the block is a per-app VPN's.
     #[serde(default)]
     pub app_id: Option<String>,
+    /// First instant the mapping holds (RFC 3339 or epoch ms); always when absent.
+    #[serde(
+        default,
+        deserialize_with = "crate::model::optional_epoch_millis_or_rfc3339",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub from: Option<EpochMillis>,
+    /// First instant it no longer holds; for ever when absent.
+    #[serde(
+        default,
+        deserialize_with = "crate::model::optional_epoch_millis_or_rfc3339",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub until: Option<EpochMillis>,
+}
+
+impl SourceMapping {
+    /// True when the mapping holds at `at` (a time-bounded mapping does not hold for a session
+    /// of unknown time).
+    pub fn holds_at(&self, at: Option<EpochMillis>) -> bool {
+        match at {
+            Some(at) => self.from.is_none_or(|f| f <= at) && self.until.is_none_or(|u| at < u),
+            None => self.from.is_none() && self.until.is_none(),
+        }
+    }
 }
 
 /// The configured mappings, by network. Where two mappings name the same network, the first
@@ -34,10 +64,10 @@ pub struct SourceMapping {
 pub struct SourceMap {
     /// As configured.
     entries: Vec<SourceMapping>,
-    /// Index into `entries` by IPv4 network.
-    v4: PrefixMap<Ipv4Net, usize>,
-    /// Index into `entries` by IPv6 network.
-    v6: PrefixMap<Ipv6Net, usize>,
+    /// Indices into `entries` by IPv4 network, in configuration order.
+    v4: PrefixMap<Ipv4Net, Vec<usize>>,
+    /// Indices into `entries` by IPv6 network, in configuration order.
+    v6: PrefixMap<Ipv6Net, Vec<usize>>,
 }
 
 impl std::fmt::Debug for SourceMap {
@@ -45,6 +75,15 @@ impl std::fmt::Debug for SourceMap {
         f.debug_struct("SourceMap")
             .field("entries", &self.entries)
             .finish_non_exhaustive()
+    }
+}
+
+fn push<P: prefix_trie::Prefix>(map: &mut PrefixMap<P, Vec<usize>>, net: P, index: usize) {
+    match map.get_mut(&net) {
+        Some(indices) => indices.push(index),
+        None => {
+            map.insert(net, vec![index]);
+        }
     }
 }
 
@@ -64,34 +103,42 @@ impl SourceMap {
         for (index, entry) in entries.iter().enumerate() {
             // Host bits set in a configured block (`10.8.0.12/16`) name the same block.
             match entry.network.trunc() {
-                IpNet::V4(net) => {
-                    if v4.get(&net).is_none() {
-                        v4.insert(net, index);
-                    }
-                }
-                IpNet::V6(net) => {
-                    if v6.get(&net).is_none() {
-                        v6.insert(net, index);
-                    }
-                }
+                IpNet::V4(net) => push(&mut v4, net, index),
+                IpNet::V6(net) => push(&mut v6, net, index),
             }
         }
         Self { entries, v4, v6 }
     }
 
-    /// The mapping of a client address, when one covers it: the longest matching prefix.
-    pub fn lookup(&self, address: &str) -> Option<&SourceMapping> {
+    /// The mapping of a client address for a session starting at `at`, when one covers it:
+    /// the longest matching prefix with a mapping in force then (the first configured of that
+    /// prefix's).
+    pub fn lookup(&self, address: &str, at: Option<EpochMillis>) -> Option<&SourceMapping> {
         let ip: IpAddr = address
             .trim()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse()
             .ok()?;
-        let index = match ip {
-            IpAddr::V4(ip) => self.v4.get_lpm(&Ipv4Net::from(ip)).map(|(_, i)| *i),
-            IpAddr::V6(ip) => self.v6.get_lpm(&Ipv6Net::from(ip)).map(|(_, i)| *i),
-        }?;
-        self.entries.get(index)
+        let in_force = |indices: &Vec<usize>| {
+            indices
+                .iter()
+                .filter_map(|i| self.entries.get(*i))
+                .find(|e| e.holds_at(at))
+        };
+        // `cover` walks from the shortest prefix to the longest: the last one in force wins.
+        match ip {
+            IpAddr::V4(ip) => self
+                .v4
+                .cover(&Ipv4Net::from(ip))
+                .filter_map(|(_, i)| in_force(i))
+                .last(),
+            IpAddr::V6(ip) => self
+                .v6
+                .cover(&Ipv6Net::from(ip))
+                .filter_map(|(_, i)| in_force(i))
+                .last(),
+        }
     }
 
     /// No mappings configured.
@@ -117,28 +164,37 @@ mod tests {
                 device_id: "pool".into(),
                 platform: None,
                 app_id: None,
+                from: None,
+                until: None,
             },
             SourceMapping {
                 network: "10.8.0.12/32".parse().unwrap(),
                 device_id: "android-7f3a".into(),
                 platform: Some("android".into()),
                 app_id: None,
+                from: None,
+                until: None,
             },
             SourceMapping {
                 network: "fd00:8::/64".parse().unwrap(),
                 device_id: "android-7f3a".into(),
                 platform: None,
                 app_id: Some("com.example.weather".into()),
+                from: None,
+                until: None,
             },
         ]);
-        assert_eq!(map.lookup("10.8.0.12").unwrap().device_id, "android-7f3a");
-        assert_eq!(map.lookup("10.8.3.3").unwrap().device_id, "pool");
-        let v6 = map.lookup("fd00:8::12").unwrap();
-        assert_eq!(v6.app_id.as_deref(), Some("com.example.weather"));
-        assert!(map.lookup("192.0.2.1").is_none());
-        assert!(map.lookup("not an address").is_none());
         assert_eq!(
-            map.lookup("[fd00:8::12]").unwrap().device_id,
+            map.lookup("10.8.0.12", None).unwrap().device_id,
+            "android-7f3a"
+        );
+        assert_eq!(map.lookup("10.8.3.3", None).unwrap().device_id, "pool");
+        let v6 = map.lookup("fd00:8::12", None).unwrap();
+        assert_eq!(v6.app_id.as_deref(), Some("com.example.weather"));
+        assert!(map.lookup("192.0.2.1", None).is_none());
+        assert!(map.lookup("not an address", None).is_none());
+        assert_eq!(
+            map.lookup("[fd00:8::12]", None).unwrap().device_id,
             "android-7f3a"
         );
     }
@@ -149,7 +205,42 @@ mod tests {
             device_id: device.into(),
             platform: None,
             app_id: None,
+            from: None,
+            until: None,
         }
+    }
+
+    #[test]
+    fn a_lease_belongs_to_whoever_held_it_when_the_session_began() {
+        let yaml = "- {network: 10.8.0.0/16, device_id: pool}\n\
+                    - {network: 10.8.0.12/32, device_id: alice, until: '2026-11-20T12:00:00Z'}\n\
+                    - {network: 10.8.0.12/32, device_id: bob, from: 1795176000000}\n";
+        let map = SourceMap::new(serde_yaml_ng::from_str(yaml).unwrap());
+        let noon = 1_795_176_000_000; // 2026-11-20T12:00:00Z
+        let at = |t: i64| {
+            map.lookup("10.8.0.12", Some(t))
+                .map(|m| m.device_id.as_str())
+        };
+        assert_eq!(at(noon - 1), Some("alice"));
+        assert_eq!(at(noon), Some("bob"));
+        // Between leases (none in force for the /32) the pool answers; so it does for a
+        // session of unknown time, which no time-bounded mapping claims.
+        let gap = SourceMap::new(serde_yaml_ng::from_str(
+            "- {network: 10.8.0.0/16, device_id: pool}\n- {network: 10.8.0.12/32, device_id: carol, from: 100, until: 200}\n",
+        ).unwrap());
+        assert_eq!(
+            gap.lookup("10.8.0.12", Some(150)).unwrap().device_id,
+            "carol"
+        );
+        assert_eq!(
+            gap.lookup("10.8.0.12", Some(250)).unwrap().device_id,
+            "pool"
+        );
+        assert_eq!(gap.lookup("10.8.0.12", None).unwrap().device_id, "pool");
+        assert!(serde_yaml_ng::from_str::<Vec<SourceMapping>>(
+            "- {network: 10.8.0.12/32, device_id: x, from: yesterday}"
+        )
+        .is_err());
     }
 
     #[test]
@@ -159,8 +250,8 @@ mod tests {
             mapping("10.9.0.0/16", "second"),
             mapping("10.9.0.7/32", "host"),
         ]);
-        assert_eq!(map.lookup("10.9.200.1").unwrap().device_id, "first");
-        assert_eq!(map.lookup("10.9.0.7").unwrap().device_id, "host");
+        assert_eq!(map.lookup("10.9.200.1", None).unwrap().device_id, "first");
+        assert_eq!(map.lookup("10.9.0.7", None).unwrap().device_id, "host");
         assert_eq!(map.len(), 3);
     }
 
@@ -200,7 +291,7 @@ mod tests {
             "fe80::1",
         ] {
             assert_eq!(
-                map.lookup(address).map(|m| m.device_id.clone()),
+                map.lookup(address, None).map(|m| m.device_id.clone()),
                 scan(address),
                 "{address}"
             );
