@@ -195,3 +195,46 @@ pub(crate) fn wall_clock_millis() -> EpochMillis {
             EpochMillis::try_from(d.as_millis()).unwrap_or(EpochMillis::MAX)
         })
 }
+
+/// The end of a loop: the consumer leaves its group (its partitions go to the other instances
+/// at once), and a shutdown that came during a retry is a clean stop (nothing of the batch was
+/// committed, so the group reads it again).
+pub(crate) fn leave_group<
+    C: rdkafka::consumer::Consumer<X>,
+    X: rdkafka::consumer::ConsumerContext,
+>(
+    stage: &str,
+    consumer: &C,
+    result: Result<(), PipelineError>,
+) -> Result<(), PipelineError> {
+    tracing::info!(stage, "stopping: leaving the consumer group");
+    consumer.unsubscribe();
+    match result {
+        Err(PipelineError::Interrupted(error)) => {
+            tracing::warn!(%error, "shut down during a retry; the uncommitted batch will be read again");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The start of a loop: waits until the cluster and the registry answer (false when shutdown
+/// comes first), then fits the dead letters to the dead-letter topic's size limit.
+pub(crate) async fn connect(
+    settings: &Settings,
+    options: &mut PipelineOptions,
+    shutdown: &Shutdown,
+) -> Result<bool, PipelineError> {
+    if !crate::connect::connected_unless_shut_down(
+        &settings.kafka,
+        &settings.registry,
+        options.max_backoff,
+        shutdown,
+    )
+    .await?
+    {
+        return Ok(false);
+    }
+    options.fit_dead_letters_to_topic(settings).await;
+    Ok(true)
+}

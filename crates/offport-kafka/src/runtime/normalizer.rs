@@ -81,18 +81,10 @@ pub async fn run_normalizer<N: Normalizer>(
     metrics: Arc<PipelineMetrics>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
-    if !crate::connect::connected_unless_shut_down(
-        &settings.kafka,
-        &settings.registry,
-        options.max_backoff,
-        &shutdown,
-    )
-    .await?
-    {
+    let mut options = options;
+    if !connect(settings, &mut options, &shutdown).await? {
         return Ok(());
     }
-    let mut options = options;
-    options.fit_dead_letters_to_topic(settings).await;
     let consumer = stage_consumer(settings, &options, "cooperative-sticky", &[], &metrics)?;
     let producer = transactional_producer(settings, &options.transactional_id, &metrics)?;
     let txn_timeout = Duration::from_secs(30);
@@ -121,18 +113,7 @@ pub async fn run_normalizer<N: Normalizer>(
         settings,
     )
     .await;
-    tracing::info!(
-        stage = options.stage,
-        "stopping: leaving the consumer group"
-    );
-    consumer.unsubscribe();
-    match result {
-        Err(PipelineError::Interrupted(error)) => {
-            tracing::warn!(%error, "shut down during a retry; the uncommitted batch will be read again");
-            Ok(())
-        }
-        other => other,
-    }
+    leave_group(options.stage, &consumer, result)
 }
 
 /// The loop proper: batches until shutdown or a fatal error.

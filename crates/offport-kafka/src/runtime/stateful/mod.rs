@@ -123,17 +123,9 @@ pub async fn run_stateful<S: StatefulStage>(
         // A bounded replay looks for its end as soon as records stop coming.
         options.first_record_wait = options.batch_linger.max(Duration::from_millis(10));
     }
-    if !crate::connect::connected_unless_shut_down(
-        &settings.kafka,
-        &settings.registry,
-        options.max_backoff,
-        &shutdown,
-    )
-    .await?
-    {
+    if !crate::runtime::connect(settings, &mut options, &shutdown).await? {
         return Ok(());
     }
-    options.fit_dead_letters_to_topic(settings).await;
     let mut feed = open_feed(settings, &codec, &options, &metrics, &shutdown).await?;
     let consumer: LagConsumer =
         crate::runtime::stage_consumer(settings, &options, "range", &STAGE_FETCH, &metrics)?;
@@ -199,18 +191,7 @@ pub async fn run_stateful<S: StatefulStage>(
         },
     };
     let result = runner.run(&mut feed).await;
-    tracing::info!(
-        stage = options.stage,
-        "stopping: leaving the consumer group"
-    );
-    consumer.unsubscribe();
-    match result {
-        Err(PipelineError::Interrupted(error)) => {
-            tracing::warn!(%error, "shut down during a retry; the uncommitted batch will be read again");
-            Ok(())
-        }
-        other => other,
-    }
+    crate::runtime::leave_group(options.stage, &consumer, result)
 }
 
 /// Reads the baselines topic to its end, retrying while the broker or registry is unreachable.
