@@ -14,6 +14,10 @@
 //!   into a clone of one parsed session (its own group, the same topic): the cost of the
 //!   exactly-once plumbing and the Avro encoding alone, which faster parsing cannot remove.
 //!
+//! - normalize-proxy on a tunnel sensor's Zeek conn.log (JSON), client addresses attributed
+//!   through a `normalize.sources` map of `OFFPORT_BENCH_LEASES` /32 leases (default 100,000):
+//!   the same number of records on their own topic, and its rate against offport JSON's.
+//!
 //! Both read the same topic from the start with the same client settings (librdkafka defaults
 //! plus the stages' `fetch.queue.backoff.ms`); the ratio is the target of issue 4 (at least
 //! 70 %).
@@ -26,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use offport_core::examples;
-use offport_core::normalize::proxy::{ProxyFormat, ProxyNormalizer};
+use offport_core::normalize::proxy::sources::{SourceMap, SourceMapping};
+use offport_core::normalize::proxy::{ProxyConfig, ProxyFormat, ProxyNormalizer};
 use offport_core::normalize::{Limits, Normalized, Normalizer, RawRecord, Rejection};
 use offport_kafka::settings::Settings;
 use offport_kafka::topics::{ensure_topics, TopicRole, TopicSpec};
@@ -190,6 +195,56 @@ fn main() -> Result<()> {
         };
         let loop_rate = normalize(&unparsed, records, Unparsed(session)).await?;
         println!("stage loop without parsing (Avro, transactions): {loop_rate:>10.0} records/s ({:.0} % of pass-through)", 100.0 * loop_rate / copy_rate);
+
+        // A tunnel sensor's conn.log, attributed through a large lease map.
+        let leases: u32 = std::env::var("OFFPORT_BENCH_LEASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        let address = |n: u32| format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+        let sources = (0..leases)
+            .map(|n| -> Result<SourceMapping> {
+                Ok(SourceMapping {
+                network: format!("{}/32", address(n)).parse()?,
+                device_id: format!("android-{n:06}"),
+                platform: Some("android".into()),
+                app_id: None,
+                from: None,
+                until: None,
+            })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut sensor = settings.clone();
+        sensor.topics.prefix = format!("{}zeek.", settings.topics.prefix);
+        sensor.pipeline.group_prefix = format!("{}zeek-", settings.pipeline.group_prefix);
+        for spec in roles.map(|role| role.spec(&sensor.topics)) {
+            ensure_topics(&sensor.kafka.client_config(), &[spec]).await?;
+        }
+        let zeek_input = TopicRole::RawProxy.spec(&sensor.topics).name;
+        let conn: Vec<RawInput> = (0..records)
+            .map(|i| {
+                let n = u32::try_from(i).unwrap_or(0) * 7_919 % leases.max(1);
+                RawInput::value(format!(
+                    "{{\"ts\":{}.{:06},\"uid\":\"C{i:017}\",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\"id.resp_h\":\"203.0.113.{}\",\"id.resp_p\":443,\"proto\":\"tcp\",\"service\":\"ssl\",\"duration\":1.842219,\"orig_bytes\":1012,\"resp_bytes\":2874,\"conn_state\":\"SF\",\"local_orig\":true,\"local_resp\":false,\"missed_bytes\":0,\"history\":\"ShADadFf\",\"orig_pkts\":10,\"orig_ip_bytes\":1532,\"resp_pkts\":8,\"resp_ip_bytes\":3290}}",
+                    1_795_168_800 + i / 100,
+                    i % 1_000_000,
+                    address(n),
+                    40_000 + i % 20_000,
+                    i % 250
+                ))
+            })
+            .collect();
+        produce(&sensor.kafka, &zeek_input, &conn).await?;
+        let zeek = ProxyNormalizer::configured(ProxyConfig {
+            format: Some(ProxyFormat::Auto),
+            sources: SourceMap::new(sources),
+            ..ProxyConfig::default()
+        });
+        let zeek_rate = normalize(&sensor, records, zeek).await?;
+        println!(
+            "normalize-proxy on Zeek conn.log, {leases} leases:  {zeek_rate:>10.0} records/s ({:.2}x offport JSON with no map; target >= 0.9x)",
+            zeek_rate / normalize_rate
+        );
         Ok(())
     })
 }
