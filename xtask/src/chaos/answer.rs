@@ -159,3 +159,67 @@ pub(super) fn same(what: &str, reference: &[String], faulty: &[String]) -> bool 
     }
     false
 }
+
+/// Where the raw records whose value hashes to one of `hashes` sit in the run of `settings`
+/// (topic, partition, offset), with the offset their normalizer's group has committed there:
+/// for a dead letter that is missing, whether its record was committed past.
+pub(super) fn locate_raw(settings: &Settings, hashes: &[String]) -> Result<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use sha2::Digest;
+    let mut out = Vec::new();
+    for (topic, stage) in super::raw_topics(settings) {
+        let reader: BaseConsumer = settings
+            .kafka
+            .client_config()
+            .set("group.id", offport_tests::unique("chaos-locate"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        let mut ends = std::collections::BTreeMap::new();
+        for partition in 0..settings.topics.partitions {
+            let (_, high) = reader.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+            ends.insert(partition, high);
+            list.add_partition_offset(&topic, partition, rdkafka::Offset::Beginning)?;
+        }
+        reader.assign(&list)?;
+        let group: BaseConsumer = settings
+            .kafka
+            .client_config()
+            .set(
+                "group.id",
+                format!("{}{stage}", settings.pipeline.group_prefix),
+            )
+            .create()?;
+        let committed = group.committed_offsets(list.clone(), Duration::from_secs(10))?;
+        let mut left: usize = ends
+            .values()
+            .map(|e| usize::try_from(*e).unwrap_or(0))
+            .sum();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while left > 0 && std::time::Instant::now() < deadline {
+            let Some(Ok(message)) = reader.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            left = left.saturating_sub(1);
+            let hash = message.payload().map_or_else(
+                || "null".to_string(),
+                |v| hex::encode(sha2::Sha256::digest(v)),
+            );
+            if hashes.contains(&hash) {
+                let at = committed
+                    .find_partition(&topic, message.partition())
+                    .map(|p| format!("{:?}", p.offset()))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "{} {topic}/{} offset {} (group {stage} committed {at}, end {})",
+                    hash.get(..12).unwrap_or(&hash),
+                    message.partition(),
+                    message.offset(),
+                    ends.get(&message.partition()).copied().unwrap_or(-1)
+                ));
+            }
+        }
+    }
+    Ok(out)
+}

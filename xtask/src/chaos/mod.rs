@@ -518,11 +518,31 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
             .map(|(h, r)| format!("{h} {r}"))
             .collect::<Vec<_>>()
     };
-    good &= same(
+    let letters_same = same(
         "dead letters",
         &letters(&expected.dead_letters),
         &letters(&actual.dead_letters),
     );
+    if !letters_same {
+        // Where each missing letter's record sits, and whether its group committed past it.
+        let missing: Vec<String> = expected
+            .dead_letters
+            .iter()
+            .filter(|letter| !actual.dead_letters.contains(letter))
+            .map(|(hash, _)| hash.clone())
+            .collect();
+        match locate_raw(&faulty, &missing) {
+            Ok(found) => {
+                for line in found {
+                    println!("    missing letter's record: {line}");
+                }
+            }
+            Err(error) => {
+                println!("    (could not locate the missing letters' records: {error:#})")
+            }
+        }
+    }
+    good &= letters_same;
     // Every corpus record dead-lettered exactly once with its reason (the fleet adds none).
     good &= same(
         "corpus letters",
@@ -587,7 +607,34 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
         println!("chaos: the faulty run's answer is the reference's");
         ExitCode::SUCCESS
     } else {
-        println!("chaos: FAILED (service logs in {})", dir.display());
+        // Kept apart from the next run, which starts in `dir` again.
+        let kept = options.run_dir.join(format!(
+            "chaos-failed-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ));
+        let copied = std::fs::create_dir_all(&kept).and_then(|()| {
+            for run in ["reference", "faulty", "sensors-reference", "sensors-faulty"] {
+                let from = dir.join(run);
+                if from.is_dir() {
+                    let to = kept.join(run);
+                    std::fs::create_dir_all(&to)?;
+                    for entry in std::fs::read_dir(&from)? {
+                        let entry = entry?;
+                        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match copied {
+            Ok(()) => println!("chaos: FAILED (service logs kept in {})", kept.display()),
+            Err(error) => println!(
+                "chaos: FAILED (service logs in {}; keeping a copy failed: {error})",
+                dir.display()
+            ),
+        }
         ExitCode::FAILURE
     })
 }
