@@ -89,12 +89,10 @@ where
 
     /// The value of `key`, computed by `make` (and kept) on a miss.
     pub fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> V {
-        if let Some(found) = self.get(&key) {
-            return found;
+        match self.try_get_or_insert_with(key, || Ok::<V, std::convert::Infallible>(make())) {
+            Ok(value) => value,
+            Err(never) => match never {},
         }
-        let value = make();
-        self.entries.insert(key, value.clone());
-        value
     }
 
     /// The value of `key`, or the error of `make`, which nothing keeps (a failed fetch is

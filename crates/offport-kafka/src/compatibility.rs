@@ -136,12 +136,12 @@ impl SubjectConfig {
     }
 
     /// Sets `subject`'s level (unless unmanaged), then checks `contract`'s schema against
-    /// every version the subject holds at the level in force.
+    /// every version the subject holds at the level in force; returns that level.
     pub async fn ensure(
         &self,
         subject: &str,
         contract: Contract,
-    ) -> Result<(), CompatibilityError> {
+    ) -> Result<&'static str, CompatibilityError> {
         if self.level != Compatibility::Unmanaged {
             self.set_level(subject).await?;
         }
@@ -152,7 +152,7 @@ impl SubjectConfig {
         let answer = match self.call(reqwest::Method::POST, &path, &schema).await {
             Ok(answer) => answer,
             // No version yet (Confluent: 40401; Apicurio: 404): nothing to be compatible with.
-            Err(CompatibilityError::Refused { status: 404, .. }) => return Ok(()),
+            Err(CompatibilityError::Refused { status: 404, .. }) => return Ok(level),
             Err(error) => return Err(error),
         };
         if answer
@@ -178,7 +178,7 @@ impl SubjectConfig {
                 detail,
             });
         }
-        Ok(())
+        Ok(level)
     }
 
     /// Sets the subject's level. Stages start together and share the dead-letter subject:

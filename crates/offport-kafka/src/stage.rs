@@ -141,9 +141,9 @@ async fn ensure_compatibility(
     let config = SubjectConfig::new(&settings.registry)?;
     for (subject, contract) in subjects {
         let mut wait = std::time::Duration::from_secs(1);
-        loop {
+        let level = loop {
             match config.ensure(&subject, contract).await {
-                Ok(()) => break,
+                Ok(level) => break level,
                 Err(error) if error.is_transient() && !shutdown.is_triggered() => {
                     tracing::warn!(stage = stage.name, %subject, %error, "schema registry not answering; trying again");
                     tokio::time::sleep(wait).await;
@@ -151,11 +151,11 @@ async fn ensure_compatibility(
                 }
                 Err(error) => return Err(error),
             }
-        }
+        };
         tracing::info!(
             stage = stage.name,
             %subject,
-            level = config.level_of(&subject).await.unwrap_or("unknown"),
+            level,
             "schema compatible with the subject's versions"
         );
     }

@@ -268,8 +268,7 @@ fn topics(settings: &Settings, action: TopicsAction) -> Result<()> {
             }
             let config = SubjectConfig::new(&settings.registry)?;
             for (subject, contract) in value_subjects(&TopicRole::ALL, settings) {
-                runtime.block_on(config.ensure(&subject, contract))?;
-                let level = runtime.block_on(config.level_of(&subject))?;
+                let level = runtime.block_on(config.ensure(&subject, contract))?;
                 println!("{:<8} {subject} ({level})", "checked");
             }
             Ok(())

@@ -32,23 +32,9 @@ pub(super) fn most_severe_first(a: &FindingSummary, b: &FindingSummary) -> Order
         .then(a.finding_id.cmp(&b.finding_id))
 }
 
-/// `2026-12-07 03:00 UTC` (minutes), or the epoch milliseconds when out of range.
-pub fn utc_minutes(at: EpochMillis) -> String {
-    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000) else {
-        return at.to_string();
-    };
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
-    )
-}
-
-/// `2026-12-07 03:04:05` (seconds, UTC).
-fn utc_seconds(at: EpochMillis) -> String {
+/// The UTC date and time of `at`, `YYYY-MM-DD HH:MM:SS`; the epoch milliseconds when out of
+/// range.
+fn utc(at: EpochMillis) -> String {
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000) else {
         return at.to_string();
     };
@@ -61,6 +47,15 @@ fn utc_seconds(at: EpochMillis) -> String {
         t.minute(),
         t.second()
     )
+}
+
+/// `2026-12-07 03:00 UTC` (minutes), or the epoch milliseconds when out of range.
+pub fn utc_minutes(at: EpochMillis) -> String {
+    let full = utc(at);
+    match full.get(..16) {
+        Some(minutes) if full.len() == 19 => format!("{minutes} UTC"),
+        _ => full,
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -416,9 +411,9 @@ impl Report {
                 port = f.dst_port,
                 protocol = escape(&f.protocol),
                 first_n = f.first_seen,
-                first = utc_seconds(f.first_seen),
+                first = utc(f.first_seen),
                 last_n = f.last_seen,
-                last = utc_seconds(f.last_seen),
+                last = utc(f.last_seen),
                 sessions = f.session_count,
                 evidence = escape(&f.evidence.join(", ")),
                 id = escape(&f.finding_id),
@@ -482,7 +477,7 @@ fn truth_section(h: &mut String, e: &Evaluation) {
                 escape(&m.dst_ip),
                 m.dst_port,
                 m.sessions,
-                utc_seconds(m.first)
+                utc(m.first)
             );
         }
         h.push_str("</table>");
@@ -516,7 +511,7 @@ fn plain_findings(h: &mut String, list: &[FindingSummary]) {
             escape(f.app_id.as_deref().unwrap_or("-")),
             escape(&f.destination),
             f.dst_port,
-            utc_seconds(f.first_seen),
+            utc(f.first_seen),
             escape(&f.evidence.join(", ")),
             sev = escape(&f.severity),
         );
@@ -571,8 +566,8 @@ fn drill_down<'a>(
                 f.dst_port,
                 escape(&f.protocol),
                 f.session_count,
-                utc_seconds(f.first_seen),
-                utc_seconds(f.last_seen),
+                utc(f.first_seen),
+                utc(f.last_seen),
                 escape(&f.finding_id),
                 escape(&f.baseline_version),
             );
@@ -688,7 +683,7 @@ mod tests {
     #[test]
     fn times_are_utc_dates() {
         assert_eq!(utc_minutes(1_796_642_967_000), "2026-12-07 11:29 UTC");
-        assert_eq!(utc_seconds(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
     }
 
     #[test]
