@@ -566,16 +566,59 @@ pub async fn read_to_end(
         if done {
             return Ok(out);
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{} records of {topic} read in {limit:?}, not yet to its end",
-            out.len()
-        );
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} records of {topic} read in {limit:?}, not yet to its end ({})",
+                out.len(),
+                stuck_partitions(kafka, topic, &ends, &positions)
+            );
+        }
         if let Ok(message) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
         {
             out.extend(received(&message?));
         }
     }
+}
+
+/// Where a read that did not reach its end stands, per partition: the consumer's position, the
+/// last stable offset (where a transaction still open holds read-committed readers) and the
+/// high watermark, e.g. `p2 at 40, stable 40, high 57`.
+fn stuck_partitions(
+    kafka: &offport_kafka::settings::KafkaSettings,
+    topic: &str,
+    ends: &[(i32, i64)],
+    positions: &rdkafka::TopicPartitionList,
+) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: Option<BaseConsumer> = kafka
+        .client_config()
+        .set("group.id", unique("it-probe"))
+        .set("isolation.level", "read_committed")
+        .create()
+        .ok();
+    let mut parts = Vec::new();
+    for (partition, high) in ends {
+        let at = positions
+            .find_partition(topic, *partition)
+            .map(|e| format!("{:?}", e.offset()));
+        let at = at.unwrap_or_else(|| "unassigned".to_string());
+        if at == format!("{:?}", rdkafka::Offset::Offset(*high)) {
+            continue;
+        }
+        let stable = probe
+            .as_ref()
+            .and_then(|p| {
+                tokio::task::block_in_place(|| {
+                    p.fetch_watermarks(topic, *partition, std::time::Duration::from_secs(10))
+                })
+                .ok()
+            })
+            .map_or_else(|| "unknown".to_string(), |(_, stable)| stable.to_string());
+        parts.push(format!(
+            "p{partition} at {at}, stable {stable}, high {high}"
+        ));
+    }
+    parts.join("; ")
 }
 
 /// Reads `topic` (read_committed, from the start) until no record has arrived for `quiet`,

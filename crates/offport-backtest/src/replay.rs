@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use offport_core::baseline::BaselineSet;
 use offport_core::join::{JoinConfig, JoinInput, JoinStats, Joiner};
+use offport_core::learn::{LearnConfig, Learner, Proposal};
 use offport_core::model::{DeadLetterReason, EnrichedSession, EpochMillis, Finding};
 use offport_core::normalize::edr::EdrNormalizer;
 use offport_core::normalize::mdm::MdmNormalizer;
@@ -37,6 +38,9 @@ pub struct ReplayOptions {
     /// formats, the address map that attributes Zeek and EVE records to devices, the default
     /// device, the flow join's bounds, and the input bounds all three normalizers take.
     pub proxy: ProxyConfig,
+    /// Learn what the fleet shows under these guards while replaying (`offportctl baselines
+    /// learn`); the proposal is in [`ReplayOutcome::learned`].
+    pub learn: Option<LearnConfig>,
 }
 
 impl ReplayOptions {
@@ -56,6 +60,7 @@ impl ReplayOptions {
             score: ScoreConfig::default(),
             ingest_time,
             proxy: ProxyConfig::default(),
+            learn: None,
         })
     }
 }
@@ -101,6 +106,7 @@ pub struct Replay {
     counts: ReplayCounts,
     findings: Vec<Finding>,
     dead_letters: Vec<DeadLetter>,
+    learner: Option<Learner>,
 }
 
 /// What a replay produced.
@@ -116,6 +122,8 @@ pub struct ReplayOutcome {
     pub join: JoinStats,
     /// The scorer's counters.
     pub score: ScoreStats,
+    /// What the fleet shows, when the replay learned ([`ReplayOptions::learn`]).
+    pub learned: Option<Proposal>,
 }
 
 impl ReplayOutcome {
@@ -151,17 +159,22 @@ impl Replay {
                 .max(options.baselines.longest_time_window()),
             ..options.join
         };
+        let baselines = std::sync::Arc::new(options.baselines);
+        let learner = options
+            .learn
+            .map(|config| Learner::new(config, std::sync::Arc::clone(&baselines)));
         Self {
             proxy: ProxyNormalizer::configured(options.proxy),
             edr: EdrNormalizer::new(limits),
             mdm: MdmNormalizer::new(limits),
             joiner: Joiner::new(join),
-            scorer: Scorer::new(options.baselines, options.score),
+            scorer: Scorer::new(baselines, options.score),
             ingest_time: options.ingest_time,
             offsets: BTreeMap::new(),
             counts: ReplayCounts::default(),
             findings: Vec::new(),
             dead_letters: Vec::new(),
+            learner,
         }
     }
 
@@ -252,6 +265,12 @@ impl Replay {
         for session in enriched {
             self.counts.enriched += 1;
             let findings = self.scorer.score(&session);
+            if let Some(learner) = &mut self.learner {
+                learner.observe(&session);
+                for finding in &findings {
+                    learner.observe_finding(finding);
+                }
+            }
             self.counts.finding_records += findings.len() as u64;
             self.findings.extend(findings);
         }
@@ -277,6 +296,7 @@ impl Replay {
             counts: self.counts,
             join: self.joiner.stats(),
             score: self.scorer.stats(),
+            learned: self.learner.map(|learner| learner.propose()),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod durable;
 pub mod examples;
 pub mod join;
+pub mod learn;
 pub mod model;
 pub mod normalize;
 pub mod ocsf;

@@ -83,6 +83,26 @@ pub enum SourceArg {
 /// `offportctl replay`.
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
+    #[command(flatten)]
+    inputs: InputArgs,
+    /// Topic for the findings of a Kafka replay; default `<prefix>replay.findings`.
+    #[arg(long)]
+    output_topic: Option<String>,
+    /// Replay again under these baseline files and report what each raises that the other
+    /// does not.
+    #[arg(long, alias = "baseline-b")]
+    compare: Vec<PathBuf>,
+    /// Ground truth (truth.json); default the input's truth.json when present.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Directory for report.json, report.html and findings.jsonl.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// What a replay (or `baselines learn`) reads, and under which baselines.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
     /// A fleet directory (as `simulate --out` writes) replayed in this process, no broker.
     #[arg(long, conflicts_with = "kafka")]
     input: Option<PathBuf>,
@@ -92,15 +112,14 @@ pub struct ReplayArgs {
     /// Topics a Kafka replay reads.
     #[arg(long, value_enum, default_value = "raw")]
     source: SourceArg,
-    /// First record time of a Kafka replay (RFC 3339 or epoch ms); default the beginning.
+    /// Start of the range (RFC 3339 or epoch ms); default the beginning. From a directory, the
+    /// proxy records before it are skipped; EDR and MDM records before it are still read, as the
+    /// state the first sessions are joined with.
     #[arg(long)]
     from: Option<String>,
-    /// End of a Kafka replay's range (exclusive); default the current end.
+    /// End of the range (exclusive); default the end.
     #[arg(long)]
     to: Option<String>,
-    /// Topic for the findings of a Kafka replay; default `<prefix>replay.findings`.
-    #[arg(long)]
-    output_topic: Option<String>,
     /// Baseline files on top of the shipped default; default the input's baseline.yaml.
     #[arg(long)]
     baseline: Vec<PathBuf>,
@@ -111,21 +130,11 @@ pub struct ReplayArgs {
     /// the topic as it stood then.
     #[arg(long, requires = "baselines_topic")]
     baselines_as_of: Option<String>,
-    /// Replay again under these baseline files and report what each raises that the other
-    /// does not.
-    #[arg(long)]
-    compare: Vec<PathBuf>,
     /// A device inventory file (YAML or CSV, as `offportctl inventory publish` takes) replayed
     /// beside the MDM reports; default the input's inventory.yaml when present. A Kafka replay
     /// of the raw topics reads the inventory topic instead.
     #[arg(long, conflicts_with = "kafka")]
     inventory: Option<PathBuf>,
-    /// Ground truth (truth.json); default the input's truth.json when present.
-    #[arg(long)]
-    truth: Option<PathBuf>,
-    /// Directory for report.json, report.html and findings.jsonl.
-    #[arg(long)]
-    report: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -486,6 +495,7 @@ fn options(baselines: BaselineSet, settings: Option<&Settings>) -> Result<Replay
         score,
         ingest_time: now_millis(),
         proxy,
+        learn: None,
     })
 }
 
@@ -524,28 +534,234 @@ pub(crate) fn writable_dir(dir: &Path, option: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where a replay reads: the records of a directory (read once), or a range of the cluster's
+/// topics (read again by each run).
+enum Source<'a> {
+    Files(Vec<FileRecord>),
+    Kafka {
+        settings: &'a Settings,
+        runtime: tokio::runtime::Runtime,
+        codec: RegistryCodec,
+        range: KafkaReplay,
+    },
+}
+
+/// A replay's input with its baselines, ready to run (under them or other baselines).
+pub(crate) struct Prepared<'a> {
+    source: Source<'a>,
+    settings: Option<&'a Settings>,
+    args: InputArgs,
+    /// The baseline files in force (the input's baseline.yaml by default).
+    pub(crate) baseline_files: Vec<PathBuf>,
+    /// What was read, for the report and the draft.
+    pub(crate) input: String,
+}
+
+impl<'a> Prepared<'a> {
+    /// Checks and reads the input of `args`: a directory's records, or the cluster's reach.
+    pub(crate) fn new(
+        settings: Option<&'a Settings>,
+        args: &InputArgs,
+        output_topic: Option<String>,
+    ) -> Result<Self> {
+        let from = args.from.as_deref().map(crate::parse_time).transpose()?;
+        let to = args.to.as_deref().map(crate::parse_time).transpose()?;
+        let mut baseline_files = args.baseline.clone();
+        if baseline_files.is_empty() && !args.baselines_topic {
+            if let Some(default) = args
+                .input
+                .as_ref()
+                .map(|d| d.join("baseline.yaml"))
+                .filter(|p| p.exists())
+            {
+                baseline_files.push(default);
+            }
+        }
+        let range_text = format!(
+            "{} to {}",
+            from.map_or("the start".to_string(), utc_minutes),
+            to.map_or("the end".to_string(), utc_minutes),
+        );
+        let (source, input) = if let Some(dir) = &args.input {
+            let inventory_path = args
+                .inventory
+                .clone()
+                .or_else(|| Some(dir.join("inventory.yaml")).filter(|p| p.exists()));
+            let inventory = match &inventory_path {
+                Some(path) => crate::inventory::read_file(path)?,
+                None => Vec::new(),
+            };
+            let mut records: Vec<FileRecord> = inventory
+                .iter()
+                .map(|entry| FileRecord {
+                    stream: Stream::Mdm,
+                    key: Some(entry.key()),
+                    headers: Vec::new(),
+                    value: entry.to_raw_json(),
+                    time: entry
+                        .effective_time
+                        .unwrap_or(offport_core::normalize::EARLIEST_TIME),
+                })
+                .collect();
+            records.extend(read_fleet(dir)?);
+            // The inventory's entries hold from their effective time: they go in among the
+            // reports by it.
+            records.sort_by_key(|r| r.time);
+            records.retain(|r| {
+                to.is_none_or(|to| r.time < to)
+                    && (r.stream != Stream::Proxy || from.is_none_or(|from| r.time >= from))
+            });
+            let input = if from.is_some() || to.is_some() {
+                format!("fleet directory {}, {range_text}", dir.display())
+            } else {
+                format!("fleet directory {}", dir.display())
+            };
+            (Source::Files(records), input)
+        } else if args.kafka {
+            let settings = settings.context("--kafka needs a configuration")?;
+            crate::reachable(settings)?;
+            let range = KafkaReplay {
+                source: match args.source {
+                    SourceArg::Raw => ReplaySource::Raw,
+                    SourceArg::Normalized => ReplaySource::Normalized,
+                },
+                from,
+                to,
+                output_topic,
+            };
+            let input = format!(
+                "{} topics of {} on {}, {range_text}",
+                match range.source {
+                    ReplaySource::Raw => "raw",
+                    ReplaySource::Normalized => "normalized",
+                },
+                settings.topics.prefix,
+                settings.kafka.bootstrap_servers,
+            );
+            let source = Source::Kafka {
+                settings,
+                runtime: crate::runtime()?,
+                codec: RegistryCodec::new(&settings.registry)?,
+                range,
+            };
+            (source, input)
+        } else {
+            bail!("nothing to read: give --input DIR or --kafka");
+        };
+        Ok(Self {
+            source,
+            settings,
+            args: args.clone(),
+            baseline_files,
+            input,
+        })
+    }
+
+    /// The baselines in force: the files on top of the shipped default, or the baselines
+    /// topic (as it stood at --baselines-as-of).
+    pub(crate) fn baselines(&self) -> Result<BaselineSet> {
+        match &self.source {
+            Source::Kafka {
+                settings,
+                runtime,
+                codec,
+                ..
+            } if self.args.baselines_topic => {
+                let as_of = self
+                    .args
+                    .baselines_as_of
+                    .as_deref()
+                    .map(crate::parse_time)
+                    .transpose()?;
+                let (feed, rejected) = runtime
+                    .block_on(offport_kafka::baselines::BaselineFeed::open_as_of(
+                        settings,
+                        codec,
+                        std::time::Duration::from_secs(60),
+                        as_of,
+                    ))
+                    .context("reading the baselines topic")?;
+                for rejection in rejected {
+                    eprintln!(
+                        "warning: baselines record at offset {} rejected: {}",
+                        rejection.record_offset(),
+                        rejection.message
+                    );
+                }
+                Ok(BaselineSet::clone(feed.set()))
+            }
+            _ if self.args.baselines_topic => {
+                bail!("--baselines-topic reads the cluster's topic: give --kafka")
+            }
+            _ => baseline_set(&self.baseline_files),
+        }
+    }
+
+    /// Replays the input under `baselines`, learning under `learn` when given; `output` writes
+    /// a Kafka replay's findings to its output topic.
+    pub(crate) fn run(
+        &self,
+        baselines: BaselineSet,
+        learn: Option<offport_core::learn::LearnConfig>,
+        output: bool,
+    ) -> Result<ReplayOutcome> {
+        let mut options = options(baselines, self.settings)?;
+        options.learn = learn;
+        match &self.source {
+            Source::Files(records) => Ok(in_process(records, options, self.args.quiet)),
+            Source::Kafka {
+                settings,
+                runtime,
+                codec,
+                range,
+            } => {
+                let range = KafkaReplay {
+                    output_topic: range.output_topic.clone().filter(|_| output),
+                    ..range.clone()
+                };
+                let progress = bar(0, self.args.quiet, "replaying");
+                let outcome = runtime.block_on(replay_topics(
+                    settings,
+                    codec,
+                    options,
+                    &range,
+                    &mut |done, total| {
+                        progress.set_length(total);
+                        progress.set_position(done);
+                    },
+                ))?;
+                progress.finish();
+                if let Some(topic) = &range.output_topic {
+                    eprintln!("findings written to {topic}");
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// Raw records a run read.
+    fn records(&self, outcome: &ReplayOutcome) -> usize {
+        match &self.source {
+            Source::Files(records) => records.len(),
+            Source::Kafka { .. } => outcome.counts.records.values().sum::<u64>() as usize,
+        }
+    }
+}
+
 /// Runs `replay`.
 pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
     if let Some(dir) = &args.report {
         writable_dir(dir, "--report")?;
     }
-    if args.kafka {
-        let settings = settings.context("--kafka needs a configuration")?;
-        crate::reachable(settings)?;
-    }
-    let mut baseline_files = args.baseline.clone();
-    if baseline_files.is_empty() && !args.baselines_topic {
-        if let Some(default) = args
-            .input
-            .as_ref()
-            .map(|d| d.join("baseline.yaml"))
-            .filter(|p| p.exists())
-        {
-            baseline_files.push(default);
-        }
-    }
+    let output_topic = settings.map(|settings| {
+        args.output_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}replay.findings", settings.topics.prefix))
+    });
+    let prepared = Prepared::new(settings, &args.inputs, output_topic)?;
     let truth_path = args.truth.clone().or_else(|| {
-        args.input
+        args.inputs
+            .input
             .as_ref()
             .map(|d| d.join("truth.json"))
             .filter(|p| p.exists())
@@ -560,136 +776,21 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         ),
         None => None,
     };
-    let inventory_path = args.inventory.clone().or_else(|| {
-        args.input
-            .as_ref()
-            .map(|d| d.join("inventory.yaml"))
-            .filter(|p| p.exists())
-    });
-    let inventory = match &inventory_path {
-        Some(path) => crate::inventory::read_file(path)?,
-        None => Vec::new(),
-    };
     let started = std::time::Instant::now();
     let mut provenance = Provenance::default();
-    let (outcome, compared, records) = if let Some(dir) = &args.input {
-        let mut records: Vec<FileRecord> = inventory
-            .iter()
-            .map(|entry| FileRecord {
-                stream: Stream::Mdm,
-                key: Some(entry.key()),
-                headers: Vec::new(),
-                value: entry.to_raw_json(),
-                time: entry
-                    .effective_time
-                    .unwrap_or(offport_core::normalize::EARLIEST_TIME),
-            })
-            .collect();
-        records.extend(read_fleet(dir)?);
-        // The inventory's entries hold from their effective time: they go in among the
-        // reports by it.
-        records.sort_by_key(|r| r.time);
-        let set = baseline_set(&baseline_files)?;
-        provenance.baselines = version_labels(&set);
-        provenance.input = format!("fleet directory {}", dir.display());
-        let outcome = in_process(&records, options(set, settings)?, args.quiet);
-        let compared = if args.compare.is_empty() {
-            None
-        } else {
-            let set = baseline_set(&args.compare)?;
-            provenance.compared_baselines = version_labels(&set);
-            Some(in_process(&records, options(set, settings)?, args.quiet))
-        };
-        (outcome, compared, records.len())
-    } else if args.kafka {
-        let settings = settings.context("--kafka needs a configuration")?;
-        let runtime = crate::runtime()?;
-        let codec = RegistryCodec::new(&settings.registry)?;
-        let baselines = if args.baselines_topic {
-            let as_of = args
-                .baselines_as_of
-                .as_deref()
-                .map(crate::parse_time)
-                .transpose()?;
-            let (feed, rejected) = runtime
-                .block_on(offport_kafka::baselines::BaselineFeed::open_as_of(
-                    settings,
-                    &codec,
-                    std::time::Duration::from_secs(60),
-                    as_of,
-                ))
-                .context("reading the baselines topic")?;
-            for rejection in rejected {
-                eprintln!(
-                    "warning: baselines record at offset {} rejected: {}",
-                    rejection.record_offset(),
-                    rejection.message
-                );
-            }
-            BaselineSet::clone(feed.set())
-        } else {
-            baseline_set(&baseline_files)?
-        };
-        let range = KafkaReplay {
-            source: match args.source {
-                SourceArg::Raw => ReplaySource::Raw,
-                SourceArg::Normalized => ReplaySource::Normalized,
-            },
-            from: args.from.as_deref().map(crate::parse_time).transpose()?,
-            to: args.to.as_deref().map(crate::parse_time).transpose()?,
-            output_topic: Some(
-                args.output_topic
-                    .clone()
-                    .unwrap_or_else(|| format!("{}replay.findings", settings.topics.prefix)),
-            ),
-        };
-        let run = |baselines: BaselineSet, range: &KafkaReplay| -> Result<ReplayOutcome> {
-            let progress = bar(0, args.quiet, "replaying");
-            let outcome = runtime.block_on(replay_topics(
-                settings,
-                &codec,
-                options(baselines, Some(settings))?,
-                range,
-                &mut |done, total| {
-                    progress.set_length(total);
-                    progress.set_position(done);
-                },
-            ))?;
-            progress.finish();
-            Ok(outcome)
-        };
-        provenance.baselines = version_labels(&baselines);
-        provenance.input = format!(
-            "{} topics of {} on {}, {} to {}",
-            match range.source {
-                ReplaySource::Raw => "raw",
-                ReplaySource::Normalized => "normalized",
-            },
-            settings.topics.prefix,
-            settings.kafka.bootstrap_servers,
-            range.from.map_or("the start".to_string(), utc_minutes),
-            range.to.map_or("the end".to_string(), utc_minutes),
-        );
-        let outcome = run(baselines, &range)?;
-        let compared = if args.compare.is_empty() {
-            None
-        } else {
-            let other = KafkaReplay {
-                output_topic: None,
-                ..range.clone()
-            };
-            let set = baseline_set(&args.compare)?;
-            provenance.compared_baselines = version_labels(&set);
-            Some(run(set, &other)?)
-        };
-        if let Some(topic) = &range.output_topic {
-            eprintln!("findings written to {topic}");
-        }
-        let records = outcome.counts.records.values().sum::<u64>() as usize;
-        (outcome, compared, records)
+    let baselines = prepared.baselines()?;
+    provenance.baselines = version_labels(&baselines);
+    provenance.input = prepared.input.clone();
+    let outcome = prepared.run(baselines, None, true)?;
+    let compared = if args.compare.is_empty() {
+        None
     } else {
-        bail!("nothing to replay: give --input DIR or --kafka");
+        let set = baseline_set(&args.compare)?;
+        provenance.compared_baselines = version_labels(&set);
+        Some(prepared.run(set, None, false)?)
     };
+    let records = prepared.records(&outcome);
+    let baseline_files = prepared.baseline_files.clone();
     let elapsed = started.elapsed().as_secs_f64();
     let latest = outcome.latest();
     let mut report = Report::new(
@@ -706,12 +807,12 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
         } else {
             names(&baseline_files)
         };
-        report.comparison = Some(compare(
-            &label_a,
-            &latest,
-            &names(&args.compare),
-            &latest_revisions(&other.findings),
-        ));
+        let other_latest = latest_revisions(&other.findings);
+        let comparison = compare(&label_a, &latest, &names(&args.compare), &other_latest);
+        report.comparison = Some(match &truth {
+            Some(truth) => comparison.with_truth(&latest, &other_latest, truth),
+            None => comparison,
+        });
     }
     eprintln!(
         "replayed {records} records in {elapsed:.1} s ({:.0} records/s): {} sessions joined, {} dead letters",

@@ -17,6 +17,7 @@
 mod backtest;
 mod dead_letters;
 mod inventory;
+mod learn;
 
 // mimalloc, as in the stage binaries: `replay` runs the whole pipeline in this process.
 #[global_allocator]
@@ -149,6 +150,10 @@ enum BaselinesAction {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Learn what the fleet does from a replay of its records (a directory or the cluster's
+    /// topics over a time range): propose approvals and per-app behaviour with their support,
+    /// as a baseline draft and a diff against the baselines in force.
+    Learn(Box<learn::LearnArgs>),
 }
 
 fn main() -> ExitCode {
@@ -192,6 +197,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             topics(&settings, action)
         }
+        Command::Baselines {
+            action: BaselinesAction::Learn(args),
+        } => learn::learn(Some(&settings), *args),
         Command::Baselines { action } => {
             reachable(&settings)?;
             runtime()?.block_on(baselines(&settings, action))
@@ -322,6 +330,7 @@ async fn baselines(settings: &Settings, action: BaselinesAction) -> Result<()> {
     let codec = RegistryCodec::new(&settings.registry)?;
     match action {
         BaselinesAction::Validate { .. } => Ok(()),
+        BaselinesAction::Learn(_) => bail!("baselines learn runs outside the async commands"),
         BaselinesAction::Diff { files } => {
             let documents = read_files(&files)?;
             let feed = open_feed(settings, &codec).await?;

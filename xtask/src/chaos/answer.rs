@@ -41,7 +41,7 @@ pub(super) async fn read_all(settings: &Settings, topic: &str) -> Result<Vec<Vec
     // To the partitions' ends, not until a quiet spell: after a broker restart the first fetch
     // of a partition can take longer than any quiet bound, and the read stopped short.
     let received =
-        offport_tests::read_to_end(&settings.kafka, topic, Duration::from_secs(900)).await?;
+        offport_tests::read_to_end(&settings.kafka, topic, Duration::from_secs(300)).await?;
     Ok(received.into_iter().map(|(_, _, value, _)| value).collect())
 }
 

@@ -497,7 +497,13 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
         println!("  scorer done ({:.0} s)", started.elapsed().as_secs_f64());
     }
     let expected = runtime.block_on(answer(&reference))?;
-    let actual = runtime.block_on(answer(&faulty))?;
+    let actual = match runtime.block_on(answer(&faulty)) {
+        Ok(actual) => actual,
+        Err(error) => {
+            hold(&stack);
+            anyhow::bail!("{error:#} ({})", keep_logs(options, &dir));
+        }
+    };
     println!(
         "faults: SIGKILL {:?}, SIGTERM {:?} ({} in all, {} while the stage had records left), broker restarts {}, registry outages {}",
         faults.kills,
@@ -593,48 +599,61 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
         }
     }
     if !good {
-        if let Ok(seconds) = std::env::var("OFFPORT_CHAOS_HOLD_SECS") {
-            // Keep the private stack up to look at what differs.
-            println!(
-                "holding the private stack for {seconds} s: bootstrap {} registry {}",
-                stack.bootstrap, stack.registry_url
-            );
-            std::thread::sleep(Duration::from_secs(seconds.parse().unwrap_or(600)));
-        }
+        hold(&stack);
     }
     drop(stack);
     Ok(if good {
         println!("chaos: the faulty run's answer is the reference's");
         ExitCode::SUCCESS
     } else {
-        // Kept apart from the next run, which starts in `dir` again.
-        let kept = options.run_dir.join(format!(
-            "chaos-failed-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        ));
-        let copied = std::fs::create_dir_all(&kept).and_then(|()| {
-            for run in ["reference", "faulty", "sensors-reference", "sensors-faulty"] {
-                let from = dir.join(run);
-                if from.is_dir() {
-                    let to = kept.join(run);
-                    std::fs::create_dir_all(&to)?;
-                    for entry in std::fs::read_dir(&from)? {
-                        let entry = entry?;
-                        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-                    }
-                }
-            }
-            Ok(())
-        });
-        match copied {
-            Ok(()) => println!("chaos: FAILED (service logs kept in {})", kept.display()),
-            Err(error) => println!(
-                "chaos: FAILED (service logs in {}; keeping a copy failed: {error})",
-                dir.display()
-            ),
-        }
+        println!("chaos: FAILED ({})", keep_logs(options, &dir));
         ExitCode::FAILURE
     })
+}
+
+/// Keeps the private stack up for `OFFPORT_CHAOS_HOLD_SECS` to look at what differs.
+fn hold(stack: &FaultStack) {
+    if let Ok(seconds) = std::env::var("OFFPORT_CHAOS_HOLD_SECS") {
+        println!(
+            "holding the private stack for {seconds} s: bootstrap {} registry {}",
+            stack.bootstrap, stack.registry_url
+        );
+        std::thread::sleep(Duration::from_secs(seconds.parse().unwrap_or(600)));
+    }
+}
+
+/// Copies a failed run's service and broker logs out of `dir` (which the next run empties);
+/// says where they are.
+fn keep_logs(options: &StackOptions, dir: &Path) -> String {
+    let kept = options.run_dir.join(format!(
+        "chaos-failed-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    ));
+    let copy = |from: &Path, to: &Path| -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let is_log = name.to_string_lossy().ends_with(".log");
+            if entry.file_type()?.is_file() && (is_log || from != dir) {
+                std::fs::copy(entry.path(), to.join(name))?;
+            }
+        }
+        Ok(())
+    };
+    let copied = copy(dir, &kept).and_then(|()| {
+        for run in ["reference", "faulty", "sensors-reference", "sensors-faulty"] {
+            let from = dir.join(run);
+            if from.is_dir() {
+                copy(&from, &kept.join(run))?;
+            }
+        }
+        Ok(())
+    });
+    match copied {
+        Ok(()) => format!("service and broker logs kept in {}", kept.display()),
+        Err(error) => format!("logs in {}; keeping a copy failed: {error}", dir.display()),
+    }
 }

@@ -83,6 +83,7 @@ fn anchor(prefix: &str, name: &str) -> String {
 const STYLE: &str = "\
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
 h1{margin-bottom:0.2em}nav a{margin-right:1em}\
+.silenced{border-left:4px solid #b03a2e;padding-left:8px;color:#b03a2e}\
 table{border-collapse:collapse;margin:0.5em 0 1.5em}\
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;vertical-align:top}\
 th{background:#f4f4f4}.num{text-align:right}\
@@ -318,6 +319,25 @@ impl Report {
             c.only_b.len(),
             escape(&c.b)
         );
+        if !c.silenced_planted.is_empty() {
+            let _ = write!(
+                h,
+                "<div class=\"silenced\"><h3>Planted behaviours {} would silence</h3><ul>",
+                escape(&c.b)
+            );
+            for planted in &c.silenced_planted {
+                let _ = write!(
+                    h,
+                    "<li>{:?} on {} ({} &rarr; {}:{})</li>",
+                    planted.behaviour,
+                    escape(&planted.device_id),
+                    escape(&planted.app_id),
+                    escape(&planted.dst_ip),
+                    planted.dst_port
+                );
+            }
+            h.push_str("</ul></div>");
+        }
         let p = &self.provenance;
         let only = |of: &[String], other: &[String]| -> Vec<String> {
             of.iter().filter(|v| !other.contains(v)).cloned().collect()

@@ -181,6 +181,11 @@ pub struct Comparison {
     pub only_b: Vec<FindingSummary>,
     /// Raised by both.
     pub both: usize,
+    /// Planted behaviours (ground truth) detected under the first and not under the second:
+    /// what the second baseline would silence. Empty without ground truth.
+    pub silenced_planted: Vec<Planted>,
+    /// Planted behaviours detected under the second and not under the first.
+    pub raised_planted: Vec<Planted>,
 }
 
 /// The backtest report.
@@ -344,6 +349,24 @@ pub fn compare(a_label: &str, a: &[Finding], b_label: &str, b: &[Finding]) -> Co
         only_a: only(a, &keys_b),
         only_b: only(b, &keys_a),
         both: keys_a.intersection(&keys_b).count(),
+        silenced_planted: Vec::new(),
+        raised_planted: Vec::new(),
+    }
+}
+
+impl Comparison {
+    /// Fills in which planted behaviours of `truth` each side detects that the other does not.
+    pub fn with_truth(mut self, a: &[Finding], b: &[Finding], truth: &Truth) -> Self {
+        let detected =
+            |findings: &[Finding], planted: &Planted| findings.iter().any(|f| matches(f, planted));
+        for planted in &truth.planted {
+            match (detected(a, planted), detected(b, planted)) {
+                (true, false) => self.silenced_planted.push(planted.clone()),
+                (false, true) => self.raised_planted.push(planted.clone()),
+                _ => {}
+            }
+        }
+        self
     }
 }
 
@@ -492,6 +515,18 @@ impl Report {
                 c.only_b.len(),
                 c.b
             );
+            for (what, label, list) in [
+                ("SILENCED", &c.b, &c.silenced_planted),
+                ("raised only", &c.b, &c.raised_planted),
+            ] {
+                for p in list {
+                    let _ = writeln!(
+                        out,
+                        "  {what} under {label}: planted {:?} on {} ({} -> {}:{})",
+                        p.behaviour, p.device_id, p.app_id, p.dst_ip, p.dst_port
+                    );
+                }
+            }
         }
         out
     }

@@ -114,6 +114,22 @@ pub struct EffectiveBaseline {
     pub thresholds: Thresholds,
 }
 
+impl EffectiveBaseline {
+    /// The AppNetworkBehaviorBaseline entry an app is judged against: the entry keyed by its
+    /// app id (what `offportctl baselines learn` writes into the app's scope), else the entry of
+    /// its category or service class as the MDM reports them.
+    pub fn behavior_for(
+        &self,
+        app_id: Option<&str>,
+        mdm: Option<&crate::model::MdmContext>,
+    ) -> Option<&AppCategoryBehavior> {
+        app_id.and_then(|app| self.behaviors.get(app)).or_else(|| {
+            mdm.and_then(|m| m.app_category.as_deref().or(m.service_class.as_deref()))
+                .and_then(|category| self.behaviors.get(category))
+        })
+    }
+}
+
 /// Parses an exception's `cidrs` entry: a CIDR block, or a bare address as a host network.
 /// Validation has already rejected anything else.
 pub(super) fn parse_network(text: &str) -> Option<IpNet> {

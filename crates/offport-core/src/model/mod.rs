@@ -65,6 +65,16 @@ pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, TimeError> {
         .map_err(|_| TimeError::OutOfRange(text.to_string()))
 }
 
+/// `2026-12-07T03:00:00Z`: epoch milliseconds as RFC 3339 in UTC (seconds; milliseconds when
+/// not whole); the number itself when out of range.
+pub fn format_rfc3339_millis(at: EpochMillis) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| at.to_string())
+}
+
 /// Why a time was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TimeError {

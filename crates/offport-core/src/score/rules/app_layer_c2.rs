@@ -312,11 +312,9 @@ impl Rules<'_> {
                 },
             );
         }
-        let category = enriched
-            .mdm
-            .as_ref()
-            .and_then(|m| m.app_category.as_deref().or(m.service_class.as_deref()));
-        if let Some(behavior) = category.and_then(|c| baseline.behaviors.get(c)) {
+        if let Some(behavior) =
+            baseline.behavior_for(session.app_id.as_deref(), enriched.mdm.as_ref())
+        {
             if !behavior.expected_protocols.is_empty()
                 && session.protocol != AppProtocol::Unknown
                 && !behavior.expected_protocols.contains(&session.protocol)
@@ -327,7 +325,7 @@ impl Rules<'_> {
                     None,
                     || {
                         text(
-                            "Protocol not expected for the app's category",
+                            "Protocol not expected of the app (or its category)",
                             format!("{} for {}", session.protocol.name(), behavior.category),
                             Some(format!("AppNetworkBehaviorBaseline[{}]", behavior.category)),
                         )
@@ -347,7 +345,7 @@ impl Rules<'_> {
                         None,
                         || {
                             text(
-                                "Destination never expected for the app's category",
+                                "Destination never expected of the app (or its category)",
                                 host.to_string(),
                                 Some(format!(
                                     "AppNetworkBehaviorBaseline[{}].expected_domain_suffixes",

@@ -176,10 +176,7 @@ impl Rules<'_> {
                     });
                 }
             }
-            if let Some(behavior) = mdm
-                .and_then(|m| m.app_category.as_deref().or(m.service_class.as_deref()))
-                .and_then(|c| baseline.behaviors.get(c))
-            {
+            if let Some(behavior) = baseline.behavior_for(session.app_id.as_deref(), mdm) {
                 if !behavior.expected_ports.is_empty()
                     && !in_ranges(session.dst_port, &behavior.expected_ports)
                 {
@@ -189,7 +186,7 @@ impl Rules<'_> {
                         Some(f64::from(session.dst_port)),
                         || {
                             text(
-                                "App's category is not permitted this destination port",
+                                "App (or its category) is not expected on this destination port",
                                 format!("{} on {}", session.protocol.name(), session.dst_port),
                                 Some(format!(
                                     "AppNetworkBehaviorBaseline[{}].expected_ports",
