@@ -538,12 +538,15 @@ pub(crate) fn writable_dir(dir: &Path, option: &str) -> Result<()> {
 /// topics (read again by each run).
 enum Source<'a> {
     Files(Vec<FileRecord>),
-    Kafka {
-        settings: &'a Settings,
-        runtime: tokio::runtime::Runtime,
-        codec: RegistryCodec,
-        range: KafkaReplay,
-    },
+    Kafka(Box<KafkaSource<'a>>),
+}
+
+/// A range of the cluster's topics, with the clients that read it.
+struct KafkaSource<'a> {
+    settings: &'a Settings,
+    runtime: tokio::runtime::Runtime,
+    codec: RegistryCodec,
+    range: KafkaReplay,
 }
 
 /// A replay's input with its baselines, ready to run (under them or other baselines).
@@ -638,12 +641,12 @@ impl<'a> Prepared<'a> {
                 settings.topics.prefix,
                 settings.kafka.bootstrap_servers,
             );
-            let source = Source::Kafka {
+            let source = Source::Kafka(Box::new(KafkaSource {
                 settings,
                 runtime: crate::runtime()?,
                 codec: RegistryCodec::new(&settings.registry)?,
                 range,
-            };
+            }));
             (source, input)
         } else {
             bail!("nothing to read: give --input DIR or --kafka");
@@ -661,12 +664,13 @@ impl<'a> Prepared<'a> {
     /// topic (as it stood at --baselines-as-of).
     pub(crate) fn baselines(&self) -> Result<BaselineSet> {
         match &self.source {
-            Source::Kafka {
-                settings,
-                runtime,
-                codec,
-                ..
-            } if self.args.baselines_topic => {
+            Source::Kafka(kafka) if self.args.baselines_topic => {
+                let KafkaSource {
+                    settings,
+                    runtime,
+                    codec,
+                    ..
+                } = kafka.as_ref();
                 let as_of = self
                     .args
                     .baselines_as_of
@@ -709,12 +713,13 @@ impl<'a> Prepared<'a> {
         options.learn = learn;
         match &self.source {
             Source::Files(records) => Ok(in_process(records, options, self.args.quiet)),
-            Source::Kafka {
-                settings,
-                runtime,
-                codec,
-                range,
-            } => {
+            Source::Kafka(kafka) => {
+                let KafkaSource {
+                    settings,
+                    runtime,
+                    codec,
+                    range,
+                } = kafka.as_ref();
                 let range = KafkaReplay {
                     output_topic: range.output_topic.clone().filter(|_| output),
                     ..range.clone()
@@ -743,7 +748,7 @@ impl<'a> Prepared<'a> {
     fn records(&self, outcome: &ReplayOutcome) -> usize {
         match &self.source {
             Source::Files(records) => records.len(),
-            Source::Kafka { .. } => outcome.counts.records.values().sum::<u64>() as usize,
+            Source::Kafka(_) => outcome.counts.records.values().sum::<u64>() as usize,
         }
     }
 }

@@ -99,7 +99,10 @@ fn learn_proposes_a_draft_that_validates_and_replays() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("+ approve "), "{stdout}");
-    assert!(stdout.contains("approvals and 0 behaviours proposed"), "{stdout}");
+    assert!(
+        stdout.contains("approvals and 0 behaviours proposed"),
+        "{stdout}"
+    );
     assert!(stderr.contains("2026-11-03 00:00 UTC"), "{stderr}");
     // The push channels a default install flags: learned for their apps.
     assert!(stdout.contains("app:com.google.android.gms"), "{stdout}");
@@ -161,7 +164,10 @@ fn learn_refuses_bad_arguments_before_any_work() {
             "a directory is there, not a file",
         ),
         (vec!["--min-devices", "0"], "must be at least 1"),
-        (vec!["--min-device-share", "1.5"], "is not a share between 0 and 1"),
+        (
+            vec!["--min-device-share", "1.5"],
+            "is not a share between 0 and 1",
+        ),
     ] {
         let mut all = vec!["baselines", "learn", "--input", nowhere.to_str().unwrap()];
         all.extend(args.iter().copied());
@@ -173,7 +179,11 @@ fn learn_refuses_bad_arguments_before_any_work() {
     }
     // With good arguments, the missing directory is what it names.
     let out = offportctl(&["baselines", "learn", "--input", nowhere.to_str().unwrap()]);
-    assert!(text(&out.stderr).contains("no-such-fleet"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no-such-fleet"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = offportctl(&["baselines", "learn"]);
     assert!(text(&out.stderr).contains("give --input DIR or --kafka"));
 }

@@ -429,7 +429,7 @@ pub fn render_diff(draft: &Draft) -> String {
         );
         // The largest first: a behaviour close to the guards is the one a reviewer weighs.
         let mut rejected: Vec<_> = proposal.rejected.iter().collect();
-        rejected.sort_by(|a, b| b.support.sessions.cmp(&a.support.sessions));
+        rejected.sort_by_key(|r| std::cmp::Reverse(r.support.sessions));
         for rejected in rejected.iter().take(REJECTED_LISTED) {
             let _ = writeln!(
                 out,

@@ -505,6 +505,36 @@ fn the_category_port_expectation_gives_protocol_not_permitted_for_app() {
     assert!(kinds(f).contains(&EvidenceKind::ProtocolNotPermittedForApp));
 }
 
+#[test]
+fn an_apps_learned_behaviour_comes_before_its_categorys_and_novelty_raises_the_score() {
+    // The category allows 8443; what the fleet showed of this app (its id's entry in its own
+    // scope, as `baselines learn --behaviour` writes) never went there.
+    let category = "{scope: {kind: PLATFORM, value: ANDROID}, version: v, effective_time: 0, app_network_behavior: [{category: weather, expected_protocols: [TLS], expected_ports: [{first: 443, last: 443}, {first: 8443, last: 8443}]}]}";
+    let learned = "{scope: {kind: APP, value: com.example.weather}, version: learned, effective_time: 0, app_network_behavior: [{category: com.example.weather, expected_protocols: [TLS], expected_ports: [{first: 443, last: 443}]}]}";
+    let by_category = &scorer_with(category).score(&suspicious())[0];
+    assert!(!kinds(by_category).contains(&EvidenceKind::ProtocolNotPermittedForApp));
+    let both = scorer_with(&format!("[{category}, {learned}]")).score(&suspicious());
+    let novel = &both[0];
+    assert!(kinds(novel).contains(&EvidenceKind::ProtocolNotPermittedForApp));
+    assert_eq!(
+        evidence(novel, EvidenceKind::ProtocolNotPermittedForApp)
+            .baseline
+            .as_deref(),
+        Some("AppNetworkBehaviorBaseline[com.example.weather].expected_ports")
+    );
+    assert!(
+        novel.score > by_category.score,
+        "{} vs {}",
+        novel.score,
+        by_category.score
+    );
+    // Another app is still judged by its category.
+    let mut other = suspicious();
+    other.session.app_id = Some("com.example.other".into());
+    let other = &scorer_with(&format!("[{category}, {learned}]")).score(&other)[0];
+    assert!(!kinds(other).contains(&EvidenceKind::ProtocolNotPermittedForApp));
+}
+
 fn dga_poll(i: i64) -> EnrichedSession {
     let mut e = at(benign(), T0 + i * 60_000);
     e.session.tls = Some(TlsInfo {
