@@ -1,7 +1,9 @@
 //! Benchmark of normalization alone (no Kafka): offport session JSON records through
 //! `ProxyNormalizer` and the Avro encoding of the result (apache-avro's schema-aware serializer
-//! and the binary codec), on one core. Prints numbers; asserts only that both encodings have
-//! the same length.
+//! and the binary codec), on one core; then Zeek conn.log lines (as a tunnel sensor writes them,
+//! every field Zeek writes) through the same normalizer in `auto` format, against offport JSON
+//! in the same round. Prints numbers; asserts only that both encodings have the same length and
+//! that every Zeek line makes a session.
 //!
 //! Run: `cargo bench -p offport-core --bench normalize`.
 #![allow(clippy::expect_used)]
@@ -79,6 +81,68 @@ fn main() {
             per_record(apache),
             per_record(fast),
             fast_bytes / n
+        );
+    }
+    zeek_against_offport(&inputs);
+}
+
+/// A conn.log line of a TLS connection, with every field Zeek's JSON writer puts in one.
+fn zeek_conn(i: usize) -> String {
+    format!(
+        concat!(
+            r#"{{"ts":{}.{:03},"uid":"C{:016x}","id.orig_h":"10.8.{}.{}","id.orig_p":{},"#,
+            r#""id.resp_h":"93.184.{}.{}","id.resp_p":443,"proto":"tcp","service":"ssl","#,
+            r#""duration":1.25{},"orig_bytes":517,"resp_bytes":{},"conn_state":"SF","#,
+            r#""local_orig":true,"local_resp":false,"missed_bytes":0,"history":"ShADadFf","#,
+            r#""orig_pkts":6,"orig_ip_bytes":829,"resp_pkts":7,"resp_ip_bytes":4460,"#,
+            r#""community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="}}"#
+        ),
+        1_795_168_800 + i / 10,
+        i % 1000,
+        i,
+        (i / 250) % 250,
+        i % 250,
+        40_000 + i % 20_000,
+        (i / 7) % 250,
+        i % 250,
+        i % 10,
+        4_096 + i % 512,
+    )
+}
+
+/// Zeek conn.log and offport JSON through the `auto` normalizer, interleaved rounds.
+fn zeek_against_offport(offport: &[String]) {
+    let n = offport.len();
+    let zeek: Vec<String> = (0..n).map(zeek_conn).collect();
+    let headers = Vec::new();
+    let run = |inputs: &[String]| {
+        let mut normalizer = ProxyNormalizer::new(ProxyFormat::Auto, Limits::default());
+        let started = Instant::now();
+        let mut sessions = 0;
+        for (i, value) in inputs.iter().enumerate() {
+            let raw = RawRecord {
+                topic: "offport.raw.proxy",
+                partition: 0,
+                offset: i as i64,
+                key: Some(b"ios-0042"),
+                value: Some(value.as_bytes()),
+                headers: &headers,
+                timestamp: None,
+            };
+            sessions += normalizer
+                .normalize(&raw, 1_795_268_800_000)
+                .expect("valid")
+                .len();
+        }
+        (started.elapsed().as_secs_f64() * 1e6 / n as f64, sessions)
+    };
+    for round in 0..3 {
+        let (own, _) = run(offport);
+        let (conn, sessions) = run(&zeek);
+        assert_eq!(sessions, n, "every conn line makes a session");
+        println!(
+            "round {round}: auto format, offport JSON {own:.2} us/record, Zeek conn.log {conn:.2} us/record ({:.2}x offport JSON's rate)",
+            own / conn
         );
     }
 }

@@ -604,11 +604,11 @@ impl ProxyNormalizer {
 
     fn zeek(
         &mut self,
-        value: serde_json::Value,
+        line: Option<zeek::ZeekRecord>,
         record: &RawRecord<'_>,
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection> {
-        let Some(line) = zeek::parse(value)? else {
+        let Some(line) = line else {
             return Ok(Vec::new());
         };
         let completes = line.log == zeek::ZeekLog::Conn;
@@ -625,11 +625,11 @@ impl ProxyNormalizer {
 
     fn suricata(
         &mut self,
-        value: serde_json::Value,
+        event: Option<suricata::EveRecord>,
         record: &RawRecord<'_>,
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection> {
-        let Some(event) = suricata::parse(value)? else {
+        let Some(event) = event else {
             return Ok(Vec::new());
         };
         let completes = event.role == suricata::EveRole::Flow;
@@ -647,6 +647,28 @@ impl ProxyNormalizer {
     fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, Rejection> {
         serde_json::from_slice(bytes)
             .map_err(|e| Rejection::unparseable(format!("not {what}: {e}")))
+    }
+}
+
+/// A sensor's JSON line, told by its first key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SensorLine {
+    Zeek,
+    Eve,
+}
+
+/// Which sensor's line a JSON object is by its first key alone, when that key is one offport
+/// JSON never has (its records are refused with an unknown field, so nothing it would take goes
+/// elsewhere): Zeek's `ts`, `uid`, `_path`, `id.orig_h`; EVE's `timestamp`, `flow_id`,
+/// `event_type`.
+fn sensor_by_first_key(bytes: &[u8]) -> Option<SensorLine> {
+    let rest = bytes.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    match rest.get(..end)? {
+        b"ts" | b"uid" | b"_path" | b"id.orig_h" => Some(SensorLine::Zeek),
+        b"timestamp" | b"flow_id" | b"event_type" => Some(SensorLine::Eve),
+        _ => None,
     }
 }
 
@@ -696,15 +718,37 @@ impl ProxyNormalizer {
             ProxyFormat::OffportJson => self.offport(bytes, record, ingest_time),
             ProxyFormat::PcapdroidCsv => self.pcapdroid(bytes, record, ingest_time),
             ProxyFormat::ZeekJson => {
-                let value = Self::json_value(bytes, "a Zeek JSON log line")?;
-                self.zeek(value, record, ingest_time)
+                let line = match zeek::parse_bytes(bytes) {
+                    Ok(line) => line,
+                    // A zeek-kafka tagged line, or the error the JSON tree's parse names.
+                    Err(_) => zeek::parse(Self::json_value(bytes, "a Zeek JSON log line")?)?,
+                };
+                self.zeek(line, record, ingest_time)
             }
             ProxyFormat::SuricataEve => {
-                let value = Self::json_value(bytes, "a Suricata EVE event")?;
-                self.suricata(value, record, ingest_time)
+                let event = match suricata::parse_bytes(bytes) {
+                    Ok(event) => event,
+                    Err(_) => suricata::parse(Self::json_value(bytes, "a Suricata EVE event")?)?,
+                };
+                self.suricata(event, record, ingest_time)
             }
             ProxyFormat::Auto => {
                 let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+                // A sensor's line whose first key offport JSON never has goes straight to its
+                // parser, once; anything it cannot take goes the long way below, which decides.
+                match sensor_by_first_key(bytes) {
+                    Some(SensorLine::Zeek) => {
+                        if let Ok(line) = zeek::parse_bytes(bytes) {
+                            return self.zeek(line, record, ingest_time);
+                        }
+                    }
+                    Some(SensorLine::Eve) => {
+                        if let Ok(event) = suricata::parse_bytes(bytes) {
+                            return self.suricata(event, record, ingest_time);
+                        }
+                    }
+                    None => {}
+                }
                 if first == Some(&b'{') {
                     // offport's own records are the common case and parse straight into their
                     // struct; only a record that is not one is looked at as Zeek or EVE.
@@ -716,9 +760,11 @@ impl ProxyNormalizer {
                         return Err(rejection);
                     };
                     if zeek::looks_like(&value) {
-                        self.zeek(value, record, ingest_time)
+                        let line = zeek::parse(value)?;
+                        self.zeek(line, record, ingest_time)
                     } else if suricata::looks_like(&value) {
-                        self.suricata(value, record, ingest_time)
+                        let event = suricata::parse(value)?;
+                        self.suricata(event, record, ingest_time)
                     } else {
                         Err(rejection)
                     }

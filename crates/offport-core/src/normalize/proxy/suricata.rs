@@ -130,6 +130,18 @@ fn flow_id(value: &serde_json::Value) -> Option<String> {
 pub fn parse(value: serde_json::Value) -> Result<Option<EveRecord>, Rejection> {
     let eve: Eve = serde_json::from_value(value)
         .map_err(|e| Rejection::unparseable(format!("not a Suricata EVE event: {e}")))?;
+    from_eve(eve)
+}
+
+/// Parses one EVE line straight from its bytes, without a JSON tree first. An error does not
+/// mean the line is not EVE: a caller that is not sure tries [`parse`] on its JSON value.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Option<EveRecord>, Rejection> {
+    let eve: Eve = serde_json::from_slice(bytes)
+        .map_err(|e| Rejection::unparseable(format!("not a Suricata EVE event: {e}")))?;
+    from_eve(eve)
+}
+
+fn from_eve(eve: Eve) -> Result<Option<EveRecord>, Rejection> {
     let role = match eve.event_type.as_str() {
         "flow" => EveRole::Flow,
         "tls" | "http" | "dns" | "quic" => EveRole::Companion,

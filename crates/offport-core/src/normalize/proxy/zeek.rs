@@ -56,11 +56,11 @@ struct Line {
     resp_bytes: Option<i64>,
     orig_pkts: Option<i64>,
     resp_pkts: Option<i64>,
-    conn_state: Option<String>,
-    history: Option<String>,
+    conn_state: Option<Present>,
+    history: Option<Present>,
     // ssl.log
     version: Option<String>,
-    cipher: Option<String>,
+    cipher: Option<Present>,
     server_name: Option<String>,
     established: Option<bool>,
     ja3: Option<String>,
@@ -68,7 +68,7 @@ struct Line {
     // http.log
     method: Option<String>,
     host: Option<String>,
-    uri: Option<String>,
+    uri: Option<Present>,
     user_agent: Option<String>,
     status_code: Option<i64>,
     // dns.log
@@ -77,6 +77,27 @@ struct Line {
     qtype: Option<i64>,
     rcode_name: Option<String>,
     rcode: Option<i64>,
+}
+
+/// A string field offport reads only for being there (which log a line is): checked to be a
+/// string, as the field's type says, and not kept.
+#[derive(Debug, Clone, Copy)]
+struct Present;
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Present;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Present, E> {
+                Ok(Present)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 impl Line {
@@ -157,18 +178,29 @@ pub fn parse(value: serde_json::Value) -> Result<Option<ZeekRecord>, Rejection> 
     if line.path.is_none() {
         line.path = tag;
     }
+    from_line(line)
+}
+
+/// Parses one untagged Zeek line straight from its bytes, without a JSON tree first (the
+/// common case of a tunnel sensor's logs). An error does not mean the line is not Zeek's: a
+/// caller that is not sure tries [`parse`] on its JSON value.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Option<ZeekRecord>, Rejection> {
+    let line: Line = serde_json::from_slice(bytes)
+        .map_err(|e| Rejection::unparseable(format!("not a Zeek JSON log line: {e}")))?;
+    from_line(line)
+}
+
+fn from_line(line: Line) -> Result<Option<ZeekRecord>, Rejection> {
     let log = line.log();
     if log == ZeekLog::Other {
         return Ok(None);
     }
     let uid = line
         .uid
-        .clone()
         .filter(|u| !u.trim().is_empty())
         .ok_or_else(|| Rejection::unparseable("Zeek line without a uid"))?;
     let ts = line
         .ts
-        .clone()
         .ok_or_else(|| Rejection::unparseable("Zeek line without ts"))?;
     let time = time_from_json(&ts).ok_or_else(|| {
         Rejection::unparseable(format!("ts={ts} is neither epoch seconds nor ISO 8601"))
