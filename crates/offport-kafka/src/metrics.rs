@@ -89,6 +89,14 @@ pub struct PipelineMetrics {
     pub end_to_end_seconds: Histogram,
     /// Records behind the end of the assigned partitions (`offport_consumer_lag_records`).
     pub lag: Gauge<i64, AtomicI64>,
+    /// Records of the assigned partitions between the last stable offset and the high
+    /// watermark: behind a transaction still open, unreadable to read_committed consumers
+    /// (`offport_input_unstable_records`).
+    pub unstable: Gauge<i64, AtomicI64>,
+    /// Assigned partitions whose last stable offset has not moved for
+    /// `pipeline.hanging_transaction_after_ms` with records behind it: a transaction the broker
+    /// left hanging (`offport_input_hanging_partitions`; see docs/operations.md).
+    pub hanging: Gauge<i64, AtomicI64>,
     /// Keys of a stateful stage's state (`offport_state_keys`): joiner devices, scorer
     /// destinations and open findings.
     pub state_keys: Gauge<i64, AtomicI64>,
@@ -152,6 +160,8 @@ impl PipelineMetrics {
             // 5 ms to about 45 minutes.
             end_to_end_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 20)),
             lag: Gauge::default(),
+            unstable: Gauge::default(),
+            hanging: Gauge::default(),
             state_keys: Gauge::default(),
             state_bytes: Gauge::default(),
             evictions: Counter::default(),
@@ -228,6 +238,16 @@ impl PipelineMetrics {
             "consumer_lag_records",
             "Records behind the end of the assigned partitions",
             metrics.lag.clone(),
+        );
+        offport.register(
+            "input_unstable_records",
+            "Records of the assigned partitions behind a transaction still open (high watermark minus last stable offset)",
+            metrics.unstable.clone(),
+        );
+        offport.register(
+            "input_hanging_partitions",
+            "Assigned partitions whose last stable offset has not moved for pipeline.hanging_transaction_after_ms with records behind it (a hanging transaction)",
+            metrics.hanging.clone(),
         );
         offport.register(
             "state_keys",

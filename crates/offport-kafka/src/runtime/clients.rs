@@ -44,15 +44,30 @@ pub(crate) struct LagContext {
     /// The end of each partition as of the last statistics: the last stable offset (what a
     /// read_committed consumer can reach), else the high watermark.
     pub(crate) ends: Mutex<HashMap<(String, i32), i64>>,
+    /// Partitions with records behind their last stable offset: that offset, since when it has
+    /// not moved, and whether the hang was logged.
+    pub(crate) unstable: Mutex<HashMap<(String, i32), Unstable>>,
+    /// `pipeline.hanging_transaction_after_ms`.
+    hanging_after: std::time::Duration,
+}
+
+/// A partition whose last stable offset stands behind its high watermark.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unstable {
+    stable: i64,
+    since: std::time::Instant,
+    logged: bool,
 }
 
 impl LagContext {
-    pub(crate) fn new(metrics: Arc<PipelineMetrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<PipelineMetrics>, hanging_after: std::time::Duration) -> Self {
         Self {
+            hanging_after,
             metrics,
             revoked: Mutex::new(Vec::new()),
             rebalances: std::sync::atomic::AtomicU64::new(0),
             ends: Mutex::new(HashMap::new()),
+            unstable: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -85,6 +100,7 @@ impl rdkafka::ClientContext for LagContext {
             .map(|(_, p)| p.consumer_lag)
             .sum();
         self.metrics.lag.set(lag);
+        self.watch_stability(&statistics);
         if let Ok(mut ends) = self.ends.lock() {
             for (topic, stats) in &statistics.topics {
                 for (partition, p) in &stats.partitions {
@@ -99,6 +115,71 @@ impl rdkafka::ClientContext for LagContext {
                 }
             }
         }
+    }
+}
+
+impl LagContext {
+    /// Follows each assigned partition's last stable offset: records behind it are counted, and
+    /// one that has not moved for [`super::HANGING_AFTER`] with records behind it is a
+    /// transaction the broker left hanging (a broker that restarts can skip writing a
+    /// transaction's markers to partitions whose leader it does not know yet, KAFKA-5202's
+    /// rule): read_committed consumers, this stage among them, wait at it for ever. Logged once
+    /// per partition with how to find and end it.
+    fn watch_stability(&self, statistics: &rdkafka::Statistics) {
+        let Ok(mut unstable) = self.unstable.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut behind = 0;
+        let mut seen = std::collections::HashSet::new();
+        for (topic, stats) in &statistics.topics {
+            for (&partition, p) in &stats.partitions {
+                // Partition -1 is librdkafka's internal queue; a partition not fetched has no
+                // offsets.
+                if partition < 0 || p.ls_offset < 0 || p.hi_offset <= p.ls_offset {
+                    continue;
+                }
+                behind += p.hi_offset - p.ls_offset;
+                let key = (topic.clone(), partition);
+                seen.insert(key.clone());
+                let entry = unstable.entry(key).or_insert(Unstable {
+                    stable: p.ls_offset,
+                    since: now,
+                    logged: false,
+                });
+                if entry.stable != p.ls_offset {
+                    *entry = Unstable {
+                        stable: p.ls_offset,
+                        since: now,
+                        logged: false,
+                    };
+                }
+                if !entry.logged && now.duration_since(entry.since) >= self.hanging_after {
+                    entry.logged = true;
+                    tracing::error!(
+                        topic = %topic,
+                        partition,
+                        last_stable_offset = p.ls_offset,
+                        high_watermark = p.hi_offset,
+                        "a transaction has been open on this input partition for {} s: \
+                         read_committed consumers wait at its first offset. Find it with \
+                         `kafka-transactions.sh --bootstrap-server ... find-hanging --broker-id N` \
+                         and `describe-producers --topic {topic} --partition {partition}`; see \
+                         docs/operations.md, 'A transaction left hanging'",
+                        self.hanging_after.as_secs()
+                    );
+                }
+            }
+        }
+        unstable.retain(|key, _| seen.contains(key));
+        let hanging = unstable
+            .values()
+            .filter(|u| now.duration_since(u.since) >= self.hanging_after)
+            .count();
+        self.metrics.unstable.set(behind);
+        self.metrics
+            .hanging
+            .set(i64::try_from(hanging).unwrap_or(i64::MAX));
     }
 }
 
@@ -154,8 +235,12 @@ pub(crate) fn stage_consumer(
     defaults: &[(&str, &str)],
     metrics: &Arc<PipelineMetrics>,
 ) -> Result<LagConsumer, KafkaError> {
-    stage_consumer_config(settings, options, assignment_strategy, defaults)
-        .create_with_context(LagContext::new(Arc::clone(metrics)))
+    stage_consumer_config(settings, options, assignment_strategy, defaults).create_with_context(
+        LagContext::new(
+            Arc::clone(metrics),
+            std::time::Duration::from_millis(settings.pipeline.hanging_transaction_after_ms),
+        ),
+    )
 }
 
 pub(crate) fn stage_consumer_config(

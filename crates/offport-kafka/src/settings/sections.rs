@@ -99,6 +99,11 @@ pub struct PipelineSettings {
     pub batch_linger_ms: u64,
     /// Longest pause between retries of a transient failure, in milliseconds.
     pub max_backoff_ms: u64,
+    /// How long an input partition's last stable offset may stand still with records behind it
+    /// before the stage reports a hanging transaction (`offport_input_hanging_partitions`, one
+    /// ERROR log line), in milliseconds; keep it well above every producer's transaction
+    /// timeout.
+    pub hanging_transaction_after_ms: u64,
     /// Prefix of consumer group ids and transactional ids (`offport-` gives
     /// `offport-normalize-proxy`).
     pub group_prefix: String,
@@ -134,6 +139,7 @@ impl Default for PipelineSettings {
             batch_max_records: 10_000,
             batch_linger_ms: 50,
             max_backoff_ms: 10_000,
+            hanging_transaction_after_ms: 300_000,
             group_prefix: "offport-".to_string(),
             instance_id: None,
             static_membership: None,

@@ -662,7 +662,10 @@ enum SensorLine {
 /// elsewhere): Zeek's `ts`, `uid`, `_path`, `id.orig_h`; EVE's `timestamp`, `flow_id`,
 /// `event_type`.
 fn sensor_by_first_key(bytes: &[u8]) -> Option<SensorLine> {
-    let rest = bytes.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start();
+    let rest = bytes
+        .trim_ascii_start()
+        .strip_prefix(b"{")?
+        .trim_ascii_start();
     let rest = rest.strip_prefix(b"\"")?;
     let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
     match rest.get(..end)? {
