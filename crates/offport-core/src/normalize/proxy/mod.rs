@@ -657,21 +657,39 @@ enum SensorLine {
     Eve,
 }
 
-/// Which sensor's line a JSON object is by its first key alone, when that key is one offport
-/// JSON never has (its records are refused with an unknown field, so nothing it would take goes
-/// elsewhere): Zeek's `ts`, `uid`, `_path`, `id.orig_h`; EVE's `timestamp`, `flow_id`,
-/// `event_type`.
-fn sensor_by_first_key(bytes: &[u8]) -> Option<SensorLine> {
+/// Which sensor's line a JSON object is, when that is quick to tell and certain not to be offport
+/// JSON's (whose records refuse unknown fields, so nothing it would take goes elsewhere): by its
+/// first key when that is one of Zeek's (`ts`, `uid`, `_path`, `id.orig_h`, as Zeek writes them
+/// first) or EVE's (`timestamp`, `flow_id`, `event_type`); else, when the first key is not one of
+/// offport JSON's, by a key only that sensor writes (`"id.orig_h"`, `"uid"`; `"event_type"`)
+/// anywhere in the line. `None`: the long way decides.
+fn sensor_line(bytes: &[u8]) -> Option<SensorLine> {
     let rest = bytes
         .trim_ascii_start()
         .strip_prefix(b"{")?
         .trim_ascii_start();
     let rest = rest.strip_prefix(b"\"")?;
     let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-    match rest.get(..end)? {
-        b"ts" | b"uid" | b"_path" | b"id.orig_h" => Some(SensorLine::Zeek),
-        b"timestamp" | b"flow_id" | b"event_type" => Some(SensorLine::Eve),
-        _ => None,
+    let first = rest.get(..end)?;
+    match first {
+        b"ts" | b"uid" | b"_path" | b"id.orig_h" => return Some(SensorLine::Zeek),
+        b"timestamp" | b"flow_id" | b"event_type" => return Some(SensorLine::Eve),
+        _ => {}
+    }
+    if offport_json::field_names()
+        .iter()
+        .any(|name| name.as_bytes() == first)
+    {
+        return None;
+    }
+    if memchr::memmem::find(bytes, b"\"id.orig_h\"").is_some()
+        || memchr::memmem::find(bytes, b"\"uid\"").is_some()
+    {
+        Some(SensorLine::Zeek)
+    } else if memchr::memmem::find(bytes, b"\"event_type\"").is_some() {
+        Some(SensorLine::Eve)
+    } else {
+        None
     }
 }
 
@@ -739,7 +757,7 @@ impl ProxyNormalizer {
                 let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
                 // A sensor's line whose first key offport JSON never has goes straight to its
                 // parser, once; anything it cannot take goes the long way below, which decides.
-                match sensor_by_first_key(bytes) {
+                match sensor_line(bytes) {
                     Some(SensorLine::Zeek) => {
                         if let Ok(line) = zeek::parse_bytes(bytes) {
                             return self.zeek(line, record, ingest_time);
@@ -788,6 +806,34 @@ impl ProxyNormalizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sensor_lines_are_told_by_their_keys_in_any_order_and_offport_json_never_is() {
+        let names = offport_json::field_names();
+        assert!(names.contains(&"session_id") && names.contains(&"still_open"));
+        assert_eq!(names.len(), 34, "{names:?}");
+        for (line, expected) in [
+            (r#"{"ts":1.0,"uid":"C1"}"#, Some(SensorLine::Zeek)),
+            (
+                r#"{"conn_state":"SF","id.orig_h":"10.0.0.1","uid":"C1"}"#,
+                Some(SensorLine::Zeek),
+            ),
+            (
+                r#"{"timestamp":"x","event_type":"flow"}"#,
+                Some(SensorLine::Eve),
+            ),
+            (
+                r#"{"dest_ip":"1.2.3.4","event_type":"tls","flow_id":1}"#,
+                Some(SensorLine::Eve),
+            ),
+            // offport JSON whose values happen to hold a sensor's key: the long way decides.
+            (r#"{"session_id":"\"uid\"","sni":"event_type"}"#, None),
+            (r#"{"weird":1}"#, None),
+            ("IPProto,SrcIP", None),
+        ] {
+            assert_eq!(sensor_line(line.as_bytes()), expected, "{line}");
+        }
+    }
     use crate::model::DeadLetterReason;
 
     const NOW: EpochMillis = 1_763_640_000_000;
