@@ -469,6 +469,9 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
             starts: 0,
         };
         let started = Instant::now();
+        // Markers the broker skipped before this run: a later count says whether it skipped
+        // any during it.
+        let skipped_before = skipped_markers(stack.dir());
         if input == Input::Sensors {
             logs.extend(normalize(
                 &mut run,
@@ -509,7 +512,7 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
         if faulty_run {
             let hanging = runtime.block_on(hanging_partitions(settings))?;
             if !hanging.is_empty() {
-                let skipped = skipped_markers(stack.dir());
+                let skipped = skipped_markers(stack.dir()).saturating_sub(skipped_before);
                 println!(
                     "  the broker left transactions hanging on {} partitions: {}",
                     hanging.len(),
