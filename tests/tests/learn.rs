@@ -135,6 +135,13 @@ fn fleet() -> (Fleet, i64) {
     (fleet, start + 24 * HOUR)
 }
 
+/// What one day of `days` (of every device, or only those with nothing planted) proposes.
+fn learn_first_day(days: &Days<'_>, clean: bool) -> Proposal {
+    replay(&days.first(clean), shipped(), Some(one_day()))
+        .learned
+        .unwrap()
+}
+
 #[test]
 fn learning_from_a_clean_day_silences_the_next_days_false_findings_and_no_plant() {
     let (fleet, day2) = fleet();
@@ -142,9 +149,7 @@ fn learning_from_a_clean_day_silences_the_next_days_false_findings_and_no_plant(
         fleet: &fleet,
         day2,
     };
-    let learned = replay(&days.first(true), shipped(), Some(one_day()))
-        .learned
-        .unwrap();
+    let learned = learn_first_day(&days, true);
     assert!(!learned.approvals.is_empty());
 
     let before = replay(&days.second(), shipped(), None);
@@ -205,9 +210,7 @@ fn learning_from_a_day_with_planted_behaviours_approves_none_of_them() {
         fleet: &fleet,
         day2,
     };
-    let learned = replay(&days.first(false), shipped(), Some(one_day()))
-        .learned
-        .unwrap();
+    let learned = learn_first_day(&days, false);
     let malicious: BTreeSet<&str> = fleet
         .truth
         .planted

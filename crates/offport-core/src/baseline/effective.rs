@@ -90,6 +90,22 @@ pub struct ScopeContext<'a> {
     pub app_id: Option<&'a str>,
 }
 
+impl<'a> ScopeContext<'a> {
+    /// The scopes an enriched session matches: its platform and app, and its device's group,
+    /// role, app category and service class as its MDM context says.
+    pub fn of(enriched: &'a crate::model::EnrichedSession) -> Self {
+        let mdm = enriched.mdm.as_ref();
+        Self {
+            platform: enriched.session.platform,
+            device_group: mdm.and_then(|m| m.device_group.as_deref()),
+            device_role: mdm.and_then(|m| m.device_role.as_deref()),
+            app_category: mdm.and_then(|m| m.app_category.as_deref()),
+            service_class: mdm.and_then(|m| m.service_class.as_deref()),
+            app_id: enriched.session.app_id.as_deref(),
+        }
+    }
+}
+
 /// The baseline in force for one event: every matching scope merged by the merge rule.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EffectiveBaseline {

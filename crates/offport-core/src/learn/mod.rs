@@ -372,14 +372,7 @@ impl Learner {
         if let Some(group) = mdm.and_then(|m| m.device_group.as_ref().or(m.device_role.as_ref())) {
             self.groups.insert(device, group.clone());
         }
-        let context = ScopeContext {
-            platform: session.platform,
-            device_group: mdm.and_then(|m| m.device_group.as_deref()),
-            device_role: mdm.and_then(|m| m.device_role.as_deref()),
-            app_category: mdm.and_then(|m| m.app_category.as_deref()),
-            service_class: mdm.and_then(|m| m.service_class.as_deref()),
-            app_id: Some(app),
-        };
+        let context = ScopeContext::of(enriched);
         let start = session.start_time;
         let off_baseline = !self
             .baselines

@@ -48,15 +48,9 @@ fn feed(
     }
 }
 
+/// The shipped guards (the tests' numbers are chosen around them).
 fn config() -> LearnConfig {
-    LearnConfig {
-        min_devices: 5,
-        min_days: 2,
-        min_sessions: 20,
-        min_device_share: 0.1,
-        widen_min_apps: 5,
-        widen_min_groups: 2,
-    }
+    LearnConfig::default()
 }
 
 fn approved(proposal: &Proposal) -> Vec<(String, i32)> {

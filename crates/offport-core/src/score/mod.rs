@@ -319,15 +319,7 @@ impl Scorer {
         if self.since_expiry >= EXPIRE_EVERY.max((self.histories.len() + self.open.len()) / 2) {
             self.expire();
         }
-        let mdm = enriched.mdm.as_ref();
-        let context = ScopeContext {
-            platform: session.platform,
-            device_group: mdm.and_then(|m| m.device_group.as_deref()),
-            device_role: mdm.and_then(|m| m.device_role.as_deref()),
-            app_category: mdm.and_then(|m| m.app_category.as_deref()),
-            service_class: mdm.and_then(|m| m.service_class.as_deref()),
-            app_id: session.app_id.as_deref(),
-        };
+        let context = ScopeContext::of(enriched);
         let (host, key) = history_key(enriched);
         if let Some(journal) = &mut self.journal {
             journal.histories.insert(key);
