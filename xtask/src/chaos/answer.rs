@@ -157,6 +157,41 @@ pub(super) fn same(what: &str, reference: &[String], faulty: &[String]) -> bool 
             item.chars().take(300).collect::<String>()
         );
     }
+    // What differs inside records that are the same record otherwise (the same finding id, the
+    // same session id): field by field.
+    let parse = |items: &[String]| -> Vec<Value> {
+        items
+            .iter()
+            .filter_map(|i| serde_json::from_str(i).ok())
+            .collect()
+    };
+    let (lost, extra) = (parse(&lost), parse(&extra));
+    for missing in lost.iter().take(5) {
+        let id = |v: &Value| {
+            ["finding_id", "session_id"]
+                .iter()
+                .find_map(|k| v.get(*k).cloned())
+                .or_else(|| v.get("session").and_then(|s| s.get("session_id")).cloned())
+        };
+        let Some(other) = extra.iter().find(|e| id(e).is_some() && id(e) == id(missing)) else {
+            continue;
+        };
+        if let (Some(a), Some(b)) = (missing.as_object(), other.as_object()) {
+            let fields: Vec<String> = a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(*v))
+                .map(|(k, v)| {
+                    let cut = |x: &Value| x.to_string().chars().take(400).collect::<String>();
+                    format!(
+                        "{k}: reference {} / faulty {}",
+                        cut(v),
+                        b.get(k).map_or("absent".to_string(), cut)
+                    )
+                })
+                .collect();
+            println!("    {:?} differs in {}", id(missing), fields.join("; "));
+        }
+    }
     false
 }
 
