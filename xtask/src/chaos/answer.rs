@@ -55,6 +55,57 @@ pub(super) struct Answer {
     pub(super) alerts: Vec<String>,
     /// (SHA-256 of the original value, or "null", reason), sorted.
     pub(super) dead_letters: Vec<(String, String)>,
+    /// The enriched sessions' ids per partition in the order the scorer reads them: the scorer's
+    /// answer depends on it.
+    pub(super) enriched_order: BTreeMap<i32, Vec<String>>,
+}
+
+/// The session ids of the enriched sessions topic, per partition, in offset order.
+async fn enriched_order(
+    settings: &Settings,
+    codec: &RegistryCodec,
+) -> Result<BTreeMap<i32, Vec<String>>> {
+    let topic = TopicRole::EnrichedSessions.spec(&settings.topics).name;
+    let mut out: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for (_, partition, value, _) in
+        offport_tests::read_to_end(&settings.kafka, &topic, Duration::from_secs(300)).await?
+    {
+        let enriched: EnrichedSession = codec.decode(&value).await?;
+        out.entry(partition)
+            .or_default()
+            .push(enriched.session.session_id);
+    }
+    Ok(out)
+}
+
+/// Where the enriched sessions' per-partition order differs, when it does (the sets compared
+/// equal): the first place of each partition.
+pub(super) fn order_differences(
+    reference: &BTreeMap<i32, Vec<String>>,
+    faulty: &BTreeMap<i32, Vec<String>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (partition, expected) in reference {
+        let actual = faulty.get(partition).cloned().unwrap_or_default();
+        if let Some(at) = expected
+            .iter()
+            .zip(&actual)
+            .position(|(a, b)| a != b)
+            .or((expected.len() != actual.len()).then(|| expected.len().min(actual.len())))
+        {
+            let moved = expected
+                .iter()
+                .zip(&actual)
+                .filter(|(a, b)| a != b)
+                .count();
+            out.push(format!(
+                "partition {partition}: from position {at} ({} / {}), {moved} positions differ",
+                expected.get(at).map_or("end", String::as_str),
+                actual.get(at).map_or("end", String::as_str)
+            ));
+        }
+    }
+    out
 }
 
 pub(super) async fn answer(settings: &Settings) -> Result<Answer> {
@@ -79,6 +130,7 @@ pub(super) async fn answer(settings: &Settings) -> Result<Answer> {
             .await?,
         alerts: projected::<Finding>(settings, &codec, TopicRole::Alerts).await?,
         dead_letters,
+        enriched_order: enriched_order(settings, &codec).await?,
     })
 }
 

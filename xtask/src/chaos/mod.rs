@@ -563,7 +563,18 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
     good &= same("device events", &expected.events, &actual.events);
     good &= same("device contexts", &expected.contexts, &actual.contexts);
     good &= same("enriched sessions", &expected.enriched, &actual.enriched);
-    good &= same("alerts", &expected.alerts, &actual.alerts);
+    let alerts_same = same("alerts", &expected.alerts, &actual.alerts);
+    good &= alerts_same;
+    if !alerts_same {
+        // The scorer reads each partition in order; a different order is a different input.
+        let moved = order_differences(&expected.enriched_order, &actual.enriched_order);
+        if moved.is_empty() {
+            println!("    the enriched sessions came in the same order per partition: the scorer answered differently to the same input");
+        }
+        for line in moved {
+            println!("    enriched sessions in another order: {line}");
+        }
+    }
     let letters = |list: &[(String, String)]| {
         list.iter()
             .map(|(h, r)| format!("{h} {r}"))
