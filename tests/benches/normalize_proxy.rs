@@ -14,9 +14,11 @@
 //!   into a clone of one parsed session (its own group, the same topic): the cost of the
 //!   exactly-once plumbing and the Avro encoding alone, which faster parsing cannot remove.
 //!
-//! - normalize-proxy on a tunnel sensor's Zeek conn.log (JSON), client addresses attributed
-//!   through a `normalize.sources` map of `OFFPORT_BENCH_LEASES` /32 leases (default 100,000):
-//!   the same number of records on their own topic, and its rate against offport JSON's.
+//! - normalize-proxy on each sensor's format, the same number of records on topics of their
+//!   own: a tunnel sensor's Zeek conn.log and Suricata EVE flow events (client addresses
+//!   attributed through a `normalize.sources` map of `OFFPORT_BENCH_LEASES` /32 leases, default
+//!   100,000) and PCAPdroid rows (keyed by device, with the map loaded too), each rate against
+//!   offport JSON's.
 //!
 //! Both read the same topic from the start with the same client settings (librdkafka defaults
 //! plus the stages' `fetch.queue.backoff.ms`); the ratio is the target of issue 4 (at least
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use offport_core::examples;
+use offport_core::model::DeadLetterReason;
 use offport_core::normalize::proxy::sources::{SourceMap, SourceMapping};
 use offport_core::normalize::proxy::{ProxyConfig, ProxyFormat, ProxyNormalizer};
 use offport_core::normalize::{Limits, Normalized, Normalizer, RawRecord, Rejection};
@@ -115,7 +118,30 @@ async fn normalize<N: Normalizer + Send + Sync + 'static>(
         .since_first_read()
         .context("no record")?
         .as_secs_f64();
-    stage.stop().await?;
+    let metrics = stage.stop().await?;
+    // Every record a session: a rate of dead letters would measure nothing.
+    let refused: u64 = [
+        DeadLetterReason::Unparseable,
+        DeadLetterReason::UnknownFormat,
+        DeadLetterReason::MissingDeviceId,
+        DeadLetterReason::ImpossibleValue,
+        DeadLetterReason::Oversize,
+        DeadLetterReason::Other,
+    ]
+    .into_iter()
+    .map(|reason| {
+        metrics
+            .dead_letters
+            .get_or_create(&offport_kafka::metrics::ReasonLabels {
+                reason: reason.into(),
+            })
+            .get()
+    })
+    .sum();
+    anyhow::ensure!(
+        refused == 0,
+        "{refused} records dead-lettered: the bench's input is wrong"
+    );
     Ok(records as f64 / elapsed)
 }
 
@@ -214,37 +240,88 @@ fn main() -> Result<()> {
             })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut sensor = settings.clone();
-        sensor.topics.prefix = format!("{}zeek.", settings.topics.prefix);
-        sensor.pipeline.group_prefix = format!("{}zeek-", settings.pipeline.group_prefix);
-        for spec in roles.map(|role| role.spec(&sensor.topics)) {
-            ensure_topics(&sensor.kafka.client_config(), &[spec]).await?;
-        }
-        let zeek_input = TopicRole::RawProxy.spec(&sensor.topics).name;
-        let conn: Vec<RawInput> = (0..records)
-            .map(|i| {
-                let n = u32::try_from(i).unwrap_or(0) * 7_919 % leases.max(1);
-                RawInput::value(format!(
-                    "{{\"ts\":{}.{:06},\"uid\":\"C{i:017}\",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\"id.resp_h\":\"203.0.113.{}\",\"id.resp_p\":443,\"proto\":\"tcp\",\"service\":\"ssl\",\"duration\":1.842219,\"orig_bytes\":1012,\"resp_bytes\":2874,\"conn_state\":\"SF\",\"local_orig\":true,\"local_resp\":false,\"missed_bytes\":0,\"history\":\"ShADadFf\",\"orig_pkts\":10,\"orig_ip_bytes\":1532,\"resp_pkts\":8,\"resp_ip_bytes\":3290}}",
-                    1_795_168_800 + i / 100,
-                    i % 1_000_000,
-                    address(n),
+        // Each sensor's lines, `records` of them, on topics of their own; Zeek and EVE from a
+        // tunnel sensor (addresses through the lease map), PCAPdroid rows keyed by device.
+        let time = |i: usize| {
+            let seconds = 1_795_168_800 + i / 100;
+            (seconds, i % 1_000_000)
+        };
+        let zeek_line = |i: usize| {
+            let n = u32::try_from(i).unwrap_or(0) * 7_919 % leases.max(1);
+            let (seconds, micros) = time(i);
+            RawInput::value(format!(
+                "{{\"ts\":{seconds}.{micros:06},\"uid\":\"C{i:017}\",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\"id.resp_h\":\"203.0.113.{}\",\"id.resp_p\":443,\"proto\":\"tcp\",\"service\":\"ssl\",\"duration\":1.842219,\"orig_bytes\":1012,\"resp_bytes\":2874,\"conn_state\":\"SF\",\"local_orig\":true,\"local_resp\":false,\"missed_bytes\":0,\"history\":\"ShADadFf\",\"orig_pkts\":10,\"orig_ip_bytes\":1532,\"resp_pkts\":8,\"resp_ip_bytes\":3290}}",
+                address(n),
+                40_000 + i % 20_000,
+                i % 250
+            ))
+        };
+        // Suricata's EVE flow event as it writes one (`timestamp` first, the flow's times in
+        // its own format).
+        let eve_line = |i: usize| {
+            let n = u32::try_from(i).unwrap_or(0) * 7_919 % leases.max(1);
+            let (seconds, micros) = time(i);
+            let clock = |s: usize| {
+                let day = s % 86_400;
+                format!("2026-11-20T{:02}:{:02}:{:02}.{micros:06}+0000", day / 3600, day / 60 % 60, day % 60)
+            };
+            RawInput::value(format!(
+                "{{\"timestamp\":\"{}\",\"flow_id\":{},\"in_iface\":\"tun0\",\"event_type\":\"flow\",\"src_ip\":\"{}\",\"src_port\":{},\"dest_ip\":\"203.0.113.{}\",\"dest_port\":443,\"proto\":\"TCP\",\"app_proto\":\"tls\",\"flow\":{{\"pkts_toserver\":10,\"pkts_toclient\":8,\"bytes_toserver\":1532,\"bytes_toclient\":3290,\"start\":\"{}\",\"end\":\"{}\",\"age\":2,\"state\":\"closed\",\"reason\":\"timeout\",\"alerted\":false}}}}",
+                clock(seconds + 2),
+                1_000_000_000_000 + i,
+                address(n),
+                40_000 + i % 20_000,
+                i % 250,
+                clock(seconds),
+                clock(seconds + 2),
+            ))
+        };
+        // A PCAPdroid export's row with the export's header, keyed by its device.
+        let pcapdroid_line = |i: usize| {
+            let (seconds, micros) = time(i);
+            let clock = |s: usize| {
+                let day = s % 86_400;
+                format!("2026-11-20T{:02}:{:02}:{:02}.{:03}+00:00", day / 3600, day / 60 % 60, day % 60, micros / 1000)
+            };
+            RawInput {
+                key: Some(format!("android-{:06}", i % 1_000).into_bytes()),
+                ..RawInput::value(format!(
+                    "IPProto,SrcIP,SrcPort,DstIp,DstPort,UID,App,PackageName,Proto,Status,Info,BytesSent,BytesRcvd,PktsSent,PktsRcvd,FirstSeen,LastSeen\n6,10.215.173.1,{},203.0.113.{},443,10123,chrome,com.android.chrome,TLS,Closed,www.example{}.com,1532,3290,10,8,{},{}",
                     40_000 + i % 20_000,
-                    i % 250
+                    i % 250,
+                    i % 500,
+                    clock(seconds),
+                    clock(seconds + 2),
                 ))
-            })
-            .collect();
-        produce(&sensor.kafka, &zeek_input, &conn).await?;
-        let zeek = ProxyNormalizer::configured(ProxyConfig {
-            format: Some(ProxyFormat::Auto),
-            sources: SourceMap::new(sources),
-            ..ProxyConfig::default()
-        });
-        let zeek_rate = normalize(&sensor, records, zeek).await?;
-        println!(
-            "normalize-proxy on Zeek conn.log, {leases} leases:  {zeek_rate:>10.0} records/s ({:.2}x offport JSON with no map; target >= 0.9x)",
-            zeek_rate / normalize_rate
-        );
+            }
+        };
+        let formats: [(&str, &dyn Fn(usize) -> RawInput); 3] = [
+            ("Zeek conn.log", &zeek_line),
+            ("Suricata EVE flow", &eve_line),
+            ("PCAPdroid CSV", &pcapdroid_line),
+        ];
+        for (index, (name, line)) in formats.iter().enumerate() {
+            let mut sensor = settings.clone();
+            sensor.topics.prefix = format!("{}sensor{index}.", settings.topics.prefix);
+            sensor.pipeline.group_prefix =
+                format!("{}sensor{index}-", settings.pipeline.group_prefix);
+            for spec in roles.map(|role| role.spec(&sensor.topics)) {
+                ensure_topics(&sensor.kafka.client_config(), &[spec]).await?;
+            }
+            let input = TopicRole::RawProxy.spec(&sensor.topics).name;
+            let lines: Vec<RawInput> = (0..records).map(line).collect();
+            produce(&sensor.kafka, &input, &lines).await?;
+            let normalizer = ProxyNormalizer::configured(ProxyConfig {
+                format: Some(ProxyFormat::Auto),
+                sources: SourceMap::new(sources.clone()),
+                ..ProxyConfig::default()
+            });
+            let rate = normalize(&sensor, records, normalizer).await?;
+            println!(
+                "normalize-proxy on {name:<18}, {leases} leases: {rate:>10.0} records/s ({:.2}x offport JSON with no map; target >= 0.9x)",
+                rate / normalize_rate
+            );
+        }
         Ok(())
     })
 }

@@ -93,11 +93,7 @@ pub(super) fn order_differences(
             .position(|(a, b)| a != b)
             .or((expected.len() != actual.len()).then(|| expected.len().min(actual.len())))
         {
-            let moved = expected
-                .iter()
-                .zip(&actual)
-                .filter(|(a, b)| a != b)
-                .count();
+            let moved = expected.iter().zip(&actual).filter(|(a, b)| a != b).count();
             out.push(format!(
                 "partition {partition}: from position {at} ({} / {}), {moved} positions differ",
                 expected.get(at).map_or("end", String::as_str),
@@ -225,7 +221,10 @@ pub(super) fn same(what: &str, reference: &[String], faulty: &[String]) -> bool 
                 .find_map(|k| v.get(*k).cloned())
                 .or_else(|| v.get("session").and_then(|s| s.get("session_id")).cloned())
         };
-        let Some(other) = extra.iter().find(|e| id(e).is_some() && id(e) == id(missing)) else {
+        let Some(other) = extra
+            .iter()
+            .find(|e| id(e).is_some() && id(e) == id(missing))
+        else {
             continue;
         };
         if let (Some(a), Some(b)) = (missing.as_object(), other.as_object()) {
