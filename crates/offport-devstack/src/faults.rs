@@ -75,18 +75,7 @@ impl FaultStack {
             // Keep every record: a fault run replays simulated days whose Kafka timestamps may
             // be older than the default 7-day retention, which would delete them mid-run (the
             // broker restart brings the retention check forward).
-            //
-            // The broker's session times out after 2 s instead of 9: killed and started again,
-            // the broker still holds its old registration, and when the controller fences it
-            // at the session's end every partition loses its leader for a moment. The
-            // transaction coordinator, meanwhile finishing the transactions the kill
-            // interrupted, skips the markers of partitions without a leader (taking them for
-            // deleted) and leaves those transactions hanging (docs/operations.md). Fenced
-            // sooner, the old registration is gone before the coordinator starts sending.
-            extra: "log.retention.ms=-1\n\
-                    broker.session.timeout.ms=2000\n\
-                    broker.heartbeat.interval.ms=500\n"
-                .to_string(),
+            extra: "log.retention.ms=-1\n".to_string(),
         };
         let properties = dir.join("server.properties");
         std::fs::write(
