@@ -110,6 +110,21 @@ fn zeek_conn(i: usize) -> String {
     )
 }
 
+/// A PCAPdroid export's row with the export's header, as a record of the raw topic holds it.
+fn pcapdroid_row(i: usize) -> String {
+    format!(
+        "IPProto,SrcIP,SrcPort,DstIp,DstPort,UID,App,PackageName,Proto,Status,Info,BytesSent,BytesRcvd,PktsSent,PktsRcvd,FirstSeen,LastSeen\n6,10.215.173.1,{},203.0.113.{},443,10123,chrome,com.android.chrome,TLS,Closed,www.example{}.com,1532,3290,10,8,2026-11-20T10:{:02}:{:02}.{:03}+00:00,2026-11-20T10:{:02}:{:02}.999+00:00",
+        40_000 + i % 20_000,
+        i % 250,
+        i % 500,
+        (i / 60) % 60,
+        i % 60,
+        i % 999,
+        (i / 60) % 60,
+        i % 60,
+    )
+}
+
 /// Zeek conn.log and offport JSON through the `auto` normalizer, interleaved rounds.
 fn zeek_against_offport(offport: &[String]) {
     let n = offport.len();
@@ -123,6 +138,7 @@ fn zeek_against_offport(offport: &[String]) {
                 .to_string()
         })
         .collect();
+    let pcapdroid: Vec<String> = (0..n).map(pcapdroid_row).collect();
     let headers = Vec::new();
     let run = |inputs: &[String]| {
         let mut normalizer = ProxyNormalizer::new(ProxyFormat::Auto, Limits::default());
@@ -151,10 +167,13 @@ fn zeek_against_offport(offport: &[String]) {
         assert_eq!(sessions, n, "every conn line makes a session");
         let (keys_sorted, sessions) = run(&sorted);
         assert_eq!(sessions, n, "every conn line makes a session");
+        let (rows, sessions) = run(&pcapdroid);
+        assert_eq!(sessions, n, "every PCAPdroid row makes a session");
         println!(
-            "round {round}: auto format, offport JSON {own:.2} us/record, Zeek conn.log {conn:.2} us/record ({:.2}x offport JSON's rate), keys sorted {keys_sorted:.2} us/record ({:.2}x)",
+            "round {round}: auto format, offport JSON {own:.2} us/record, Zeek conn.log {conn:.2} us/record ({:.2}x offport JSON's rate), keys sorted {keys_sorted:.2} us/record ({:.2}x), PCAPdroid {rows:.2} us/record ({:.2}x)",
             own / conn,
-            own / keys_sorted
+            own / keys_sorted,
+            own / rows
         );
     }
 }

@@ -323,19 +323,12 @@ impl Normalizer for UsageStatsRows {
         ingest_time: EpochMillis,
     ) -> Result<Vec<Normalized>, Rejection> {
         let bytes = value_of(record, &self.limits)?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(bytes);
         let mut columns = DEFAULT_COLUMNS;
         let mut width = DEFAULT_WIDTH;
         let mut rows = 0_usize;
         let mut out = Vec::new();
-        for (index, row) in reader.records().enumerate() {
+        for (index, row) in super::csv_rows(bytes)?.into_iter().enumerate() {
             let line = index as u64 + 1;
-            let row =
-                row.map_err(|e| Rejection::unparseable(format!("line {line}: not CSV: {e}")))?;
             if index == 0 {
                 if let Some(header) = Self::header(&row) {
                     columns = header;

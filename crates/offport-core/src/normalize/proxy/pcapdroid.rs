@@ -113,19 +113,13 @@ pub fn sessions(
     fallback_device: Option<&str>,
     ingest_time: EpochMillis,
 ) -> Result<Vec<NetworkSession>, Rejection> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(bytes);
     let mut columns = DEFAULT_COLUMNS;
     let mut rows = 0_usize;
     let mut out = Vec::new();
-    for (index, row) in reader.records().enumerate() {
+    for (index, row) in crate::normalize::csv_rows(bytes)?.into_iter().enumerate() {
         let line = index + 1;
         let at_line =
             |r: Rejection| Rejection::new(r.reason, format!("line {line}: {}", r.message));
-        let row = row.map_err(|e| Rejection::unparseable(format!("line {line}: not CSV: {e}")))?;
         if index == 0 {
             if let Some(header) = Columns::from_header(&row) {
                 columns = header;
