@@ -668,7 +668,7 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
 }
 
 /// Faulty runs tried when the broker leaves a transaction hanging.
-const FAULTY_ATTEMPTS: u32 = 3;
+const FAULTY_ATTEMPTS: u32 = 5;
 
 /// Partitions of a run's topics whose last stable offset stays behind the high watermark for
 /// 90 s (longer than the stages' 60 s transaction timeout, after which the coordinator aborts
