@@ -120,24 +120,17 @@ async fn normalize<N: Normalizer + Send + Sync + 'static>(
         .as_secs_f64();
     let metrics = stage.stop().await?;
     // Every record a session: a rate of dead letters would measure nothing.
-    let refused: u64 = [
-        DeadLetterReason::Unparseable,
-        DeadLetterReason::UnknownFormat,
-        DeadLetterReason::MissingDeviceId,
-        DeadLetterReason::ImpossibleValue,
-        DeadLetterReason::Oversize,
-        DeadLetterReason::Other,
-    ]
-    .into_iter()
-    .map(|reason| {
-        metrics
-            .dead_letters
-            .get_or_create(&offport_kafka::metrics::ReasonLabels {
-                reason: reason.into(),
-            })
-            .get()
-    })
-    .sum();
+    let refused: u64 = DeadLetterReason::ALL
+        .into_iter()
+        .map(|reason| {
+            metrics
+                .dead_letters
+                .get_or_create(&offport_kafka::metrics::ReasonLabels {
+                    reason: reason.into(),
+                })
+                .get()
+        })
+        .sum();
     anyhow::ensure!(
         refused == 0,
         "{refused} records dead-lettered: the bench's input is wrong"

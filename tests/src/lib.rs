@@ -600,11 +600,11 @@ fn stuck_partitions(
     for (partition, high) in ends {
         let at = positions
             .find_partition(topic, *partition)
-            .map(|e| format!("{:?}", e.offset()));
-        let at = at.unwrap_or_else(|| "unassigned".to_string());
-        if at == format!("{:?}", rdkafka::Offset::Offset(*high)) {
+            .map(|e| e.offset());
+        if at == Some(rdkafka::Offset::Offset(*high)) {
             continue;
         }
+        let at = at.map_or_else(|| "unassigned".to_string(), |o| format!("{o:?}"));
         let stable = probe
             .as_ref()
             .and_then(|p| {

@@ -347,16 +347,7 @@ impl PipelineMetrics {
         );
         // Every reason's series exists from the start at 0, so dashboards and alerts on a
         // rate see it before the first dead letter.
-        for reason in [
-            DeadLetterReason::Unparseable,
-            DeadLetterReason::UnknownFormat,
-            DeadLetterReason::MissingDeviceId,
-            DeadLetterReason::ImpossibleValue,
-            DeadLetterReason::Oversize,
-            DeadLetterReason::SchemaMismatch,
-            DeadLetterReason::InvalidBaseline,
-            DeadLetterReason::Other,
-        ] {
+        for reason in DeadLetterReason::ALL {
             let _ = metrics.dead_letters.get_or_create(&ReasonLabels {
                 reason: reason.into(),
             });

@@ -675,22 +675,19 @@ const FAULTY_ATTEMPTS: u32 = 5;
 /// any transaction it knows): `topic/p stable S high H` each.
 async fn hanging_partitions(settings: &Settings) -> Result<Vec<String>> {
     let deadline = Instant::now() + Duration::from_secs(90);
+    let probe = |isolation: &str| -> Result<BaseConsumer> {
+        Ok(settings
+            .kafka
+            .client_config()
+            .set("group.id", "offport-chaos-probe")
+            .set("isolation.level", isolation)
+            .create()?)
+    };
+    let (stable, high) = (probe("read_committed")?, probe("read_uncommitted")?);
     loop {
         let mut hanging = Vec::new();
         for role in TopicRole::ALL {
             let topic = role.spec(&settings.topics).name;
-            let stable: BaseConsumer = settings
-                .kafka
-                .client_config()
-                .set("group.id", "offport-chaos-probe")
-                .set("isolation.level", "read_committed")
-                .create()?;
-            let high: BaseConsumer = settings
-                .kafka
-                .client_config()
-                .set("group.id", "offport-chaos-probe")
-                .set("isolation.level", "read_uncommitted")
-                .create()?;
             let metadata = stable.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
             let partitions = metadata
                 .topics()

@@ -669,6 +669,44 @@ mod tests {
     }
 
     #[test]
+    fn the_comparison_names_the_planted_behaviours_each_side_alone_raises() {
+        let truth = Truth {
+            config: FleetConfig::default(),
+            device_days: 3.0,
+            benign_device_days: 1.0,
+            planted: vec![
+                planted("d1", "evil", 8443, Behaviour::TlsC2UncommonPort),
+                planted("d2", "evil", 5300, Behaviour::DnsNonStandardPort),
+                planted("d3", "evil", 4444, Behaviour::PersistentSession4444),
+            ],
+            benign: BTreeMap::new(),
+        };
+        // d1 raised by both; d2 only by the first; d3 only by the second.
+        let a = vec![
+            finding("a1", "d1", "evil", 8443, 50),
+            finding("a2", "d2", "evil", 5300, 50),
+        ];
+        let b = vec![
+            finding("b1", "d1", "evil", 8443, 50),
+            finding("b3", "d3", "evil", 4444, 50),
+        ];
+        let c = compare("old", &a, "new", &b).with_truth(&a, &b, &truth);
+        let ids = |list: &[Planted]| list.iter().map(|p| p.device_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&c.silenced_planted), vec!["d2"]);
+        assert_eq!(ids(&c.raised_planted), vec!["d3"]);
+        let mut report = Report::new("x", &a, 2, Some(&truth));
+        report.comparison = Some(c);
+        assert!(report
+            .summary()
+            .contains("SILENCED under new: planted DnsNonStandardPort on d2"));
+        let html = report.to_html();
+        assert!(
+            html.contains("<div class=\"silenced\"><h3>Planted behaviours new would silence</h3>")
+        );
+        assert!(html.contains("DnsNonStandardPort on d2"));
+    }
+
+    #[test]
     fn html_escapes_what_it_shows() {
         let f = finding("f", "<script>alert(1)</script>", "a&b", 1, 1);
         let html = Report::new("x", &[f], 1, None).to_html();

@@ -69,21 +69,33 @@ fn empty(scope: BaselineScope) -> Baseline {
     }
 }
 
-/// Ports as ranges: sorted, adjacent ports joined.
-fn ranges(mut ports: Vec<i32>) -> Vec<PortRange> {
-    ports.sort_unstable();
-    ports.dedup();
+/// Port ranges sorted, overlapping and adjacent ones joined (ranges are never expanded into
+/// their ports: a scope may approve 1024-65535).
+pub(super) fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+    ranges.sort_unstable_by_key(|r| (r.first, r.last));
     let mut out: Vec<PortRange> = Vec::new();
-    for port in ports {
+    for range in ranges {
         match out.last_mut() {
-            Some(range) if range.last + 1 == port => range.last = port,
-            _ => out.push(PortRange {
-                first: port,
-                last: port,
-            }),
+            Some(last) if range.first <= last.last.saturating_add(1) => {
+                last.last = last.last.max(range.last);
+            }
+            _ => out.push(range),
         }
     }
     out
+}
+
+/// Single ports as ranges, adjacent ones joined.
+fn ranges(ports: impl IntoIterator<Item = i32>) -> Vec<PortRange> {
+    merge_ranges(
+        ports
+            .into_iter()
+            .map(|port| PortRange {
+                first: port,
+                last: port,
+            })
+            .collect(),
+    )
 }
 
 /// Adds `port` to the rule of (protocol, transport) in `rules`, or a new rule.
@@ -97,9 +109,9 @@ fn approve(rules: &mut Vec<ProtocolPortRule>, approval: &Approval) {
         .find(|r| r.protocol == approval.protocol && r.transport == Some(approval.transport))
     {
         Some(rule) => {
-            let mut ports: Vec<i32> = rule.ports.iter().flat_map(|r| r.first..=r.last).collect();
-            ports.push(approval.port);
-            rule.ports = ranges(ports);
+            let mut ports = std::mem::take(&mut rule.ports);
+            ports.push(range);
+            rule.ports = merge_ranges(ports);
         }
         None => rules.push(ProtocolPortRule {
             protocol: approval.protocol,
@@ -177,7 +189,7 @@ pub fn draft(
             let learned = AppCategoryBehavior {
                 category: behaviour.app_id.clone(),
                 expected_protocols: behaviour.protocols.clone(),
-                expected_ports: ranges(behaviour.ports.iter().map(|(_, p)| *p).collect()),
+                expected_ports: ranges(behaviour.ports.iter().map(|(_, p)| *p)),
                 expected_domain_suffixes: behaviour.domain_suffixes.clone(),
             };
             let behaviors = &mut entry.document.app_network_behavior;
@@ -187,14 +199,9 @@ pub fn draft(
             {
                 // The same app id on the other platform: one entry holds both.
                 Some(existing) if entry.behaviour.is_some() => {
-                    let mut ports: Vec<i32> = existing
-                        .expected_ports
-                        .iter()
-                        .chain(&learned.expected_ports)
-                        .flat_map(|r| r.first..=r.last)
-                        .collect();
-                    ports.sort_unstable();
-                    existing.expected_ports = ranges(ports);
+                    let mut ports = std::mem::take(&mut existing.expected_ports);
+                    ports.extend(learned.expected_ports);
+                    existing.expected_ports = merge_ranges(ports);
                     for protocol in learned.expected_protocols {
                         if !existing.expected_protocols.contains(&protocol) {
                             existing.expected_protocols.push(protocol);

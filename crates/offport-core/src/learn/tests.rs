@@ -1,7 +1,7 @@
 use super::*;
 use crate::baseline::parse_documents;
 use crate::examples::{enriched_session, finding, EXAMPLE_TIME};
-use crate::model::MdmContext;
+use crate::model::{MdmContext, PortRange};
 
 const HOUR: i64 = 3_600_000;
 
@@ -360,4 +360,19 @@ fn domain_classes_are_the_registrable_looking_suffix() {
     assert_eq!(domain_class("10.1.2.3"), None);
     assert_eq!(domain_class("2001:db8::1"), None);
     assert_eq!(domain_class("localhost"), None);
+}
+
+#[test]
+fn port_ranges_merge_without_being_spelled_out() {
+    let range = |first, last| PortRange { first, last };
+    assert_eq!(
+        draft::merge_ranges(vec![
+            range(5222, 5222),
+            range(1024, 65_535),
+            range(443, 443),
+            range(444, 444),
+            range(80, 80),
+        ]),
+        vec![range(80, 80), range(443, 444), range(1024, 65_535)]
+    );
 }

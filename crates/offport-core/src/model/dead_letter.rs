@@ -27,6 +27,18 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [DeadLetterReason; 8] = [
+        DeadLetterReason::Unparseable,
+        DeadLetterReason::UnknownFormat,
+        DeadLetterReason::MissingDeviceId,
+        DeadLetterReason::ImpossibleValue,
+        DeadLetterReason::Oversize,
+        DeadLetterReason::SchemaMismatch,
+        DeadLetterReason::InvalidBaseline,
+        DeadLetterReason::Other,
+    ];
+
     /// The reason as its Avro symbol (`UNPARSEABLE`): the `offport.errors.reason` header and the
     /// `reason` label of the dead-letter metric.
     pub fn code(self) -> &'static str {

@@ -227,6 +227,24 @@ mod tests {
     use super::*;
     use crate::schema::Contract;
 
+    #[test]
+    fn all_dead_letter_reasons_are_in_declaration_order() {
+        for (index, reason) in DeadLetterReason::ALL.into_iter().enumerate() {
+            // ALL in declaration order, each reason once.
+            let expected = match reason {
+                DeadLetterReason::Unparseable => 0,
+                DeadLetterReason::UnknownFormat => 1,
+                DeadLetterReason::MissingDeviceId => 2,
+                DeadLetterReason::ImpossibleValue => 3,
+                DeadLetterReason::Oversize => 4,
+                DeadLetterReason::SchemaMismatch => 5,
+                DeadLetterReason::InvalidBaseline => 6,
+                DeadLetterReason::Other => 7,
+            };
+            assert_eq!(index, expected, "{reason:?}");
+        }
+    }
+
     fn encoded_len(letter: &DeadLetter) -> usize {
         let schema = Contract::DeadLetter.binary().unwrap();
         let mut out = Vec::new();
