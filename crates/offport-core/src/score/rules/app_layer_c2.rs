@@ -1,7 +1,138 @@
 //! The application-layer C2 analytic (seed 004, T1437): two independent indicators, one about
 //! the session itself; timing (periodicity, uniform sizes) counts as one.
+//!
+//! C2 needs two independent core indicators, at least one of them about the session itself:
+//! SNI/Host mismatch ([`sni_host_mismatch`]), a destination known only by its address
+//! ([`ip_literal_host`], [`nameless_tls`]), an algorithmic name ([`algorithmic_destination`]),
+//! high payload entropy ([`plaintext_entropy`]), background persistence
+//! ([`background_persistence`]), a protocol off its approved ports. Periodicity
+//! ([`Rules::periodicity`]) and uniform sizes ([`Rules::uniform_sizes`]) are one more, together:
+//! they are what every machine-timed heartbeat shows (NTP polls, MDM check-ins, ActiveSync
+//! pings, config polls), so timing alone never makes a finding. The session's indicators come
+//! first; the series' statistics are computed only for a session that has one.
 
 use super::*;
+use crate::baseline::Thresholds;
+use crate::model::NetworkSession;
+
+/// The indicators about the session itself: cheap, no series statistics.
+struct SessionIndicators<'a> {
+    mismatch: Option<(&'a str, &'a str)>,
+    literal: Option<&'a str>,
+    nameless: Option<&'a str>,
+    algorithmic: Option<&'a str>,
+    entropy: Option<f64>,
+    persistent: bool,
+    off_baseline: bool,
+}
+
+impl SessionIndicators<'_> {
+    /// How many independent indicators hold (an address-only destination counts once).
+    fn count(&self) -> usize {
+        [
+            self.mismatch.is_some(),
+            self.literal.is_some() || self.nameless.is_some(),
+            self.algorithmic.is_some(),
+            self.entropy.is_some(),
+            self.persistent,
+            self.off_baseline,
+        ]
+        .into_iter()
+        .filter(|x| *x)
+        .count()
+    }
+}
+
+/// TLS SNI and HTTP Host that disagree, neither a suffix of the other (domain fronting).
+fn sni_host_mismatch(session: &NetworkSession) -> Option<(&str, &str)> {
+    let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
+    let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
+    match (sni, http_host) {
+        (Some(sni), Some(http_host))
+            if !sni.eq_ignore_ascii_case(http_host)
+                && !host_has_suffix(sni, http_host)
+                && !host_has_suffix(http_host, sni) =>
+        {
+            Some((sni, http_host))
+        }
+        _ => None,
+    }
+}
+
+/// The destination name's verdict is the history's (`kept`); other names are judged here.
+type Verdict<'a> = &'a dyn Fn(&str) -> Option<HostVerdict>;
+
+/// An SNI or Host that is an IP literal.
+fn ip_literal_host<'s>(session: &'s NetworkSession, kept: Verdict<'_>) -> Option<&'s str> {
+    let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
+    let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
+    [sni, http_host]
+        .into_iter()
+        .flatten()
+        .find(|h| kept(h).map_or_else(|| is_ip_literal(h), |v| v.ip_literal))
+}
+
+/// A TLS handshake the sensor read, with no server name, to a public address: a client that
+/// connects by name sends it (RFC 6066 forbids an address there), so the destination is an
+/// address the app carries, as with an IP-literal Host. The sensor must have read the
+/// ClientHello: a handshake record (Zeek ssl.log, an EVE tls event, the client's bytes), or
+/// nDPI's TLS verdict in a PCAPdroid row, which comes from the ClientHello and would carry its
+/// name. A session with no handshake record (a QUIC flow, a conn.log whose ssl.log never came)
+/// says nothing of the name.
+fn nameless_tls(session: &NetworkSession) -> Option<&str> {
+    let handshake_read = session.tls.is_some()
+        || (session.source_format == SourceFormat::PcapdroidCsv
+            && session.protocol == AppProtocol::Tls);
+    let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
+    let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
+    (handshake_read
+        && matches!(session.protocol, AppProtocol::Tls | AppProtocol::Quic)
+        && sni.is_none()
+        && http_host.is_none()
+        && session
+            .dst_ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(is_public_address))
+    .then_some(session.dst_ip.as_str())
+}
+
+/// A destination name (SNI, Host, DNS query) that looks algorithmically generated.
+fn algorithmic_destination<'e>(
+    enriched: &'e EnrichedSession,
+    kept: Verdict<'_>,
+) -> Option<&'e str> {
+    all_hosts(enriched).find(|h| kept(h).map_or_else(|| looks_algorithmic(h), |v| v.algorithmic))
+}
+
+/// Payload entropy over the threshold in a protocol that is not encrypted by design.
+fn plaintext_entropy(session: &NetworkSession, t: &Thresholds) -> Option<f64> {
+    let encrypted_by_design = matches!(
+        session.protocol,
+        AppProtocol::Tls | AppProtocol::Dtls | AppProtocol::Quic | AppProtocol::Ssh
+    );
+    session
+        .payload_entropy
+        .filter(|e| !encrypted_by_design && *e > t.payload_entropy_threshold)
+}
+
+/// A session held open in the background past SessionPersistenceThreshold.
+fn background_persistence(enriched: &EnrichedSession, t: &Thresholds) -> bool {
+    let background =
+        enriched.app_state == AppRunState::Background && !enriched.foreground_transition_during;
+    background && enriched.session.duration_ms.unwrap_or(0) > t.session_persistence_threshold_ms
+}
+
+/// Beacons are machine-timed: a series is judged only while nobody attends the app. A session
+/// of an app in the foreground on an unlocked device with a recent interaction follows its
+/// user's rhythm (a player fetching the next track, a feed refreshing as it is scrolled),
+/// however regular that looks.
+fn attended(enriched: &EnrichedSession, t: &Thresholds) -> bool {
+    (enriched.app_state == AppRunState::Foreground || enriched.foreground_transition_during)
+        && enriched.lock_state != LockState::Locked
+        && enriched
+            .last_user_interaction_ms_before
+            .is_some_and(|d| d <= t.recent_user_interaction_window_ms)
+}
 
 impl Rules<'_> {
     pub(crate) fn app_layer_c2(&self, judged: &Judged<'_>, full: bool) -> Option<Collected> {
@@ -14,116 +145,85 @@ impl Rules<'_> {
         } = *judged;
         let session = &enriched.session;
         let t = &baseline.thresholds;
-        // C2 needs two independent core indicators, at least one of them about the session
-        // itself: SNI/Host mismatch, a destination known only by its address, an algorithmic
-        // name, high payload entropy, background persistence, a protocol off its approved
-        // ports. Periodicity and uniform sizes are one more, together: they are what every
-        // machine-timed heartbeat shows (NTP polls, MDM check-ins, ActiveSync pings, config
-        // polls), so timing alone never makes a finding. The session's indicators come first;
-        // the series' statistics are computed only for a session that has one.
-        let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
-        let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
-        let mismatch = match (sni, http_host) {
-            (Some(sni), Some(http_host))
-                if !sni.eq_ignore_ascii_case(http_host)
-                    && !host_has_suffix(sni, http_host)
-                    && !host_has_suffix(http_host, sni) =>
-            {
-                Some((sni, http_host))
-            }
-            _ => None,
-        };
-        // The destination name's verdict is the history's; other names are judged here.
         let kept = |name: &str| recurrence.verdict.filter(|_| host == Some(name));
-        let literal = [sni, http_host]
-            .into_iter()
-            .flatten()
-            .find(|h| kept(h).map_or_else(|| is_ip_literal(h), |v| v.ip_literal));
-        // A TLS handshake the sensor read, with no server name, to a public address: a client
-        // that connects by name sends it (RFC 6066 forbids an address there), so the
-        // destination is an address the app carries, as with an IP-literal Host. The sensor
-        // must have read the ClientHello: a handshake record (Zeek ssl.log, an EVE tls event,
-        // the client's bytes), or nDPI's TLS verdict in a PCAPdroid row, which comes from the
-        // ClientHello and would carry its name. A session with no handshake record (a QUIC
-        // flow, a conn.log whose ssl.log never came) says nothing of the name.
-        let handshake_read = session.tls.is_some()
-            || (session.source_format == SourceFormat::PcapdroidCsv
-                && session.protocol == AppProtocol::Tls);
-        let nameless = (literal.is_none()
-            && handshake_read
-            && matches!(session.protocol, AppProtocol::Tls | AppProtocol::Quic)
-            && sni.is_none()
-            && http_host.is_none()
-            && session
-                .dst_ip
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(is_public_address))
-        .then_some(session.dst_ip.as_str());
-        let algorithmic = all_hosts(enriched)
-            .find(|h| kept(h).map_or_else(|| looks_algorithmic(h), |v| v.algorithmic));
-        let encrypted_by_design = matches!(
-            session.protocol,
-            AppProtocol::Tls | AppProtocol::Dtls | AppProtocol::Quic | AppProtocol::Ssh
-        );
-        let entropy = session
-            .payload_entropy
-            .filter(|e| !encrypted_by_design && *e > t.payload_entropy_threshold);
-        let background =
-            enriched.app_state == AppRunState::Background && !enriched.foreground_transition_during;
-        let duration = session.duration_ms.unwrap_or(0);
-        let persistent = background && duration > t.session_persistence_threshold_ms;
-        let cheap = [
-            mismatch.is_some(),
-            literal.is_some() || nameless.is_some(),
-            algorithmic.is_some(),
-            entropy.is_some(),
-            persistent,
+        let literal = ip_literal_host(session, &kept);
+        let indicators = SessionIndicators {
+            mismatch: sni_host_mismatch(session),
+            literal,
+            nameless: literal.is_none().then(|| nameless_tls(session)).flatten(),
+            algorithmic: algorithmic_destination(enriched, &kept),
+            entropy: plaintext_entropy(session, t),
+            persistent: background_persistence(enriched, t),
             off_baseline,
-        ]
-        .into_iter()
-        .filter(|x| *x)
-        .count();
+        };
+        let cheap = indicators.count();
         if cheap == 0 {
             return None;
         }
-
-        // Beacons are machine-timed: a series is judged only while nobody attends the app. A
-        // session of an app in the foreground on an unlocked device with a recent interaction
-        // follows its user's rhythm (a player fetching the next track, a feed refreshing as it
-        // is scrolled), however regular that looks.
-        let attended = (enriched.app_state == AppRunState::Foreground
-            || enriched.foreground_transition_during)
-            && enriched.lock_state != LockState::Locked
-            && enriched
-                .last_user_interaction_ms_before
-                .is_some_and(|d| d <= t.recent_user_interaction_window_ms);
-        // Periodicity: the intervals' MAD/median within BeaconIntervalVarianceThreshold.
-        let beacon = (!attended && recurrence.count >= self.config.min_series)
-            .then(|| recurrence.intervals())
-            .flatten()
-            .filter(|intervals| intervals.dispersion() <= t.beacon_interval_variance_threshold);
+        let attended = attended(enriched, t);
+        let beacon = self.periodicity(recurrence, attended, t);
         if cheap < 2 && beacon.is_none() && recurrence.count < self.config.min_series {
             return None;
         }
-        // Not for DNS: the series of one query name is the same lookup again, the same size
-        // by nature (a tunnel's changing labels make a new name, and a new series, each time).
+        let uniform = self.uniform_sizes(session, recurrence, attended);
+        if cheap + usize::from(beacon.is_some() || uniform.is_some()) < 2 {
+            return None;
+        }
+        let mut collected = Collected::new(full);
+        self.timing_evidence(&mut collected, recurrence, beacon, uniform, t);
+        self.session_evidence(&mut collected, &indicators, session, baseline);
+        self.behaviour_evidence(&mut collected, enriched, baseline, host);
+        // Device and app state make C2 more likely but never raise a finding by themselves
+        // (the two core indicators were checked above, before any words).
+        self.context_evidence(enriched, baseline, &mut collected);
+        (collected.score() >= self.config.c2_min_score).then_some(collected)
+    }
+
+    /// Periodicity: the intervals' MAD/median within BeaconIntervalVarianceThreshold, for a
+    /// series long enough and not attended.
+    fn periodicity(
+        &self,
+        recurrence: &Recurrence<'_>,
+        attended: bool,
+        t: &Thresholds,
+    ) -> Option<SeriesStats> {
+        (!attended && recurrence.count >= self.config.min_series)
+            .then(|| recurrence.intervals())
+            .flatten()
+            .filter(|intervals| intervals.dispersion() <= t.beacon_interval_variance_threshold)
+    }
+
+    /// Uniform sizes: a tight MAD each way, and most sessions near the median each way (a MAD
+    /// alone is met by chance when half of a few varying sizes happen to agree). Not for DNS:
+    /// the series of one query name is the same lookup again, the same size by nature (a
+    /// tunnel's changing labels make a new name, and a new series, each time).
+    fn uniform_sizes(
+        &self,
+        session: &NetworkSession,
+        recurrence: &Recurrence<'_>,
+        attended: bool,
+    ) -> Option<(SeriesStats, SeriesStats)> {
         let sized = session.protocol != AppProtocol::Dns;
-        // Uniform: a tight MAD each way, and most sessions near the median each way (a MAD
-        // alone is met by chance when half of a few varying sizes happen to agree).
         let uniform_series = |(stats, share): (Option<SeriesStats>, f64)| {
             stats.filter(|s| {
                 s.dispersion() <= self.config.uniform_size_dispersion && share >= UNIFORM_SHARE
             })
         };
-        let uniform = (sized && !attended)
+        (sized && !attended)
             .then(|| uniform_series(recurrence.sizes_out()))
             .flatten()
-            .and_then(|out| uniform_series(recurrence.sizes_in()).map(|inn| (out, inn)));
-        if cheap + usize::from(beacon.is_some() || uniform.is_some()) < 2 {
-            return None;
-        }
+            .and_then(|out| uniform_series(recurrence.sizes_in()).map(|inn| (out, inn)))
+    }
 
-        let mut collected = Collected::new(full);
+    /// The evidence of the series: periodicity, connection rate, uniform sizes.
+    fn timing_evidence(
+        &self,
+        collected: &mut Collected,
+        recurrence: &Recurrence<'_>,
+        beacon: Option<SeriesStats>,
+        uniform: Option<(SeriesStats, SeriesStats)>,
+        t: &Thresholds,
+    ) {
         if let Some(intervals) = beacon {
             // A regular series whose sizes are regular too (RITA's beacon score over
             // CadenceAnomalyThreshold) is a strong indicator; a regular series alone, a weak one.
@@ -172,66 +272,6 @@ impl Rules<'_> {
                 },
             );
         }
-        if let Some((sni, http_host)) = mismatch {
-            collected.add(EvidenceKind::SniHostMismatch, 15.0, None, || {
-                text(
-                    "TLS SNI and HTTP Host disagree (domain fronting)",
-                    format!("SNI {sni}, Host {http_host}"),
-                    None,
-                )
-            });
-        }
-        if let Some(literal) = literal {
-            collected.add(EvidenceKind::IpLiteralHost, 10.0, None, || {
-                text("SNI or Host is an IP literal", literal.to_string(), None)
-            });
-        } else if let Some(address) = nameless {
-            collected.add(EvidenceKind::IpLiteralHost, 10.0, None, || {
-                text(
-                    "TLS without a server name: the destination is known only by its address",
-                    format!("{} to {address}, no SNI", session.protocol.name()),
-                    None,
-                )
-            });
-        }
-        if off_baseline {
-            collected.add(
-                EvidenceKind::ProtocolPortMismatch,
-                10.0,
-                Some(f64::from(session.dst_port)),
-                || {
-                    text(
-                        format!(
-                            "{} on {}/{}, outside its approved ports",
-                            session.protocol.name(),
-                            session.dst_port,
-                            session.transport.name().to_ascii_lowercase()
-                        ),
-                        format!(
-                            "{} on {}/{}",
-                            session.protocol.name(),
-                            session.dst_port,
-                            session.transport.name().to_ascii_lowercase()
-                        ),
-                        Some(baseline.describe_ports(session.protocol, session.transport)),
-                    )
-                },
-            );
-        }
-        if let Some(name) = algorithmic {
-            collected.add(
-                EvidenceKind::AlgorithmicHostname,
-                15.0,
-                Some(shannon_entropy(name.as_bytes())),
-                || {
-                    text(
-                        "Destination name looks algorithmically generated",
-                        name.to_string(),
-                        None,
-                    )
-                },
-            );
-        }
         if let Some((out, inn)) = uniform {
             collected.add(
                 EvidenceKind::UniformSizes,
@@ -258,7 +298,78 @@ impl Rules<'_> {
                 },
             );
         }
-        if let Some(entropy) = entropy {
+    }
+
+    /// The evidence of the session's own indicators.
+    fn session_evidence(
+        &self,
+        collected: &mut Collected,
+        indicators: &SessionIndicators<'_>,
+        session: &NetworkSession,
+        baseline: &EffectiveBaseline,
+    ) {
+        let t = &baseline.thresholds;
+        if let Some((sni, http_host)) = indicators.mismatch {
+            collected.add(EvidenceKind::SniHostMismatch, 15.0, None, || {
+                text(
+                    "TLS SNI and HTTP Host disagree (domain fronting)",
+                    format!("SNI {sni}, Host {http_host}"),
+                    None,
+                )
+            });
+        }
+        if let Some(literal) = indicators.literal {
+            collected.add(EvidenceKind::IpLiteralHost, 10.0, None, || {
+                text("SNI or Host is an IP literal", literal.to_string(), None)
+            });
+        } else if let Some(address) = indicators.nameless {
+            collected.add(EvidenceKind::IpLiteralHost, 10.0, None, || {
+                text(
+                    "TLS without a server name: the destination is known only by its address",
+                    format!("{} to {address}, no SNI", session.protocol.name()),
+                    None,
+                )
+            });
+        }
+        if indicators.off_baseline {
+            collected.add(
+                EvidenceKind::ProtocolPortMismatch,
+                10.0,
+                Some(f64::from(session.dst_port)),
+                || {
+                    text(
+                        format!(
+                            "{} on {}/{}, outside its approved ports",
+                            session.protocol.name(),
+                            session.dst_port,
+                            session.transport.name().to_ascii_lowercase()
+                        ),
+                        format!(
+                            "{} on {}/{}",
+                            session.protocol.name(),
+                            session.dst_port,
+                            session.transport.name().to_ascii_lowercase()
+                        ),
+                        Some(baseline.describe_ports(session.protocol, session.transport)),
+                    )
+                },
+            );
+        }
+        if let Some(name) = indicators.algorithmic {
+            collected.add(
+                EvidenceKind::AlgorithmicHostname,
+                15.0,
+                Some(shannon_entropy(name.as_bytes())),
+                || {
+                    text(
+                        "Destination name looks algorithmically generated",
+                        name.to_string(),
+                        None,
+                    )
+                },
+            );
+        }
+        if let Some(entropy) = indicators.entropy {
             collected.add(
                 EvidenceKind::HighPayloadEntropy,
                 10.0,
@@ -275,7 +386,8 @@ impl Rules<'_> {
                 },
             );
         }
-        if persistent {
+        if indicators.persistent {
+            let duration = session.duration_ms.unwrap_or(0);
             collected.add(
                 EvidenceKind::BackgroundSessionPersistence,
                 15.0,
@@ -292,6 +404,19 @@ impl Rules<'_> {
                 },
             );
         }
+    }
+
+    /// The evidence of what the app is expected to do: a networking-API burst without its
+    /// user, a protocol or destination its behaviour entry does not list.
+    fn behaviour_evidence(
+        &self,
+        collected: &mut Collected,
+        enriched: &EnrichedSession,
+        baseline: &EffectiveBaseline,
+        host: Option<&str>,
+    ) {
+        let session = &enriched.session;
+        let t = &baseline.thresholds;
         let no_user = enriched
             .last_user_interaction_ms_before
             .is_none_or(|d| d > t.recent_user_interaction_window_ms);
@@ -357,9 +482,5 @@ impl Rules<'_> {
                 }
             }
         }
-        // Device and app state make C2 more likely but never raise a finding by themselves
-        // (the two core indicators were checked above, before any words).
-        self.context_evidence(enriched, baseline, &mut collected);
-        (collected.score() >= self.config.c2_min_score).then_some(collected)
     }
 }
