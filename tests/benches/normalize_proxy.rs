@@ -21,8 +21,7 @@
 //!   offport JSON's.
 //!
 //! Both read the same topic from the start with the same client settings (librdkafka defaults
-//! plus the stages' `fetch.queue.backoff.ms`); the ratio is the target of issue 4 (at least
-//! 70 %).
+//! plus the stages' `fetch.queue.backoff.ms`); the ratio is what BENCHMARKS.md quotes.
 
 // The allocator of the service binaries, so the stages run here as they do there.
 #[global_allocator]

@@ -44,8 +44,16 @@ pub struct Marker {
 impl Marker {
     /// The header value.
     pub fn to_header(&self) -> Vec<u8> {
-        // A plain struct of strings and numbers: serialisation cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        // Built as a JSON value, whose text cannot fail (no empty header on an error path).
+        serde_json::json!({
+            "source": self.source,
+            "partition": self.partition,
+            "partitions": self.partitions,
+            "time": self.time,
+            "idle": self.idle,
+        })
+        .to_string()
+        .into_bytes()
     }
 
     /// A marker from its header value.

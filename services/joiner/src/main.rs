@@ -2,7 +2,7 @@
 //! writes enriched sessions. Stateful and exactly-once: see `offport_kafka::runtime::stateful`.
 
 // mimalloc: the stages allocate and free several small buffers per record (decoded values,
-// encoded bytes, Kafka messages); glibc's malloc and free were a fifth of their CPU time.
+// encoded bytes, Kafka messages), which glibc's malloc serves slowly (docs/dependencies.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

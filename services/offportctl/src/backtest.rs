@@ -148,7 +148,7 @@ fn now_millis() -> EpochMillis {
 }
 
 /// Progress of a long step: a bar on a terminal; elsewhere (CI, a Kubernetes Job, a pipe) a
-/// line on stderr every 10 s with the count, the rate and the time left.
+/// line on stderr every 10 s with the count, the rate and the time left, and one at the end.
 pub(crate) struct Progress {
     bar: ProgressBar,
     lines: bool,
@@ -190,8 +190,12 @@ impl Progress {
         )
     }
 
+    /// Clears the bar; without a terminal, a last line says what was done and how fast.
     fn finish(&self) {
         self.bar.finish_and_clear();
+        if self.lines {
+            eprintln!("{}", self.line(self.bar.position()));
+        }
     }
 }
 

@@ -128,3 +128,36 @@ fn a_configuration_error_is_printed_once() {
     assert_eq!(err.matches("unknown field `foo`").count(), 1, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn help_and_version_name_the_tool_and_its_commands() {
+    let (help, _) = offportctl(&["--help"], &[]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{help:?}");
+    for command in [
+        "topics",
+        "baselines",
+        "inventory",
+        "simulate",
+        "replay",
+        "dead-letters",
+        "--config <CONFIG>",
+        "OFFPORT_CONFIG",
+    ] {
+        assert!(text.contains(command), "--help lacks {command:?}:\n{text}");
+    }
+    let (version, _) = offportctl(&["--version"], &[]);
+    assert!(version.status.success(), "{version:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("offportctl {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (bad, _) = offportctl(&["--frobnicate"], &[]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert_eq!(
+        stderr(&bad).matches("--frobnicate").count(),
+        1,
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -110,3 +110,36 @@ fn the_sensors_formats_replay_attributed_and_in_report_time_order() -> Result<()
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn without_a_terminal_progress_is_said_in_lines_unless_quiet() -> Result<()> {
+    let dir = std::env::temp_dir().join(unique("replay-progress"));
+    std::fs::create_dir_all(dir.join("pcapdroid"))?;
+    std::fs::write(
+        dir.join("pcapdroid/android-7f3a.csv"),
+        raw_fixture("pcapdroid.csv"),
+    )?;
+    // `output()` pipes stderr: the replay sees no terminal, as in CI or a Kubernetes Job.
+    let run = |quiet: bool| -> Result<String> {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_offportctl"));
+        command.arg("replay");
+        if quiet {
+            command.arg("--quiet");
+        }
+        let output = command.arg("--input").arg(&dir).output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        Ok(stderr)
+    };
+    let said = run(false)?;
+    let line = said
+        .lines()
+        .find(|l| l.contains(" records/s, ETA "))
+        .unwrap_or_else(|| panic!("no progress line:\n{said}"));
+    assert!(line.contains(" records (100 %)"), "{line}");
+    assert!(!said.contains('\r'), "a bar's redraws in a log:\n{said}");
+    let quiet = run(true)?;
+    assert!(!quiet.contains(" records/s, ETA "), "{quiet}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

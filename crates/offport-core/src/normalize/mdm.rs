@@ -190,11 +190,24 @@ impl InventoryEntry {
     /// The entry as the raw record `offportctl inventory publish` writes (keyed by the
     /// device id).
     pub fn to_raw_json(&self) -> String {
-        let mut value = serde_json::to_value(self).unwrap_or_default();
-        if let Some(map) = value.as_object_mut() {
-            map.insert("kind".into(), serde_json::json!(INVENTORY_KIND));
+        // Built as a JSON value, whose text cannot fail, with the optional fields left out
+        // when absent as the file format has them.
+        let mut map = serde_json::Map::new();
+        map.insert("kind".into(), INVENTORY_KIND.into());
+        map.insert("device_id".into(), self.device_id.clone().into());
+        for (key, value) in [
+            ("group", &self.group),
+            ("role", &self.role),
+            ("owner", &self.owner),
+        ] {
+            if let Some(value) = value {
+                map.insert(key.into(), value.clone().into());
+            }
         }
-        value.to_string()
+        if let Some(at) = self.effective_time {
+            map.insert("effective_time".into(), at.into());
+        }
+        serde_json::Value::Object(map).to_string()
     }
 
     /// The id the topic is keyed by: the device id in lower case (see

@@ -420,9 +420,8 @@ pub fn value_of<'a>(record: &RawRecord<'a>, limits: &Limits) -> Result<&'a [u8],
 }
 
 thread_local! {
-    /// csv-core's reader: its state machine takes longer to build than a row takes to parse
-    /// (a reader built per record was 85 % of a PCAPdroid row's cost), so it is built once per
-    /// thread and reset for each record.
+    /// csv-core's reader: its state machine takes longer to build than a row takes to parse,
+    /// so it is built once per thread and reset for each record.
     static CSV: std::cell::RefCell<csv_core::Reader> =
         std::cell::RefCell::new(csv_core::ReaderBuilder::new().build());
 }

@@ -262,9 +262,8 @@ pub(crate) fn stage_consumer_config(
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", assignment_strategy);
     // When the prefetch queue is full librdkafka pauses fetching for fetch.queue.backoff.ms,
-    // 1 s by default: a stage that drains the queue in big batches then found it empty and
-    // waited, 100-350 ms per gap in the normalize-proxy benchmark. A user's
-    // kafka.properties value still wins.
+    // 1 s by default: a stage that drains the queue in big batches would then find it empty
+    // and wait. A user's kafka.properties value still wins.
     if !settings
         .kafka
         .properties
@@ -297,8 +296,8 @@ pub(crate) fn transactional_producer(
         .set("compression.type", "lz4")
         // The first AddPartitionsToTxn after a commit is often refused with
         // CONCURRENT_TRANSACTIONS while the broker writes the previous markers; librdkafka
-        // retries after retry.backoff.ms, whose default of 100 ms stalled about one
-        // transaction in eight. Backoff still grows exponentially to retry.backoff.max.ms.
+        // retries after retry.backoff.ms, and its default of 100 ms would stall the
+        // transaction that long. Backoff still grows exponentially to retry.backoff.max.ms.
         .set("retry.backoff.ms", "10")
         .create_with_context(HealthContext {
             metrics: Arc::clone(metrics),

@@ -237,8 +237,8 @@ pub(crate) fn transact_blocking(
     // transaction here. rust-rdkafka's commit_transaction flushes first, and its flush polls the
     // producer's queue in 100 ms waits while the producer's own thread serves that queue: with
     // any message still counted it stalls. So the reports are awaited here, and then the count
-    // left to drain (the futures resolve a moment before their reports are freed; without the
-    // drain one commit in about twelve stalled 100 ms, per librdkafka's eos debug log).
+    // left to drain (the futures resolve a moment before their reports are freed, and a report
+    // still counted makes the flush wait its 100 ms).
     runtime.block_on(async {
         for delivery in deliveries {
             match delivery.await {

@@ -131,8 +131,8 @@ impl<S: StatefulStage> Runner<'_, S> {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         // One broker round trip per partition, all at once, through the restorer: on the
-        // consumer's own connection each query waited behind its pending long-poll fetch
-        // (up to fetch.wait.max.ms, 350-470 ms per check). The restorer reads read_committed
+        // consumer's own connection each query would wait behind its pending long-poll fetch
+        // (up to fetch.wait.max.ms). The restorer reads read_committed
         // too, so the end it sees is the last stable offset, as the consumer's.
         let consumer = self.restorer;
         let watermarks: Vec<Result<(i64, i64), KafkaError>> = blocking(|| {
