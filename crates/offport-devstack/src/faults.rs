@@ -72,10 +72,7 @@ impl FaultStack {
             listeners: format!("PLAINTEXT://127.0.0.1:{broker}"),
             advertised: format!("PLAINTEXT://127.0.0.1:{broker}"),
             protocol_map: "PLAINTEXT:PLAINTEXT".to_string(),
-            // Keep every record: a fault run replays simulated days whose Kafka timestamps may
-            // be older than the default 7-day retention, which would delete them mid-run (the
-            // broker restart brings the retention check forward).
-            extra: "log.retention.ms=-1\n".to_string(),
+            extra: broker_extra(),
         };
         let properties = dir.join("server.properties");
         std::fs::write(
@@ -199,4 +196,25 @@ impl Drop for FaultStack {
             }
         }
     }
+}
+
+/// The fault broker's extra properties: every record kept, plus any the developer names in
+/// `OFFPORT_CHAOS_BROKER_PROPERTIES` (`key=value` pairs separated by commas or newlines), to
+/// try the suite against another broker setting without a rebuild.
+fn broker_extra() -> String {
+    // Keep every record: a fault run replays simulated days whose Kafka timestamps may be older
+    // than the default 7-day retention, which would delete them mid-run (the broker restart
+    // brings the retention check forward).
+    let mut extra = "log.retention.ms=-1\n".to_string();
+    if let Ok(more) = std::env::var("OFFPORT_CHAOS_BROKER_PROPERTIES") {
+        for pair in more
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            extra.push_str(pair);
+            extra.push('\n');
+        }
+    }
+    extra
 }

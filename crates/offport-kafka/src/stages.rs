@@ -124,7 +124,23 @@ impl StatefulStage for JoinerStage {
     }
 
     fn process(&self, task: &mut Joiner, input: JoinInput) -> Vec<Emit<EnrichedSession>> {
-        self.emit(task.push(input))
+        let late_before = task.stats().late_sessions;
+        let out = task.push(input);
+        if task.stats().late_sessions > late_before {
+            // A late session is joined with what is left and can differ between runs of one
+            // input: say which rule had moved the watermark past it.
+            if let Some(session) = out.first() {
+                tracing::debug!(
+                    session = %session.session.session_id,
+                    device = %session.session.device_id,
+                    start = session.session.start_time,
+                    watermark = ?task.watermark(),
+                    moved = ?task.last_move(),
+                    "session behind the watermark: joined at once"
+                );
+            }
+        }
+        self.emit(out)
     }
 
     fn idle(&self, task: &mut Joiner, idle_ms: i64) -> Vec<Emit<EnrichedSession>> {

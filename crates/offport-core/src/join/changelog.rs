@@ -175,3 +175,25 @@ impl Durable for Joiner {
         }
     }
 }
+
+impl Joiner {
+    /// A device's state as the changelog writes it, app ids by name.
+    fn snapshot<'a>(&'a self, device: &'a DeviceState) -> DeviceSnapshotRef<'a> {
+        DeviceSnapshotRef {
+            lock: &device.lock,
+            interactions: &device.interactions,
+            mdm: &device.mdm,
+            apps: device
+                .apps
+                .iter()
+                .map(|(key, state)| {
+                    let name = usize::try_from(*key)
+                        .ok()
+                        .and_then(|k| self.app_names.get(k))
+                        .map_or("", |n| &**n);
+                    (name, state)
+                })
+                .collect(),
+        }
+    }
+}
