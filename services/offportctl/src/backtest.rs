@@ -16,6 +16,13 @@ use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
 use offport_replay::{produce_raw, replay_topics, KafkaReplay, ReplaySource};
 
+mod files;
+mod progress;
+
+pub use files::write_fleet;
+use files::*;
+use progress::*;
+
 /// `offportctl simulate`.
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -147,84 +154,6 @@ fn now_millis() -> EpochMillis {
         .unwrap_or(0)
 }
 
-/// Progress of a long step: a bar on a terminal; elsewhere (CI, a Kubernetes Job, a pipe) a
-/// line on stderr every 10 s with the count, the rate and the time left, and one at the end.
-pub(crate) struct Progress {
-    bar: ProgressBar,
-    lines: bool,
-    what: String,
-    started: std::time::Instant,
-    last_line: std::cell::Cell<std::time::Instant>,
-}
-
-/// Seconds between progress lines when there is no terminal.
-const PROGRESS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl Progress {
-    fn set_length(&self, total: u64) {
-        self.bar.set_length(total);
-    }
-
-    fn set_position(&self, done: u64) {
-        self.bar.set_position(done);
-        if self.lines && self.last_line.get().elapsed() >= PROGRESS_LINE_EVERY {
-            self.last_line.set(std::time::Instant::now());
-            eprintln!("{}", self.line(done));
-        }
-    }
-
-    /// `what: done/total (pct), rate/s, ETA s`.
-    fn line(&self, done: u64) -> String {
-        let total = self.bar.length().unwrap_or(0);
-        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = done as f64 / seconds;
-        let left = if rate > 0.0 && total > done {
-            format!("{:.0} s", (total - done) as f64 / rate)
-        } else {
-            "-".to_string()
-        };
-        format!(
-            "{}: {done}/{total} records ({:.0} %), {rate:.0} records/s, ETA {left}",
-            self.what,
-            done as f64 * 100.0 / total.max(1) as f64
-        )
-    }
-
-    /// Clears the bar; without a terminal, a last line says what was done and how fast.
-    fn finish(&self) {
-        self.bar.finish_and_clear();
-        if self.lines {
-            eprintln!("{}", self.line(self.bar.position()));
-        }
-    }
-}
-
-fn bar(total: u64, quiet: bool, what: &str) -> Progress {
-    use std::io::IsTerminal;
-    let terminal = std::io::stderr().is_terminal();
-    let bar = if quiet || !terminal {
-        let hidden = ProgressBar::hidden();
-        hidden.set_length(total);
-        hidden
-    } else {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "{what} [{{bar:40}}] {{human_pos}}/{{human_len}} {{per_sec}} ETA {{eta}}"
-            ))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    };
-    Progress {
-        bar,
-        lines: !quiet && !terminal,
-        what: what.to_string(),
-        started: std::time::Instant::now(),
-        last_line: std::cell::Cell::new(std::time::Instant::now()),
-    }
-}
-
 /// Runs `simulate`.
 pub fn simulate(settings: Option<&Settings>, args: SimulateArgs) -> Result<()> {
     let hours = match args.days {
@@ -312,155 +241,6 @@ pub fn simulate(settings: Option<&Settings>, args: SimulateArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Writes a fleet directory.
-pub fn write_fleet(dir: &Path, fleet: &sim::Fleet) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for stream in Stream::ALL {
-        let path = dir.join(stream.file_name());
-        let mut file = BufWriter::new(
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        );
-        sim::write_lines(&mut file, fleet.stream(stream))?;
-        file.flush()?;
-    }
-    write_truth(dir, fleet)
-}
-
-/// Writes a fleet's ground truth and organisation baseline.
-fn write_truth(dir: &Path, fleet: &sim::Fleet) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(
-        dir.join("truth.json"),
-        serde_json::to_string_pretty(&fleet.truth)?,
-    )?;
-    std::fs::write(dir.join("baseline.yaml"), &fleet.baseline_yaml)?;
-    Ok(())
-}
-
-/// One raw record of an input directory, as a producer would write it to its raw topic.
-struct FileRecord {
-    stream: Stream,
-    /// The record key: the device id of offport JSON and UsageStats rows, else none.
-    key: Option<String>,
-    /// Headers: `offport.device_id` for a PCAPdroid export's rows.
-    headers: Vec<(String, Option<Vec<u8>>)>,
-    value: String,
-    /// When its source reported it ([`offport_backtest::order::report_time`]).
-    time: EpochMillis,
-}
-
-/// Reads an input directory: `proxy.raw`, `edr.raw`, `mdm.raw` (one raw record per line, any
-/// format the stream's normalizer reads), and the sensors' own files: `pcapdroid/<device
-/// id>.csv` (a PCAPdroid export per device, its file name the device), `zeek/*.log` (Zeek JSON
-/// logs) and `suricata/*.json` (EVE), attributed to devices through `normalize.sources` as the
-/// services attribute them. Records come back in report-time order, ties by stream and key.
-fn read_fleet(dir: &Path) -> Result<Vec<FileRecord>> {
-    let mut all = Vec::new();
-    let mut found = false;
-    for stream in Stream::ALL {
-        let path = dir.join(stream.file_name());
-        if !path.exists() {
-            continue;
-        }
-        found = true;
-        for line in read_lines(&path)? {
-            // A CSV line keys by its first column only as a UsageStats row (device first);
-            // a PCAPdroid row's first column is its IP protocol.
-            let key = if line.starts_with('{') || stream == Stream::Edr {
-                sim::device_of_line(&line)
-            } else {
-                None
-            };
-            all.push(FileRecord {
-                stream,
-                key,
-                headers: Vec::new(),
-                time: report_time(&line).unwrap_or(EpochMillis::MIN),
-                value: line,
-            });
-        }
-    }
-    for (folder, extension) in [("zeek", "log"), ("suricata", "json")] {
-        for path in files_in(&dir.join(folder), extension)? {
-            found = true;
-            for line in read_lines(&path)? {
-                all.push(FileRecord {
-                    stream: Stream::Proxy,
-                    key: None,
-                    headers: Vec::new(),
-                    time: report_time(&line).unwrap_or(EpochMillis::MIN),
-                    value: line,
-                });
-            }
-        }
-    }
-    for path in files_in(&dir.join("pcapdroid"), "csv")? {
-        found = true;
-        let device = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .context("a PCAPdroid export's file name is its device id")?
-            .to_string();
-        let lines = read_lines(&path)?;
-        let (header, rows) = match lines.split_first() {
-            Some((first, rest)) if first.starts_with("IPProto") => (Some(first), rest),
-            _ => (None, lines.as_slice()),
-        };
-        for row in rows {
-            // Each row with the export's header, so its columns are found by name.
-            let value = match header {
-                Some(header) => format!("{header}\n{row}"),
-                None => row.clone(),
-            };
-            all.push(FileRecord {
-                stream: Stream::Proxy,
-                key: Some(device.clone()),
-                headers: vec![(
-                    offport_core::normalize::DEVICE_HEADER.to_string(),
-                    Some(device.clone().into_bytes()),
-                )],
-                time: report_time(&value).unwrap_or(EpochMillis::MIN),
-                value,
-            });
-        }
-    }
-    if !found {
-        bail!(
-            "{} holds no input: proxy.raw, edr.raw, mdm.raw, pcapdroid/*.csv, zeek/*.log or suricata/*.json",
-            dir.display()
-        );
-    }
-    all.sort_by(|a, b| (a.time, a.stream, &a.key).cmp(&(b.time, b.stream, &b.key)));
-    Ok(all)
-}
-
-/// The non-empty lines of a file.
-fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if !line.trim().is_empty() {
-            out.push(line);
-        }
-    }
-    Ok(out)
-}
-
-/// The files of `dir` ending in `.extension`, sorted; none when `dir` does not exist.
-fn files_in(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|e| e == extension))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 fn baseline_set(files: &[PathBuf]) -> Result<BaselineSet> {
@@ -865,21 +645,4 @@ fn names(files: &[PathBuf]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
-    use super::*;
-
-    #[test]
-    fn without_a_terminal_progress_is_a_line_with_rate_and_time_left() {
-        let progress = bar(1_000, false, "replaying");
-        progress.set_length(1_000);
-        let line = progress.line(250);
-        assert!(
-            line.starts_with("replaying: 250/1000 records (25 %), "),
-            "{line}"
-        );
-        assert!(line.contains(" records/s, ETA "), "{line}");
-        // Nothing done yet: no time left to estimate.
-        assert!(progress.line(0).ends_with("ETA -"), "{}", progress.line(0));
-    }
-}
+mod tests;
