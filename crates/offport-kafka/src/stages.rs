@@ -85,16 +85,12 @@ impl StatefulStage for JoinerStage {
     type Output = EnrichedSession;
     type InputName = JoinerInput;
 
-    fn name(&self) -> &'static str {
-        "joiner"
+    fn declaration(&self) -> &'static crate::stage::Stage {
+        &crate::topology::JOINER
     }
 
     fn inputs(&self) -> &[(JoinerInput, TopicRole)] {
         &JOINER_INPUTS
-    }
-
-    fn changelog(&self) -> TopicRole {
-        TopicRole::JoinerChangelog
     }
 
     fn new_task(&self, baselines: &Arc<BaselineSet>) -> Joiner {
@@ -253,16 +249,12 @@ impl StatefulStage for ScorerStage {
     type Output = Finding;
     type InputName = ScorerInput;
 
-    fn name(&self) -> &'static str {
-        "scorer"
+    fn declaration(&self) -> &'static crate::stage::Stage {
+        &crate::topology::SCORER
     }
 
     fn inputs(&self) -> &[(ScorerInput, TopicRole)] {
         &SCORER_INPUTS
-    }
-
-    fn changelog(&self) -> TopicRole {
-        TopicRole::ScorerChangelog
     }
 
     fn new_task(&self, baselines: &Arc<BaselineSet>) -> Scorer {

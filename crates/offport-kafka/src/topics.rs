@@ -115,6 +115,14 @@ impl TopicRole {
         }
     }
 
+    /// True for a stateful stage's changelog.
+    pub fn is_changelog(self) -> bool {
+        matches!(
+            self,
+            TopicRole::JoinerChangelog | TopicRole::ScorerChangelog
+        )
+    }
+
     /// True for the device-keyed topics that must share one partition count.
     pub fn co_partitioned(self) -> bool {
         matches!(

@@ -2,9 +2,10 @@
 //!
 //! The service mains run these declarations; the normalizers consume their `reads`, every
 //! stage sets the compatibility of the subjects of its `writes` at start
-//! ([`crate::compatibility`]), `--help` prints both, and the tests below hold the stateful
-//! stages' own input and changelog lists ([`crate::runtime::stateful::StatefulStage`]) to them and check
-//! that every topic `offportctl topics create` makes has a stage that reads or writes it.
+//! ([`crate::compatibility`]), `--help` prints both, and the stateful stages take their name
+//! and changelog from their declaration ([`crate::runtime::stateful::StatefulStage`]). The tests
+//! below hold the stateful stages' typed inputs to the declared reads and check that every
+//! topic `offportctl topics create` makes has a stage that reads or writes it.
 
 use crate::stage::Stage;
 use crate::topics::TopicRole;
@@ -85,6 +86,12 @@ mod tests {
         let mut inputs: Vec<TopicRole> = stage.inputs().iter().map(|(_, role)| *role).collect();
         inputs.push(TopicRole::Baselines);
         assert_eq!(declared.reads, inputs.as_slice(), "{}", declared.name);
+        assert_eq!(
+            declared.writes.iter().filter(|r| r.is_changelog()).count(),
+            1,
+            "{}: one changelog",
+            declared.name
+        );
         assert!(
             declared.writes.contains(&stage.changelog()),
             "{}",

@@ -59,12 +59,24 @@ pub trait StatefulStage: Send + Sync {
     /// The name of an input (the joiner's `JoinerInput`).
     type InputName: Copy + Send + Sync + 'static;
 
+    /// The stage as the topology declares it ([`crate::topology`]).
+    fn declaration(&self) -> &'static crate::stage::Stage;
     /// Stage name (`joiner`), for the group id, transactional id and dead letters.
-    fn name(&self) -> &'static str;
-    /// The topics consumed, co-partitioned, each with its input's name.
+    fn name(&self) -> &'static str {
+        self.declaration().name
+    }
+    /// The topics consumed, co-partitioned, each with its input's name (the declared reads
+    /// but the baselines topic, which every stateful stage follows on its own).
     fn inputs(&self) -> &[(Self::InputName, TopicRole)];
-    /// The stage's changelog topic.
-    fn changelog(&self) -> TopicRole;
+    /// The stage's changelog topic: the changelog among its declared writes.
+    fn changelog(&self) -> TopicRole {
+        self.declaration()
+            .writes
+            .iter()
+            .copied()
+            .find(|role| role.is_changelog())
+            .unwrap_or(TopicRole::JoinerChangelog)
+    }
     /// A fresh task judging against `baselines`.
     fn new_task(&self, baselines: &Arc<BaselineSet>) -> Self::Task;
     /// The typed record of input `input` from its Confluent wire-format payload, whose writer
