@@ -95,6 +95,19 @@ pub fn read_to_end(position: Option<i64>, low: i64, high: i64) -> bool {
     }
 }
 
+/// The upstream topics a task waits for until it has their progress markers: those known to
+/// hold records, and those the broker gave no answer about (unknown is not empty).
+pub fn awaited_upstream(with_records: &[String], unanswered: &[String]) -> Vec<String> {
+    let mut awaited = with_records.to_vec();
+    awaited.extend(
+        unanswered
+            .iter()
+            .filter(|t| !with_records.contains(t))
+            .cloned(),
+    );
+    awaited
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
@@ -197,5 +210,24 @@ mod tests {
         assert!(read_to_end(Some(10), 0, 10));
         assert!(read_to_end(None, 4, 4), "empty, nothing consumed");
         assert!(!read_to_end(None, 0, 4), "records, nothing consumed yet");
+    }
+
+    #[test]
+    fn an_upstream_topic_the_broker_did_not_answer_for_is_awaited_as_one_with_records() {
+        let topics = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            awaited_upstream(&topics(&["raw.edr"]), &topics(&["raw.proxy"])),
+            topics(&["raw.edr", "raw.proxy"])
+        );
+        // Once a check answers, the topic is either with records or not awaited.
+        assert_eq!(
+            awaited_upstream(&topics(&["raw.edr"]), &[]),
+            topics(&["raw.edr"])
+        );
+        assert_eq!(
+            awaited_upstream(&topics(&["raw.proxy"]), &topics(&["raw.proxy"])),
+            topics(&["raw.proxy"]),
+            "named once"
+        );
     }
 }

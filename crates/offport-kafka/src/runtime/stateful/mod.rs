@@ -187,6 +187,7 @@ pub async fn run_stateful<S: StatefulStage>(
                 .map(|role| role.spec(&settings.topics).name)
                 .collect(),
             with_records: Vec::new(),
+            unanswered: Vec::new(),
             checked: None,
         },
     };
@@ -265,7 +266,18 @@ struct Runner<'a, S: StatefulStage> {
 struct Upstream {
     topics: Vec<String>,
     with_records: Vec<String>,
+    /// Topics the broker could not say anything about at the last check (unreachable, no
+    /// leader): waited for as if they held records until a check answers.
+    unanswered: Vec<String>,
     checked: Option<Instant>,
+}
+
+impl Upstream {
+    /// The topics a task waits for until it has their markers: those with records, and those
+    /// the broker has not answered for.
+    fn awaited(&self) -> Vec<String> {
+        crate::runtime::decisions::awaited_upstream(&self.with_records, &self.unanswered)
+    }
 }
 
 /// How often the broker is asked whether an upstream topic without records has some now.
@@ -421,10 +433,9 @@ impl<S: StatefulStage> Runner<'_, S> {
             // Raw topics with records not heard from yet hold the watermark (a normalizer not
             // started yet, or behind).
             self.refresh_upstream(now);
+            let awaited = self.upstream.awaited();
             for (partition, slot) in &mut self.tasks {
-                let emitted = self
-                    .stage
-                    .awaiting(&mut slot.task, &self.upstream.with_records);
+                let emitted = self.stage.awaiting(&mut slot.task, &awaited);
                 if !emitted.is_empty() {
                     caught_up.push(*partition);
                     lag_emits.extend(emitted);

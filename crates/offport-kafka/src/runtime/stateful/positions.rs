@@ -32,24 +32,44 @@ impl<S: StatefulStage> Runner<'_, S> {
             if upstream.with_records.contains(topic) {
                 continue;
             }
-            let has_records = blocking(|| {
+            // An error is no answer: the topic may hold records, so it is waited for until a
+            // check answers (taken for empty, a restarting broker's moment without leaders let
+            // the watermark run ahead of records still to come from it).
+            let answer: Result<bool, rdkafka::error::KafkaError> = blocking(|| {
                 let timeout = Duration::from_secs(10);
-                let Ok(metadata) = restorer.fetch_metadata(Some(topic), timeout) else {
-                    return false;
-                };
+                let metadata = restorer.fetch_metadata(Some(topic), timeout)?;
                 let partitions = metadata
                     .topics()
                     .iter()
                     .find(|t| t.name() == topic)
                     .map_or(0, |t| t.partitions().len());
-                (0..partitions).any(|p| {
-                    i32::try_from(p).is_ok_and(|p| {
-                        restorer
-                            .fetch_watermarks(topic, p, timeout)
-                            .is_ok_and(|(low, high)| high > low)
-                    })
-                })
+                for p in 0..partitions {
+                    let p = i32::try_from(p).unwrap_or(i32::MAX);
+                    let (low, high) = restorer.fetch_watermarks(topic, p, timeout)?;
+                    if high > low {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
             });
+            let has_records = match answer {
+                Ok(has_records) => {
+                    upstream.unanswered.retain(|t| t != topic);
+                    has_records
+                }
+                Err(error) => {
+                    if !upstream.unanswered.contains(topic) {
+                        tracing::warn!(
+                            stage = self.options.stage,
+                            %topic,
+                            %error,
+                            "cannot tell whether an upstream topic holds records: waiting for its progress markers until the broker answers"
+                        );
+                        upstream.unanswered.push(topic.clone());
+                    }
+                    false
+                }
+            };
             if has_records {
                 tracing::info!(
                     stage = self.options.stage,
