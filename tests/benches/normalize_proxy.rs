@@ -42,6 +42,67 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+/// CPU time (user + system) of this process so far, from /proc/self/stat (USER_HZ 100).
+fn own_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest: Vec<u64> = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // After the command name: utime and stime are the 12th and 13th numeric fields.
+    Some(Duration::from_millis((rest.get(10)? + rest.get(11)?) * 10))
+}
+
+/// Microseconds of this process's CPU per record since `before`.
+fn cpu_since(before: Option<Duration>, records: usize) -> f64 {
+    match (before, own_cpu()) {
+        (Some(before), Some(after)) => {
+            after.saturating_sub(before).as_secs_f64() * 1e6 / records.max(1) as f64
+        }
+        _ => f64::NAN,
+    }
+}
+
+/// The stage's own work on one thread, no Kafka: normalize each input and Avro-encode every
+/// session (the binary codec of the schema the stage writes). Microseconds per record.
+fn work_alone(mut normalizer: impl Normalizer, inputs: &[RawInput], topic: &str) -> Result<f64> {
+    let codec = offport_core::schema::Contract::NetworkSession.binary()?;
+    let mut bytes = Vec::with_capacity(1024);
+    let started = Instant::now();
+    for (offset, input) in inputs.iter().enumerate() {
+        let raw = RawRecord {
+            topic,
+            partition: 0,
+            offset: i64::try_from(offset)?,
+            key: input.key.as_deref(),
+            value: Some(&input.value),
+            headers: &[],
+            timestamp: None,
+        };
+        if let Ok(out) = normalizer.normalize(&raw, 1_795_168_800_000) {
+            for normalized in out {
+                if let Normalized::Session(session) = normalized {
+                    bytes.clear();
+                    codec.encode(&session, &mut bytes)?;
+                }
+            }
+        }
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / inputs.len().max(1) as f64)
+}
+
+/// The target line: the stage's CPU per record in this process against 1.5 x (its work alone
+/// plus the copy's CPU per record in this process).
+fn cpu_target(stage: f64, work: f64, copy: f64) -> String {
+    let bound = 1.5 * (work + copy);
+    format!(
+        "process CPU per record {stage:.1} us against 1.5 x (work alone {work:.1} + copy {copy:.1}) = {bound:.1} us: {}",
+        if stage <= bound { "within" } else { "over" }
+    )
+}
+
 async fn pass_through(
     settings: &Settings,
     input: &str,
@@ -181,11 +242,21 @@ fn main() -> Result<()> {
             bytes as f64 / 1e6,
             loading.elapsed().as_secs_f64()
         );
+        let cpu = own_cpu();
         let copy_rate = pass_through(&settings, &input, &copy, records).await?;
-        println!("pass-through copy (rdkafka consume + produce):   {copy_rate:>10.0} records/s");
+        let copy_cpu = cpu_since(cpu, records);
+        println!("pass-through copy (rdkafka consume + produce):   {copy_rate:>10.0} records/s, {copy_cpu:.1} us CPU/record in this process");
+        let work = work_alone(
+            ProxyNormalizer::new(ProxyFormat::Auto, Limits::default()),
+            &inputs,
+            &input,
+        )?;
         let normalizer = ProxyNormalizer::new(ProxyFormat::Auto, Limits::default());
+        let cpu = own_cpu();
         let normalize_rate = normalize(&settings, records, normalizer).await?;
-        println!("normalize-proxy (parse, Avro, transactions):     {normalize_rate:>10.0} records/s");
+        let stage_cpu = cpu_since(cpu, records);
+        println!("normalize-proxy (parse, Avro, transactions):     {normalize_rate:>10.0} records/s, {stage_cpu:.1} us CPU/record in this process");
+        println!("normalize-proxy {}", cpu_target(stage_cpu, work, copy_cpu));
         println!(
             "normalize-proxy / pass-through: {:.0} % (target >= 70 %)",
             100.0 * normalize_rate / copy_rate
@@ -308,11 +379,22 @@ fn main() -> Result<()> {
                 sources: SourceMap::new(sources.clone()),
                 ..ProxyConfig::default()
             });
+            let configured = || {
+                ProxyNormalizer::configured(ProxyConfig {
+                    format: Some(ProxyFormat::Auto),
+                    sources: SourceMap::new(sources.clone()),
+                    ..ProxyConfig::default()
+                })
+            };
+            let work = work_alone(configured(), &lines, &input)?;
+            let cpu = own_cpu();
             let rate = normalize(&sensor, records, normalizer).await?;
+            let stage_cpu = cpu_since(cpu, records);
             println!(
                 "normalize-proxy on {name:<18}, {leases} leases: {rate:>10.0} records/s ({:.2}x offport JSON with no map; target >= 0.9x)",
                 rate / normalize_rate
             );
+            println!("  {}", cpu_target(stage_cpu, work, copy_cpu));
         }
         Ok(())
     })

@@ -122,6 +122,18 @@ fn cpu_per_record(before: Option<Busy>, records: usize) -> (f64, f64) {
     }
 }
 
+/// The stage's CPU per record in this process against its work alone on one thread plus what
+/// the copy cost per record in this process: the target is at most 1.5 times that sum.
+fn cpu_target(stage: (f64, f64), work: f64, copy: (f64, f64)) -> String {
+    let bound = 1.5 * (work + copy.1);
+    format!(
+        "process CPU per record {:.1} us against 1.5 x (work alone {work:.1} + copy {:.1}) = {bound:.1} us: {}",
+        stage.1,
+        copy.1,
+        if stage.1 <= bound { "within" } else { "over" }
+    )
+}
+
 /// `cpu_per_record` as printed: "M us machine CPU/record (P in this process)".
 fn cpu_line((machine, own): (f64, f64)) -> String {
     format!("{machine:5.1} us machine CPU/record ({own:.1} in this process)")
@@ -464,7 +476,9 @@ fn main() -> Result<()> {
         println!("joiner work alone, one thread: {work:.1} us/record");
         let busy = machine_busy();
         let (join_rate, metrics) = run_stage(&settings, JoinerStage::new(&settings), joiner_in).await?;
-        println!("joiner (decode, join, encode, changelog):   {join_rate:>10.0} records/s, {}", cpu_line(cpu_per_record(busy, joiner_in)));
+        let join_cpu = cpu_per_record(busy, joiner_in);
+        println!("joiner (decode, join, encode, changelog):   {join_rate:>10.0} records/s, {}", cpu_line(join_cpu));
+        println!("joiner {}", cpu_target(join_cpu, work, copy_cpu));
         println!(
             "joiner / pass-through: {:.0} % (target >= 70 %); {} enriched sessions out, {} changelog records, {} transactions",
             100.0 * join_rate / copy_rate,
@@ -496,7 +510,9 @@ fn main() -> Result<()> {
         println!("scorer work alone, one thread: {work:.1} us/record");
         let busy = machine_busy();
         let (score_rate, metrics) = run_stage(&settings, ScorerStage::new(&settings), scorer_in).await?;
-        println!("scorer (decode, score, Avro + OCSF out):    {score_rate:>10.0} records/s, {}", cpu_line(cpu_per_record(busy, scorer_in)));
+        let score_cpu = cpu_per_record(busy, scorer_in);
+        println!("scorer (decode, score, Avro + OCSF out):    {score_rate:>10.0} records/s, {}", cpu_line(score_cpu));
+        println!("scorer {}", cpu_target(score_cpu, work, copy_cpu));
         println!(
             "scorer / pass-through: {:.0} % (target >= 70 %); {} findings out (Avro + OCSF records), {} changelog records",
             100.0 * score_rate / copy_rate,

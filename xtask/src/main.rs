@@ -6,6 +6,8 @@
 //! - `test`: runs every test against the local stack (or the one named by
 //!   `OFFPORT_BOOTSTRAP_SERVERS` / `OFFPORT_REGISTRY_URL`).
 //! - `demo`: the main job end to end: the five services on a simulated fleet (see `demo.rs`).
+//! - `pipeline`: the five services at steady input rates: alert latency, CPU per record and
+//!   memory per service (see `pipeline.rs`).
 //! - `precision`: recall and false findings of the five services on simulated fleets in the
 //!   sensors' formats, per seed, benign behaviour and rule (see `precision.rs`).
 //!
@@ -13,6 +15,7 @@
 
 mod chaos;
 mod demo;
+mod pipeline;
 mod precision;
 
 use std::process::{Command, ExitCode};
@@ -52,6 +55,9 @@ enum Task {
     /// Recall and false findings of the five services on simulated fleets in the sensors'
     /// formats: per seed, per benign behaviour and per rule.
     Precision(precision::PrecisionArgs),
+    /// The five services (release builds) fed a simulated fleet in the sensors' formats at
+    /// steady rates: alert latency, CPU per raw record and peak memory per service.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 #[derive(Subcommand)]
@@ -145,6 +151,7 @@ fn run(task: Task) -> Result<ExitCode> {
         Task::Demo => demo::run(&options),
         Task::Chaos(args) => chaos::run(&options, &args),
         Task::Precision(args) => precision::run(&options, &args),
+        Task::Pipeline(args) => pipeline::run(&options, &args),
     }
 }
 
