@@ -28,7 +28,9 @@ use offport_core::model::Finding;
 use offport_devstack::stack::StackOptions;
 use offport_kafka::baselines::{publish, version_key};
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{KafkaSettings, RegistrySettings, Settings, TopicSettings};
+use offport_kafka::settings::{
+    KafkaSettings, RegistrySettings, Settings, StreamSettings, TopicSettings,
+};
 use offport_kafka::topics::{ensure_topics, TopicRole};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -43,6 +45,9 @@ pub(crate) const SERVICES: [(&str, &str); 5] = [
     ("scorer", "offport-scorer"),
 ];
 const FIRST_PORT: u16 = 19_464;
+/// The services' idle timeout in the demo and the precision runs: a bounded fleet's last
+/// sessions come out 3 s after its end instead of 10.
+pub(crate) const DEMO_IDLE_TIMEOUT_MS: u64 = 3_000;
 
 /// Builds the five services; returns the directory of their binaries.
 pub(crate) fn build_services() -> Result<PathBuf> {
@@ -83,6 +88,10 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
             prefix: prefix.clone(),
             partitions: options.partitions,
             replication_factor: 1,
+        },
+        stream: StreamSettings {
+            idle_timeout_ms: DEMO_IDLE_TIMEOUT_MS,
+            ..StreamSettings::default()
         },
         ..Settings::default()
     };
@@ -258,7 +267,10 @@ pub(crate) fn start_services(
                 "OFFPORT__OBSERVABILITY__LISTEN",
                 format!("127.0.0.1:{port}"),
             )
-            .env("OFFPORT__STREAM__IDLE_TIMEOUT_MS", "3000")
+            .env(
+                "OFFPORT__STREAM__IDLE_TIMEOUT_MS",
+                settings.stream.idle_timeout_ms.to_string(),
+            )
             .env("OFFPORT__LOG__FILTER", "info")
             .env("OFFPORT_CONFIG", config_file)
             .stdin(Stdio::null())

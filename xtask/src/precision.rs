@@ -29,7 +29,9 @@ use offport_core::model::Finding;
 use offport_devstack::stack::StackOptions;
 use offport_kafka::baselines::{publish, version_key};
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{KafkaSettings, RegistrySettings, Settings, TopicSettings};
+use offport_kafka::settings::{
+    KafkaSettings, RegistrySettings, Settings, StreamSettings, TopicSettings,
+};
 use offport_kafka::topics::TopicRole;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -95,6 +97,10 @@ pub(crate) fn run(options: &StackOptions, args: &PrecisionArgs) -> Result<std::p
                 prefix: format!("precision-{stamp}-s{seed}."),
                 partitions: options.partitions,
                 replication_factor: 1,
+            },
+            stream: StreamSettings {
+                idle_timeout_ms: crate::demo::DEMO_IDLE_TIMEOUT_MS,
+                ..StreamSettings::default()
             },
             ..Settings::default()
         };
