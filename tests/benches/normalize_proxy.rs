@@ -45,14 +45,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 /// CPU time (user + system) of this process so far, from /proc/self/stat (USER_HZ 100).
 fn own_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest: Vec<u64> = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    // After the command name: utime and stime are the 12th and 13th numeric fields.
-    Some(Duration::from_millis((rest.get(10)? + rest.get(11)?) * 10))
+    // After the command name (in parentheses, may hold spaces): state, then 13 more fields
+    // to utime and stime; a field may be negative (tpgid without a terminal).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// Microseconds of this process's CPU per record since `before`.
