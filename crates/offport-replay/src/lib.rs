@@ -18,7 +18,7 @@ use std::time::Duration;
 use offport_backtest::replay::{Replay, ReplayOptions, ReplayOutcome};
 use offport_backtest::sim::{RawLine, Stream};
 use offport_core::model::{DeviceContext, DeviceEvent, EpochMillis, NetworkSession};
-use offport_core::normalize::{Normalized, RawRecord};
+use offport_core::normalize::Normalized;
 use offport_core::schema::Contract;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -357,17 +357,7 @@ pub async fn replay_topics(
             ReplaySource::Raw => {
                 // The services read the headers too: a PCAPdroid export names its device there.
                 let headers = offport_kafka::runtime::owned_headers(&message);
-                let record = RawRecord {
-                    key: message.key(),
-                    headers: &headers,
-                    timestamp: message.timestamp().to_millis(),
-                    ..RawRecord::new(
-                        message.topic(),
-                        message.partition(),
-                        message.offset(),
-                        message.payload().unwrap_or_default(),
-                    )
-                };
+                let record = offport_kafka::runtime::raw_record(&message, &headers);
                 if message.payload().is_none() {
                     replay.count(stream);
                     replay.reject(

@@ -179,3 +179,20 @@ pub fn owned_headers(message: &impl Message) -> Vec<(String, Option<Vec<u8>>)> {
         })
         .unwrap_or_default()
 }
+
+/// The [`RawRecord`] of a Kafka message whose headers `headers` holds ([`owned_headers`]): what
+/// the normalizers read and a dead letter keeps.
+pub fn raw_record<'m>(
+    message: &'m impl Message,
+    headers: &'m [(String, Option<Vec<u8>>)],
+) -> RawRecord<'m> {
+    RawRecord {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        value: message.payload(),
+        headers,
+        timestamp: message.timestamp().to_millis(),
+    }
+}

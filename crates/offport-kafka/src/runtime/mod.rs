@@ -35,7 +35,7 @@ mod transaction;
 pub(crate) use batch::*;
 pub(crate) use clients::*;
 pub(crate) use dead_letter::*;
-pub use dead_letter::{connect_headers, owned_headers};
+pub use dead_letter::{connect_headers, owned_headers, raw_record};
 pub use normalizer::run_normalizer;
 pub(crate) use transaction::*;
 

@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use offport_core::normalize::{Normalized, Normalizer, RawRecord};
+use offport_core::normalize::{Normalized, Normalizer};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::Producer;
@@ -236,15 +236,7 @@ pub(crate) async fn process<N: Normalizer>(
                 metrics.records_in.inc();
             }
             let headers = owned_headers(message);
-            let raw = RawRecord {
-                topic,
-                partition,
-                offset: message.offset(),
-                key: message.key(),
-                value: message.payload(),
-                headers: &headers,
-                timestamp: message.timestamp().to_millis(),
-            };
+            let raw = raw_record(message, &headers);
             let result = normalizer.normalize(&raw, now);
             if replaying {
                 // Read again only to rebuild held state; its outputs are committed already.

@@ -1,11 +1,12 @@
 //! The loop's own registry work: writer schemas fetched, outputs encoded, dead letters made.
 
-use offport_core::normalize::{RawRecord, Rejection};
+use offport_core::normalize::Rejection;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::baselines::Rejected;
 use crate::runtime::{
-    cut_for_log, dead_letter, owned_headers, retrying, wall_clock_millis, Outgoing, PipelineError,
+    cut_for_log, dead_letter, owned_headers, raw_record, retrying, wall_clock_millis, Outgoing,
+    PipelineError,
 };
 
 use super::*;
@@ -90,15 +91,7 @@ impl<S: StatefulStage> Runner<'_, S> {
             self.metrics.dead_letter(rejection.reason);
         }
         let headers = owned_headers(message);
-        let raw = RawRecord {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key(),
-            value: message.payload(),
-            headers: &headers,
-            timestamp: message.timestamp().to_millis(),
-        };
+        let raw = raw_record(message, &headers);
         dead_letter(
             self.codec,
             &self.dead_letter_topic,
@@ -119,16 +112,7 @@ impl<S: StatefulStage> Runner<'_, S> {
         self.metrics.dead_letter(rejected.reason);
         let rejection = Rejection::new(rejected.reason, rejected.message.clone());
         let headers = owned_headers(&rejected.record);
-        let record = &rejected.record;
-        let raw = RawRecord {
-            topic: record.topic(),
-            partition: record.partition(),
-            offset: record.offset(),
-            key: record.key(),
-            value: record.payload(),
-            headers: &headers,
-            timestamp: record.timestamp().to_millis(),
-        };
+        let raw = raw_record(&rejected.record, &headers);
         dead_letter(
             self.codec,
             &self.dead_letter_topic,
