@@ -51,7 +51,8 @@ impl Joiner {
     /// behind, or a raw topic with records has not been heard from, wall time says nothing
     /// about what is still to come.
     pub fn advance_watermark(&mut self, to: EpochMillis) -> Vec<EnrichedSession> {
-        let to = match self.source_limit() {
+        let floor = self.source_limit();
+        let to = match floor {
             Some(Floor::Hold) => return self.emit_ready(),
             Some(Floor::At(at)) => to.min(at.saturating_sub(self.config.allowed_lateness_ms)),
             _ => to,
@@ -61,7 +62,7 @@ impl Joiner {
                 journal.meta = true;
             }
             self.watermark = Some(to);
-            self.record_move(MoveCause::Idle, to);
+            self.record_move(MoveCause::Idle, to, floor);
             self.prune();
         }
         self.emit_ready()
@@ -72,14 +73,14 @@ impl Joiner {
         self.moved
     }
 
-    fn record_move(&mut self, cause: MoveCause, to: EpochMillis) {
+    fn record_move(&mut self, cause: MoveCause, to: EpochMillis, floor: Option<Floor>) {
         self.moved = Some(WatermarkMove {
             cause,
             to,
             max_event_time: self.max_event_time,
             input_max: self.input_max,
             lagging: self.lagging,
-            floor: self.source_limit(),
+            floor,
             pending: self.pending.len(),
         });
     }
@@ -109,7 +110,8 @@ impl Joiner {
                 }
             }
         }
-        match self.source_limit() {
+        let floor = self.source_limit();
+        match floor {
             Some(Floor::Hold) => return,
             Some(Floor::At(at)) => limit = limit.min(at),
             _ => {}
@@ -121,7 +123,7 @@ impl Joiner {
                 journal.meta = true;
             }
             self.watermark = Some(candidate);
-            self.record_move(cause, candidate);
+            self.record_move(cause, candidate, floor);
             self.prune();
         }
     }

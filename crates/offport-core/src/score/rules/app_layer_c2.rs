@@ -59,11 +59,12 @@ fn sni_host_mismatch(session: &NetworkSession) -> Option<(&str, &str)> {
     }
 }
 
-/// The destination name's verdict is the history's (`kept`); other names are judged here.
-type Verdict<'a> = &'a dyn Fn(&str) -> Option<HostVerdict>;
-
-/// An SNI or Host that is an IP literal.
-fn ip_literal_host<'s>(session: &'s NetworkSession, kept: Verdict<'_>) -> Option<&'s str> {
+/// An SNI or Host that is an IP literal. The destination name's verdict is the history's
+/// (`kept`); other names are judged here.
+fn ip_literal_host<'s>(
+    session: &'s NetworkSession,
+    kept: impl Fn(&str) -> Option<HostVerdict>,
+) -> Option<&'s str> {
     let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
     let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
     [sni, http_host]
@@ -99,7 +100,7 @@ fn nameless_tls(session: &NetworkSession) -> Option<&str> {
 /// A destination name (SNI, Host, DNS query) that looks algorithmically generated.
 fn algorithmic_destination<'e>(
     enriched: &'e EnrichedSession,
-    kept: Verdict<'_>,
+    kept: impl Fn(&str) -> Option<HostVerdict>,
 ) -> Option<&'e str> {
     all_hosts(enriched).find(|h| kept(h).map_or_else(|| looks_algorithmic(h), |v| v.algorithmic))
 }
@@ -146,12 +147,12 @@ impl Rules<'_> {
         let session = &enriched.session;
         let t = &baseline.thresholds;
         let kept = |name: &str| recurrence.verdict.filter(|_| host == Some(name));
-        let literal = ip_literal_host(session, &kept);
+        let literal = ip_literal_host(session, kept);
         let indicators = SessionIndicators {
             mismatch: sni_host_mismatch(session),
             literal,
             nameless: literal.is_none().then(|| nameless_tls(session)).flatten(),
-            algorithmic: algorithmic_destination(enriched, &kept),
+            algorithmic: algorithmic_destination(enriched, kept),
             entropy: plaintext_entropy(session, t),
             persistent: background_persistence(enriched, t),
             off_baseline,
@@ -170,8 +171,14 @@ impl Rules<'_> {
             return None;
         }
         let mut collected = Collected::new(full);
-        self.timing_evidence(&mut collected, recurrence, beacon, uniform, t);
-        self.session_evidence(&mut collected, &indicators, session, baseline);
+        self.timing_evidence(&mut collected, recurrence, beacon, t);
+        self.session_evidence(
+            &mut collected,
+            &indicators,
+            session,
+            baseline,
+            (recurrence, uniform),
+        );
         self.behaviour_evidence(&mut collected, enriched, baseline, host);
         // Device and app state make C2 more likely but never raise a finding by themselves
         // (the two core indicators were checked above, before any words).
@@ -215,13 +222,12 @@ impl Rules<'_> {
             .and_then(|out| uniform_series(recurrence.sizes_in()).map(|inn| (out, inn)))
     }
 
-    /// The evidence of the series: periodicity, connection rate, uniform sizes.
+    /// The evidence of the series' timing: periodicity, connection rate.
     fn timing_evidence(
         &self,
         collected: &mut Collected,
         recurrence: &Recurrence<'_>,
         beacon: Option<SeriesStats>,
-        uniform: Option<(SeriesStats, SeriesStats)>,
         t: &Thresholds,
     ) {
         if let Some(intervals) = beacon {
@@ -272,41 +278,17 @@ impl Rules<'_> {
                 },
             );
         }
-        if let Some((out, inn)) = uniform {
-            collected.add(
-                EvidenceKind::UniformSizes,
-                15.0,
-                Some(out.dispersion().max(inn.dispersion())),
-                || {
-                    text(
-                        "Uniform request and response sizes across sessions",
-                        format!(
-                            "out ~{:.0} B, in ~{:.0} B; {:.0}% and {:.0}% of sessions within {:.0}% of them",
-                            out.median,
-                            inn.median,
-                            recurrence.sizes_out().1 * 100.0,
-                            recurrence.sizes_in().1 * 100.0,
-                            recurrence.size_band * 100.0
-                        ),
-                        Some(format!(
-                            "dispersion <= {}, at least {:.0}% of sessions within {:.0}%",
-                            self.config.uniform_size_dispersion,
-                            UNIFORM_SHARE * 100.0,
-                            recurrence.size_band * 100.0
-                        )),
-                    )
-                },
-            );
-        }
     }
 
-    /// The evidence of the session's own indicators.
+    /// The evidence of the session's own indicators, and uniform sizes among them: the order
+    /// findings list their evidence in.
     fn session_evidence(
         &self,
         collected: &mut Collected,
         indicators: &SessionIndicators<'_>,
         session: &NetworkSession,
         baseline: &EffectiveBaseline,
+        (recurrence, uniform): (&Recurrence<'_>, Option<(SeriesStats, SeriesStats)>),
     ) {
         let t = &baseline.thresholds;
         if let Some((sni, http_host)) = indicators.mismatch {
@@ -365,6 +347,32 @@ impl Rules<'_> {
                         "Destination name looks algorithmically generated",
                         name.to_string(),
                         None,
+                    )
+                },
+            );
+        }
+        if let Some((out, inn)) = uniform {
+            collected.add(
+                EvidenceKind::UniformSizes,
+                15.0,
+                Some(out.dispersion().max(inn.dispersion())),
+                || {
+                    text(
+                        "Uniform request and response sizes across sessions",
+                        format!(
+                            "out ~{:.0} B, in ~{:.0} B; {:.0}% and {:.0}% of sessions within {:.0}% of them",
+                            out.median,
+                            inn.median,
+                            recurrence.sizes_out().1 * 100.0,
+                            recurrence.sizes_in().1 * 100.0,
+                            recurrence.size_band * 100.0
+                        ),
+                        Some(format!(
+                            "dispersion <= {}, at least {:.0}% of sessions within {:.0}%",
+                            self.config.uniform_size_dispersion,
+                            UNIFORM_SHARE * 100.0,
+                            recurrence.size_band * 100.0
+                        )),
                     )
                 },
             );
