@@ -61,10 +61,10 @@ fn sni_host_mismatch(session: &NetworkSession) -> Option<(&str, &str)> {
 
 /// An SNI or Host that is an IP literal. The destination name's verdict is the history's
 /// (`kept`); other names are judged here.
-fn ip_literal_host<'s>(
-    session: &'s NetworkSession,
+fn ip_literal_host(
+    session: &NetworkSession,
     kept: impl Fn(&str) -> Option<HostVerdict>,
-) -> Option<&'s str> {
+) -> Option<&str> {
     let sni = session.tls.as_ref().and_then(|t| t.sni.as_deref());
     let http_host = session.http.as_ref().and_then(|h| h.host.as_deref());
     [sni, http_host]
@@ -98,10 +98,10 @@ fn nameless_tls(session: &NetworkSession) -> Option<&str> {
 }
 
 /// A destination name (SNI, Host, DNS query) that looks algorithmically generated.
-fn algorithmic_destination<'e>(
-    enriched: &'e EnrichedSession,
+fn algorithmic_destination(
+    enriched: &EnrichedSession,
     kept: impl Fn(&str) -> Option<HostVerdict>,
-) -> Option<&'e str> {
+) -> Option<&str> {
     all_hosts(enriched).find(|h| kept(h).map_or_else(|| looks_algorithmic(h), |v| v.algorithmic))
 }
 
