@@ -22,6 +22,18 @@
 //! known, outputs whose schema is not yet registered and dead letters go through the loop's
 //! thread (they may call the registry).
 //!
+//! # One batch, in phases
+//!
+//! Each turn of the loop (`run_batches`), as Kafka Streams' `StreamThread.runOnce`:
+//! `follow_baselines` (the baselines topic); collect a batch
+//! (`collect_batch`), settling the open transaction on a rebalance; restore the tasks assigned
+//! and not yet built; the lagging inputs and the upstream topics awaited; process each task's
+//! records on the task threads; punctuate: the `idle_rule` and, at the end
+//! of a bounded input, `flush_all`; and
+//! `begin_transaction`, the outputs, changelog and offsets of the
+//! batch in one transaction left in flight while the next batch is collected. The loop's
+//! decisions are pure functions in [`crate::runtime::decisions`].
+//!
 //! # Changelog (Kafka Streams' model)
 //!
 //! After each batch the keys the batch changed in each task (see
@@ -280,6 +292,15 @@ impl Upstream {
     }
 }
 
+/// When a batch's phases ended, for its debug line.
+struct BatchTiming {
+    started: Instant,
+    collected: Instant,
+    prepared: Instant,
+    processed: Instant,
+    largest_task: usize,
+}
+
 /// How often the broker is asked whether an upstream topic without records has some now.
 const UPSTREAM_CHECK: Duration = Duration::from_secs(2);
 
@@ -303,21 +324,7 @@ impl<S: StatefulStage> Runner<'_, S> {
         let mut applied = feed.applied();
         while !self.shutdown.is_triggered() {
             let mut outgoing = Vec::new();
-            let (changed, rejected) = feed.poll(self.codec).await;
-            if changed {
-                for slot in self.tasks.values_mut() {
-                    self.stage.baselines_changed(&mut slot.task, feed.set());
-                }
-            }
-            for rejection in rejected {
-                self.metrics.baselines_rejected.inc();
-                let letter = self.baseline_dead_letter(&rejection).await?;
-                self.carried.push(letter);
-            }
-            self.metrics
-                .baselines_applied
-                .inc_by(feed.applied().saturating_sub(applied));
-            applied = feed.applied();
+            applied = self.follow_baselines(feed, applied).await?;
 
             let started = Instant::now();
             let batch =
@@ -463,76 +470,29 @@ impl<S: StatefulStage> Runner<'_, S> {
             }
             self.metrics.records_in.inc_by(first_reads);
 
-            // The idle-partition rule.
-            let mut idle_emits = Vec::new();
-            for (partition, slot) in &mut self.tasks {
-                let quiet = now.saturating_duration_since(slot.last_record);
-                if quiet >= idle_after {
-                    let idle_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
-                    let emitted = self.stage.idle(&mut slot.task, idle_ms);
-                    if !emitted.is_empty() {
-                        touched.insert(*partition);
-                        idle_emits.extend(emitted);
-                    }
-                }
-            }
-            for emit in idle_emits {
+            for emit in self.idle_rule(now, idle_after, &mut touched) {
                 outgoing.push(self.encode(emit).await?);
             }
-
-            // The end-of-input rule.
             let finishing =
                 self.settings.stream.stop_at_end && batch.is_empty() && self.at_end()?;
             if finishing {
-                let mut flushed = Vec::new();
-                for (partition, slot) in &mut self.tasks {
-                    touched.insert(*partition);
-                    flushed.extend(self.stage.flush(&mut slot.task));
-                }
-                for emit in flushed {
+                for emit in self.flush_all(&mut touched) {
                     outgoing.push(self.encode(emit).await?);
                 }
             }
 
-            if !outgoing.is_empty() || !touched.is_empty() || !self.carried.is_empty() {
-                // This batch's changelog and offsets build on the open transaction's: it must
-                // have committed. If it failed, the state was reset and this batch is dropped
-                // unproduced; both are read again.
-                let settling = Instant::now();
-                if !self.settle(in_flight).await? {
-                    continue;
-                }
-                let settled = Instant::now();
-                // Dead letters of rejected baselines ride with the next transaction; they
-                // come back to `carried` if it fails.
-                let carried = std::mem::take(&mut self.carried);
-                outgoing.extend(carried.iter().cloned());
-                let offsets = self.changelog_and_offsets(&mut outgoing, &touched)?;
-                let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e3;
-                tracing::debug!(
-                    stage = self.options.stage,
-                    records = fresh,
-                    tasks = touched.len(),
-                    largest_task,
-                    collect_ms = ms(started, now),
-                    prepare_ms = ms(now, prepared),
-                    process_ms = ms(prepared, processed),
-                    wait_ms = ms(settling, settled),
-                    changelog_ms = ms(settled, Instant::now()),
-                    "batch"
-                );
-                *in_flight = Some(InFlight::spawn(
-                    self.consumer,
-                    self.producer,
-                    outgoing.into_iter().map(Pending::Ready).collect(),
-                    offsets,
-                    carried,
-                    Tally {
-                        inputs: fresh,
-                        timestamps,
-                        started,
-                    },
-                )?);
+            let timing = BatchTiming {
+                started,
+                collected: now,
+                prepared,
+                processed,
+                largest_task,
+            };
+            if !self
+                .begin_transaction(in_flight, outgoing, &touched, fresh, timestamps, timing)
+                .await?
+            {
+                continue;
             }
             if finishing && !self.settle(in_flight).await? {
                 continue;
@@ -548,6 +508,120 @@ impl<S: StatefulStage> Runner<'_, S> {
             }
         }
         Ok(())
+    }
+
+    /// Phase: the batch's transaction. Its outputs, the touched tasks' changelog and the
+    /// input offsets go out in one transaction, left in flight while the next batch is
+    /// collected. It builds on the open transaction's, which must have committed: if that one
+    /// failed, the state was reset and this batch is dropped unproduced (both are read again),
+    /// and this returns false.
+    async fn begin_transaction(
+        &mut self,
+        in_flight: &mut Option<StatefulInFlight>,
+        mut outgoing: Vec<Outgoing>,
+        touched: &BTreeSet<i32>,
+        fresh: u64,
+        timestamps: Vec<i64>,
+        timing: BatchTiming,
+    ) -> Result<bool, PipelineError> {
+        if outgoing.is_empty() && touched.is_empty() && self.carried.is_empty() {
+            return Ok(true);
+        }
+        let settling = Instant::now();
+        if !self.settle(in_flight).await? {
+            return Ok(false);
+        }
+        let settled = Instant::now();
+        // Dead letters of rejected baselines ride with the next transaction; they come back to
+        // `carried` if it fails.
+        let carried = std::mem::take(&mut self.carried);
+        outgoing.extend(carried.iter().cloned());
+        let offsets = self.changelog_and_offsets(&mut outgoing, touched)?;
+        let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e3;
+        tracing::debug!(
+            stage = self.options.stage,
+            records = fresh,
+            tasks = touched.len(),
+            largest_task = timing.largest_task,
+            collect_ms = ms(timing.started, timing.collected),
+            prepare_ms = ms(timing.collected, timing.prepared),
+            process_ms = ms(timing.prepared, timing.processed),
+            wait_ms = ms(settling, settled),
+            changelog_ms = ms(settled, Instant::now()),
+            "batch"
+        );
+        *in_flight = Some(InFlight::spawn(
+            self.consumer,
+            self.producer,
+            outgoing.into_iter().map(Pending::Ready).collect(),
+            offsets,
+            carried,
+            Tally {
+                inputs: fresh,
+                timestamps,
+                started: timing.started,
+            },
+        )?);
+        Ok(true)
+    }
+
+    /// Phase: the baselines topic. Versions read since the last batch are applied to every
+    /// task; rejected ones become dead letters that ride with the next transaction. Returns
+    /// the feed's applied count for the next call.
+    async fn follow_baselines(
+        &mut self,
+        feed: &mut BaselineFeed,
+        applied: u64,
+    ) -> Result<u64, PipelineError> {
+        let (changed, rejected) = feed.poll(self.codec).await;
+        if changed {
+            for slot in self.tasks.values_mut() {
+                self.stage.baselines_changed(&mut slot.task, feed.set());
+            }
+        }
+        for rejection in rejected {
+            self.metrics.baselines_rejected.inc();
+            let letter = self.baseline_dead_letter(&rejection).await?;
+            self.carried.push(letter);
+        }
+        self.metrics
+            .baselines_applied
+            .inc_by(feed.applied().saturating_sub(applied));
+        Ok(feed.applied())
+    }
+
+    /// Phase: the idle-partition rule. A task without a record for `idle_after` of wall time
+    /// is told how long it has been quiet; what that completes is returned, and the task is
+    /// marked `touched` (its changelog and offsets go with the next transaction).
+    fn idle_rule(
+        &mut self,
+        now: Instant,
+        idle_after: Duration,
+        touched: &mut BTreeSet<i32>,
+    ) -> Vec<Emit<S::Output>> {
+        let mut emits = Vec::new();
+        for (partition, slot) in &mut self.tasks {
+            let quiet = now.saturating_duration_since(slot.last_record);
+            if quiet >= idle_after {
+                let idle_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+                let emitted = self.stage.idle(&mut slot.task, idle_ms);
+                if !emitted.is_empty() {
+                    touched.insert(*partition);
+                    emits.extend(emitted);
+                }
+            }
+        }
+        emits
+    }
+
+    /// Phase: the end-of-input rule. Every task emits what it still holds.
+    fn flush_all(&mut self, touched: &mut BTreeSet<i32>) -> Vec<Emit<S::Output>> {
+        let mut flushed = Vec::new();
+        for (partition, slot) in &mut self.tasks {
+            touched.insert(*partition);
+            flushed.extend(self.stage.flush(&mut slot.task));
+        }
+        flushed
     }
 
     /// The partition numbers (tasks) assigned to this instance.
