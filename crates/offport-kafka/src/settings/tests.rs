@@ -389,3 +389,76 @@ fn secrets_never_show_in_debug_or_the_dump() {
         Some("key-pass-value")
     );
 }
+
+/// Every leaf of a YAML value with its value as YAML text, dotted keys as in [`leaves`].
+fn leaf_values(prefix: &str, value: &serde_yaml_ng::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_yaml_ng::Value::Mapping(map)
+            if !matches!(prefix, "kafka.properties") && !map.is_empty() =>
+        {
+            for (key, value) in map {
+                let key = key.as_str().unwrap_or_default();
+                let path = if prefix.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaf_values(&path, value, out);
+            }
+        }
+        serde_yaml_ng::Value::String(text) => out.push((prefix.to_string(), text.clone())),
+        other => out.push((
+            prefix.to_string(),
+            serde_yaml_ng::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        )),
+    }
+}
+
+#[test]
+fn the_configuration_reference_gives_each_setting_its_default() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&Settings::default().redacted_yaml()).unwrap();
+    let mut defaults = Vec::new();
+    leaf_values("", &yaml, &mut defaults);
+    let reference = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for line in reference.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (Some(name), Some(default)) = (cells.get(1), cells.get(3)) else {
+            continue;
+        };
+        // Rows naming one setting with one literal default; a default in words (derived,
+        // none, a list) is left to the reader.
+        let name = name.trim_matches('`');
+        if name.contains('/') || name.contains('<') {
+            continue;
+        }
+        let Some(literal) = default
+            .strip_prefix('`')
+            .and_then(|d| d.strip_suffix('`'))
+            .filter(|d| !d.contains('`'))
+        else {
+            continue;
+        };
+        let Some((_, actual)) = defaults.iter().find(|(key, _)| key == name) else {
+            continue;
+        };
+        checked += 1;
+        let literal = literal.trim_matches('"');
+        if literal != actual {
+            wrong.push(format!(
+                "{name}: documented {literal:?}, default {actual:?}"
+            ));
+        }
+    }
+    assert!(checked > 25, "only {checked} defaults compared");
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md defaults out of step: {wrong:#?}"
+    );
+}
