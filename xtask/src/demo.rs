@@ -49,6 +49,37 @@ const FIRST_PORT: u16 = 19_464;
 /// sessions come out 3 s after its end instead of 10.
 pub(crate) const DEMO_IDLE_TIMEOUT_MS: u64 = 3_000;
 
+/// Settings for the services on the local stack: its broker and registry, topics under
+/// `prefix` with `partitions` partitions (replication 1), and the idle timeout given.
+pub(crate) fn local_settings(
+    bootstrap: &str,
+    registry: &str,
+    prefix: &str,
+    partitions: i32,
+    idle_timeout_ms: u64,
+) -> Settings {
+    Settings {
+        kafka: KafkaSettings {
+            bootstrap_servers: bootstrap.to_string(),
+            ..KafkaSettings::default()
+        },
+        registry: RegistrySettings {
+            url: registry.to_string(),
+            ..RegistrySettings::default()
+        },
+        topics: TopicSettings {
+            prefix: prefix.to_string(),
+            partitions,
+            replication_factor: 1,
+        },
+        stream: StreamSettings {
+            idle_timeout_ms,
+            ..StreamSettings::default()
+        },
+        ..Settings::default()
+    }
+}
+
 /// Builds the five services; returns the directory of their binaries.
 pub(crate) fn build_services() -> Result<PathBuf> {
     println!("building the five services...");
@@ -75,26 +106,13 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
     );
-    let settings = Settings {
-        kafka: KafkaSettings {
-            bootstrap_servers: bootstrap.clone(),
-            ..KafkaSettings::default()
-        },
-        registry: RegistrySettings {
-            url: registry.clone(),
-            ..RegistrySettings::default()
-        },
-        topics: TopicSettings {
-            prefix: prefix.clone(),
-            partitions: options.partitions,
-            replication_factor: 1,
-        },
-        stream: StreamSettings {
-            idle_timeout_ms: DEMO_IDLE_TIMEOUT_MS,
-            ..StreamSettings::default()
-        },
-        ..Settings::default()
-    };
+    let settings = crate::demo::local_settings(
+        &bootstrap,
+        &registry,
+        &prefix,
+        options.partitions,
+        DEMO_IDLE_TIMEOUT_MS,
+    );
     let runtime = crate::runtime()?;
     let log_dir = options.run_dir.join("demo");
     std::fs::create_dir_all(&log_dir)?;

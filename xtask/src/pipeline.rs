@@ -30,13 +30,11 @@ use offport_core::model::{EpochMillis, Finding};
 use offport_devstack::stack::StackOptions;
 use offport_kafka::baselines::{publish, version_key};
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{
-    KafkaSettings, RegistrySettings, Settings, StreamSettings, TopicSettings,
-};
+use offport_kafka::settings::Settings;
 use offport_kafka::topics::TopicRole;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 use crate::demo::{prepare_family, start_services, Services, SERVICES};
 
@@ -106,26 +104,13 @@ pub(crate) fn run(options: &StackOptions, args: &PipelineArgs) -> Result<std::pr
     let mut outcomes = Vec::new();
     for &rate in &args.rates {
         let prefix = format!("pipeline-{}-{rate}.", now / 1000);
-        let settings = Settings {
-            kafka: KafkaSettings {
-                bootstrap_servers: bootstrap.clone(),
-                ..KafkaSettings::default()
-            },
-            registry: RegistrySettings {
-                url: registry.clone(),
-                ..RegistrySettings::default()
-            },
-            topics: TopicSettings {
-                prefix: prefix.clone(),
-                partitions: options.partitions,
-                replication_factor: 1,
-            },
-            stream: StreamSettings {
-                idle_timeout_ms: args.idle_timeout_ms,
-                ..StreamSettings::default()
-            },
-            ..Settings::default()
-        };
+        let settings = crate::demo::local_settings(
+            &bootstrap,
+            &registry,
+            &prefix,
+            options.partitions,
+            args.idle_timeout_ms,
+        );
         let log_dir = options.run_dir.join("pipeline").join(rate.to_string());
         std::fs::create_dir_all(&log_dir)?;
         let config_file = log_dir.join("offport.yaml");
@@ -476,28 +461,7 @@ async fn one_rate(
             tokio::time::sleep(due - elapsed).await;
         }
         let topic = topics.get(&line.stream).map(String::as_str).unwrap_or("");
-        let mut record = FutureRecord::to(topic)
-            .key(line.device_id.as_bytes())
-            .payload(line.value.as_bytes())
-            .timestamp(line.time);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((error, _)) => return Err(error.into()),
-            }
-        }
+        deliveries.push(offport_replay::enqueue_raw(&producer, topic, line).await?);
         sent_at.push(Instant::now());
     }
     let fed = started.elapsed();

@@ -29,9 +29,7 @@ use offport_core::model::Finding;
 use offport_devstack::stack::StackOptions;
 use offport_kafka::baselines::{publish, version_key};
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{
-    KafkaSettings, RegistrySettings, Settings, StreamSettings, TopicSettings,
-};
+use offport_kafka::settings::Settings;
 use offport_kafka::topics::TopicRole;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -84,26 +82,13 @@ pub(crate) fn run(options: &StackOptions, args: &PrecisionArgs) -> Result<std::p
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     for &seed in &args.seeds {
-        let settings = Settings {
-            kafka: KafkaSettings {
-                bootstrap_servers: bootstrap.clone(),
-                ..KafkaSettings::default()
-            },
-            registry: RegistrySettings {
-                url: registry.clone(),
-                ..RegistrySettings::default()
-            },
-            topics: TopicSettings {
-                prefix: format!("precision-{stamp}-s{seed}."),
-                partitions: options.partitions,
-                replication_factor: 1,
-            },
-            stream: StreamSettings {
-                idle_timeout_ms: crate::demo::DEMO_IDLE_TIMEOUT_MS,
-                ..StreamSettings::default()
-            },
-            ..Settings::default()
-        };
+        let settings = crate::demo::local_settings(
+            &bootstrap,
+            &registry,
+            &format!("precision-{stamp}-s{seed}."),
+            options.partitions,
+            crate::demo::DEMO_IDLE_TIMEOUT_MS,
+        );
         let log_dir = options
             .run_dir
             .join("precision")

@@ -79,6 +79,34 @@ fn role_of(stream: Stream, source: ReplaySource) -> TopicRole {
     }
 }
 
+/// Hands one raw line to `producer` for `topic`, keyed by its device id with its report time
+/// as the Kafka timestamp, waiting while the producer's queue is full; returns its delivery.
+pub async fn enqueue_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    line: &RawLine,
+) -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError> {
+    let mut record = FutureRecord::to(topic)
+        .key(line.device_id.as_bytes())
+        .payload(line.value.as_bytes())
+        .timestamp(line.time);
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
 /// Produces raw records to the raw topics, keyed by device id (murmur2, as Java clients
 /// partition) with the record's report time as the Kafka timestamp, so a replay can select a
 /// time range. `progress` is told how many are delivered.
@@ -109,28 +137,7 @@ pub async fn produce_raw(
         let mut pending = Vec::with_capacity(chunk.len());
         for record in chunk {
             let topic = names.get(&record.stream).map(String::as_str).unwrap_or("");
-            let mut future = FutureRecord::to(topic)
-                .key(record.device_id.as_bytes())
-                .payload(record.value.as_bytes())
-                .timestamp(record.time);
-            loop {
-                match producer.send_result(future) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        back,
-                    )) => {
-                        future = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((error, _)) => return Err(error.into()),
-                }
-            }
+            pending.push(enqueue_raw(&producer, topic, record).await?);
         }
         for delivery in pending {
             match delivery.await {

@@ -20,22 +20,9 @@ fn stream_workers_come_from_the_environment_and_zero_means_one_per_core() {
 
 /// Every leaf key of a YAML value, dotted (maps and lists whose keys are free are leaves).
 fn leaves(prefix: &str, value: &serde_yaml_ng::Value, out: &mut Vec<String>) {
-    match value {
-        serde_yaml_ng::Value::Mapping(map)
-            if !matches!(prefix, "kafka.properties") && !map.is_empty() =>
-        {
-            for (key, value) in map {
-                let key = key.as_str().unwrap_or_default();
-                let path = if prefix.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                leaves(&path, value, out);
-            }
-        }
-        _ => out.push(prefix.to_string()),
-    }
+    let mut values = Vec::new();
+    leaf_values(prefix, value, &mut values);
+    out.extend(values.into_iter().map(|(key, _)| key));
 }
 
 #[test]
@@ -390,7 +377,8 @@ fn secrets_never_show_in_debug_or_the_dump() {
     );
 }
 
-/// Every leaf of a YAML value with its value as YAML text, dotted keys as in [`leaves`].
+/// Every leaf of a YAML value, dotted, with its value as YAML text (maps and lists whose keys
+/// are free are leaves).
 fn leaf_values(prefix: &str, value: &serde_yaml_ng::Value, out: &mut Vec<(String, String)>) {
     match value {
         serde_yaml_ng::Value::Mapping(map)
