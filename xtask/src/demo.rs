@@ -80,6 +80,21 @@ pub(crate) fn local_settings(
     }
 }
 
+/// Publishes every document of a baseline file to the baselines topic, each under its version
+/// key; returns how many.
+pub(crate) async fn publish_baseline(
+    settings: &Settings,
+    codec: &RegistryCodec,
+    yaml: &str,
+) -> Result<usize> {
+    let versions: Vec<(String, Option<_>)> = parse_documents(yaml)?
+        .into_iter()
+        .map(|d| (version_key(&d), Some(d)))
+        .collect();
+    publish(settings, codec, &versions).await?;
+    Ok(versions.len())
+}
+
 /// Builds the five services; returns the directory of their binaries.
 pub(crate) fn build_services() -> Result<PathBuf> {
     println!("building the five services...");
@@ -137,14 +152,9 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
         std::fs::write(&config_file, sensors.sources_yaml())?;
         let records = sensors.raw_lines();
         let codec = RegistryCodec::new(&settings.registry)?;
-        let baseline: Vec<(String, Option<_>)> = parse_documents(&fleet.baseline_yaml)?
-            .into_iter()
-            .map(|d| (version_key(&d), Some(d)))
-            .collect();
-        publish(&settings, &codec, &baseline).await?;
+        let versions = publish_baseline(&settings, &codec, &fleet.baseline_yaml).await?;
         println!(
-            "published the simulated organisation's baseline ({} versions: corporate proxy and VPN relay exceptions, developer tooling ports)",
-            baseline.len()
+            "published the simulated organisation's baseline ({versions} versions: corporate proxy and VPN relay exceptions, developer tooling ports)"
         );
 
         services = start_services(&bin_dir, &settings, &config_file, &log_dir)?;

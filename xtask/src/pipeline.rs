@@ -25,10 +25,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use offport_backtest::sensors::sensor_formats;
 use offport_backtest::sim::{simulate, FleetConfig, RawLine, Stream, HOUR};
-use offport_core::baseline::parse_documents;
 use offport_core::model::{EpochMillis, Finding};
 use offport_devstack::stack::StackOptions;
-use offport_kafka::baselines::{publish, version_key};
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
 use offport_kafka::topics::TopicRole;
@@ -130,7 +128,7 @@ pub(crate) fn run(options: &StackOptions, args: &PipelineArgs) -> Result<std::pr
     }
     let kept_up: Vec<u32> = outcomes
         .iter()
-        .filter(|(_, o)| o.kept_up(span_ms, o.reached))
+        .filter(|(_, o)| o.kept_up(span_ms))
         .map(|(rate, _)| *rate)
         .collect();
     match kept_up.iter().max() {
@@ -290,9 +288,9 @@ impl Outcome {
 
     /// Kept up: the steady-state alert latency p99 is within the allowed lateness (in wall
     /// time) plus 2 s.
-    fn kept_up(&self, span_ms: i64, reached: f64) -> bool {
+    fn kept_up(&self, span_ms: i64) -> bool {
         !self.steady.is_empty()
-            && reached > 0.0
+            && self.reached > 0.0
             && percentile(&self.steady, 0.99) <= self.lateness_wall_s(span_ms) + 2.0
     }
 
@@ -344,7 +342,7 @@ impl Outcome {
         println!(
             "  all five        {:>6.2} us CPU per raw record; {}",
             total * 1e6 / records.max(1) as f64,
-            if self.kept_up(span_ms, self.reached) {
+            if self.kept_up(span_ms) {
                 "kept up"
             } else {
                 "did not keep up"
@@ -366,11 +364,7 @@ async fn one_rate(
 ) -> Result<Outcome> {
     prepare_family(settings, "pipeline-").await?;
     let codec = RegistryCodec::new(&settings.registry)?;
-    let baseline: Vec<(String, Option<_>)> = parse_documents(baseline_yaml)?
-        .into_iter()
-        .map(|d| (version_key(&d), Some(d)))
-        .collect();
-    publish(settings, &codec, &baseline).await?;
+    crate::demo::publish_baseline(settings, &codec, baseline_yaml).await?;
     let mut services: Services = start_services(bin_dir, settings, config_file, log_dir)?;
     crate::demo::wait_ready(&mut services).await?;
 
@@ -421,8 +415,11 @@ async fn one_rate(
 
     // The alerts, read while the feed runs.
     let reader_codec = RegistryCodec::new(&settings.registry)?;
+    // Set when the feed has been delivered: the reader may stop at the next quiet spell.
+    let feed_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = tokio::spawn({
         let codec = reader_codec;
+        let feed_done = std::sync::Arc::clone(&feed_done);
         async move {
             let mut seen: Vec<(Instant, Finding)> = Vec::new();
             let mut last = Instant::now();
@@ -439,7 +436,7 @@ async fn one_rate(
                     Ok(Err(error)) => return Err(anyhow::Error::from(error)),
                     Err(_) => {}
                 }
-                if FEED_DONE.load(std::sync::atomic::Ordering::Relaxed)
+                if feed_done.load(std::sync::atomic::Ordering::Relaxed)
                     && last.elapsed() > QUIET_AFTER_FEED
                 {
                     return anyhow::Ok(seen);
@@ -448,7 +445,6 @@ async fn one_rate(
         }
     });
 
-    FEED_DONE.store(false, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let mut sent_at: Vec<Instant> = Vec::with_capacity(lines.len());
     let mut deliveries = Vec::with_capacity(lines.len());
@@ -473,7 +469,7 @@ async fn one_rate(
         }
     }
     let feed_end = Instant::now();
-    FEED_DONE.store(true, std::sync::atomic::Ordering::Relaxed);
+    feed_done.store(true, std::sync::atomic::Ordering::Relaxed);
     // The services' usage, sampled while the reader waits for the alerts topic to go quiet:
     // the sample just after the last alert counts, not the idle wait after it.
     let usage = |services: &Services| -> Vec<Option<(f64, u64)>> {
@@ -577,6 +573,3 @@ async fn one_rate(
         services: service_usage,
     })
 }
-
-/// Set when the feed has been delivered: the alert reader may stop at the next quiet spell.
-static FEED_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -24,10 +24,8 @@ use offport_backtest::replay::latest_revisions;
 use offport_backtest::report::{Evaluation, Report};
 use offport_backtest::sensors::sensor_formats;
 use offport_backtest::sim::{simulate, FleetConfig, HOUR};
-use offport_core::baseline::parse_documents;
 use offport_core::model::Finding;
 use offport_devstack::stack::StackOptions;
-use offport_kafka::baselines::{publish, version_key};
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::Settings;
 use offport_kafka::topics::TopicRole;
@@ -146,11 +144,7 @@ async fn one_seed(
     std::fs::write(&config_file, sensors.sources_yaml())?;
     let records = sensors.raw_lines();
     let codec = RegistryCodec::new(&settings.registry)?;
-    let baseline: Vec<(String, Option<_>)> = parse_documents(&fleet.baseline_yaml)?
-        .into_iter()
-        .map(|d| (version_key(&d), Some(d)))
-        .collect();
-    publish(settings, &codec, &baseline).await?;
+    crate::demo::publish_baseline(settings, &codec, &fleet.baseline_yaml).await?;
 
     let mut services = start_services(bin_dir, settings, &config_file, log_dir)?;
     wait_ready(&mut services).await?;

@@ -111,11 +111,7 @@ pub(super) async fn prepare(
         return Ok(());
     }
     let codec = RegistryCodec::new(&settings.registry)?;
-    let baseline: Vec<(String, Option<_>)> = parse_documents(&fleet.baseline_yaml)?
-        .into_iter()
-        .map(|d| (version_key(&d), Some(d)))
-        .collect();
-    publish(settings, &codec, &baseline).await?;
+    crate::demo::publish_baseline(settings, &codec, &fleet.baseline_yaml).await?;
     offport_replay::produce_raw(settings, &fleet.records, &mut |_| {}).await?;
     for (file, stream) in CORPUS {
         let role = match stream {

@@ -28,13 +28,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use offport_backtest::sim::{simulate, FleetConfig, Stream};
-use offport_core::baseline::parse_documents;
 use offport_core::model::{
     DeadLetter, DeviceContext, DeviceEvent, EnrichedSession, Finding, NetworkSession,
 };
 use offport_devstack::faults::FaultStack;
 use offport_devstack::stack::StackOptions;
-use offport_kafka::baselines::{publish, version_key};
 use offport_kafka::registry::RegistryCodec;
 use offport_kafka::settings::{KafkaSettings, RegistrySettings, Settings, TopicSettings};
 use offport_kafka::topics::{ensure_topics, TopicRole};

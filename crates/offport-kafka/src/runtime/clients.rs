@@ -120,7 +120,7 @@ impl rdkafka::ClientContext for LagContext {
 
 impl LagContext {
     /// Follows each assigned partition's last stable offset: records behind it are counted, and
-    /// one that has not moved for [`super::HANGING_AFTER`] with records behind it is a
+    /// one that has not moved for `pipeline.hanging_transaction_after_ms` with records behind it is a
     /// transaction the broker left hanging (a broker that restarts can skip writing a
     /// transaction's markers to partitions whose leader it does not know yet, KAFKA-5202's
     /// rule): read_committed consumers, this stage among them, wait at it for ever. Logged once

@@ -45,59 +45,11 @@ struct SessionJson {
     still_open: bool,
 }
 
-/// The field names of offport's session JSON, as its deserializer knows them (taken from the
-/// derived code itself, so they cannot drift from the struct).
+/// The field names of offport's session JSON, as its derived deserializer asks for them (so
+/// they cannot drift from the struct).
 pub(super) fn field_names() -> &'static [&'static str] {
     static NAMES: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
-    NAMES.get_or_init(|| {
-        let mut taker = FieldNames(&[]);
-        let _ = SessionJson::deserialize(&mut taker);
-        taker.0
-    })
-}
-
-/// A deserializer that only records the field names a struct asks for.
-struct FieldNames(&'static [&'static str]);
-
-#[derive(Debug)]
-struct Taken;
-
-impl std::fmt::Display for Taken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("field names taken")
-    }
-}
-
-impl std::error::Error for Taken {}
-
-impl serde::de::Error for Taken {
-    fn custom<T: std::fmt::Display>(_: T) -> Self {
-        Taken
-    }
-}
-
-impl<'de> serde::Deserializer<'de> for &mut FieldNames {
-    type Error = Taken;
-
-    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Taken> {
-        Err(Taken)
-    }
-
-    fn deserialize_struct<V: serde::de::Visitor<'de>>(
-        self,
-        _: &'static str,
-        fields: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value, Taken> {
-        self.0 = fields;
-        Err(Taken)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-        ignored_any
-    }
+    NAMES.get_or_init(serde_aux::serde_introspection::serde_introspect::<SessionJson>)
 }
 
 /// Normalizer of offport's JSON session records.

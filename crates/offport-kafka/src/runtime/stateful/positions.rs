@@ -38,13 +38,14 @@ impl<S: StatefulStage> Runner<'_, S> {
             let answer: Result<bool, rdkafka::error::KafkaError> = blocking(|| {
                 let timeout = Duration::from_secs(10);
                 let metadata = restorer.fetch_metadata(Some(topic), timeout)?;
-                let partitions = metadata
+                let partitions: Vec<i32> = metadata
                     .topics()
                     .iter()
                     .find(|t| t.name() == topic)
-                    .map_or(0, |t| t.partitions().len());
-                for p in 0..partitions {
-                    let p = i32::try_from(p).unwrap_or(i32::MAX);
+                    .map_or_else(Vec::new, |t| {
+                        t.partitions().iter().map(|p| p.id()).collect()
+                    });
+                for p in partitions {
                     let (low, high) = restorer.fetch_watermarks(topic, p, timeout)?;
                     if high > low {
                         return Ok(true);
