@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::{AppProtocol, NetworkSession, ProtocolEvidence, Transport};
 
 #[test]
 fn sensor_lines_are_told_by_their_keys_in_any_order_and_offport_json_never_is() {
