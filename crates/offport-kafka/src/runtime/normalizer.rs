@@ -116,7 +116,11 @@ pub async fn run_normalizer<N: Normalizer>(
     leave_group(options.stage, &consumer, result)
 }
 
-/// The loop proper: batches until shutdown or a fatal error.
+/// The loop proper: batches until shutdown or a fatal error. Each turn, in phases:
+/// `drop_revoked` (partitions taken away by a rebalance), collect a batch, then either
+/// `quiet_turn` (no records: settle, and tell the joiner which partitions turned idle) or
+/// `normalize_batch` and `begin_transaction` (the batch's outputs and offsets in one
+/// transaction, left in flight while the next batch is collected).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn process<N: Normalizer>(
     consumer: &LagConsumer,
@@ -128,93 +132,198 @@ pub(crate) async fn process<N: Normalizer>(
     shutdown: &Shutdown,
     settings: &Settings,
 ) -> Result<(), PipelineError> {
-    let dead_letter_topic = TopicRole::DeadLetter.spec(&settings.topics).name;
-    let mut outputs = [
-        TopicRole::Sessions,
-        TopicRole::DeviceEvents,
-        TopicRole::DeviceContexts,
-    ]
-    .map(|role| Output {
-        topic: role.spec(&settings.topics).name,
-        schema: None,
-    });
-    let shell = Shell {
-        consumer,
-        producer,
-        options,
-        metrics,
+    let mut turns = Turns {
+        shell: Shell {
+            consumer,
+            producer,
+            options,
+            metrics,
+        },
+        codec,
+        shutdown,
+        normalizer,
+        outputs: [
+            TopicRole::Sessions,
+            TopicRole::DeviceEvents,
+            TopicRole::DeviceContexts,
+        ]
+        .map(|role| Output {
+            topic: role.spec(&settings.topics).name,
+            schema: None,
+        }),
+        dead_letter_topic: TopicRole::DeadLetter.spec(&settings.topics).name,
+        progress: BTreeMap::new(),
+        counted: Counted::default(),
+        clocks: RawClocks::new(
+            options.progress_topics.clone(),
+            Duration::from_millis(settings.stream.idle_timeout_ms),
+        ),
     };
-    let mut progress: BTreeMap<(String, i32), Progress> = BTreeMap::new();
-    // Per partition, the offset below which records were counted in the metrics: a batch read
-    // again after an abort is processed again but not counted again.
-    let mut counted = Counted::default();
     // The previous batch's transaction, committing while this batch is read and processed.
     let mut in_flight = None;
-    let mut clocks = RawClocks::new(
-        options.progress_topics.clone(),
-        Duration::from_millis(settings.stream.idle_timeout_ms),
-    );
     while !shutdown.is_triggered() {
-        let revoked: Vec<(String, i32)> = consumer
+        turns.drop_revoked(&mut in_flight).await?;
+        let collecting = Instant::now();
+        let batch = collect_batch(consumer, options, shutdown, metrics).await?;
+        let t_collect = collecting.elapsed();
+        if batch.is_empty() {
+            turns.quiet_turn(&mut in_flight).await?;
+            continue;
+        }
+        let started = Instant::now();
+        let (outgoing, tally) = turns.normalize_batch(&batch, started).await?;
+        let t_process = collecting.elapsed();
+        // This batch's offsets build on the previous batch's: that transaction must be settled
+        // first. When it failed, this batch's outputs are dropped with it and both are read
+        // again from the committed offsets.
+        if !turns.settle(&mut in_flight).await? {
+            continue;
+        }
+        tracing::debug!(
+            records = batch.len(),
+            collect_ms = t_collect.as_secs_f64() * 1e3,
+            process_ms = (t_process - t_collect).as_secs_f64() * 1e3,
+            settle_ms = (collecting.elapsed() - t_process).as_secs_f64() * 1e3,
+            "batch"
+        );
+        in_flight = Some(turns.begin_transaction(&batch, outgoing, tally)?);
+    }
+    turns.settle(&mut in_flight).await?;
+    tracing::info!(
+        stage = options.stage,
+        "stopping: leaving the consumer group"
+    );
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// The Kafka side of the normalizer loop, for the helpers that settle its transactions.
+#[derive(Clone, Copy)]
+pub(crate) struct Shell<'a> {
+    consumer: &'a LagConsumer,
+    producer: &'a StageProducer,
+    options: &'a PipelineOptions,
+    metrics: &'a PipelineMetrics,
+}
+
+/// A normalizer's transaction in flight, carrying the partitions' progress it commits.
+type NormalizerInFlight = InFlight<BTreeMap<(String, i32), Progress>>;
+
+/// What the normalizer loop keeps from one turn to the next.
+struct Turns<'a, N> {
+    shell: Shell<'a>,
+    codec: &'a RegistryCodec,
+    shutdown: &'a Shutdown,
+    normalizer: &'a mut N,
+    /// Sessions, events, contexts.
+    outputs: [Output; 3],
+    dead_letter_topic: String,
+    /// Per partition, where it resumes and how far it was processed (committed).
+    progress: BTreeMap<(String, i32), Progress>,
+    /// Per partition, the offset below which records were counted in the metrics: a batch read
+    /// again after an abort is processed again but not counted again.
+    counted: Counted,
+    clocks: RawClocks,
+}
+
+impl<N: Normalizer> Turns<'_, N> {
+    /// Phase: partitions a rebalance took away. The open transaction is settled before the
+    /// bookkeeping of the partitions changes; their held state and clocks are dropped.
+    async fn drop_revoked(
+        &mut self,
+        in_flight: &mut Option<NormalizerInFlight>,
+    ) -> Result<(), PipelineError> {
+        let revoked: Vec<(String, i32)> = self
+            .shell
+            .consumer
             .context()
             .revoked
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default();
-        if !revoked.is_empty() {
-            // Settle the open transaction before the bookkeeping of the partitions changes.
-            settle(&mut in_flight, shell, normalizer, &mut progress).await?;
-            let held = progress
-                .keys()
-                .any(|(topic, partition)| normalizer.held_from(topic, *partition).is_some());
-            for (topic, partition) in &revoked {
-                normalizer.forget(topic, *partition);
-                clocks.forget(topic, *partition);
-                progress.remove(&(topic.clone(), *partition));
-            }
-            // A held flow may mix partitions, and forgetting the revoked ones dropped whole
-            // flows: rebuild what the remaining partitions held from their committed offsets.
-            if held {
-                restart_partitions(consumer, normalizer, &mut progress);
-            }
+        if revoked.is_empty() {
+            return Ok(());
         }
-        let collecting = Instant::now();
-        let batch = collect_batch(consumer, options, shutdown, metrics).await?;
-        let t_collect = collecting.elapsed();
-        if batch.is_empty() {
-            if !settle(&mut in_flight, shell, normalizer, &mut progress).await? {
-                clocks.rewound();
-                continue;
-            }
-            // A quiet loop still tells the joiner when its partitions turn idle.
-            let markers = clocks.markers(consumer, Instant::now(), |t, p| {
+        self.settle(in_flight).await?;
+        let held = self
+            .progress
+            .keys()
+            .any(|(topic, partition)| self.normalizer.held_from(topic, *partition).is_some());
+        for (topic, partition) in &revoked {
+            self.normalizer.forget(topic, *partition);
+            self.clocks.forget(topic, *partition);
+            self.progress.remove(&(topic.clone(), *partition));
+        }
+        // A held flow may mix partitions, and forgetting the revoked ones dropped whole
+        // flows: rebuild what the remaining partitions held from their committed offsets.
+        if held {
+            restart_partitions(self.shell.consumer, self.normalizer, &mut self.progress);
+        }
+        Ok(())
+    }
+
+    /// Phase: a turn without records. The open transaction is settled, and a quiet loop still
+    /// tells the joiner when its partitions turn idle (markers in a transaction of their own).
+    async fn quiet_turn(
+        &mut self,
+        in_flight: &mut Option<NormalizerInFlight>,
+    ) -> Result<(), PipelineError> {
+        if !self.settle(in_flight).await? {
+            return Ok(());
+        }
+        let markers = self.markers();
+        if !markers.is_empty() {
+            *in_flight = Some(InFlight::spawn(
+                self.shell.consumer,
+                self.shell.producer,
+                markers,
+                TopicPartitionList::new(),
+                self.progress.clone(),
+                Tally {
+                    inputs: 0,
+                    timestamps: Vec::new(),
+                    started: Instant::now(),
+                },
+            )?);
+        }
+        Ok(())
+    }
+
+    /// The progress markers due now, for the raw partitions' downstream.
+    fn markers(&mut self) -> Vec<Pending> {
+        let normalizer = &*self.normalizer;
+        self.clocks
+            .markers(self.shell.consumer, Instant::now(), |t, p| {
                 normalizer.held_from(t, p).is_some()
-            });
-            if !markers.is_empty() {
-                in_flight = Some(InFlight::spawn(
-                    consumer,
-                    producer,
-                    markers.into_iter().map(Pending::Ready).collect(),
-                    TopicPartitionList::new(),
-                    progress.clone(),
-                    Tally {
-                        inputs: 0,
-                        timestamps: Vec::new(),
-                        started: Instant::now(),
-                    },
-                )?);
-            }
-            continue;
-        }
-        let started = Instant::now();
+            })
+            .into_iter()
+            .map(Pending::Ready)
+            .collect()
+    }
+
+    /// Phase: each record of the batch through the normalizer. Records read again only to
+    /// rebuild held state produce nothing; the others produce their normalized records (encoded
+    /// on the transaction's thread once their topic's schema is registered) or a dead letter.
+    async fn normalize_batch(
+        &mut self,
+        batch: &[BorrowedMessage<'_>],
+        started: Instant,
+    ) -> Result<(Vec<Pending>, Tally), PipelineError> {
+        let Shell {
+            consumer,
+            options,
+            metrics,
+            ..
+        } = self.shell;
         let now = wall_clock_millis();
         let mut outgoing = Vec::with_capacity(batch.len());
         let mut fresh = 0_u64;
         let mut timestamps = Vec::with_capacity(batch.len());
-        for message in &batch {
+        for message in batch {
             let (topic, partition) = (message.topic(), message.partition());
             // A handful of partitions: a scan beats allocating a key per record.
-            let known = progress
+            let known = self
+                .progress
                 .iter()
                 .find(|((t, p), _)| *p == partition && t == topic)
                 .map(|(_, at)| *at);
@@ -222,12 +331,12 @@ pub(crate) async fn process<N: Normalizer>(
                 Some(at) => at,
                 None => {
                     let found = committed_progress(consumer, topic, partition, message.offset())?;
-                    progress.insert((topic.to_string(), partition), found);
+                    self.progress.insert((topic.to_string(), partition), found);
                     found
                 }
             };
             let replaying = message.offset() < at.processed;
-            let first_read = counted.first_read(topic, partition, message.offset());
+            let first_read = self.counted.first_read(topic, partition, message.offset());
             if !replaying {
                 fresh += 1;
                 timestamps.extend(message.timestamp().to_millis());
@@ -237,50 +346,22 @@ pub(crate) async fn process<N: Normalizer>(
             }
             let headers = owned_headers(message);
             let raw = raw_record(message, &headers);
-            let result = normalizer.normalize(&raw, now);
+            let result = self.normalizer.normalize(&raw, now);
             if replaying {
                 // Read again only to rebuild held state; its outputs are committed already.
                 metrics.replayed.inc();
-                clocks.record(topic, partition, started, None);
+                self.clocks.record(topic, partition, started, None);
                 continue;
             }
             let newest = result
                 .as_ref()
                 .ok()
                 .and_then(|records| records.iter().map(Normalized::event_time).max());
-            clocks.record(topic, partition, started, newest);
+            self.clocks.record(topic, partition, started, newest);
             match result {
                 Ok(records) => {
                     for record in records {
-                        let output = Output::of(&mut outputs, &record);
-                        if output.schema.is_none() {
-                            output.schema = codec.registered(&output.topic, record.contract());
-                        }
-                        // Once its schema is registered a record is encoded on the
-                        // transaction's thread; the first of a topic registers it here.
-                        match &output.schema {
-                            Some(registered) => outgoing.push(Pending::Encode {
-                                topic: output.topic.clone(),
-                                registered: Arc::clone(registered),
-                                record: Box::new(record),
-                            }),
-                            None => {
-                                let value = encode_retrying(
-                                    codec,
-                                    &output.topic,
-                                    &record,
-                                    options,
-                                    metrics,
-                                    shutdown,
-                                )
-                                .await?;
-                                outgoing.push(Pending::Ready(keyed(
-                                    output.topic.clone(),
-                                    &record,
-                                    value,
-                                )));
-                            }
-                        }
+                        outgoing.push(self.output(record).await?);
                         if first_read {
                             metrics.records_out.inc();
                         }
@@ -302,13 +383,13 @@ pub(crate) async fn process<N: Normalizer>(
                     }
                     outgoing.push(Pending::Ready(
                         dead_letter(
-                            codec,
-                            &dead_letter_topic,
+                            self.codec,
+                            &self.dead_letter_topic,
                             &raw,
                             &rejection,
                             options,
                             metrics,
-                            shutdown,
+                            self.shutdown,
                             now,
                         )
                         .await?,
@@ -316,81 +397,89 @@ pub(crate) async fn process<N: Normalizer>(
                 }
             }
         }
-        let t_process = collecting.elapsed();
-        // This batch's offsets build on the previous batch's: that transaction must be settled
-        // first. When it failed, this batch's outputs are dropped with it and both are read
-        // again from the committed offsets.
-        if !settle(&mut in_flight, shell, normalizer, &mut progress).await? {
-            clocks.rewound();
-            continue;
-        }
-        let (offsets, after) = batch_offsets(&batch, &progress, normalizer)?;
-        // After the batch's records, in its transaction: what they bring is covered.
-        outgoing.extend(
-            clocks
-                .markers(consumer, Instant::now(), |t, p| {
-                    normalizer.held_from(t, p).is_some()
-                })
-                .into_iter()
-                .map(Pending::Ready),
-        );
-        tracing::debug!(
-            records = batch.len(),
-            collect_ms = t_collect.as_secs_f64() * 1e3,
-            process_ms = (t_process - t_collect).as_secs_f64() * 1e3,
-            settle_ms = (collecting.elapsed() - t_process).as_secs_f64() * 1e3,
-            "batch"
-        );
         let tally = Tally {
             inputs: fresh,
             timestamps,
             started,
         };
-        in_flight = Some(InFlight::spawn(
-            consumer, producer, outgoing, offsets, after, tally,
-        )?);
+        Ok((outgoing, tally))
     }
-    settle(&mut in_flight, shell, normalizer, &mut progress).await?;
-    tracing::info!(
-        stage = options.stage,
-        "stopping: leaving the consumer group"
-    );
-    consumer.unsubscribe();
-    Ok(())
-}
 
-/// The Kafka side of the normalizer loop, for the helpers that settle its transactions.
-#[derive(Clone, Copy)]
-pub(crate) struct Shell<'a> {
-    consumer: &'a LagConsumer,
-    producer: &'a StageProducer,
-    options: &'a PipelineOptions,
-    metrics: &'a PipelineMetrics,
-}
-
-/// Waits for the in-flight transaction, if any. None, or committed: the progress moves on and
-/// `true`. Failed (not fatally): aborted, every tracked partition rewound to its committed
-/// offset, and `false` (the caller drops whatever it processed since; it is read again).
-pub(crate) async fn settle<N: Normalizer>(
-    in_flight: &mut Option<InFlight<BTreeMap<(String, i32), Progress>>>,
-    shell: Shell<'_>,
-    normalizer: &mut N,
-    progress: &mut BTreeMap<(String, i32), Progress>,
-) -> Result<bool, PipelineError> {
-    let Some(open) = in_flight.take() else {
-        return Ok(true);
-    };
-    match open
-        .outcome(shell.producer, shell.options, shell.metrics)
-        .await?
-    {
-        Ok(after) => {
-            progress.extend(after);
-            Ok(true)
+    /// A normalized record on its way out. Once its topic's schema is registered it is encoded
+    /// on the transaction's thread; the first of a topic registers it here.
+    async fn output(&mut self, record: Normalized) -> Result<Pending, PipelineError> {
+        let output = Output::of(&mut self.outputs, &record);
+        if output.schema.is_none() {
+            output.schema = self.codec.registered(&output.topic, record.contract());
         }
-        Err(_) => {
-            restart_partitions(shell.consumer, normalizer, progress);
-            Ok(false)
+        Ok(match &output.schema {
+            Some(registered) => Pending::Encode {
+                topic: output.topic.clone(),
+                registered: Arc::clone(registered),
+                record: Box::new(record),
+            },
+            None => {
+                let value = encode_retrying(
+                    self.codec,
+                    &output.topic,
+                    &record,
+                    self.shell.options,
+                    self.shell.metrics,
+                    self.shutdown,
+                )
+                .await?;
+                Pending::Ready(keyed(output.topic.clone(), &record, value))
+            }
+        })
+    }
+
+    /// Phase: the batch's transaction. Its outputs, the progress markers its records bring
+    /// and the input offsets (the first record still held, with how far each partition was
+    /// processed) go out in one transaction, left in flight. The open one must be settled.
+    fn begin_transaction(
+        &mut self,
+        batch: &[BorrowedMessage<'_>],
+        mut outgoing: Vec<Pending>,
+        tally: Tally,
+    ) -> Result<NormalizerInFlight, PipelineError> {
+        let (offsets, after) = batch_offsets(batch, &self.progress, &*self.normalizer)?;
+        // After the batch's records, in its transaction: what they bring is covered.
+        outgoing.extend(self.markers());
+        InFlight::spawn(
+            self.shell.consumer,
+            self.shell.producer,
+            outgoing,
+            offsets,
+            after,
+            tally,
+        )
+    }
+
+    /// Waits for the in-flight transaction, if any. None, or committed: the progress moves on
+    /// and `true`. Failed (not fatally): aborted, every tracked partition rewound to its
+    /// committed offset, the raw clocks told, and `false` (the caller drops whatever it
+    /// processed since; it is read again).
+    async fn settle(
+        &mut self,
+        in_flight: &mut Option<NormalizerInFlight>,
+    ) -> Result<bool, PipelineError> {
+        let Some(open) = in_flight.take() else {
+            return Ok(true);
+        };
+        let shell = self.shell;
+        match open
+            .outcome(shell.producer, shell.options, shell.metrics)
+            .await?
+        {
+            Ok(after) => {
+                self.progress.extend(after);
+                Ok(true)
+            }
+            Err(_) => {
+                restart_partitions(shell.consumer, self.normalizer, &mut self.progress);
+                self.clocks.rewound();
+                Ok(false)
+            }
         }
     }
 }
