@@ -189,19 +189,26 @@ impl RawClocks {
         out
     }
 
+    /// Learns the partition counts of the normalized topics and of `sources` (the raw topics)
+    /// before the first batch: a client's first metadata request for a topic can take a second
+    /// (a topic created just before the stage started), and the first batch's markers would
+    /// wait for it. A topic not answered for now is asked again when its markers are first due.
+    pub(crate) fn learn_partitions(&mut self, consumer: &LagConsumer, sources: &[String]) {
+        if self.topics.is_empty() {
+            return;
+        }
+        for topic in self.topics.clone().iter().chain(sources) {
+            if let Some(count) = fetch_partition_count(consumer, topic) {
+                self.partitions.insert(topic.clone(), count);
+            }
+        }
+    }
+
     fn partition_count(&mut self, consumer: &LagConsumer, topic: &str) -> Option<i32> {
         if let Some(count) = self.partitions.get(topic) {
             return Some(*count);
         }
-        let found = blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
-            .ok()
-            .and_then(|m| {
-                m.topics()
-                    .iter()
-                    .find(|t| t.name() == topic)
-                    .map(|t| i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
-            })
-            .filter(|n| *n > 0);
+        let found = fetch_partition_count(consumer, topic);
         match found {
             Some(count) => {
                 self.partitions.insert(topic.to_string(), count);
@@ -217,6 +224,20 @@ impl RawClocks {
         }
         found
     }
+}
+
+/// How many partitions `topic` has, as the broker says now; `None` when it does not answer or
+/// the topic has none.
+fn fetch_partition_count(consumer: &LagConsumer, topic: &str) -> Option<i32> {
+    blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
+        .ok()
+        .and_then(|m| {
+            m.topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map(|t| i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+        })
+        .filter(|n| *n > 0)
 }
 
 /// True when the consumer has nothing left to read in the partition: its position (or, before

@@ -33,6 +33,23 @@ pub struct Stage {
     pub writes: &'static [TopicRole],
 }
 
+impl Stage {
+    /// The normalized topics the stage writes: where its progress markers go (see
+    /// [`offport_core::progress`]).
+    pub fn progress_topics(&self, topics: &crate::settings::TopicSettings) -> Vec<String> {
+        self.writes
+            .iter()
+            .filter(|role| {
+                matches!(
+                    role,
+                    TopicRole::Sessions | TopicRole::DeviceEvents | TopicRole::DeviceContexts
+                )
+            })
+            .map(|role| role.spec(topics).name)
+            .collect()
+    }
+}
+
 /// The command line of a stage binary.
 #[derive(Debug, clap::Parser)]
 struct StageArgs {
@@ -202,19 +219,7 @@ where
         .iter()
         .map(|role| role.spec(&settings.topics).name)
         .collect();
-    let mut options = PipelineOptions::for_stage(stage.name, inputs, settings);
-    // Progress markers go where the stage writes records (see offport_core::progress).
-    options.progress_topics = stage
-        .writes
-        .iter()
-        .filter(|role| {
-            matches!(
-                role,
-                TopicRole::Sessions | TopicRole::DeviceEvents | TopicRole::DeviceContexts
-            )
-        })
-        .map(|role| role.spec(&settings.topics).name)
-        .collect();
+    let options = PipelineOptions::for_stage(stage.name, inputs, settings);
     let result = runtime::run_normalizer(
         settings,
         options,

@@ -89,7 +89,8 @@ pub struct PipelineOptions {
     /// The dead letters' layout (`pipeline.dead_letter_format`).
     pub dead_letter_format: crate::settings::DeadLetterFormat,
     /// The normalized topics a normalizer's progress markers go to (see [`crate::progress`]):
-    /// those it writes. All three unless the stage says otherwise.
+    /// those the topology says it writes ([`crate::stage::Stage::progress_topics`]); all three
+    /// for a stage the topology does not declare.
     pub progress_topics: Vec<String>,
 }
 
@@ -126,13 +127,16 @@ impl PipelineOptions {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(PRODUCER_MESSAGE_MAX_BYTES),
             dead_letter_format: pipeline.dead_letter_format,
-            progress_topics: [
-                TopicRole::Sessions,
-                TopicRole::DeviceEvents,
-                TopicRole::DeviceContexts,
-            ]
-            .map(|role| role.spec(&settings.topics).name)
-            .to_vec(),
+            progress_topics: match crate::topology::STAGES.iter().find(|s| s.name == stage) {
+                Some(declared) => declared.progress_topics(&settings.topics),
+                None => [
+                    TopicRole::Sessions,
+                    TopicRole::DeviceEvents,
+                    TopicRole::DeviceContexts,
+                ]
+                .map(|role| role.spec(&settings.topics).name)
+                .to_vec(),
+            },
         }
     }
 

@@ -159,6 +159,7 @@ pub(crate) async fn process<N: Normalizer>(
             Duration::from_millis(settings.stream.idle_timeout_ms),
         ),
     };
+    turns.clocks.learn_partitions(consumer, &options.inputs);
     // The previous batch's transaction, committing while this batch is read and processed.
     let mut in_flight = None;
     while !shutdown.is_triggered() {

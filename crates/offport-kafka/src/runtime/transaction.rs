@@ -87,11 +87,23 @@ impl<T> InFlight<T> {
         // that worker's queue (tokio's LIFO slot is not stolen) until the loop's processing
         // yields.
         let task = tokio::task::spawn_blocking(move || {
+            let encoding = Instant::now();
+            let encodes = outgoing
+                .iter()
+                .filter(|p| matches!(p, Pending::Encode { .. }))
+                .count();
             let outgoing = outgoing
                 .into_iter()
                 .map(Pending::into_outgoing)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(TxnFailure::Encode)?;
+            if encodes > 0 {
+                tracing::debug!(
+                    records = encodes,
+                    encode_ms = encoding.elapsed().as_secs_f64() * 1e3,
+                    "encoded on the transaction's thread"
+                );
+            }
             transact_blocking(&metadata, &producer, &outgoing, &offsets, &runtime)
                 .map_err(TxnFailure::Kafka)
         });
