@@ -5,9 +5,10 @@
 //! leases change hands, and a replay of last month must attribute an address to whoever held
 //! it then.
 //!
-//! Lookups go through a prefix trie per address family (`prefix-trie`), so their cost grows
-//! with the address length, not with the number of mappings: a tunnel sensor's map of hundreds
-//! of thousands of leases costs what a map of one does.
+//! Single addresses (`/32`, `/128`, a tunnel sensor's leases) are looked up in a hash map, and
+//! wider blocks through a prefix trie per address family (`prefix-trie`), so a lookup's cost
+//! does not grow with the number of mappings: a map of hundreds of thousands of leases costs
+//! what a map of one does.
 
 use std::net::IpAddr;
 
@@ -15,6 +16,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::model::EpochMillis;
 use prefix_trie::PrefixMap;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// One mapping: client addresses in `network` are `device_id` (and `app_id`, for per-app VPN).
@@ -64,9 +66,13 @@ impl SourceMapping {
 pub struct SourceMap {
     /// As configured.
     entries: Vec<SourceMapping>,
-    /// Indices into `entries` by IPv4 network, in configuration order.
+    /// Indices into `entries` of single addresses (`/32`, `/128`: a tunnel sensor's leases),
+    /// in configuration order. A host route is the longest prefix there is, so one in force
+    /// answers a lookup without the trie.
+    hosts: FxHashMap<IpAddr, Vec<usize>>,
+    /// Indices into `entries` by IPv4 network (wider than one address), in configuration order.
     v4: PrefixMap<Ipv4Net, Vec<usize>>,
-    /// Indices into `entries` by IPv6 network, in configuration order.
+    /// Indices into `entries` by IPv6 network (wider than one address), in configuration order.
     v6: PrefixMap<Ipv6Net, Vec<usize>>,
 }
 
@@ -98,16 +104,27 @@ impl Eq for SourceMap {}
 impl SourceMap {
     /// A map of `entries`.
     pub fn new(entries: Vec<SourceMapping>) -> Self {
+        let mut hosts: FxHashMap<IpAddr, Vec<usize>> = FxHashMap::default();
         let mut v4 = PrefixMap::new();
         let mut v6 = PrefixMap::new();
         for (index, entry) in entries.iter().enumerate() {
             // Host bits set in a configured block (`10.8.0.12/16`) name the same block.
-            match entry.network.trunc() {
+            let network = entry.network.trunc();
+            if network.prefix_len() == network.max_prefix_len() {
+                hosts.entry(network.addr()).or_default().push(index);
+                continue;
+            }
+            match network {
                 IpNet::V4(net) => push(&mut v4, net, index),
                 IpNet::V6(net) => push(&mut v6, net, index),
             }
         }
-        Self { entries, v4, v6 }
+        Self {
+            entries,
+            hosts,
+            v4,
+            v6,
+        }
     }
 
     /// The mapping of a client address for a session starting at `at`, when one covers it:
@@ -126,6 +143,9 @@ impl SourceMap {
                 .filter_map(|i| self.entries.get(*i))
                 .find(|e| e.holds_at(at))
         };
+        if let Some(host) = self.hosts.get(&ip).and_then(in_force) {
+            return Some(host);
+        }
         // `cover` walks from the shortest prefix to the longest: the last one in force wins.
         match ip {
             IpAddr::V4(ip) => self
