@@ -182,6 +182,11 @@ impl FlowJoin {
         self.expire(topic, partition);
     }
 
+    /// True when flow `id` has companions, held or released, for its connection record to take.
+    pub fn has_companions(&self, id: &str) -> bool {
+        self.held.contains_key(id) || self.released.contains_key(id)
+    }
+
     /// The connection record of flow `id`, read from `topic/partition`: returns it completed
     /// with what its companions said. Its flow is then emitted: later companions are dropped.
     pub fn connection(

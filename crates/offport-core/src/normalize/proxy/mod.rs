@@ -205,6 +205,19 @@ impl ProxyNormalizer {
                 &draft.dst_port.map_or(String::new(), |p| p.to_string()),
             ]));
         }
+        if completes && !self.join.has_companions(&id) {
+            // Nothing to merge: the connection record is the session as it stands, finished
+            // once, and rejected before the join counts its flow as emitted.
+            let session = draft.finish(record, format, None, ingest_time)?;
+            self.join.connection(
+                id,
+                SessionDraft::default(),
+                time,
+                record.topic,
+                record.partition,
+            );
+            return Ok(vec![Normalized::Session(session)]);
+        }
         // A bad record is rejected now, on its own, rather than when its flow leaves the join.
         draft.clone().finish(record, format, None, ingest_time)?;
         if !completes {
