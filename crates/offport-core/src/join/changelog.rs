@@ -34,12 +34,12 @@ impl Journal {
     }
 }
 
-/// The changelog form of a device's state: app keys replaced by app ids.
+/// The changelog form of a device's state: interned keys replaced by the names.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DeviceSnapshot {
     pub(crate) lock: Timeline<()>,
     pub(crate) interactions: Timeline<()>,
-    pub(crate) mdm: Timeline<MdmRecord>,
+    pub(crate) mdm: Vec<(u64, MdmRecordWire)>,
     pub(crate) apps: Vec<(String, AppState)>,
 }
 
@@ -49,8 +49,91 @@ pub(crate) struct DeviceSnapshot {
 pub(crate) struct DeviceSnapshotRef<'a> {
     pub(crate) lock: &'a Timeline<()>,
     pub(crate) interactions: &'a Timeline<()>,
-    pub(crate) mdm: &'a Timeline<MdmRecord>,
+    pub(crate) mdm: Vec<(u64, MdmRecordWireRef<'a>)>,
     pub(crate) apps: Vec<(&'a str, &'a AppState)>,
+}
+
+/// An MDM record as the changelog holds it: a `DeviceContext`'s fields with its apps as
+/// [`ManagedApp`]s, names as text. A changelog written when the join kept whole records reads
+/// the same; what the join does not keep is dropped on restore.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MdmRecordWire {
+    supervised: Option<bool>,
+    device_group: Option<String>,
+    device_role: Option<String>,
+    apps: Vec<ManagedApp>,
+    complete: bool,
+}
+
+/// [`MdmRecordWire`] as written, from a kept [`MdmRecord`]: the fields the join does not keep
+/// are empty, and an installed-only app has its status.
+#[derive(Serialize)]
+pub(crate) struct MdmRecordWireRef<'a> {
+    supervised: Option<bool>,
+    device_group: Option<&'a str>,
+    device_role: Option<&'a str>,
+    apps: Vec<ManagedAppRef<'a>>,
+    complete: bool,
+}
+
+/// [`ManagedApp`]'s layout, borrowed.
+#[derive(Serialize)]
+struct ManagedAppRef<'a> {
+    app_id: &'a str,
+    name: Option<&'a str>,
+    version: Option<&'a str>,
+    managed: bool,
+    approved: Option<bool>,
+    status: Option<&'a str>,
+    management_flags: Option<i32>,
+    category: Option<&'a str>,
+    service_class: Option<&'a str>,
+}
+
+impl MdmRecordWire {
+    /// The record as the join keeps it.
+    fn kept(self, names: &mut Interner) -> MdmRecord {
+        MdmRecord {
+            supervised: self.supervised,
+            device_group: self.device_group.as_deref().map(|g| names.intern(g)),
+            device_role: self.device_role.as_deref().map(|r| names.intern(r)),
+            apps: self
+                .apps
+                .iter()
+                .map(|app| KeptApp::kept(app, names))
+                .collect(),
+            complete: self.complete,
+        }
+    }
+}
+
+impl<'a> MdmRecordWireRef<'a> {
+    fn of(record: &MdmRecord, names: &'a Interner) -> Self {
+        let name = |key: Option<NameKey>| key.map(|k| names.name(k));
+        MdmRecordWireRef {
+            supervised: record.supervised,
+            device_group: name(record.device_group),
+            device_role: name(record.device_role),
+            apps: record
+                .apps
+                .iter()
+                .map(|app| ManagedAppRef {
+                    app_id: names.name(app.app),
+                    name: None,
+                    version: None,
+                    managed: app.managed,
+                    approved: app.approved,
+                    status: app
+                        .installed_only
+                        .then_some(crate::model::INSTALLED_ONLY_STATUS),
+                    management_flags: None,
+                    category: name(app.category),
+                    service_class: name(app.service_class),
+                })
+                .collect(),
+            complete: record.complete,
+        }
+    }
 }
 
 /// The changelog form of the join's clocks.
@@ -137,12 +220,19 @@ impl Durable for Joiner {
                 .into_iter()
                 .map(|(app, state)| (self.intern(&app), state))
                 .collect();
+            let mdm = Timeline {
+                entries: snapshot
+                    .mdm
+                    .into_iter()
+                    .map(|(at, record)| (at, record.kept(&mut self.names)))
+                    .collect(),
+            };
             self.devices.insert(
                 id.to_string(),
                 DeviceState {
                     lock: snapshot.lock,
                     interactions: snapshot.interactions,
-                    mdm: snapshot.mdm,
+                    mdm,
                     apps,
                 },
             );
@@ -182,17 +272,16 @@ impl Joiner {
         DeviceSnapshotRef {
             lock: &device.lock,
             interactions: &device.interactions,
-            mdm: &device.mdm,
+            mdm: device
+                .mdm
+                .entries
+                .iter()
+                .map(|(at, record)| (*at, MdmRecordWireRef::of(record, &self.names)))
+                .collect(),
             apps: device
                 .apps
                 .iter()
-                .map(|(key, state)| {
-                    let name = usize::try_from(*key)
-                        .ok()
-                        .and_then(|k| self.app_names.get(k))
-                        .map_or("", |n| &**n);
-                    (name, state)
-                })
+                .map(|(key, state)| (self.names.name(*key), state))
                 .collect(),
         }
     }

@@ -94,8 +94,8 @@ pub(crate) struct AppState {
     pub(crate) api_calls: Timeline<()>,
 }
 
-/// An app id interned by the joiner: devices key their app state by it.
-pub(crate) type AppKey = u32;
+/// An app id interned by the joiner ([`Interner`]): devices key their app state by it.
+pub(crate) type AppKey = NameKey;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DeviceState {
@@ -115,6 +115,9 @@ impl DeviceState {
 
     pub(crate) fn app_mut(&mut self, key: AppKey) -> Option<&mut AppState> {
         if !self.apps.iter().any(|(k, _)| *k == key) {
+            // One slot at a time: a device talks through a handful of apps, and a doubling
+            // vector's spare slots (80 bytes each) would outweigh most of their timelines.
+            self.apps.reserve_exact(1);
             self.apps.push((key, AppState::default()));
         }
         self.apps
@@ -137,13 +140,7 @@ pub(crate) fn device_bytes(id: &str, d: &DeviceState) -> usize {
         .mdm
         .entries
         .iter()
-        .map(|(_, r)| {
-            r.apps.capacity() * std::mem::size_of::<ManagedApp>()
-                + r.apps
-                    .iter()
-                    .map(|a| a.app_id.capacity() + a.name.as_ref().map_or(0, String::capacity))
-                    .sum::<usize>()
-        })
+        .map(|(_, r)| r.apps.capacity() * std::mem::size_of::<KeptApp>())
         .sum();
     id.len()
         + std::mem::size_of::<(String, DeviceState)>()
@@ -170,14 +167,58 @@ pub(crate) fn device_last_key(d: &DeviceState) -> u64 {
     newest
 }
 
-/// The parts of a DeviceContext the join keeps.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The parts of a DeviceContext the join keeps, names interned ([`Interner`]).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct MdmRecord {
     pub(crate) supervised: Option<bool>,
-    pub(crate) device_group: Option<String>,
-    pub(crate) device_role: Option<String>,
-    pub(crate) apps: Vec<ManagedApp>,
+    pub(crate) device_group: Option<NameKey>,
+    pub(crate) device_role: Option<NameKey>,
+    pub(crate) apps: Vec<KeptApp>,
     pub(crate) complete: bool,
+}
+
+/// What the join reads of an app an MDM record lists: [`mdm_as_of`]'s answer for it. Its
+/// display name, version, verbatim status and management flags are not kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct KeptApp {
+    pub(crate) app: AppKey,
+    pub(crate) managed: bool,
+    pub(crate) approved: Option<bool>,
+    /// Listed by an installed-apps inventory only ([`crate::model::INSTALLED_ONLY_STATUS`]):
+    /// present, management unknown.
+    pub(crate) installed_only: bool,
+    pub(crate) category: Option<NameKey>,
+    pub(crate) service_class: Option<NameKey>,
+}
+
+impl KeptApp {
+    pub(crate) fn kept(app: &ManagedApp, names: &mut Interner) -> Self {
+        Self {
+            app: names.intern(&app.app_id),
+            managed: app.managed,
+            approved: app.approved,
+            installed_only: app.status.as_deref() == Some(crate::model::INSTALLED_ONLY_STATUS),
+            category: app.category.as_deref().map(|c| names.intern(c)),
+            service_class: app.service_class.as_deref().map(|c| names.intern(c)),
+        }
+    }
+}
+
+impl MdmRecord {
+    /// What the join keeps of `context`.
+    pub(crate) fn kept(context: &DeviceContext, names: &mut Interner) -> Self {
+        Self {
+            supervised: context.supervised,
+            device_group: context.device_group.as_deref().map(|g| names.intern(g)),
+            device_role: context.device_role.as_deref().map(|r| names.intern(r)),
+            apps: context
+                .apps
+                .iter()
+                .map(|app| KeptApp::kept(app, names))
+                .collect(),
+            complete: context.inventory_complete,
+        }
+    }
 }
 
 /// Drops the MDM records older than `cutoff` but the last, folded into that one: a group an
@@ -202,16 +243,15 @@ pub(crate) fn prune_mdm(mdm: &mut Timeline<MdmRecord>, cutoff: EpochMillis) {
 /// Folds `record` onto `into` as [`mdm_as_of`] reads them in order.
 pub(crate) fn fold_into(into: &mut MdmRecord, record: MdmRecord) {
     into.supervised = record.supervised.or(into.supervised);
-    into.device_group = record.device_group.or(into.device_group.take());
-    into.device_role = record.device_role.or(into.device_role.take());
+    into.device_group = record.device_group.or(into.device_group);
+    into.device_role = record.device_role.or(into.device_role);
     if record.complete {
         into.complete = true;
         into.apps.clear();
     }
     for app in record.apps {
-        let installed_only = app.status.as_deref() == Some(crate::model::INSTALLED_ONLY_STATUS);
-        match into.apps.iter_mut().find(|a| a.app_id == app.app_id) {
-            Some(_) if installed_only => {}
+        match into.apps.iter_mut().find(|a| a.app == app.app) {
+            Some(_) if app.installed_only => {}
             Some(slot) => *slot = app,
             None => into.apps.push(app),
         }
@@ -219,10 +259,12 @@ pub(crate) fn fold_into(into: &mut MdmRecord, record: MdmRecord) {
 }
 
 /// Folds the MDM records up to `at`: a complete inventory resets the app list, a partial one
-/// updates the apps it lists; device fields take the latest non-null value.
+/// updates the apps it lists; device fields take the latest non-null value. `app` is the
+/// session's app id interned (`None` when it has none, or no record ever named it).
 pub(crate) fn mdm_as_of(
     device: &DeviceState,
-    app_id: Option<&str>,
+    names: &Interner,
+    app: Option<AppKey>,
     at: EpochMillis,
 ) -> Option<MdmContext> {
     let index = device
@@ -234,34 +276,33 @@ pub(crate) fn mdm_as_of(
     let mut supervised = None;
     let mut group = None;
     let mut role = None;
-    let mut app: Option<&ManagedApp> = None;
+    let mut found: Option<&KeptApp> = None;
     for (_, record) in records {
         supervised = record.supervised.or(supervised);
-        group = record.device_group.as_ref().or(group);
-        role = record.device_role.as_ref().or(role);
+        group = record.device_group.or(group);
+        role = record.device_role.or(role);
         if record.complete {
-            app = None;
+            found = None;
         }
-        if let Some(id) = app_id {
-            if let Some(found) = record.apps.iter().find(|a| a.app_id == id) {
+        if let Some(key) = app {
+            if let Some(listed) = record.apps.iter().find(|a| a.app == key) {
                 // An installed-apps inventory says the app is there, not whether it is managed:
                 // it does not replace an earlier management answer.
-                let installed_only =
-                    found.status.as_deref() == Some(crate::model::INSTALLED_ONLY_STATUS);
-                if !(installed_only && app.is_some()) {
-                    app = Some(found);
+                if !(listed.installed_only && found.is_some()) {
+                    found = Some(listed);
                 }
             }
         }
     }
+    let name = |key: Option<NameKey>| key.map(|k| names.name(k).to_string());
     Some(MdmContext {
-        managed: app.map(|a| a.managed),
-        approved: app.and_then(|a| a.approved),
+        managed: found.map(|a| a.managed),
+        approved: found.and_then(|a| a.approved),
         supervised,
-        device_group: group.cloned(),
-        device_role: role.cloned(),
-        app_category: app.and_then(|a| a.category.clone()),
-        service_class: app.and_then(|a| a.service_class.clone()),
+        device_group: name(group),
+        device_role: name(role),
+        app_category: name(found.and_then(|a| a.category)),
+        service_class: name(found.and_then(|a| a.service_class)),
         as_of,
     })
 }

@@ -35,7 +35,6 @@
 use std::collections::BTreeMap;
 #[cfg(test)]
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -51,6 +50,7 @@ use crate::model::{
 mod changelog;
 mod device;
 mod input;
+mod names;
 mod timeline;
 mod watermark;
 
@@ -59,6 +59,7 @@ pub use watermark::{MoveCause, WatermarkMove};
 
 use changelog::*;
 use device::*;
+use names::*;
 use timeline::*;
 
 /// Sessions a joiner task may hold for a lagging input under a state cap of `max_state_bytes`
@@ -165,10 +166,9 @@ pub struct JoinStats {
 pub struct Joiner {
     config: JoinConfig,
     devices: FxHashMap<String, DeviceState>,
-    /// App ids seen, interned: one copy of each name however many devices run the app.
-    app_keys: FxHashMap<Arc<str>, AppKey>,
-    /// The interned app ids by key.
-    app_names: Vec<Arc<str>>,
+    /// App ids and MDM labels seen, interned: one copy of each name however many devices
+    /// name it.
+    names: Interner,
     /// Sessions waiting for the watermark, by (end time, session id). The id is moved into the
     /// key while the session waits and back when it is emitted.
     pending: BTreeMap<(EpochMillis, String), NetworkSession>,
@@ -247,17 +247,7 @@ impl Joiner {
     /// sessions).
     pub fn state_bytes(&self) -> usize {
         let devices: usize = self.devices.iter().map(|(id, d)| device_bytes(id, d)).sum();
-        let interned: usize = self
-            .app_keys
-            .keys()
-            // The name with its Arc header, the map entry and the by-key slot.
-            .map(|k| {
-                k.len()
-                    + 16
-                    + std::mem::size_of::<(Arc<str>, AppKey)>()
-                    + std::mem::size_of::<Arc<str>>()
-            })
-            .sum();
+        let interned = self.names.heap_bytes();
         devices + interned + self.pending.len() * (std::mem::size_of::<NetworkSession>() + 160)
     }
 
@@ -517,30 +507,16 @@ impl Joiner {
 
     /// The interned key of an app id.
     fn intern(&mut self, app_id: &str) -> AppKey {
-        if let Some(key) = self.app_keys.get(app_id) {
-            return *key;
-        }
-        let key = AppKey::try_from(self.app_keys.len()).unwrap_or(AppKey::MAX);
-        let name: Arc<str> = Arc::from(app_id);
-        self.app_keys.insert(Arc::clone(&name), key);
-        self.app_names.push(name);
-        key
+        self.names.intern(app_id)
     }
 
     fn apply_context(&mut self, context: DeviceContext) {
         let cap = self.config.max_entries_per_timeline;
-        let device = self.devices.entry(context.device_id.clone()).or_default();
-        let mut apps = context.apps;
-        // A decoder grows the list as it reads (up to twice its length); it is kept for the
-        // TimeWindow, so without the spare room.
-        apps.shrink_to_fit();
-        let record = MdmRecord {
-            supervised: context.supervised,
-            device_group: context.device_group,
-            device_role: context.device_role,
-            apps,
-            complete: context.inventory_complete,
-        };
+        let record = MdmRecord::kept(&context, &mut self.names);
+        let device = self.devices.entry(context.device_id).or_default();
+        // A device reports to its MDM a few times within TimeWindow: room for one more record
+        // at a time rather than the timelines' four (an MDM record is 56 bytes).
+        device.mdm.entries.reserve_exact(1);
         // Complete inventories sort before partial updates at the same instant.
         let rank = u64::from(!record.complete);
         if device.mdm.insert(context.event_time, rank, record, cap) {
@@ -556,8 +532,8 @@ impl Joiner {
         let start = session.start_time.max(end.saturating_sub(window));
         let device = self.devices.get(&session.device_id);
         let app = device.and_then(|d| {
-            let key = self.app_keys.get(session.app_id.as_deref()?)?;
-            d.app(*key)
+            let key = self.names.get(session.app_id.as_deref()?)?;
+            d.app(key)
         });
 
         let app_state = app.map_or(AppRunState::Unknown, |a| app_state_at(a, start, window));
@@ -597,7 +573,8 @@ impl Joiner {
                 .map(|e| i64::try_from(e.payload).unwrap_or(0))
                 .sum()
         });
-        let mdm = device.and_then(|d| mdm_as_of(d, session.app_id.as_deref(), start));
+        let app_key = session.app_id.as_deref().and_then(|id| self.names.get(id));
+        let mdm = device.and_then(|d| mdm_as_of(d, &self.names, app_key, start));
         EnrichedSession {
             session,
             app_state,

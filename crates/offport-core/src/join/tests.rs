@@ -50,12 +50,17 @@ fn context(at: EpochMillis, complete: bool, apps: Vec<ManagedApp>) -> DeviceCont
 
 #[test]
 fn pruning_mdm_records_folds_them_so_as_of_answers_do_not_change() {
-    let record = |group: Option<&str>, complete: bool, apps: Vec<ManagedApp>| MdmRecord {
-        supervised: None,
-        device_group: group.map(str::to_string),
-        device_role: None,
-        apps,
-        complete,
+    let mut names = Interner::default();
+    let mut record = |group: Option<&str>, complete: bool, apps: Vec<ManagedApp>| {
+        let context = DeviceContext {
+            supervised: None,
+            device_group: group.map(str::to_string),
+            device_role: None,
+            apps,
+            inventory_complete: complete,
+            ..examples::device_context()
+        };
+        MdmRecord::kept(&context, &mut names)
     };
     let installed = |app: &str| ManagedApp {
         status: Some(crate::model::INSTALLED_ONLY_STATUS.to_string()),
@@ -87,7 +92,11 @@ fn pruning_mdm_records_folds_them_so_as_of_answers_do_not_change() {
         let mut out = Vec::new();
         for at in [T0 + 3_500, T0 + 4_000, T0 + 5_000, T0 + 9_000] {
             for app in ["a", "b", "c", "d", "e", "z"] {
-                out.push(format!("{at} {app} {:?}", mdm_as_of(device, Some(app), at)));
+                let key = names.get(app);
+                out.push(format!(
+                    "{at} {app} {:?}",
+                    mdm_as_of(device, &names, key, at)
+                ));
             }
         }
         out
@@ -103,7 +112,7 @@ fn pruning_mdm_records_folds_them_so_as_of_answers_do_not_change() {
     assert_eq!(answers(&device), before);
     prune_mdm(&mut device.mdm, T0 + 9_000);
     assert_eq!(device.mdm.len(), 1);
-    let last = mdm_as_of(&device, Some("e"), T0 + 9_000).unwrap();
+    let last = mdm_as_of(&device, &names, names.get("e"), T0 + 9_000).unwrap();
     assert_eq!(last.device_group.as_deref(), Some("engineering"));
     assert_eq!(answers(&device)[18..], before[18..]);
 }
@@ -1067,4 +1076,99 @@ fn waiting_sessions_get_half_the_state_cap_spread_over_the_partitions() {
     assert_eq!(waiting_sessions_for(1 << 30, 6), 87_381);
     assert_eq!(waiting_sessions_for(30_000, 6), 1_000);
     assert_eq!(waiting_sessions_for(0, 6), usize::MAX);
+}
+
+/// A device's MDM records as a changelog holds them when the whole `ManagedApp` was kept
+/// (display name, version, verbatim status, management flags): they restore, and a session
+/// after the restore is enriched as it is by the joiner that read the context itself.
+#[test]
+fn a_changelog_with_whole_mdm_records_restores_to_the_same_answers() {
+    #[derive(Serialize)]
+    struct WholeRecord {
+        supervised: Option<bool>,
+        device_group: Option<String>,
+        device_role: Option<String>,
+        apps: Vec<ManagedApp>,
+        complete: bool,
+    }
+    #[derive(Serialize)]
+    struct WholeSnapshot {
+        lock: Vec<(u64, ())>,
+        interactions: Vec<(u64, ())>,
+        mdm: Vec<(u64, WholeRecord)>,
+        apps: Vec<(String, AppState)>,
+    }
+    let installed = ManagedApp {
+        app_id: "com.example.notes".to_string(),
+        managed: false,
+        approved: None,
+        status: Some(crate::model::INSTALLED_ONLY_STATUS.to_string()),
+        ..examples::device_context().apps.remove(0)
+    };
+    let listed = context(
+        T0,
+        true,
+        vec![examples::device_context().apps.remove(0), installed.clone()],
+    );
+    let whole = WholeSnapshot {
+        lock: vec![],
+        interactions: vec![],
+        mdm: vec![(
+            pack(T0, 0),
+            WholeRecord {
+                supervised: listed.supervised,
+                device_group: listed.device_group.clone(),
+                device_role: listed.device_role.clone(),
+                apps: listed.apps.clone(),
+                complete: true,
+            },
+        )],
+        apps: vec![],
+    };
+    let config = JoinConfig {
+        allowed_lateness_ms: 0,
+        ..JoinConfig::default()
+    };
+    let mut live = Joiner::new(config.clone());
+    live.push(JoinInput::Context(listed));
+    let mut restored = Joiner::new(config);
+    let StateChange::Put { value, .. } = durable::put("device/dev-1".to_string(), &whole) else {
+        unreachable!("put writes a value")
+    };
+    restored.restore("device/dev-1", &value).unwrap();
+    restored.restored();
+    for app in [
+        "com.microsoft.teams2",
+        "com.example.notes",
+        "com.example.unlisted",
+    ] {
+        let s = session(&format!("s-{app}"), Some(app), T0 + 60_000, 1_000);
+        let mut answers = [&mut live, &mut restored].map(|joiner| {
+            let mut out = joiner.push(JoinInput::Session(s.clone()));
+            out.extend(joiner.flush());
+            out.pop().and_then(|e| e.mdm)
+        });
+        let [from_live, from_restored] = &mut answers;
+        let context = from_live.as_ref().expect("the device has MDM context");
+        assert_eq!(context.device_group.as_deref(), Some("sales-emea"), "{app}");
+        assert_eq!(from_live, from_restored, "{app}");
+    }
+    // What the restored joiner writes back restores to the same state.
+    restored.journal_changes();
+    restored.push(JoinInput::Context(context(
+        T0 + 120_000,
+        false,
+        vec![installed],
+    )));
+    let mut changelog = BTreeMap::new();
+    compact(&mut changelog, restored.drain_changes());
+    let again = restore_from(JoinConfig::default(), &changelog);
+    for app in ["com.microsoft.teams2", "com.example.notes"] {
+        let answer = |j: &Joiner| {
+            let device = j.devices.get("dev-1").expect("restored");
+            mdm_as_of(device, &j.names, j.names.get(app), T0 + 180_000)
+        };
+        assert_eq!(answer(&again), answer(&restored), "{app}");
+        assert!(answer(&again).is_some_and(|c| c.managed.is_some()), "{app}");
+    }
 }
