@@ -19,6 +19,7 @@ use crate::registry::RegistryCodec;
 use crate::runtime::stateful::{DecodeError, Emit, StatefulStage};
 use crate::settings::Settings;
 use crate::topics::TopicRole;
+pub use crate::topology::ScorerInput;
 
 fn from_avro<T: serde::de::DeserializeOwned + apache_avro::AvroSchema + 'static>(
     payload: &[u8],
@@ -72,13 +73,6 @@ impl JoinerStage {
     }
 }
 
-/// The topic of each joiner input.
-const JOINER_INPUTS: [(JoinerInput, TopicRole); 3] = [
-    (JoinerInput::Sessions, TopicRole::Sessions),
-    (JoinerInput::DeviceEvents, TopicRole::DeviceEvents),
-    (JoinerInput::DeviceContexts, TopicRole::DeviceContexts),
-];
-
 impl StatefulStage for JoinerStage {
     type Task = Joiner;
     type Input = JoinInput;
@@ -90,7 +84,7 @@ impl StatefulStage for JoinerStage {
     }
 
     fn inputs(&self) -> &[(JoinerInput, TopicRole)] {
-        &JOINER_INPUTS
+        &crate::topology::JOINER_INPUTS
     }
 
     fn new_task(&self, baselines: &Arc<BaselineSet>) -> Joiner {
@@ -233,16 +227,6 @@ impl ScorerStage {
     }
 }
 
-/// The scorer's one input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScorerInput {
-    /// Enriched sessions (`EnrichedSession`).
-    EnrichedSessions,
-}
-
-const SCORER_INPUTS: [(ScorerInput, TopicRole); 1] =
-    [(ScorerInput::EnrichedSessions, TopicRole::EnrichedSessions)];
-
 impl StatefulStage for ScorerStage {
     type Task = Scorer;
     type Input = EnrichedSession;
@@ -254,7 +238,7 @@ impl StatefulStage for ScorerStage {
     }
 
     fn inputs(&self) -> &[(ScorerInput, TopicRole)] {
-        &SCORER_INPUTS
+        &crate::topology::SCORER_INPUTS
     }
 
     fn new_task(&self, baselines: &Arc<BaselineSet>) -> Scorer {

@@ -2,10 +2,12 @@
 //!
 //! The service mains run these declarations; the normalizers consume their `reads`, every
 //! stage sets the compatibility of the subjects of its `writes` at start
-//! ([`crate::compatibility`]), `--help` prints both, and the stateful stages take their name
-//! and changelog from their declaration ([`crate::runtime::stateful::StatefulStage`]). The tests
-//! below hold the stateful stages' typed inputs to the declared reads and check that every
-//! topic `offportctl topics create` makes has a stage that reads or writes it.
+//! ([`crate::compatibility`]), `--help` prints both, and the stateful stages take their name,
+//! changelog and typed inputs from here ([`crate::runtime::stateful::StatefulStage`]): a stateful
+//! stage's declared reads are built from its typed input table. The tests below check that
+//! every topic `offportctl topics create` makes has a stage that reads or writes it.
+
+use offport_core::join::JoinerInput;
 
 use crate::stage::Stage;
 use crate::topics::TopicRole;
@@ -34,14 +36,33 @@ pub const NORMALIZE_MDM: Stage = Stage {
     writes: &[TopicRole::DeviceContexts, TopicRole::DeadLetter],
 };
 
+/// The joiner's inputs by name, with their topics: the joiner's stage reads them as typed
+/// records ([`crate::stages::JoinerStage`]), and [`JOINER`]'s reads are these and the baselines.
+pub const JOINER_INPUTS: [(JoinerInput, TopicRole); 3] = [
+    (JoinerInput::Sessions, TopicRole::Sessions),
+    (JoinerInput::DeviceEvents, TopicRole::DeviceEvents),
+    (JoinerInput::DeviceContexts, TopicRole::DeviceContexts),
+];
+
+/// The scorer's one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScorerInput {
+    /// Enriched sessions (`EnrichedSession`).
+    EnrichedSessions,
+}
+
+/// The scorer's input with its topic, as [`JOINER_INPUTS`].
+pub const SCORER_INPUTS: [(ScorerInput, TopicRole); 1] =
+    [(ScorerInput::EnrichedSessions, TopicRole::EnrichedSessions)];
+
 /// The as-of join of sessions with EDR state and MDM context.
 pub const JOINER: Stage = Stage {
     name: "joiner",
     purpose: "as-of join of sessions with device/app state",
     reads: &[
-        TopicRole::Sessions,
-        TopicRole::DeviceEvents,
-        TopicRole::DeviceContexts,
+        JOINER_INPUTS[0].1,
+        JOINER_INPUTS[1].1,
+        JOINER_INPUTS[2].1,
         TopicRole::Baselines,
     ],
     writes: &[
@@ -55,7 +76,7 @@ pub const JOINER: Stage = Stage {
 pub const SCORER: Stage = Stage {
     name: "scorer",
     purpose: "score enriched sessions, emit findings",
-    reads: &[TopicRole::EnrichedSessions, TopicRole::Baselines],
+    reads: &[SCORER_INPUTS[0].1, TopicRole::Baselines],
     writes: &[
         TopicRole::Alerts,
         TopicRole::AlertsOcsf,
