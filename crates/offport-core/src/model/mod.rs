@@ -49,10 +49,13 @@ pub(crate) fn optional_epoch_millis_or_rfc3339<'de, D: serde::Deserializer<'de>>
 pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, TimeError> {
     use time::format_description::well_known::Rfc3339;
     let trimmed = text.trim();
-    let mut normalized = trimmed.to_string();
-    if normalized.as_bytes().get(10) == Some(&b' ') {
-        normalized.replace_range(10..11, "T");
-    }
+    let normalized = if trimmed.as_bytes().get(10) == Some(&b' ') {
+        let mut spaced = trimmed.to_string();
+        spaced.replace_range(10..11, "T");
+        std::borrow::Cow::Owned(spaced)
+    } else {
+        std::borrow::Cow::Borrowed(trimmed)
+    };
     let parsed = time::OffsetDateTime::parse(&normalized, &Rfc3339)
         .or_else(|first| {
             time::OffsetDateTime::parse(&format!("{normalized}Z"), &Rfc3339).map_err(|_| first)

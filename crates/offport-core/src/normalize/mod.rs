@@ -285,9 +285,12 @@ pub fn time_from_text(text: &str) -> Option<EpochMillis> {
     if let Ok(number) = text.parse::<f64>() {
         return time_from_number(number);
     }
-    crate::model::parse_rfc3339_millis(text)
-        .ok()
-        .or_else(|| crate::model::parse_rfc3339_millis(&fix_offset(text)?).ok())
+    // A `+0000` offset is never RFC 3339 (its offsets have a colon): rewritten first, the text
+    // is parsed once.
+    match fix_offset(text) {
+        Some(fixed) => crate::model::parse_rfc3339_millis(&fixed).ok(),
+        None => crate::model::parse_rfc3339_millis(text).ok(),
+    }
 }
 
 /// Rewrites a `+0000`-style offset (Suricata, strftime `%z`) as `+00:00`.
