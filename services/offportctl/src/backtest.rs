@@ -102,7 +102,7 @@ pub struct ReplayArgs {
     /// Ground truth (truth.json); default the input's truth.json when present.
     #[arg(long)]
     truth: Option<PathBuf>,
-    /// Directory for report.json, report.html and findings.jsonl.
+    /// Directory for report.json, report.html, findings.jsonl and findings.ocsf.jsonl.
     #[arg(long)]
     report: Option<PathBuf>,
 }
@@ -626,11 +626,22 @@ pub fn replay(settings: Option<&Settings>, args: ReplayArgs) -> Result<()> {
             findings.write_all(b"\n")?;
         }
         findings.flush()?;
+        // What the scorer writes to the OCSF alerts topic for the same findings: what a SIEM
+        // fed from it would have received.
+        let mut ocsf = BufWriter::new(std::fs::File::create(dir.join("findings.ocsf.jsonl"))?);
+        for finding in &outcome.findings {
+            let detection =
+                offport_core::ocsf::detection_finding(finding, env!("CARGO_PKG_VERSION"));
+            serde_json::to_writer(&mut ocsf, &detection)?;
+            ocsf.write_all(b"\n")?;
+        }
+        ocsf.flush()?;
         eprintln!(
-            "report: {} and {}; every finding record in {}",
+            "report: {} and {}; every finding record in {} (OCSF Detection Findings in {})",
             dir.join("report.html").display(),
             dir.join("report.json").display(),
-            dir.join("findings.jsonl").display()
+            dir.join("findings.jsonl").display(),
+            dir.join("findings.ocsf.jsonl").display()
         );
     }
     Ok(())

@@ -41,10 +41,25 @@ fn replay(dir: &Path, config: Option<&Path>) -> Result<(String, Vec<Finding>)> {
         .output()?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
-    let findings = std::fs::read_to_string(report.join("findings.jsonl"))?
+    let findings: Vec<Finding> = std::fs::read_to_string(report.join("findings.jsonl"))?
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // Beside them, the same finding records as the OCSF alerts topic carries them: one valid
+    // Detection Finding per record, in the same order.
+    let ocsf: Vec<serde_json::Value> = std::fs::read_to_string(report.join("findings.ocsf.jsonl"))?
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ocsf.len(), findings.len());
+    for (detection, finding) in ocsf.iter().zip(&findings) {
+        assert_eq!(
+            detection["finding_info"]["uid"].as_str(),
+            Some(finding.finding_id.as_str())
+        );
+        let invalid = offport_tests::ocsf_violations(detection);
+        assert!(invalid.is_empty(), "{invalid:?}");
+    }
     Ok((stderr, findings))
 }
 
