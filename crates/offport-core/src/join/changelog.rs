@@ -93,17 +93,16 @@ struct ManagedAppRef<'a> {
 impl MdmRecordWire {
     /// The record as the join keeps it.
     fn kept(self, names: &mut Interner) -> MdmRecord {
-        MdmRecord {
-            supervised: self.supervised,
-            device_group: self.device_group.as_deref().map(|g| names.intern(g)),
-            device_role: self.device_role.as_deref().map(|r| names.intern(r)),
-            apps: self
-                .apps
-                .iter()
-                .map(|app| KeptApp::kept(app, names))
-                .collect(),
-            complete: self.complete,
-        }
+        MdmRecord::of_parts(
+            MdmParts {
+                supervised: self.supervised,
+                device_group: self.device_group.as_deref(),
+                device_role: self.device_role.as_deref(),
+                apps: &self.apps,
+                complete: self.complete,
+            },
+            names,
+        )
     }
 }
 

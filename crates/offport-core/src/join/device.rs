@@ -207,18 +207,41 @@ impl KeptApp {
 impl MdmRecord {
     /// What the join keeps of `context`.
     pub(crate) fn kept(context: &DeviceContext, names: &mut Interner) -> Self {
+        Self::of_parts(
+            MdmParts {
+                supervised: context.supervised,
+                device_group: context.device_group.as_deref(),
+                device_role: context.device_role.as_deref(),
+                apps: &context.apps,
+                complete: context.inventory_complete,
+            },
+            names,
+        )
+    }
+
+    /// What the join keeps of a record's parts, names interned.
+    pub(crate) fn of_parts(parts: MdmParts<'_>, names: &mut Interner) -> Self {
         Self {
-            supervised: context.supervised,
-            device_group: context.device_group.as_deref().map(|g| names.intern(g)),
-            device_role: context.device_role.as_deref().map(|r| names.intern(r)),
-            apps: context
+            supervised: parts.supervised,
+            device_group: parts.device_group.map(|g| names.intern(g)),
+            device_role: parts.device_role.map(|r| names.intern(r)),
+            apps: parts
                 .apps
                 .iter()
                 .map(|app| KeptApp::kept(app, names))
                 .collect(),
-            complete: context.inventory_complete,
+            complete: parts.complete,
         }
     }
+}
+
+/// An MDM record's parts as a `DeviceContext` or the changelog gives them.
+pub(crate) struct MdmParts<'a> {
+    pub(crate) supervised: Option<bool>,
+    pub(crate) device_group: Option<&'a str>,
+    pub(crate) device_role: Option<&'a str>,
+    pub(crate) apps: &'a [ManagedApp],
+    pub(crate) complete: bool,
 }
 
 /// Drops the MDM records older than `cutoff` but the last, folded into that one: a group an
