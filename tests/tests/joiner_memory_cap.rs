@@ -46,7 +46,7 @@ async fn over_the_cap_devices_are_evicted_and_no_session_is_lost() -> Result<()>
     let mut settings = isolated_settings("memory-cap", 2, 200, &TopicRole::ALL).await?;
     settings.stream.idle_timeout_ms = 1_000;
     settings.stream.allowed_lateness_ms = 5_000;
-    let cap = 30_000;
+    let cap = 10_000;
     settings.stream.max_state_bytes = cap;
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
