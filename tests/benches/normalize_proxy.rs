@@ -42,14 +42,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-/// CPU time (user + system) of this process so far, from /proc/self/stat (USER_HZ 100).
+/// CPU time (user + system) of this process so far.
 fn own_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command name (in parentheses, may hold spaces): state, then 13 more fields
-    // to utime and stime; a field may be negative (tpgid without a terminal).
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    offport_tests::cpu::process_cpu("self")
 }
 
 /// Microseconds of this process's CPU per record since `before`.

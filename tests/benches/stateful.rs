@@ -74,35 +74,9 @@ struct Busy {
 }
 
 fn machine_busy() -> Option<Busy> {
-    // USER_HZ is 100 on every Linux architecture offport builds for.
-    let ticks = |n: u64| Duration::from_millis(n * 10);
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let machine: u64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| fields.get(i))
-        .sum();
-    // After the command name (in parentheses, may hold spaces): state is field 3, utime 14,
-    // stime 15.
-    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest: Vec<u64> = own
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|n| n.parse().ok())
-        .collect();
     Some(Busy {
-        machine: ticks(machine),
-        own: ticks(rest.iter().sum()),
+        machine: offport_tests::cpu::machine_busy()?,
+        own: offport_tests::cpu::process_cpu("self")?,
     })
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::OnceCell;
 
 #[cfg(feature = "testcontainers")]
 pub mod containers;
+pub mod cpu;
 pub mod scenario;
 
 /// A broker and registry to test against.
@@ -215,29 +216,17 @@ pub async fn produce(
 
 /// Enqueues `record`, waiting while librdkafka's queue is full (the producer's background
 /// thread drains it); returns the delivery future.
-pub async fn enqueue<'a, K, P>(
+pub async fn enqueue<K, P>(
     producer: &rdkafka::producer::FutureProducer,
-    mut record: rdkafka::producer::FutureRecord<'a, K, P>,
+    record: rdkafka::producer::FutureRecord<'_, K, P>,
 ) -> Result<rdkafka::producer::DeliveryFuture>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 {
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                back,
-            )) => {
-                record = back;
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => anyhow::bail!("enqueue: {e}"),
-        }
-    }
+    offport_replay::enqueue(producer, record)
+        .await
+        .map_err(|e| anyhow::anyhow!("enqueue: {e}"))
 }
 
 /// A record read back: key, partition, value and headers (as text).

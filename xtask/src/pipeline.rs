@@ -212,36 +212,16 @@ impl SessionEnds {
 
 /// CPU seconds (user + system) and peak resident memory of a process, from /proc.
 fn process_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces, end with ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let peak_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?;
-    // USER_HZ is 100 on Linux.
-    Some((ticks / 100.0, peak_kib * 1024))
+    let pid = pid.to_string();
+    Some((
+        offport_tests::cpu::process_cpu(&pid)?.as_secs_f64(),
+        offport_tests::cpu::peak_rss(&pid)?,
+    ))
 }
 
-/// Busy CPU seconds of the whole machine (user, nice, system, irq, softirq, steal), from
-/// /proc/stat.
+/// Busy CPU seconds of the whole machine.
 fn machine_busy() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<f64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    let busy: f64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| fields.get(i))
-        .sum();
-    Some(busy / 100.0)
+    offport_tests::cpu::machine_busy().map(|busy| busy.as_secs_f64())
 }
 
 struct Outcome {

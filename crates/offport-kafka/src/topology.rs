@@ -128,6 +128,25 @@ mod tests {
         agrees(&SCORER, &ScorerStage::new(&settings));
     }
 
+    /// A normalizer's progress markers go to the normalized topics it writes, whoever builds
+    /// its options (the service, the test harness, a bench); a stateful stage sends none.
+    #[test]
+    fn progress_markers_go_where_the_topology_says_a_stage_writes() {
+        use crate::runtime::PipelineOptions;
+        let settings = Settings::default();
+        let topic = |role: TopicRole| role.spec(&settings.topics).name;
+        for (stage, expected) in [
+            ("normalize-proxy", vec![topic(TopicRole::Sessions)]),
+            ("normalize-edr", vec![topic(TopicRole::DeviceEvents)]),
+            ("normalize-mdm", vec![topic(TopicRole::DeviceContexts)]),
+            ("joiner", vec![]),
+            ("scorer", vec![]),
+        ] {
+            let options = PipelineOptions::for_stage(stage, vec![], &settings);
+            assert_eq!(options.progress_topics, expected, "{stage}");
+        }
+    }
+
     #[test]
     fn every_topic_created_has_a_stage_that_reads_or_writes_it() {
         for role in TopicRole::ALL {

@@ -86,10 +86,23 @@ pub async fn enqueue_raw(
     topic: &str,
     line: &RawLine,
 ) -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError> {
-    let mut record = FutureRecord::to(topic)
+    let record = FutureRecord::to(topic)
         .key(line.device_id.as_bytes())
         .payload(line.value.as_bytes())
         .timestamp(line.time);
+    enqueue(producer, record).await
+}
+
+/// Hands `record` to `producer`, waiting while librdkafka's queue is full (the producer's
+/// background thread drains it); returns its delivery.
+pub async fn enqueue<K, P>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
     loop {
         match producer.send_result(record) {
             Ok(delivery) => return Ok(delivery),

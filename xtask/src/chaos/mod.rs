@@ -34,7 +34,7 @@ use offport_core::model::{
 use offport_devstack::faults::FaultStack;
 use offport_devstack::stack::StackOptions;
 use offport_kafka::registry::RegistryCodec;
-use offport_kafka::settings::{KafkaSettings, RegistrySettings, Settings, TopicSettings};
+use offport_kafka::settings::{Settings, StreamSettings};
 use offport_kafka::topics::{ensure_topics, TopicRole};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -393,21 +393,14 @@ pub(crate) fn run(options: &StackOptions, args: &ChaosArgs) -> Result<ExitCode> 
     };
     let fleet = simulate(&config)?;
     let (bootstrap, registry_url) = (stack.bootstrap.clone(), stack.registry_url.clone());
-    let settings_for = |prefix: &str| Settings {
-        kafka: KafkaSettings {
-            bootstrap_servers: bootstrap.clone(),
-            ..KafkaSettings::default()
-        },
-        registry: RegistrySettings {
-            url: registry_url.clone(),
-            ..RegistrySettings::default()
-        },
-        topics: TopicSettings {
-            prefix: prefix.to_string(),
-            partitions: options.partitions,
-            replication_factor: 1,
-        },
-        ..Settings::default()
+    let settings_for = |prefix: &str| {
+        crate::demo::local_settings(
+            &bootstrap,
+            &registry_url,
+            prefix,
+            options.partitions,
+            StreamSettings::default().idle_timeout_ms,
+        )
     };
     let (reference, faulty) = (settings_for("chaos-ref."), settings_for("chaos-run."));
     let (sensors_reference, sensors_faulty) = (

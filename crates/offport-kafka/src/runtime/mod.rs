@@ -89,8 +89,8 @@ pub struct PipelineOptions {
     /// The dead letters' layout (`pipeline.dead_letter_format`).
     pub dead_letter_format: crate::settings::DeadLetterFormat,
     /// The normalized topics a normalizer's progress markers go to (see [`crate::progress`]):
-    /// those the topology says it writes ([`crate::stage::Stage::progress_topics`]); all three
-    /// for a stage the topology does not declare.
+    /// those the topology says it writes ([`crate::stage::Stage::progress_topics`]); none for
+    /// a stage the topology does not declare.
     pub progress_topics: Vec<String>,
 }
 
@@ -127,16 +127,11 @@ impl PipelineOptions {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(PRODUCER_MESSAGE_MAX_BYTES),
             dead_letter_format: pipeline.dead_letter_format,
-            progress_topics: match crate::topology::STAGES.iter().find(|s| s.name == stage) {
-                Some(declared) => declared.progress_topics(&settings.topics),
-                None => [
-                    TopicRole::Sessions,
-                    TopicRole::DeviceEvents,
-                    TopicRole::DeviceContexts,
-                ]
-                .map(|role| role.spec(&settings.topics).name)
-                .to_vec(),
-            },
+            progress_topics: crate::topology::STAGES
+                .iter()
+                .find(|s| s.name == stage)
+                .map(|declared| declared.progress_topics(&settings.topics))
+                .unwrap_or_default(),
         }
     }
 

@@ -88,10 +88,15 @@ impl<T> InFlight<T> {
         // yields.
         let task = tokio::task::spawn_blocking(move || {
             let encoding = Instant::now();
-            let encodes = outgoing
-                .iter()
-                .filter(|p| matches!(p, Pending::Encode { .. }))
-                .count();
+            // Counted only for the debug line: the batch is not walked twice otherwise.
+            let encodes = if tracing::enabled!(tracing::Level::DEBUG) {
+                outgoing
+                    .iter()
+                    .filter(|p| matches!(p, Pending::Encode { .. }))
+                    .count()
+            } else {
+                0
+            };
             let outgoing = outgoing
                 .into_iter()
                 .map(Pending::into_outgoing)
