@@ -183,7 +183,7 @@ async fn work_alone<S: StatefulStage>(
     inputs: &[String],
     records: usize,
     batch: usize,
-) -> Result<f64> {
+) -> Result<(f64, (usize, usize))> {
     use offport_core::durable::Durable;
     use offport_kafka::runtime::stateful::Emit;
     let consumer = reader(settings, "bench-work", inputs)?;
@@ -234,7 +234,17 @@ async fn work_alone<S: StatefulStage>(
     }
     let elapsed = started.elapsed();
     std::hint::black_box(bytes);
-    Ok(elapsed.as_secs_f64() * 1e6 / records as f64)
+    // The same measure of state as the service reports, summed over this pass's tasks, once
+    // the sessions still waiting for the watermark are out (the service's end of input
+    // releases them too): what is left is the devices' timelines.
+    for task in tasks.values_mut() {
+        std::hint::black_box(stage.flush(task));
+    }
+    let state = tasks.values().fold((0, 0), |(keys, bytes), task| {
+        let (k, b) = stage.state_size(task);
+        (keys + k, bytes + b)
+    });
+    Ok((elapsed.as_secs_f64() * 1e6 / records as f64, state))
 }
 
 /// The best a stage could do if all it cost were reading its input (`read`, CPU per record
@@ -446,7 +456,8 @@ fn main() -> Result<()> {
         let copy_rate = pass_through(&settings, &joiner_topics, Some(&copy), joiner_in).await?;
         let copy_cpu = cpu_per_record(busy, joiner_in);
         println!("pass-through copy of the joiner's inputs:   {copy_rate:>10.0} records/s, {}", cpu_line(copy_cpu));
-        let work = work_alone(&settings, &JoinerStage::new(&settings), &joiner_topics, joiner_in, batch).await?;
+        let (work, (core_keys, core_bytes)) =
+            work_alone(&settings, &JoinerStage::new(&settings), &joiner_topics, joiner_in, batch).await?;
         println!("joiner work alone, one thread: {work:.1} us/record");
         let busy = machine_busy();
         let (join_rate, metrics) = run_stage(&settings, JoinerStage::new(&settings), joiner_in).await?;
@@ -469,6 +480,12 @@ fn main() -> Result<()> {
             metrics.state_bytes.get(),
             metrics.state_bytes.get() as f64 / keys as f64
         );
+        println!(
+            "joiner state of the work-alone pass (the core on the same input, no Kafka), its waiting sessions released: {} keys, {} bytes, {:.0} bytes per active key",
+            core_keys,
+            core_bytes,
+            core_bytes as f64 / core_keys.max(1) as f64
+        );
 
         let scorer_in = sessions.len();
         let scorer_topics = [topic(TopicRole::EnrichedSessions)];
@@ -480,7 +497,7 @@ fn main() -> Result<()> {
         let copy_rate = pass_through(&settings, &scorer_topics, Some(&copy), scorer_in).await?;
         let copy_cpu = cpu_per_record(busy, scorer_in);
         println!("pass-through copy of the scorer's input:    {copy_rate:>10.0} records/s, {}", cpu_line(copy_cpu));
-        let work = work_alone(&settings, &ScorerStage::new(&settings), &scorer_topics, scorer_in, batch).await?;
+        let (work, _) = work_alone(&settings, &ScorerStage::new(&settings), &scorer_topics, scorer_in, batch).await?;
         println!("scorer work alone, one thread: {work:.1} us/record");
         let busy = machine_busy();
         let (score_rate, metrics) = run_stage(&settings, ScorerStage::new(&settings), scorer_in).await?;
