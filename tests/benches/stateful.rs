@@ -465,10 +465,11 @@ fn main() -> Result<()> {
         println!("joiner (decode, join, encode, changelog):   {join_rate:>10.0} records/s, {}", cpu_line(join_cpu));
         println!("joiner {}", cpu_target(join_cpu, work, copy_cpu));
         println!(
-            "joiner / pass-through: {:.0} % (target >= 70 %); {} enriched sessions out, {} changelog records, {} transactions",
+            "joiner / pass-through: {:.0} % (target >= 70 %); {} enriched sessions out, {} changelog records ({:.1} MB), {} transactions",
             100.0 * join_rate / copy_rate,
             metrics.records_out.get(),
             metrics.changelog_records.get(),
+            metrics.changelog_bytes.get() as f64 / 1e6,
             metrics.transactions.get()
         );
         let written = (metrics.records_out.get() + metrics.changelog_records.get()) as f64 / joiner_in as f64;

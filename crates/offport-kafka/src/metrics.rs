@@ -118,6 +118,8 @@ pub struct PipelineMetrics {
     pub parallel_batches: Counter,
     /// Changelog records written (`offport_changelog_records_total`).
     pub changelog_records: Counter,
+    /// Bytes of the changelog records' keys and values written (`offport_changelog_bytes_total`).
+    pub changelog_bytes: Counter,
     /// Baseline records rejected (`offport_baselines_rejected_total`).
     pub baselines_rejected: Counter,
     /// Baseline versions applied from the baselines topic (`offport_baselines_applied_total`).
@@ -171,6 +173,7 @@ impl PipelineMetrics {
             restored_records: Counter::default(),
             parallel_batches: Counter::default(),
             changelog_records: Counter::default(),
+            changelog_bytes: Counter::default(),
             baselines_rejected: Counter::default(),
             baselines_applied: Counter::default(),
             cache_hits: Family::default(),
@@ -294,6 +297,11 @@ impl PipelineMetrics {
             "changelog_records",
             "Changelog records written",
             metrics.changelog_records.clone(),
+        );
+        offport.register(
+            "changelog_bytes",
+            "Bytes of changelog keys and values written",
+            metrics.changelog_bytes.clone(),
         );
         offport.register(
             "baselines_rejected",

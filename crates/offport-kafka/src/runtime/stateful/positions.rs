@@ -202,6 +202,9 @@ impl<S: StatefulStage> Runner<'_, S> {
                     StateChange::Delete { key } => (key, None),
                 };
                 self.metrics.changelog_records.inc();
+                self.metrics
+                    .changelog_bytes
+                    .inc_by((key.len() + value.as_ref().map_or(0, Vec::len)) as u64);
                 outgoing.push(Outgoing {
                     topic: self.changelog.clone(),
                     partition: Some(*partition),
