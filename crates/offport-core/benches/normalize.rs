@@ -2,8 +2,9 @@
 //! `ProxyNormalizer` and the Avro encoding of the result (apache-avro's schema-aware serializer
 //! and the binary codec), on one core; then Zeek conn.log lines (as a tunnel sensor writes them,
 //! every field Zeek writes) through the same normalizer in `auto` format, against offport JSON
-//! in the same round. Prints numbers; asserts only that both encodings have the same length and
-//! that every Zeek line makes a session.
+//! in the same round, and PCAPdroid rows and Suricata EVE flow events likewise. Prints numbers;
+//! asserts only that both encodings have the same length and that every sensor line makes a
+//! session.
 //!
 //! Run: `cargo bench -p offport-core --bench normalize`.
 #![allow(clippy::expect_used)]
@@ -110,6 +111,40 @@ fn zeek_conn(i: usize) -> String {
     )
 }
 
+/// A Suricata EVE flow event as Suricata writes one (`timestamp` first, the flow's times in
+/// its own `+0000` format), from a tunnel sensor.
+fn eve_flow(i: usize) -> String {
+    let seconds = 36_000 + i / 100;
+    let clock = |s: usize| {
+        format!(
+            "2026-11-20T{:02}:{:02}:{:02}.{:06}+0000",
+            s / 3600,
+            (s / 60) % 60,
+            s % 60,
+            (i * 7_919) % 1_000_000
+        )
+    };
+    format!(
+        concat!(
+            r#"{{"timestamp":"{}","flow_id":{},"in_iface":"tun0","event_type":"flow","#,
+            r#""src_ip":"10.8.{}.{}","src_port":{},"dest_ip":"93.184.{}.{}","dest_port":443,"#,
+            r#""proto":"TCP","app_proto":"tls","flow":{{"pkts_toserver":10,"pkts_toclient":8,"#,
+            r#""bytes_toserver":1532,"bytes_toclient":{},"start":"{}","end":"{}","age":2,"#,
+            r#""state":"closed","reason":"timeout","alerted":false}},"community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="}}"#
+        ),
+        clock(seconds + 2),
+        1_000_000_000_000 + i,
+        (i / 250) % 250,
+        i % 250,
+        40_000 + i % 20_000,
+        (i / 7) % 250,
+        i % 250,
+        4_096 + i % 512,
+        clock(seconds),
+        clock(seconds + 2),
+    )
+}
+
 /// A PCAPdroid export's row with the export's header, as a record of the raw topic holds it.
 fn pcapdroid_row(i: usize) -> String {
     format!(
@@ -139,6 +174,7 @@ fn zeek_against_offport(offport: &[String]) {
         })
         .collect();
     let pcapdroid: Vec<String> = (0..n).map(pcapdroid_row).collect();
+    let eve: Vec<String> = (0..n).map(eve_flow).collect();
     let headers = Vec::new();
     let run = |inputs: &[String]| {
         let mut normalizer = ProxyNormalizer::new(ProxyFormat::Auto, Limits::default());
@@ -169,11 +205,14 @@ fn zeek_against_offport(offport: &[String]) {
         assert_eq!(sessions, n, "every conn line makes a session");
         let (rows, sessions) = run(&pcapdroid);
         assert_eq!(sessions, n, "every PCAPdroid row makes a session");
+        let (flows, sessions) = run(&eve);
+        assert_eq!(sessions, n, "every EVE flow event makes a session");
         println!(
-            "round {round}: auto format, offport JSON {own:.2} us/record, Zeek conn.log {conn:.2} us/record ({:.2}x offport JSON's rate), keys sorted {keys_sorted:.2} us/record ({:.2}x), PCAPdroid {rows:.2} us/record ({:.2}x)",
+            "round {round}: auto format, offport JSON {own:.2} us/record, Zeek conn.log {conn:.2} us/record ({:.2}x offport JSON's rate), keys sorted {keys_sorted:.2} us/record ({:.2}x), PCAPdroid {rows:.2} us/record ({:.2}x), Suricata EVE flow {flows:.2} us/record ({:.2}x)",
             own / conn,
             own / keys_sorted,
-            own / rows
+            own / rows,
+            own / flows
         );
     }
 }

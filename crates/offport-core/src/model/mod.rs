@@ -64,8 +64,13 @@ pub fn parse_rfc3339_millis(text: &str) -> Result<EpochMillis, TimeError> {
             text: text.to_string(),
             source: e,
         })?;
-    i64::try_from(parsed.unix_timestamp_nanos().div_euclid(1_000_000))
-        .map_err(|_| TimeError::OutOfRange(text.to_string()))
+    // Whole seconds (floored) and the milliseconds within them: the milliseconds floored,
+    // without the 128-bit division of the nanoseconds.
+    parsed
+        .unix_timestamp()
+        .checked_mul(1_000)
+        .and_then(|ms| ms.checked_add(i64::from(parsed.millisecond())))
+        .ok_or_else(|| TimeError::OutOfRange(text.to_string()))
 }
 
 /// `2026-12-07T03:00:00Z`: epoch milliseconds as RFC 3339 in UTC (seconds; milliseconds when

@@ -29,6 +29,23 @@ pub enum SourceFormat {
     OffportInventory,
 }
 
+impl SourceFormat {
+    /// The variant's name, as `{:?}` writes it (derived session ids hash it).
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::OffportJson => "OffportJson",
+            SourceFormat::PcapdroidCsv => "PcapdroidCsv",
+            SourceFormat::ZeekJson => "ZeekJson",
+            SourceFormat::SuricataEve => "SuricataEve",
+            SourceFormat::AndroidUsageStats => "AndroidUsageStats",
+            SourceFormat::MicromdmWebhook => "MicromdmWebhook",
+            SourceFormat::AndroidManagementApi => "AndroidManagementApi",
+            SourceFormat::Unknown => "Unknown",
+            SourceFormat::OffportInventory => "OffportInventory",
+        }
+    }
+}
+
 /// How a session was tied to the app that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

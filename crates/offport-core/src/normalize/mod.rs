@@ -78,7 +78,14 @@ impl<'a> RawRecord<'a> {
 
     /// `topic/partition@offset`, the `source_ref` of what this record becomes.
     pub fn source_ref(&self) -> String {
-        format!("{}/{}@{}", self.topic, self.partition, self.offset)
+        let mut numbers = itoa::Buffer::new();
+        let mut text = String::with_capacity(self.topic.len() + 24);
+        text.push_str(self.topic);
+        text.push('/');
+        text.push_str(numbers.format(self.partition));
+        text.push('@');
+        text.push_str(numbers.format(self.offset));
+        text
     }
 
     /// The last header named `name`, as UTF-8 text.
@@ -257,7 +264,12 @@ pub fn derived_id(parts: &[&str]) -> String {
         hasher.update([0x1f]);
     }
     // The first 32 hex digits: the first 16 bytes of the digest.
-    hex::encode(hasher.finalize().get(..16).unwrap_or_default())
+    let digest = hasher.finalize();
+    let mut text = [0_u8; 32];
+    match hex::encode_to_slice(digest.get(..16).unwrap_or_default(), &mut text) {
+        Ok(()) => String::from_utf8_lossy(&text).into_owned(),
+        Err(_) => hex::encode(digest.get(..16).unwrap_or_default()),
+    }
 }
 
 /// Earliest believable event time: 2000-01-01T00:00:00Z.
@@ -287,14 +299,16 @@ pub fn time_from_text(text: &str) -> Option<EpochMillis> {
     }
     // A `+0000` offset is never RFC 3339 (its offsets have a colon): rewritten first, the text
     // is parsed once.
-    match fix_offset(text) {
-        Some(fixed) => crate::model::parse_rfc3339_millis(&fixed).ok(),
+    let mut fixed = [0_u8; 64];
+    match fix_offset(text, &mut fixed) {
+        Some(fixed) => crate::model::parse_rfc3339_millis(fixed).ok(),
         None => crate::model::parse_rfc3339_millis(text).ok(),
     }
 }
 
-/// Rewrites a `+0000`-style offset (Suricata, strftime `%z`) as `+00:00`.
-fn fix_offset(text: &str) -> Option<String> {
+/// Rewrites a `+0000`-style offset (Suricata, strftime `%z`) as `+00:00`, in `buffer` (a time
+/// is short; a text too long for it is not rewritten and fails to parse as it would anyway).
+fn fix_offset<'b>(text: &str, buffer: &'b mut [u8; 64]) -> Option<&'b str> {
     let split = text.len().checked_sub(5)?;
     let (head, zone) = (text.get(..split)?, text.get(split..)?);
     let bytes = zone.as_bytes();
@@ -305,7 +319,133 @@ fn fix_offset(text: &str) -> Option<String> {
     if !(signed && digits) {
         return None;
     }
-    Some(format!("{head}{}:{}", zone.get(..3)?, zone.get(3..)?))
+    let (hours, minutes) = (bytes.get(..3)?, bytes.get(3..)?);
+    let length = text.len() + 1;
+    let out = buffer.get_mut(..length)?;
+    let (out_head, out_zone) = out.split_at_mut(split);
+    out_head.copy_from_slice(head.as_bytes());
+    let (out_hours, out_rest) = out_zone.split_at_mut(3);
+    out_hours.copy_from_slice(hours);
+    let (colon, out_minutes) = out_rest.split_at_mut(1);
+    colon.copy_from_slice(b":");
+    out_minutes.copy_from_slice(minutes);
+    std::str::from_utf8(buffer.get(..length)?).ok()
+}
+
+/// A time field as a sensor's JSON writes it (epoch seconds or milliseconds as a number, or
+/// text), read straight into epoch milliseconds: no JSON value in between, and no copy of a
+/// text that needs no unescaping. `null` is no field (as an `Option`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonTime {
+    /// The time.
+    At(EpochMillis),
+    /// Not a time: the field as JSON writes it, for the rejection.
+    Invalid(String),
+}
+
+impl<'de> serde::Deserialize<'de> for JsonTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JsonTime;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a time")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<JsonTime, E> {
+                Ok(time_from_number(v).map_or_else(
+                    || JsonTime::Invalid(serde_json::Value::from(v).to_string()),
+                    JsonTime::At,
+                ))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<JsonTime, E> {
+                Ok(time_from_number(v as f64)
+                    .map_or_else(|| JsonTime::Invalid(v.to_string()), JsonTime::At))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<JsonTime, E> {
+                Ok(time_from_number(v as f64)
+                    .map_or_else(|| JsonTime::Invalid(v.to_string()), JsonTime::At))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<JsonTime, E> {
+                Ok(time_from_text(v).map_or_else(
+                    || JsonTime::Invalid(serde_json::Value::from(v).to_string()),
+                    JsonTime::At,
+                ))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<JsonTime, E> {
+                Ok(JsonTime::Invalid(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<JsonTime, A::Error> {
+                let value = <serde_json::Value as serde::Deserialize>::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(JsonTime::Invalid(value.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<JsonTime, A::Error> {
+                let value = <serde_json::Value as serde::Deserialize>::deserialize(
+                    serde::de::value::SeqAccessDeserializer::new(seq),
+                )?;
+                Ok(JsonTime::Invalid(value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A JSON field read as text whatever its JSON type: a string as it is, a number as JSON writes
+/// it, anything else (`true`, an object) as none. For fields sensors write either way (a flow id,
+/// a protocol name or number), without a JSON value in between.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LenientText(pub Option<String>);
+
+impl<'de> serde::Deserialize<'de> for LenientText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LenientText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a text or a number")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<LenientText, E> {
+                Ok(LenientText(Some(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<LenientText, E> {
+                Ok(LenientText(Some(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<LenientText, E> {
+                Ok(LenientText(Some(itoa::Buffer::new().format(v).to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<LenientText, E> {
+                Ok(LenientText(Some(itoa::Buffer::new().format(v).to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<LenientText, E> {
+                Ok(LenientText(Some(serde_json::Value::from(v).to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<LenientText, E> {
+                Ok(LenientText(None))
+            }
+            fn visit_unit<E>(self) -> Result<LenientText, E> {
+                Ok(LenientText(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LenientText, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(LenientText(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LenientText, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(LenientText(None))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Epoch milliseconds from a JSON value (number or text).
@@ -510,6 +650,96 @@ mod tests {
         assert_eq!(time_from_text("1763632800.123"), expected);
         assert_eq!(time_from_text("yesterday"), None);
         assert_eq!(time_from_text(""), None);
+        // Offsets other than zero, both signs, rewritten in place.
+        assert_eq!(time_from_text("2025-11-20T11:30:00.123+0130"), expected);
+        assert_eq!(time_from_text("2025-11-20T05:00:00.123-0500"), expected);
+        assert_eq!(
+            time_from_text(" 2025-11-20T10:00:00.123456+0000 "),
+            expected
+        );
+        // Longer than any time: not rewritten, and not a time.
+        let long = format!("2025-11-20T10:00:00.{}+0000", "1".repeat(60));
+        assert_eq!(time_from_text(&long), None);
+    }
+
+    #[test]
+    fn json_times_and_lenient_texts_read_without_a_json_value() {
+        let time = |json: &str| serde_json::from_str::<Option<JsonTime>>(json).unwrap();
+        let expected = Some(JsonTime::At(1_763_632_800_123));
+        assert_eq!(time("1763632800.123"), expected);
+        assert_eq!(time("1763632800123"), expected);
+        assert_eq!(time("\"2025-11-20T10:00:00.123456+0000\""), expected);
+        assert_eq!(time("null"), None);
+        // What is not a time keeps its JSON text for the rejection, as a JSON value prints it.
+        for json in [
+            "\"yesterday\"",
+            "true",
+            "{\"a\":1}",
+            "[1,2]",
+            "1e300",
+            "\"a\\\"b\"",
+        ] {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(
+                time(json),
+                Some(JsonTime::Invalid(value.to_string())),
+                "{json}"
+            );
+            // The same from a JSON value (the path of a line that was parsed as a value first).
+            let from_value: Option<JsonTime> = serde_json::from_value(value.clone()).unwrap();
+            assert_eq!(
+                from_value,
+                Some(JsonTime::Invalid(value.to_string())),
+                "{json}"
+            );
+        }
+
+        let text = |json: &str| serde_json::from_str::<Option<LenientText>>(json).unwrap();
+        assert_eq!(text("\" 17 \""), Some(LenientText(Some(" 17 ".into()))));
+        assert_eq!(
+            text("1000000000001"),
+            Some(LenientText(Some("1000000000001".into())))
+        );
+        assert_eq!(text("-6"), Some(LenientText(Some("-6".into()))));
+        assert_eq!(text("1.5"), Some(LenientText(Some("1.5".into()))));
+        assert_eq!(text("null"), None);
+        for json in ["true", "{\"a\":[1]}", "[{}]"] {
+            assert_eq!(text(json), Some(LenientText(None)), "{json}");
+        }
+        // Inside a record, an ignored object is read past.
+        #[derive(serde::Deserialize)]
+        struct Record {
+            id: Option<LenientText>,
+            next: i64,
+        }
+        let record: Record = serde_json::from_str("{\"id\":{\"x\":[1,{}]},\"next\":7}").unwrap();
+        assert_eq!((record.id, record.next), (Some(LenientText(None)), 7));
+    }
+
+    #[test]
+    fn source_format_names_are_their_debug_names() {
+        use crate::model::SourceFormat::*;
+        for format in [
+            OffportJson,
+            PcapdroidCsv,
+            ZeekJson,
+            SuricataEve,
+            AndroidUsageStats,
+            MicromdmWebhook,
+            AndroidManagementApi,
+            Unknown,
+            OffportInventory,
+        ] {
+            assert_eq!(format.name(), format!("{format:?}"));
+        }
+    }
+
+    #[test]
+    fn source_refs_are_topic_partition_and_offset() {
+        let record = RawRecord::new("offport.raw.proxy", 2, 9_007_199_254_740_993, b"{}");
+        assert_eq!(record.source_ref(), "offport.raw.proxy/2@9007199254740993");
+        let record = RawRecord::new("t", -1, -1, b"{}");
+        assert_eq!(record.source_ref(), "t/-1@-1");
     }
 
     #[test]

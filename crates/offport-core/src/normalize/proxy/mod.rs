@@ -197,12 +197,13 @@ impl ProxyNormalizer {
         draft.source_ref = Some(record.source_ref());
         if draft.session_id.is_none() {
             // The flow id with the addresses: sensors restart and reuse ids, flows do not.
+            let mut port = itoa::Buffer::new();
             draft.session_id = Some(derived_id(&[
-                &format!("{format:?}"),
+                format.name(),
                 &id,
                 draft.src_ip.as_deref().unwrap_or(""),
                 draft.dst_ip.as_deref().unwrap_or(""),
-                &draft.dst_port.map_or(String::new(), |p| p.to_string()),
+                draft.dst_port.map_or("", |p| port.format(p)),
             ]));
         }
         if completes && !self.join.has_companions(&id) {

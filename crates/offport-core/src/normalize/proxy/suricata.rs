@@ -11,11 +11,13 @@
 //! anomaly, stats) carry no session and produce nothing. Device and app come from `src_ip`
 //! through `normalize.sources`, as for Zeek.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::SessionDraft;
 use crate::model::{DnsInfo, EpochMillis, HttpInfo};
-use crate::normalize::{time_from_json, time_from_text, Rejection};
+use crate::normalize::{time_from_text, JsonTime, LenientText, Rejection};
 
 /// A parsed EVE line's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,18 +41,22 @@ pub struct EveRecord {
     pub draft: SessionDraft,
 }
 
+/// The fields offport reads from an event. Texts the parse only looks at are borrowed from the
+/// line (when they need no unescaping), not copied.
 #[derive(Debug, Deserialize)]
-struct Eve {
-    timestamp: Option<serde_json::Value>,
-    flow_id: Option<serde_json::Value>,
-    event_type: String,
+struct Eve<'a> {
+    timestamp: Option<JsonTime>,
+    flow_id: Option<LenientText>,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
     src_ip: Option<String>,
     src_port: Option<i64>,
     dest_ip: Option<String>,
     dest_port: Option<i64>,
-    proto: Option<serde_json::Value>,
+    proto: Option<LenientText>,
     app_proto: Option<String>,
-    flow: Option<Flow>,
+    #[serde(borrow)]
+    flow: Option<Flow<'a>>,
     tls: Option<Tls>,
     http: Option<Http>,
     dns: Option<Dns>,
@@ -58,14 +64,17 @@ struct Eve {
 }
 
 #[derive(Debug, Deserialize)]
-struct Flow {
+struct Flow<'a> {
     pkts_toserver: Option<i64>,
     pkts_toclient: Option<i64>,
     bytes_toserver: Option<i64>,
     bytes_toclient: Option<i64>,
-    start: Option<String>,
-    end: Option<String>,
-    state: Option<String>,
+    #[serde(borrow)]
+    start: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    end: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,17 +127,21 @@ pub fn looks_like(value: &serde_json::Value) -> bool {
         && (value.get("flow_id").is_some() || value.get("timestamp").is_some())
 }
 
-fn flow_id(value: &serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => None,
+/// A flow id as text: Suricata writes a number; a text one is taken trimmed.
+fn flow_id(value: String) -> Option<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.len() == value.len() {
+        Some(value)
+    } else {
+        Some(trimmed.to_string())
     }
 }
 
 /// Parses one EVE line. `Ok(None)` for event types that carry no session.
 pub fn parse(value: serde_json::Value) -> Result<Option<EveRecord>, Rejection> {
-    let eve: Eve = serde_json::from_value(value)
+    let eve = Eve::deserialize(&value)
         .map_err(|e| Rejection::unparseable(format!("not a Suricata EVE event: {e}")))?;
     from_eve(eve)
 }
@@ -141,15 +154,15 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Option<EveRecord>, Rejection> {
     from_eve(eve)
 }
 
-fn from_eve(eve: Eve) -> Result<Option<EveRecord>, Rejection> {
-    let role = match eve.event_type.as_str() {
+fn from_eve(eve: Eve<'_>) -> Result<Option<EveRecord>, Rejection> {
+    let role = match eve.event_type.as_ref() {
         "flow" => EveRole::Flow,
         "tls" | "http" | "dns" | "quic" => EveRole::Companion,
         _ => return Ok(None),
     };
     let flow_id = eve
         .flow_id
-        .as_ref()
+        .and_then(|id| id.0)
         .and_then(flow_id)
         .ok_or_else(|| Rejection::unparseable("EVE event without a flow_id"))?;
     let text_time = |field: &str, text: &str| {
@@ -157,17 +170,16 @@ fn from_eve(eve: Eve) -> Result<Option<EveRecord>, Rejection> {
             Rejection::unparseable(format!("{field}={text:?} is not an EVE timestamp"))
         })
     };
-    let timestamp = match &eve.timestamp {
-        Some(value) => Some(time_from_json(value).ok_or_else(|| {
-            Rejection::unparseable(format!("timestamp={value} is not an EVE timestamp"))
-        })?),
+    let timestamp = match eve.timestamp {
+        Some(JsonTime::At(at)) => Some(at),
+        Some(JsonTime::Invalid(value)) => {
+            return Err(Rejection::unparseable(format!(
+                "timestamp={value} is not an EVE timestamp"
+            )))
+        }
         None => None,
     };
-    let proto = match &eve.proto {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
+    let proto = eve.proto.and_then(|p| p.0);
     // Suricata writes IANA numbers zero-padded ("006", "017") for some protocols.
     let proto = proto.map(|p| {
         let trimmed = p.trim_start_matches('0');
@@ -230,7 +242,7 @@ fn from_eve(eve: Eve) -> Result<Option<EveRecord>, Rejection> {
         EveRole::Companion => {
             // An app-layer event without its own object says nothing of the flow: held, it
             // would wait for a flow that it cannot complete.
-            let has_object = match eve.event_type.as_str() {
+            let has_object = match eve.event_type.as_ref() {
                 "tls" => eve.tls.is_some(),
                 "http" => eve.http.is_some(),
                 "dns" => eve.dns.is_some(),
