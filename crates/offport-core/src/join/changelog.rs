@@ -177,11 +177,13 @@ impl Durable for Joiner {
         sessions.sort_unstable();
         for (pending_key, added) in sessions {
             let key = format!("{SESSION_PREFIX}{}", pending_key.1);
-            match self.pending.get(&pending_key).filter(|_| added) {
+            match self.pending.get_mut(&pending_key).filter(|_| added) {
                 Some(session) => {
-                    let mut session = session.clone();
+                    // The id goes back into the waiting session while it is written, rather
+                    // than the session being copied whole.
                     session.session_id = pending_key.1;
-                    changes.push(durable::put(key, &session));
+                    changes.push(durable::put(key, &*session));
+                    session.session_id = String::new();
                 }
                 None => changes.push(StateChange::Delete { key }),
             }

@@ -125,11 +125,13 @@ impl FlowJoin {
         self.stats
     }
 
-    fn tick(&mut self, topic: &str, partition: i32, time: EpochMillis) {
-        match self.clocks.get_mut(&(topic.to_string(), partition)) {
+    /// Moves the clock of the source partition `key` (built once per record by the caller,
+    /// as every index here is keyed by it).
+    fn tick(&mut self, key: &(String, i32), time: EpochMillis) {
+        match self.clocks.get_mut(key) {
             Some(clock) => *clock = (*clock).max(time),
             None => {
-                self.clocks.insert((topic.to_string(), partition), time);
+                self.clocks.insert(key.clone(), time);
             }
         }
     }
@@ -144,14 +146,15 @@ impl FlowJoin {
         partition: i32,
         offset: i64,
     ) {
-        self.tick(topic, partition, time);
+        let source = (topic.to_string(), partition);
+        self.tick(&source, time);
         if self.emitted.contains(&id) {
             self.stats.after_their_flow += 1;
-            self.expire(topic, partition);
+            self.expire(&source);
             return;
         }
         self.offsets
-            .entry((topic.to_string(), partition))
+            .entry(source.clone())
             .or_default()
             .insert(offset);
         let origin = Origin {
@@ -170,7 +173,7 @@ impl FlowJoin {
             None => Held {
                 draft,
                 time,
-                clock: (topic.to_string(), partition),
+                clock: source.clone(),
                 origins: vec![origin],
             },
         };
@@ -179,7 +182,7 @@ impl FlowJoin {
             .or_default()
             .insert((held.time, id.clone()));
         self.held.insert(id, held);
-        self.expire(topic, partition);
+        self.expire(&source);
     }
 
     /// True when flow `id` has companions, held or released, for its connection record to take.
@@ -197,7 +200,8 @@ impl FlowJoin {
         topic: &str,
         partition: i32,
     ) -> SessionDraft {
-        self.tick(topic, partition, time);
+        let source = (topic.to_string(), partition);
+        self.tick(&source, time);
         let mut completed = draft;
         if let Some(held) = self.release(&id) {
             completed = completed.absorb(held.draft);
@@ -208,7 +212,7 @@ impl FlowJoin {
             self.stats.joined_late += 1;
         }
         self.remember(id);
-        self.expire(topic, partition);
+        self.expire(&source);
         completed
     }
 
@@ -304,15 +308,14 @@ impl FlowJoin {
     /// Releases the companions of `topic/partition` past the wait by that partition's clock,
     /// then the oldest beyond the cap; oldest first, ties by id, so the order is the same in
     /// every replay.
-    fn expire(&mut self, topic: &str, partition: i32) {
-        let key = (topic.to_string(), partition);
+    fn expire(&mut self, key: &(String, i32)) {
         let horizon = self
             .clocks
-            .get(&key)
+            .get(key)
             .copied()
             .unwrap_or(EpochMillis::MIN)
             .saturating_sub(self.limits.wait_ms);
-        while let Some((time, id)) = self.by_age.get(&key).and_then(|ages| ages.first().cloned()) {
+        while let Some((time, id)) = self.by_age.get(key).and_then(|ages| ages.first().cloned()) {
             if time >= horizon {
                 break;
             }
