@@ -149,6 +149,38 @@ fn normalizer(settings: &Settings, which: Stream) -> Result<Background> {
     }
 }
 
+/// The fleet's address map written as a `normalize.sources_file` CSV.
+fn sources_file(fleet: &SensorFleet) -> Result<std::path::PathBuf> {
+    let file = std::env::temp_dir().join(format!(
+        "offport-one-answer-sources-{}.csv",
+        std::process::id()
+    ));
+    std::fs::write(&file, fleet.sources_csv())?;
+    Ok(file)
+}
+
+#[test]
+fn the_fleets_sources_file_reads_back_as_its_mappings() -> Result<()> {
+    let (_, _, fleet) = fleet();
+    assert!(!fleet.sources.is_empty());
+    let mut settings = Settings::default();
+    settings.normalize.sources_file = Some(sources_file(&fleet)?);
+    let read = settings.normalize.all_sources()?;
+    // The CSV names every platform (the sensors' map defaults an unnamed one to iOS).
+    let expected: Vec<_> = fleet
+        .sources
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            s.platform.get_or_insert_with(|| "ios".to_string());
+            s.app_id = s.app_id.filter(|a| !a.is_empty());
+            s
+        })
+        .collect();
+    assert_eq!(read, expected);
+    Ok(())
+}
+
 /// The five services on the broker under `run`: the alerts topic's findings, sorted.
 async fn services(
     run: Run,
@@ -158,7 +190,9 @@ async fn services(
 ) -> Result<Vec<Finding>> {
     let mut settings =
         isolated_settings("one-answer", run.partitions, 500, &TopicRole::ALL).await?;
-    settings.normalize.sources = fleet.sources.clone();
+    // The address map as a large deployment supplies it: a CSV file that normalize-proxy
+    // reads, answering as the reference's map built from the same mappings.
+    settings.normalize.sources_file = Some(sources_file(fleet)?);
     settings.stream.idle_timeout_ms = run.idle_timeout_ms;
     let codec = RegistryCodec::new(&settings.registry)?;
     let documents: Vec<_> = parse_documents(baseline_yaml)?

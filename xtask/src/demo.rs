@@ -148,8 +148,7 @@ pub(crate) fn run(options: &StackOptions) -> Result<ExitCode> {
         let fleet = simulate(&config)?;
         let sensors = sensor_formats(&fleet)?;
         // The tunnel sensors' address map, as a deployment configures it.
-        let config_file = log_dir.join("offport.yaml");
-        std::fs::write(&config_file, sensors.sources_yaml())?;
+        let config_file = sources_config(&log_dir, &sensors)?;
         let records = sensors.raw_lines();
         let codec = RegistryCodec::new(&settings.registry)?;
         let versions = publish_baseline(&settings, &codec, &fleet.baseline_yaml).await?;
@@ -531,4 +530,19 @@ fn print_finding(f: &Finding, planted: bool) {
             println!("         {kind:<32} {text}");
         }
     }
+}
+
+/// The services' configuration file in `dir` for a fleet: the tunnel sensors' address map in a
+/// CSV `normalize.sources_file` beside it, which normalize-proxy alone reads (inline, every
+/// service's configuration loader would hold it, about 3.5 KB an entry).
+pub(crate) fn sources_config(
+    dir: &std::path::Path,
+    sensors: &offport_backtest::sensors::SensorFleet,
+) -> anyhow::Result<std::path::PathBuf> {
+    let sources = std::path::absolute(dir.join("sources.csv"))?;
+    std::fs::write(&sources, sensors.sources_csv())?;
+    let config = dir.join("offport.yaml");
+    let path = sources.to_string_lossy().replace('\'', "''");
+    std::fs::write(&config, format!("normalize:\n  sources_file: '{path}'\n"))?;
+    Ok(config)
 }

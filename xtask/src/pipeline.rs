@@ -111,8 +111,7 @@ pub(crate) fn run(options: &StackOptions, args: &PipelineArgs) -> Result<std::pr
         );
         let log_dir = options.run_dir.join("pipeline").join(rate.to_string());
         std::fs::create_dir_all(&log_dir)?;
-        let config_file = log_dir.join("offport.yaml");
-        std::fs::write(&config_file, sensors.sources_yaml())?;
+        let config_file = crate::demo::sources_config(&log_dir, &sensors)?;
         let outcome = runtime.block_on(one_rate(
             &settings,
             &bin_dir,

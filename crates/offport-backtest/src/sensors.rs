@@ -88,6 +88,30 @@ impl SensorFleet {
         }
         out
     }
+
+    /// The address map as a `normalize.sources_file` in CSV: a header row, then one mapping a
+    /// row (the form for large maps: only normalize-proxy reads it, as it streams in).
+    pub fn sources_csv(&self) -> String {
+        // RFC 4180: a field with a comma, a quote or a line break is quoted, quotes doubled.
+        let field = |text: &str| {
+            if text.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", text.replace('"', "\"\""))
+            } else {
+                text.to_string()
+            }
+        };
+        let mut out = String::from("network,device_id,platform,app_id\n");
+        for s in &self.sources {
+            out.push_str(&format!(
+                "{},{},{},{}\n",
+                s.network,
+                field(&s.device_id),
+                field(s.platform.as_deref().unwrap_or("ios")),
+                field(s.app_id.as_deref().unwrap_or("")),
+            ));
+        }
+        out
+    }
 }
 
 /// PCAPdroid's CSV export header.

@@ -228,6 +228,22 @@ impl Default for StreamSettings {
     }
 }
 
+/// Address mappings from CSV with a header row: columns by name (`network`, `device_id`, and
+/// optionally `platform`, `app_id`, `from`, `until`; an empty cell is no value).
+fn read_sources_csv(
+    reader: impl std::io::Read,
+) -> Result<Vec<offport_core::normalize::proxy::sources::SourceMapping>, String> {
+    let mut csv = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let mut out = Vec::new();
+    for (row, record) in csv.deserialize().enumerate() {
+        // Row numbers as a spreadsheet shows them: the header is row 1.
+        out.push(record.map_err(|e: csv::Error| format!("row {}: {e}", row + 2))?);
+    }
+    Ok(out)
+}
+
 /// How the normalizers read their raw topics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -242,6 +258,11 @@ pub struct NormalizeSettings {
     pub default_device_id: Option<String>,
     /// Client address blocks to device (and per-app VPN app) for Zeek and Suricata.
     pub sources: Vec<offport_core::normalize::proxy::sources::SourceMapping>,
+    /// A file of more such blocks, read by the proxy normalizer alone when it starts: a list
+    /// shaped as `sources` in YAML or JSON (`.json`), or CSV (`.csv`) with a header row naming
+    /// the same fields. Large maps belong here, in CSV or JSON: every service reads the
+    /// configuration file, and its loader holds about 3.5 KB per inline entry while it starts.
+    pub sources_file: Option<std::path::PathBuf>,
     /// How long (event time of its raw partition, ms) a Zeek/Suricata application record is
     /// held, its offset uncommitted, for its connection record; past it, it is kept in memory
     /// only.
@@ -258,6 +279,7 @@ impl Default for NormalizeSettings {
             proxy_format: "auto".to_string(),
             default_device_id: None,
             sources: Vec::new(),
+            sources_file: None,
             flow_wait_ms: flows.wait_ms,
             flow_max_held: flows.max_held,
         }
@@ -265,6 +287,41 @@ impl Default for NormalizeSettings {
 }
 
 impl NormalizeSettings {
+    /// The inline `sources` followed by those of `sources_file`.
+    pub fn all_sources(
+        &self,
+    ) -> Result<Vec<offport_core::normalize::proxy::sources::SourceMapping>, SettingsError> {
+        let mut all = self.sources.clone();
+        if let Some(file) = &self.sources_file {
+            let invalid = |why: String| SettingsError::Invalid {
+                key: "normalize.sources_file".to_string(),
+                why: format!("{}: {why}", file.display()),
+            };
+            let reader = std::fs::File::open(file)
+                .map(std::io::BufReader::new)
+                .map_err(|e| invalid(format!("cannot read: {e}")))?;
+            let extension = file
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase());
+            // CSV and JSON are read as they stream in; YAML's reader holds every event of the
+            // document first (about 20 bytes of memory per byte of file).
+            let read = match extension.as_deref() {
+                Some("csv") => read_sources_csv(reader),
+                Some("json") => serde_json::from_reader(reader).map_err(|e| e.to_string()),
+                _ => serde_yaml_ng::from_reader(reader).map_err(|e| e.to_string()),
+            };
+            let read = read.map_err(invalid)?;
+            if let Some(empty) = read.iter().position(|s| s.device_id.trim().is_empty()) {
+                return Err(invalid(format!(
+                    "entry {} (from 1): device_id must not be empty",
+                    empty + 1
+                )));
+            }
+            all.extend(read);
+        }
+        Ok(all)
+    }
+
     /// The proxy normalizer's configuration (call after [`Settings::validate`]).
     pub fn proxy_config(
         &self,
@@ -285,7 +342,7 @@ impl NormalizeSettings {
                 .default_device_id
                 .clone()
                 .filter(|d| !d.trim().is_empty()),
-            sources: SourceMap::new(self.sources.clone()),
+            sources: SourceMap::new(self.all_sources()?),
             flows: FlowJoinLimits {
                 wait_ms: self.flow_wait_ms,
                 max_held: self.flow_max_held,

@@ -450,3 +450,106 @@ fn the_configuration_reference_gives_each_setting_its_default() {
         "docs/configuration.md defaults out of step: {wrong:#?}"
     );
 }
+
+#[test]
+fn a_sources_file_adds_to_the_inline_sources_in_yaml_or_csv() {
+    let yaml = temp_file(
+        "sources.yaml",
+        "- {network: 10.8.0.2/32, device_id: ios-1, platform: ios, app_id: com.example.mail}\n\
+         - {network: \"fd00:8::/64\", device_id: android-2, platform: android}\n",
+    );
+    let csv = temp_file(
+        "sources.csv",
+        "network,device_id,platform,app_id,from,until\n\
+         10.9.0.7/32, android-3 ,android,,2026-11-20T00:00:00Z,1795168800000\n\
+         10.9.1.0/24,ios-4,,,,\n",
+    );
+    let config = temp_file(
+        "offport-sources.yaml",
+        &format!(
+            "normalize:\n  sources:\n    - {{network: 10.7.0.1/32, device_id: inline-0}}\n  sources_file: {}\n",
+            yaml.display()
+        ),
+    );
+    let settings = Settings::load_from(Some(&config), env(&[])).unwrap();
+    let all = settings.normalize.all_sources().unwrap();
+    let devices: Vec<&str> = all.iter().map(|s| s.device_id.as_str()).collect();
+    assert_eq!(devices, vec!["inline-0", "ios-1", "android-2"]);
+    assert_eq!(all[1].app_id.as_deref(), Some("com.example.mail"));
+    let proxy = settings.normalize.proxy_config().unwrap();
+    let found = proxy.sources.lookup("fd00:8::1", None).unwrap();
+    assert_eq!(found.device_id, "android-2");
+
+    // CSV, with the environment naming the file; cells trimmed, empty ones no value.
+    let settings = Settings::load_from(
+        None,
+        env(&[("OFFPORT__NORMALIZE__SOURCES_FILE", csv.to_str().unwrap())]),
+    )
+    .unwrap();
+    let all = settings.normalize.all_sources().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].device_id, "android-3");
+    assert_eq!(all[0].app_id, None);
+    assert_eq!(all[0].from, Some(1_795_132_800_000));
+    assert_eq!(all[0].until, Some(1_795_168_800_000));
+    assert_eq!(all[1].platform, None);
+    let proxy = settings.normalize.proxy_config().unwrap();
+    assert_eq!(
+        proxy
+            .sources
+            .lookup("10.9.0.7", Some(1_795_140_000_000))
+            .unwrap()
+            .device_id,
+        "android-3"
+    );
+    assert!(proxy
+        .sources
+        .lookup("10.9.0.7", Some(1_795_168_800_000))
+        .is_none());
+    assert_eq!(
+        proxy.sources.lookup("10.9.1.200", None).unwrap().device_id,
+        "ios-4"
+    );
+}
+
+#[test]
+fn a_bad_sources_file_is_named_with_what_is_wrong_where() {
+    let with_file = |file: &std::path::Path| {
+        Settings::load_from(
+            None,
+            env(&[("OFFPORT__NORMALIZE__SOURCES_FILE", file.to_str().unwrap())]),
+        )
+        .unwrap()
+        .normalize
+        .proxy_config()
+        .unwrap_err()
+        .to_string()
+    };
+    let missing = std::env::temp_dir().join("offport-no-such-sources.yaml");
+    let err = with_file(&missing);
+    assert!(
+        err.starts_with("configuration: normalize.sources_file: ") && err.contains("cannot read"),
+        "{err}"
+    );
+    let bad_row = temp_file(
+        "bad-row.csv",
+        "network,device_id\n10.0.0.1/32,a\nnot-a-network,b\n",
+    );
+    let err = with_file(&bad_row);
+    assert!(err.contains("bad-row.csv: row 3"), "{err}");
+    let unknown_column = temp_file("unknown.csv", "network,device_id,owner\n10.0.0.1/32,a,x\n");
+    let err = with_file(&unknown_column);
+    assert!(err.contains("owner"), "{err}");
+    let empty_device = temp_file(
+        "empty.yaml",
+        "- {network: 10.0.0.1/32, device_id: a}\n- {network: 10.0.0.2/32, device_id: \" \"}\n",
+    );
+    let err = with_file(&empty_device);
+    assert!(
+        err.contains("empty.yaml: entry 2 (from 1): device_id must not be empty"),
+        "{err}"
+    );
+    let not_a_list = temp_file("map.yaml", "network: 10.0.0.1/32\n");
+    let err = with_file(&not_a_list);
+    assert!(err.contains("map.yaml"), "{err}");
+}
