@@ -140,7 +140,7 @@ async fn one_seed(
     };
     let fleet = simulate(&config)?;
     let sensors = sensor_formats(&fleet)?;
-    let config_file = crate::demo::sources_config(&log_dir, &sensors)?;
+    let config_file = crate::demo::sources_config(log_dir, &sensors)?;
     let records = sensors.raw_lines();
     let codec = RegistryCodec::new(&settings.registry)?;
     crate::demo::publish_baseline(settings, &codec, &fleet.baseline_yaml).await?;
