@@ -377,7 +377,7 @@ var configKeys = map[string][]string{
 	"log":               {"filter", "json"},
 	"pipeline":          {"batch_max_records", "batch_linger_ms", "max_backoff_ms", "group_prefix", "instance_id", "dead_letter_format"},
 	"observability":     {"listen"},
-	"normalize":         {"max_record_bytes", "proxy_format", "default_device_id", "sources", "flow_wait_ms", "flow_max_held"},
+	"normalize":         {"max_record_bytes", "proxy_format", "default_device_id", "sources", "sources_file", "flow_wait_ms", "flow_max_held"},
 	"normalize.sources": {"network", "device_id", "platform", "app_id", "from", "until"},
 	"stream":            {"allowed_lateness_ms", "idle_timeout_ms", "stop_at_end", "max_timeline_entries", "restore_timeout_ms", "suppression_window_ms", "max_state_bytes", "workers"},
 }
@@ -597,7 +597,8 @@ func checkRender(args []string) error {
 		for _, v := range list(p.spec["volumes"]) {
 			vol := v.(M)
 			cmName := str(get(vol, "configMap", "name"))
-			if cmName == "" {
+			// The address map's volume is the user's own (normalize.sourcesFile.volume).
+			if cmName == "" || str(vol["name"]) == "sources" {
 				continue
 			}
 			_, exists := configMaps[cmName]

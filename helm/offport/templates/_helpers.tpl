@@ -228,6 +228,9 @@ Secrets (see offport.secretEnv).
 {{- if $sources -}}
 {{- $_ := set $normalize "sources" $sources -}}
 {{- end -}}
+{{- if $v.normalize.sourcesFile.volume -}}
+{{- $_ := set $normalize "sources_file" (printf "/etc/offport/sources/%s" $v.normalize.sourcesFile.path) -}}
+{{- end -}}
 {{- $s := $v.stream -}}
 {{- $stream := dict "allowed_lateness_ms" (int64 $s.allowedLatenessMs) "idle_timeout_ms" (int64 $s.idleTimeoutMs) "stop_at_end" $s.stopAtEnd "max_timeline_entries" (int64 $s.maxTimelineEntries) "restore_timeout_ms" (int64 $s.restoreTimeoutMs) "suppression_window_ms" (int64 $s.suppressionWindowMs) "max_state_bytes" (int64 $s.maxStateBytes) "workers" (int64 $s.workers) -}}
 {{- toYaml (dict "kafka" $kafka "registry" $registry "topics" $topics "log" $log "pipeline" $pipeline "observability" $observability "normalize" $normalize "stream" $stream) -}}
