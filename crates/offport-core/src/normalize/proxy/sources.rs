@@ -69,11 +69,35 @@ pub struct SourceMap {
     /// Indices into `entries` of single addresses (`/32`, `/128`: a tunnel sensor's leases),
     /// in configuration order. A host route is the longest prefix there is, so one in force
     /// answers a lookup without the trie.
-    hosts: FxHashMap<IpAddr, Vec<usize>>,
+    hosts: FxHashMap<IpAddr, Indices>,
     /// Indices into `entries` by IPv4 network (wider than one address), in configuration order.
-    v4: PrefixMap<Ipv4Net, Vec<usize>>,
+    v4: PrefixMap<Ipv4Net, Indices>,
     /// Indices into `entries` by IPv6 network (wider than one address), in configuration order.
-    v6: PrefixMap<Ipv6Net, Vec<usize>>,
+    v6: PrefixMap<Ipv6Net, Indices>,
+}
+
+/// The indices into `entries` of one network, in configuration order. Nearly always one: held
+/// in place, a lookup reads the mapping without first following a vector to its one index.
+#[derive(Clone, Debug)]
+enum Indices {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Indices {
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            Indices::One(index) => std::slice::from_ref(index),
+            Indices::Many(indices) => indices,
+        }
+    }
+
+    fn push(&mut self, index: usize) {
+        match self {
+            Indices::One(first) => *self = Indices::Many(vec![*first, index]),
+            Indices::Many(indices) => indices.push(index),
+        }
+    }
 }
 
 impl std::fmt::Debug for SourceMap {
@@ -84,11 +108,11 @@ impl std::fmt::Debug for SourceMap {
     }
 }
 
-fn push<P: prefix_trie::Prefix>(map: &mut PrefixMap<P, Vec<usize>>, net: P, index: usize) {
+fn push<P: prefix_trie::Prefix>(map: &mut PrefixMap<P, Indices>, net: P, index: usize) {
     match map.get_mut(&net) {
         Some(indices) => indices.push(index),
         None => {
-            map.insert(net, vec![index]);
+            map.insert(net, Indices::One(index));
         }
     }
 }
@@ -104,14 +128,19 @@ impl Eq for SourceMap {}
 impl SourceMap {
     /// A map of `entries`.
     pub fn new(entries: Vec<SourceMapping>) -> Self {
-        let mut hosts: FxHashMap<IpAddr, Vec<usize>> = FxHashMap::default();
+        let mut hosts: FxHashMap<IpAddr, Indices> = FxHashMap::default();
         let mut v4 = PrefixMap::new();
         let mut v6 = PrefixMap::new();
         for (index, entry) in entries.iter().enumerate() {
             // Host bits set in a configured block (`10.8.0.12/16`) name the same block.
             let network = entry.network.trunc();
             if network.prefix_len() == network.max_prefix_len() {
-                hosts.entry(network.addr()).or_default().push(index);
+                match hosts.get_mut(&network.addr()) {
+                    Some(indices) => indices.push(index),
+                    None => {
+                        hosts.insert(network.addr(), Indices::One(index));
+                    }
+                }
                 continue;
             }
             match network {
@@ -137,8 +166,9 @@ impl SourceMap {
             .trim_end_matches(']')
             .parse()
             .ok()?;
-        let in_force = |indices: &Vec<usize>| {
+        let in_force = |indices: &Indices| {
             indices
+                .as_slice()
                 .iter()
                 .filter_map(|i| self.entries.get(*i))
                 .find(|e| e.holds_at(at))
