@@ -21,8 +21,8 @@
 use serde::Deserialize;
 
 use super::{
-    check_count, check_device_id, check_platform, check_time, derived_id, time_from_json,
-    time_from_text, trimmed, value_of, Limits, Normalized, Normalizer, RawRecord, Rejection,
+    check_count, check_device_id, check_platform, check_time, derived_id, time_from_text, trimmed,
+    value_of, JsonTime, Limits, Normalized, Normalizer, RawRecord, Rejection,
 };
 use crate::model::{
     DeviceEvent, DeviceEventKind, EpochMillis, NetworkApiUsage, Platform, SourceFormat,
@@ -37,7 +37,7 @@ struct EventJson {
     app_id: Option<String>,
     app_name: Option<String>,
     kind: Option<String>,
-    event_time: Option<serde_json::Value>,
+    event_time: Option<JsonTime>,
     network_api: Option<ApiJson>,
     detail: Option<String>,
 }
@@ -100,12 +100,13 @@ impl EdrJson {
                 "kind={kind_name:?} is not an event kind offport knows (see docs/formats.md)"
             ))
         })?;
-        let event_time = match json.event_time.filter(|v| !v.is_null()) {
-            Some(value) => time_from_json(&value).ok_or_else(|| {
-                Rejection::unparseable(format!(
+        let event_time = match json.event_time {
+            Some(JsonTime::At(at)) => at,
+            Some(JsonTime::Invalid(value)) => {
+                return Err(Rejection::unparseable(format!(
                     "event_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds"
-                ))
-            })?,
+                )))
+            }
             None => return Err(Rejection::unparseable("no event_time")),
         };
         check_time("event_time", event_time, ingest_time)?;

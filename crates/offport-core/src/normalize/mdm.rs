@@ -33,7 +33,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::{
-    check_device_id, check_platform, check_time, time_from_json, time_from_text, trimmed, value_of,
+    check_device_id, check_platform, check_time, time_from_text, trimmed, value_of, JsonTime,
     Limits, Normalized, Normalizer, RawRecord, Rejection,
 };
 use crate::model::{DeviceContext, EpochMillis, ManagedApp, Platform, SourceFormat};
@@ -58,7 +58,7 @@ struct ContextJson {
     apps: Vec<AppJson>,
     #[serde(default)]
     inventory_complete: bool,
-    event_time: Option<serde_json::Value>,
+    event_time: Option<JsonTime>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,12 +87,13 @@ fn offport_json(
             .as_deref()
             .or(record.outside_device()),
     )?;
-    let event_time = match json.event_time.filter(|v| !v.is_null()) {
-        Some(value) => time_from_json(&value).ok_or_else(|| {
-            Rejection::unparseable(format!(
+    let event_time = match json.event_time {
+        Some(JsonTime::At(at)) => at,
+        Some(JsonTime::Invalid(value)) => {
+            return Err(Rejection::unparseable(format!(
                 "event_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds"
-            ))
-        })?,
+            )))
+        }
         None => return Err(Rejection::unparseable("no event_time")),
     };
     check_time("event_time", event_time, ingest_time)?;
@@ -172,7 +173,7 @@ struct InventoryWire {
     group: Option<String>,
     role: Option<String>,
     owner: Option<String>,
-    effective_time: Option<serde_json::Value>,
+    effective_time: Option<JsonTime>,
 }
 
 /// An inventory file's row before its time is read.
@@ -183,7 +184,7 @@ struct InventoryRow {
     group: Option<String>,
     role: Option<String>,
     owner: Option<String>,
-    effective_time: Option<serde_json::Value>,
+    effective_time: Option<JsonTime>,
 }
 
 impl InventoryEntry {
@@ -277,13 +278,14 @@ pub fn parse_inventory(text: &str) -> Result<Vec<InventoryEntry>, InventoryError
     for (place, row) in rows {
         let device_id =
             trimmed(row.device_id).ok_or_else(|| at(&place, "no device_id".to_string()))?;
-        let effective_time = match row.effective_time.filter(|v| !v.is_null()) {
-            Some(value) => Some(time_from_json(&value).ok_or_else(|| {
-                at(
+        let effective_time = match row.effective_time {
+            Some(JsonTime::At(time)) => Some(time),
+            Some(JsonTime::Invalid(value)) => {
+                return Err(at(
                     &format!("{place} ({device_id})"),
                     format!("effective_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds"),
-                )
-            })?),
+                ))
+            }
             None => None,
         };
         if let Some(earlier) = seen.insert(
@@ -324,12 +326,13 @@ fn inventory(
             .as_deref()
             .or(record.outside_device()),
     )?;
-    let event_time = match wire.effective_time.filter(|v| !v.is_null()) {
-        Some(value) => time_from_json(&value).ok_or_else(|| {
-            Rejection::unparseable(format!(
+    let event_time = match wire.effective_time {
+        Some(JsonTime::At(at)) => at,
+        Some(JsonTime::Invalid(value)) => {
+            return Err(Rejection::unparseable(format!(
                 "effective_time={value} is neither RFC 3339 text nor epoch seconds/milliseconds"
-            ))
-        })?,
+            )))
+        }
         None => super::EARLIEST_TIME,
     };
     check_time("effective_time", event_time, ingest_time)?;

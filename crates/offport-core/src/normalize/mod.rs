@@ -793,4 +793,40 @@ mod device_id_tests {
             assert_eq!(record.device_id(), "iphone-abc", "{record:?}");
         }
     }
+
+    #[test]
+    fn a_time_that_is_not_one_is_rejected_naming_its_field_and_value() {
+        let limits = Limits::default();
+        let proxy = || proxy::ProxyNormalizer::new(proxy::ProxyFormat::Auto, limits);
+        let cases: Vec<(Box<dyn Normalizer>, &str, &str)> = vec![
+            (
+                Box::new(proxy()),
+                r#"{"timestamp":"yesterday","flow_id":7,"event_type":"flow","src_ip":"10.8.0.2","src_port":5000,"dest_ip":"203.0.113.5","dest_port":443,"proto":"TCP","flow":{"start":"2026-11-20T10:00:00.000000+0000","end":"2026-11-20T10:00:02.000000+0000","bytes_toserver":1,"bytes_toclient":1}}"#,
+                r#"timestamp="yesterday" is not an EVE timestamp"#,
+            ),
+            (
+                Box::new(proxy()),
+                r#"{"ts":{"s":1},"uid":"C1","id.orig_h":"10.8.0.2","id.orig_p":5000,"id.resp_h":"203.0.113.5","id.resp_p":443,"proto":"tcp","conn_state":"SF"}"#,
+                r#"ts={"s":1} is neither epoch seconds nor ISO 8601"#,
+            ),
+            (
+                Box::new(edr::EdrNormalizer::new(limits)),
+                r#"{"device_id":"d1","platform":"IOS","kind":"DEVICE_LOCKED","event_time":true}"#,
+                "event_time=true is neither RFC 3339 text nor epoch seconds/milliseconds",
+            ),
+            (
+                Box::new(mdm::MdmNormalizer::new(limits)),
+                r#"{"device_id":"d1","platform":"IOS","event_time":"soon","apps":[]}"#,
+                r#"event_time="soon" is neither RFC 3339 text nor epoch seconds/milliseconds"#,
+            ),
+        ];
+        for (mut normalizer, value, message) in cases {
+            let record = RawRecord::new("t", 0, 0, value.as_bytes());
+            let rejection = normalizer
+                .normalize(&record, 1_795_168_900_000)
+                .unwrap_err();
+            assert_eq!(rejection.reason, DeadLetterReason::Unparseable, "{value}");
+            assert_eq!(rejection.message, message, "{value}");
+        }
+    }
 }

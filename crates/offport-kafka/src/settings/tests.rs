@@ -553,3 +553,35 @@ fn a_bad_sources_file_is_named_with_what_is_wrong_where() {
     let err = with_file(&not_a_list);
     assert!(err.contains("map.yaml"), "{err}");
 }
+
+#[test]
+fn a_json_sources_file_is_read_as_json() {
+    // Named `.json`: read with the JSON reader, times as epoch milliseconds or text.
+    let json = temp_file(
+        "sources.json",
+        r#"[{"network":"10.8.0.9/32","device_id":"android-9","platform":"android","from":1795132800000},
+            {"network":"10.8.1.0/24","device_id":"ios-10","until":"2026-11-21T00:00:00Z"}]"#,
+    );
+    let settings = Settings::load_from(
+        None,
+        env(&[("OFFPORT__NORMALIZE__SOURCES_FILE", json.to_str().unwrap())]),
+    )
+    .unwrap();
+    let all = settings.normalize.all_sources().unwrap();
+    let devices: Vec<&str> = all.iter().map(|s| s.device_id.as_str()).collect();
+    assert_eq!(devices, vec!["android-9", "ios-10"]);
+    assert_eq!(all[0].from, Some(1_795_132_800_000));
+    assert_eq!(all[1].until, Some(1_795_219_200_000));
+    // Not JSON: the JSON reader's error, with the file named.
+    let broken = temp_file("broken.json", "[{\"network\": ");
+    let err = Settings::load_from(
+        None,
+        env(&[("OFFPORT__NORMALIZE__SOURCES_FILE", broken.to_str().unwrap())]),
+    )
+    .unwrap()
+    .normalize
+    .all_sources()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("broken.json") && err.contains("EOF"), "{err}");
+}

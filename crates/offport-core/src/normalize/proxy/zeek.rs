@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::SessionDraft;
 use crate::model::{DnsInfo, EpochMillis, HttpInfo};
-use crate::normalize::{time_from_json, Rejection};
+use crate::normalize::{JsonTime, Rejection};
 
 /// Which Zeek log a line belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum ZeekLog {
 /// The fields offport reads from the four logs (Zeek omits unset fields in JSON).
 #[derive(Debug, Default, Deserialize)]
 struct Line {
-    ts: Option<serde_json::Value>,
+    ts: Option<JsonTime>,
     uid: Option<String>,
     #[serde(rename = "_path")]
     path: Option<String>,
@@ -199,12 +199,15 @@ fn from_line(line: Line) -> Result<Option<ZeekRecord>, Rejection> {
         .uid
         .filter(|u| !u.trim().is_empty())
         .ok_or_else(|| Rejection::unparseable("Zeek line without a uid"))?;
-    let ts = line
-        .ts
-        .ok_or_else(|| Rejection::unparseable("Zeek line without ts"))?;
-    let time = time_from_json(&ts).ok_or_else(|| {
-        Rejection::unparseable(format!("ts={ts} is neither epoch seconds nor ISO 8601"))
-    })?;
+    let time = match line.ts {
+        Some(JsonTime::At(at)) => at,
+        Some(JsonTime::Invalid(ts)) => {
+            return Err(Rejection::unparseable(format!(
+                "ts={ts} is neither epoch seconds nor ISO 8601"
+            )))
+        }
+        None => return Err(Rejection::unparseable("Zeek line without ts")),
+    };
     let transport = super::transport_from(line.proto.as_deref())?;
     let mut draft = SessionDraft {
         transport,
